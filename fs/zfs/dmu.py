@@ -1,0 +1,214 @@
+"""The DMU: object sets (objset_phys_t), their dnodes, and objects read through block trees.
+
+An object set is a flat array of objects. Its `objset_phys_t` (include/sys/dmu_objset.h)
+holds the meta dnode, whose data is the array of dnodes, 512 bytes per slot:
+
+    0    os_meta_dnode      dnode_phys_t (512)
+    512  os_zil_header      zil_header_t (192)
+    704  os_type u64        DMU_OST_META (the MOS) or DMU_OST_ZFS (a filesystem) ...
+    712  os_flags u64
+    720  os_portable_mac[32], 752 os_local_mac[32]
+    1024 os_userused_dnode, 1536 os_groupused_dnode, 2048 os_projectused_dnode (later sizes)
+
+An object's data is a tree of `dn_nlevels` levels hanging from its `dn_blkptr`: level 0
+holds data blocks of `datablksz` bytes, each indirect block holds 2^(dn_indblkshift - 7)
+block pointers. Level-0 block `blkid` is reached by taking, at each level L from the top,
+the child `(blkid >> (epbs * (L - 1))) & (2^epbs - 1)`. A hole pointer anywhere on the way
+(or a block past `dn_maxblkid`) reads as zeros: sparse files cost nothing. Each block's
+byte order is the one its pointer gives, which is how big-endian pools read here.
+
+Blocks come through `BlockCache`, one per mount: a bounded LRU (by bytes) of verified,
+decompressed blocks keyed by their block pointer, so the indirect blocks above a file being
+read sequentially, dnode blocks and ZAP leaves are read from disk once.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Protocol
+
+from construct import Bytes, Int64ub, Int64ul, Struct
+
+from uvfs import FSError
+
+from .blkptr import BLKPTR_SIZE, BlockPtr, parse_blkptr
+from .dnode import DMU_OT_NONE, DN_MAX_OBJECT, DNODE_MIN_SIZE, DNODE_SHIFT, DnodePhys, parse_dnode
+
+DMU_OST_META = 1
+DMU_OST_ZFS = 2
+OBJSET_PHYS_SIZE_V1 = 1024
+CACHE_BYTES = 64 << 20  # per mount: enough for a few hundred 128 KiB records
+
+
+def _objset_tail(u64: type) -> Struct:
+    return Struct(
+        "os_zil_header" / Bytes(192),  # 512
+        "os_type" / u64,  # 704
+        "os_flags" / u64,  # 712
+    ).compile()
+
+
+_TAIL = {"<": _objset_tail(Int64ul), ">": _objset_tail(Int64ub)}
+
+
+@dataclass(frozen=True, slots=True)
+class ObjsetPhys:
+    """The parts of an objset_phys_t a reader needs."""
+
+    os_meta_dnode: DnodePhys
+    os_type: int
+    os_flags: int
+
+
+def parse_objset(raw: bytes, byteorder: str) -> ObjsetPhys:
+    """Decode an objset_phys_t (any of its sizes: the first 1024 bytes say all we use)."""
+    if len(raw) < OBJSET_PHYS_SIZE_V1:
+        raise FSError(errno.EIO, f"objset: {len(raw)} bytes, want at least {OBJSET_PHYS_SIZE_V1}")
+    tail = _TAIL[byteorder].parse(raw[DNODE_MIN_SIZE:])
+    return ObjsetPhys(parse_dnode(raw[:DNODE_MIN_SIZE], byteorder), tail.os_type, tail.os_flags)
+
+
+class BlockSource(Protocol):
+    """What the DMU needs from the pool: a block's logical bytes, verified."""
+
+    async def read_bp(self, bp: BlockPtr) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CacheStatistics:
+    """A snapshot of a `BlockCache`'s counters."""
+
+    hits: int
+    misses: int
+    blocks: int
+    bytes: int
+
+
+class BlockCache:
+    """A bounded LRU of decompressed blocks in front of the pool, shared by one mount.
+
+    Args:
+        pool: where blocks come from.
+        capacity: the most bytes kept.
+    """
+
+    def __init__(self, pool: BlockSource, capacity: int = CACHE_BYTES) -> None:
+        self.pool = pool
+        self.capacity = capacity
+        self._blocks: OrderedDict[BlockPtr, bytes] = OrderedDict()
+        self._bytes = 0
+        self._hits = 0
+        self._misses = 0
+
+    async def read(self, bp: BlockPtr) -> bytes:
+        """The logical bytes of `bp` (a non-hole pointer)."""
+        data = self._blocks.get(bp)
+        if data is not None:
+            self._hits += 1
+            self._blocks.move_to_end(bp)
+            return data
+        self._misses += 1
+        data = await self.pool.read_bp(bp)
+        if bp.embedded or len(data) > self.capacity:
+            return data
+        if bp not in self._blocks:
+            self._blocks[bp] = data
+            self._bytes += len(data)
+        while self._bytes > self.capacity:
+            _, old = self._blocks.popitem(last=False)
+            self._bytes -= len(old)
+        return data
+
+    def statistics(self) -> CacheStatistics:
+        """Hit and miss counts and what the cache holds now."""
+        return CacheStatistics(self._hits, self._misses, len(self._blocks), self._bytes)
+
+
+async def read_block(cache: BlockCache, dn: DnodePhys, blkid: int) -> tuple[bytes, str] | None:
+    """Level-0 block `blkid` of the object `dn` and its byte order; None for a hole.
+
+    The data is `dn.datablksz` bytes (a short block is padded with zeros).
+    """
+    if dn.dn_type == DMU_OT_NONE or blkid > dn.dn_maxblkid:
+        return None
+    epbs = dn.dn_indblkshift - 7
+    nlevels = dn.dn_nlevels
+    top = blkid >> (epbs * (nlevels - 1)) if nlevels > 1 else blkid
+    if top >= dn.dn_nblkptr:
+        return None
+    bp = dn.dn_blkptr[top]
+    for level in range(nlevels - 1, 0, -1):  # bounded by dn_nlevels (at most DN_MAX_LEVELS)
+        if bp.is_hole:
+            return None
+        if bp.level != level:
+            raise FSError(errno.EIO, f"indirect block at level {bp.level}, expected {level}")
+        data = await cache.read(bp)
+        slot = ((blkid >> (epbs * (level - 1))) & ((1 << epbs) - 1)) * BLKPTR_SIZE
+        if slot + BLKPTR_SIZE > len(data):
+            raise FSError(errno.EIO, "indirect block shorter than its dnode says")
+        bp = parse_blkptr(data[slot : slot + BLKPTR_SIZE], bp.byteorder)
+    if bp.is_hole:
+        return None
+    data = await cache.read(bp)
+    size = dn.datablksz
+    if len(data) < size:
+        data = data + bytes(size - len(data))
+    return (data[:size] if len(data) > size else data), bp.byteorder
+
+
+async def read_object(cache: BlockCache, dn: DnodePhys, offset: int, size: int) -> bytes:
+    """`size` bytes of object `dn` at `offset`, holes as zeros (no end-of-object check)."""
+    bsz = dn.datablksz
+    out = bytearray()
+    pos, end = offset, offset + size
+    while pos < end:  # one pass per data block: bounded by size / datablksz
+        blkid, skip = divmod(pos, bsz)
+        take = min(bsz - skip, end - pos)
+        block = await read_block(cache, dn, blkid)
+        out += block[0][skip : skip + take] if block else bytes(take)
+        pos += take
+    return bytes(out)
+
+
+class ObjectSet:
+    """One object set (the MOS, a filesystem, a snapshot) opened for reading.
+
+    Args:
+        cache: the mount's block cache.
+        phys: the object set's root record.
+    """
+
+    def __init__(self, cache: BlockCache, phys: ObjsetPhys) -> None:
+        self.cache = cache
+        self.phys = phys
+        self.meta = phys.os_meta_dnode
+
+    @classmethod
+    async def open(cls, cache: BlockCache, bp: BlockPtr) -> ObjectSet:
+        """The object set whose objset_phys_t `bp` points to."""
+        if bp.is_hole:
+            raise FSError(errno.EIO, "object set pointer is a hole")
+        return cls(cache, parse_objset(await cache.read(bp), bp.byteorder))
+
+    async def dnode(self, obj: int) -> DnodePhys:
+        """The dnode of object `obj`; ENOENT when the slot is free or out of range."""
+        if not 0 < obj < DN_MAX_OBJECT:
+            raise FSError(errno.ENOENT, f"object {obj} out of range")
+        bsz = self.meta.datablksz
+        if bsz < DNODE_MIN_SIZE:
+            raise FSError(errno.EIO, "meta dnode blocks smaller than a dnode")
+        blkid, at = divmod(obj << DNODE_SHIFT, bsz)
+        block = await read_block(self.cache, self.meta, blkid)
+        if block is None:
+            raise FSError(errno.ENOENT, f"object {obj} is not allocated")
+        data, byteorder = block
+        dn = parse_dnode(memoryview(data)[at:], byteorder)
+        if dn.dn_type == DMU_OT_NONE:
+            raise FSError(errno.ENOENT, f"object {obj} is free")
+        return dn
+
+    async def read(self, dn: DnodePhys, offset: int, size: int) -> bytes:
+        """`read_object` in this object set."""
+        return await read_object(self.cache, dn, offset, size)

@@ -1,0 +1,373 @@
+"""ZAP objects: ZFS's name -> integer-array maps (zap_impl.h, zap_leaf.h), micro and fat.
+
+Directories, the object directory, DSL child and snapshot lists, properties and the SA
+registry are all ZAPs. The first 8 bytes of block 0 say which kind:
+
+* **micro ZAP** (ZBT_MICRO): one block, a 64-byte header (mz_block_type, mz_salt,
+  mz_normflags, 5 pad words) then 64-byte entries: mze_value u64 @0, mze_cd u32 @8,
+  mze_pad u16 @12, mze_name[50] @14 (NUL-padded). Values are single u64s.
+* **fat ZAP** (ZBT_HEADER): block 0 is `zap_phys_t`; names hash (CRC-64 of the name, salted)
+  into a pointer table of 2^zt_shift leaf block ids, embedded in the second half of block 0
+  or, when large, in blocks zt_blk .. zt_blk + zt_numblks. The top zt_shift bits of a hash
+  pick the leaf. A leaf (ZBT_LEAF) is a 48-byte header, a 2^(bs-5)-slot u16 hash table, then
+  24-byte chunks: entries (le_*) whose name and value live in chains of array chunks, 21
+  bytes each, integers stored big-endian whatever the block's byte order.
+
+Parsing is sans-I/O (bytes in, `ZapEntry` out); `Zap` is the thin async layer on an object.
+Every chain walk is bounded by the leaf's chunk count, so a looped chain is an EIO.
+"""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass
+
+from construct import Bytes, Int8ul, Int16ub, Int16ul, Int32ub, Int32ul, Int64ub, Int64ul, Struct
+
+from uvfs import FSError
+
+from .dmu import ObjectSet, read_block
+from .dnode import DnodePhys
+
+ZBT_LEAF = (1 << 63) + 0
+ZBT_HEADER = (1 << 63) + 1
+ZBT_MICRO = (1 << 63) + 3
+ZAP_MAGIC = 0x2F52AB2AB
+ZAP_LEAF_MAGIC = 0x2AB1EAF
+MZAP_ENT_LEN = 64
+MZAP_NAME_LEN = 50
+ZAP_LEAF_CHUNKSIZE = 24
+ZAP_LEAF_ARRAY_BYTES = 21
+ZAP_LEAF_HDR_SIZE = 48
+ZAP_CHUNK_ENTRY = 252
+ZAP_CHUNK_ARRAY = 251
+CHAIN_END = 0xFFFF
+ZAP_FLAG_HASH64 = 1 << 0
+ZAP_FLAG_UINT64_KEY = 1 << 1
+ZFS_CRC64_POLY = 0xC96C5795D7870F42
+MAX_ZAP_BLOCK_SHIFT = 24  # a ZAP block is at most 16 MiB (large_blocks)
+
+
+def _crc64_table() -> tuple[int, ...]:
+    table = []
+    for i in range(256):
+        ct = i
+        for _ in range(8):
+            ct = (ct >> 1) ^ (ZFS_CRC64_POLY if ct & 1 else 0)
+        table.append(ct)
+    return tuple(table)
+
+
+_CRC64 = _crc64_table()
+
+
+def zap_hash(salt: int, name: bytes, hashbits: int = 28) -> int:
+    """The 64-bit hash of a string key (its bytes without the NUL), top `hashbits` kept."""
+    h = salt
+    for c in name:
+        h = (h >> 8) ^ _CRC64[(h ^ c) & 0xFF]
+    return h & ~((1 << (64 - hashbits)) - 1) & 0xFFFFFFFFFFFFFFFF
+
+
+@dataclass(frozen=True, slots=True)
+class ZapEntry:
+    """One name and its value: `value` holds the integers big-endian, `intlen` bytes each."""
+
+    name: bytes  # without the terminating NUL
+    intlen: int
+    value: bytes
+
+    def ints(self) -> tuple[int, ...]:
+        """The value as integers."""
+        n = self.intlen
+        return tuple(
+            int.from_bytes(self.value[i : i + n], "big") for i in range(0, len(self.value), n)
+        )
+
+    def int(self) -> int:
+        """The first integer of the value (the whole value, for the common u64 entries)."""
+        if self.intlen != 8 or len(self.value) < 8:
+            raise FSError(errno.EIO, f"zap entry {self.name!r}: not a u64")
+        return int.from_bytes(self.value[:8], "big")
+
+    def string(self) -> bytes:
+        """The value as a string (1-byte integers up to the NUL)."""
+        return self.value.split(b"\0", 1)[0]
+
+
+def _header(u16: type, u32: type, u64: type) -> dict[str, Struct]:
+    return {
+        "zap": Struct(
+            "zap_block_type" / u64,  # 0
+            "zap_magic" / u64,  # 8
+            "zt_blk" / u64,  # 16
+            "zt_numblks" / u64,  # 24
+            "zt_shift" / u64,  # 32
+            "zt_nextblk" / u64,  # 40
+            "zt_blks_copied" / u64,  # 48
+            "zap_freeblk" / u64,  # 56
+            "zap_num_leafs" / u64,  # 64
+            "zap_num_entries" / u64,  # 72
+            "zap_salt" / u64,  # 80
+            "zap_normflags" / u64,  # 88
+            "zap_flags" / u64,  # 96
+        ).compile(),
+        "leaf": Struct(
+            "lh_block_type" / u64,  # 0
+            "lh_pad1" / u64,  # 8
+            "lh_prefix" / u64,  # 16
+            "lh_magic" / u32,  # 24
+            "lh_nfree" / u16,  # 28
+            "lh_nentries" / u16,  # 30
+            "lh_prefix_len" / u16,  # 32
+            "lh_freelist" / u16,  # 34
+            "lh_flags" / Int8ul,  # 36
+            "lh_pad2" / Bytes(11),  # 37
+        ).compile(),
+        "entry": Struct(
+            "le_type" / Int8ul,  # 0
+            "le_value_intlen" / Int8ul,  # 1
+            "le_next" / u16,  # 2
+            "le_name_chunk" / u16,  # 4
+            "le_name_numints" / u16,  # 6
+            "le_value_chunk" / u16,  # 8
+            "le_value_numints" / u16,  # 10
+            "le_cd" / u32,  # 12
+            "le_hash" / u64,  # 16
+        ).compile(),
+    }
+
+
+_STRUCTS = {"<": _header(Int16ul, Int32ul, Int64ul), ">": _header(Int16ub, Int32ub, Int64ub)}
+
+
+@dataclass(frozen=True, slots=True)
+class ZapPhys:
+    """The fat ZAP header (zap_phys_t) fields a reader needs."""
+
+    zt_blk: int
+    zt_numblks: int
+    zt_shift: int
+    zap_freeblk: int
+    zap_num_leafs: int
+    zap_num_entries: int
+    zap_salt: int
+    zap_normflags: int
+    zap_flags: int
+
+
+def zap_block_type(block: bytes, byteorder: str) -> int:
+    """The first word of a ZAP block: ZBT_MICRO, ZBT_HEADER or ZBT_LEAF."""
+    return int.from_bytes(block[:8], "little" if byteorder == "<" else "big")
+
+
+def parse_mzap(block: bytes, byteorder: str) -> list[ZapEntry]:
+    """All entries of a micro ZAP block."""
+    order = "little" if byteorder == "<" else "big"
+    out = []
+    for at in range(MZAP_ENT_LEN, len(block) - MZAP_ENT_LEN + 1, MZAP_ENT_LEN):
+        name = block[at + 14 : at + 14 + MZAP_NAME_LEN].split(b"\0", 1)[0]
+        if name:
+            value = int.from_bytes(block[at : at + 8], order).to_bytes(8, "big")
+            out.append(ZapEntry(bytes(name), 8, value))
+    return out
+
+
+def parse_zap_header(block: bytes, byteorder: str) -> ZapPhys:
+    """Decode and check a fat ZAP's block 0."""
+    z = _STRUCTS[byteorder]["zap"].parse(block)
+    if z.zap_block_type != ZBT_HEADER or z.zap_magic != ZAP_MAGIC:
+        raise FSError(errno.EIO, "fat zap: bad header magic")
+    return ZapPhys(
+        z.zt_blk,
+        z.zt_numblks,
+        z.zt_shift,
+        z.zap_freeblk,
+        z.zap_num_leafs,
+        z.zap_num_entries,
+        z.zap_salt,
+        z.zap_normflags,
+        z.zap_flags,
+    )
+
+
+def parse_ptrtbl(block: bytes, byteorder: str, first: int, count: int) -> list[int]:
+    """`count` u64 leaf block ids starting at word `first` of `block`."""
+    order = "little" if byteorder == "<" else "big"
+    if (first + count) * 8 > len(block):
+        raise FSError(errno.EIO, "fat zap: pointer table runs past its block")
+    return [int.from_bytes(block[i * 8 : i * 8 + 8], order) for i in range(first, first + count)]
+
+
+def _leaf_geometry(block_len: int) -> tuple[int, int]:
+    """(first chunk offset, number of chunks) of a leaf block of `block_len` bytes."""
+    hash_entries = block_len >> 5
+    return ZAP_LEAF_HDR_SIZE + 2 * hash_entries, (block_len - 2 * hash_entries) // 24 - 2
+
+
+def parse_leaf(block: bytes, byteorder: str, key_intlen: int = 1) -> list[ZapEntry]:
+    """All entries of one fat ZAP leaf block. `key_intlen` is 8 for ZAP_FLAG_UINT64_KEY."""
+    structs = _STRUCTS[byteorder]
+    hdr = structs["leaf"].parse(block)
+    if hdr.lh_block_type != ZBT_LEAF or hdr.lh_magic != ZAP_LEAF_MAGIC:
+        raise FSError(errno.EIO, "zap leaf: bad magic")
+    first, nchunks = _leaf_geometry(len(block))
+    order = "little" if byteorder == "<" else "big"
+    entry = structs["entry"]
+    out = []
+    for i in range(nchunks):
+        at = first + i * ZAP_LEAF_CHUNKSIZE
+        if block[at] != ZAP_CHUNK_ENTRY:
+            continue
+        e = entry.parse(block[at : at + ZAP_LEAF_CHUNKSIZE])
+        name = _chain(block, order, first, nchunks, e.le_name_chunk, e.le_name_numints * key_intlen)
+        if key_intlen == 1:
+            name = name.split(b"\0", 1)[0]
+        intlen = e.le_value_intlen
+        if intlen not in (1, 2, 4, 8):
+            raise FSError(errno.EIO, f"zap leaf: value integer length {intlen}")
+        value = _chain(block, order, first, nchunks, e.le_value_chunk, e.le_value_numints * intlen)
+        out.append(ZapEntry(name, intlen, value))
+    return out
+
+
+def _chain(block: bytes, order: str, first: int, nchunks: int, chunk: int, length: int) -> bytes:
+    """`length` bytes from the chain of array chunks starting at `chunk`."""
+    out = bytearray()
+    for _ in range(nchunks):  # a chain longer than the leaf has chunks is a loop
+        if len(out) >= length:
+            break
+        if chunk >= nchunks:
+            raise FSError(errno.EIO, "zap leaf: array chunk out of range")
+        at = first + chunk * ZAP_LEAF_CHUNKSIZE
+        if block[at] != ZAP_CHUNK_ARRAY:
+            raise FSError(errno.EIO, "zap leaf: array chain reaches a non-array chunk")
+        out += block[at + 1 : at + 1 + ZAP_LEAF_ARRAY_BYTES]
+        chunk = int.from_bytes(block[at + 22 : at + 24], order)
+    if len(out) < length:
+        raise FSError(errno.EIO, "zap leaf: array chain too short")
+    return bytes(out[:length])
+
+
+class Zap:
+    """One ZAP object opened for lookups and listing.
+
+    A micro ZAP is parsed once into a dict; a fat ZAP reads its header once and then only
+    the pointer-table and leaf blocks a request needs (through the mount's block cache).
+    """
+
+    def __init__(self, objset: ObjectSet, dn: DnodePhys) -> None:
+        self.objset = objset
+        self.dn = dn
+        self.micro: dict[bytes, ZapEntry] | None = None
+        self.phys: ZapPhys | None = None
+        self.byteorder = "<"
+
+    @classmethod
+    async def open(cls, objset: ObjectSet, obj: int | DnodePhys) -> Zap:
+        """The ZAP in object `obj` (or the already-read dnode)."""
+        dn = obj if isinstance(obj, DnodePhys) else await objset.dnode(obj)
+        zap = cls(objset, dn)
+        block = await zap._block(0)
+        if block is None:
+            raise FSError(errno.EIO, "zap: block 0 is a hole")
+        data, zap.byteorder = block
+        kind = zap_block_type(data, zap.byteorder)
+        if kind == ZBT_MICRO:
+            zap.micro = {e.name: e for e in parse_mzap(data, zap.byteorder)}
+        elif kind == ZBT_HEADER:
+            zap.phys = parse_zap_header(data, zap.byteorder)
+            zap._check_ptrtbl()
+        else:
+            raise FSError(errno.EIO, f"zap: unknown block type {kind:#x}")
+        return zap
+
+    async def _block(self, blkid: int) -> tuple[bytes, str] | None:
+        return await read_block(self.objset.cache, self.dn, blkid)
+
+    @property
+    def _shift(self) -> int:
+        """log2 of the block size (FZAP_BLOCK_SHIFT)."""
+        return self.dn.datablksz.bit_length() - 1
+
+    def _check_ptrtbl(self) -> None:
+        p = self.phys
+        assert p is not None
+        shift = self._shift
+        if self.dn.datablksz != 1 << shift or not 9 <= shift <= MAX_ZAP_BLOCK_SHIFT:
+            raise FSError(errno.EIO, "fat zap: block size not a power of two")
+        if p.zt_numblks == 0:
+            ok = p.zt_shift == shift - 4
+        else:
+            ok = (
+                p.zt_shift <= 48
+                and (1 << p.zt_shift) <= p.zt_numblks << (shift - 3)
+                and p.zt_blk + p.zt_numblks <= self.dn.dn_maxblkid + 1
+            )
+        if not ok:
+            raise FSError(errno.EIO, "fat zap: pointer table size does not fit its blocks")
+
+    async def _ptrtbl(self, first: int, count: int) -> list[int]:
+        """Entries first .. first + count - 1 of the pointer table (within one block)."""
+        p = self.phys
+        assert p is not None
+        if p.zt_numblks == 0:
+            block0 = await self._block(0)
+            assert block0 is not None
+            return parse_ptrtbl(block0[0], self.byteorder, (1 << p.zt_shift) + first, count)
+        per_block = 1 << (self._shift - 3)
+        blk, at = divmod(first, per_block)
+        block = await self._block(p.zt_blk + blk)
+        if block is None:
+            raise FSError(errno.EIO, "fat zap: pointer table block is a hole")
+        return parse_ptrtbl(block[0], block[1], at, count)
+
+    async def _leaf(self, blkid: int) -> list[ZapEntry]:
+        if blkid == 0 or blkid > self.dn.dn_maxblkid:
+            raise FSError(errno.EIO, f"fat zap: leaf block {blkid} out of range")
+        block = await self._block(blkid)
+        if block is None:
+            raise FSError(errno.EIO, f"fat zap: leaf block {blkid} is a hole")
+        assert self.phys is not None
+        key_intlen = 8 if self.phys.zap_flags & ZAP_FLAG_UINT64_KEY else 1
+        return parse_leaf(block[0], block[1], key_intlen)
+
+    async def lookup(self, name: bytes) -> ZapEntry:
+        """The entry called `name`; ENOENT when there is none."""
+        if self.micro is not None:
+            try:
+                return self.micro[name]
+            except KeyError:
+                raise FSError(errno.ENOENT) from None
+        p = self.phys
+        assert p is not None
+        if p.zap_normflags or p.zap_flags & ZAP_FLAG_UINT64_KEY:
+            # Names hash in normalised form we do not compute: search every leaf.
+            entries = await self.entries()
+        else:
+            hashbits = 48 if p.zap_flags & ZAP_FLAG_HASH64 else 28
+            h = zap_hash(p.zap_salt, name, hashbits)
+            idx = h >> (64 - p.zt_shift) if p.zt_shift else 0
+            (leaf,) = await self._ptrtbl(idx, 1)
+            entries = await self._leaf(leaf)
+        for e in entries:
+            if e.name == name:
+                return e
+        raise FSError(errno.ENOENT)
+
+    async def entries(self) -> list[ZapEntry]:
+        """Every entry, in on-disk order."""
+        if self.micro is not None:
+            return list(self.micro.values())
+        p = self.phys
+        assert p is not None
+        per_block = (1 << (self._shift - 4)) if p.zt_numblks == 0 else 1 << (self._shift - 3)
+        seen: set[int] = set()
+        out: list[ZapEntry] = []
+        for first in range(0, 1 << p.zt_shift, per_block):
+            count = min(per_block, (1 << p.zt_shift) - first)
+            for leaf in await self._ptrtbl(first, count):
+                if leaf not in seen:
+                    seen.add(leaf)
+                    out += await self._leaf(leaf)
+        return out

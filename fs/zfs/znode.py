@@ -1,0 +1,129 @@
+"""ZPL file attributes: the old znode_phys_t bonus (ZPL <= 4) and SA attributes (ZPL >= 5).
+
+Both decode to one in-core record, `Znode`. The old layout (zfs_znode.h, bonus type
+DMU_OT_ZNODE), in the dnode's byte order:
+
+    0   zp_atime[2]  16 zp_mtime[2]  32 zp_ctime[2]  48 zp_crtime[2]   (seconds, nanoseconds)
+    64  zp_gen       72 zp_mode      80 zp_size      88 zp_parent
+    96  zp_links     104 zp_xattr    112 zp_rdev     120 zp_flags
+    128 zp_uid       136 zp_gid      144 zp_zap      152 zp_pad[3]
+    176 zp_acl (zfs_acl_phys_t, 88 bytes)                               264 end
+
+A short symlink target sits in the bonus right after the znode (when size + 264 fits the
+bonus), a longer one in the object's data. SA files carry the same values as named
+attributes (ZPL_MODE ...); the target is ZPL_SYMLINK and SA xattrs a packed nvlist in
+ZPL_DXATTR.
+
+Device numbers are stored "expanded" (zfs_expldev): major << 32 | minor. Pools written on
+32-bit Solaris or by zfs-fuse may hold a value below 2^32; that is decoded as the 32-bit
+Solaris form, major << 18 | minor (NBITSMINOR32 = 18).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import struct
+from dataclasses import dataclass
+
+from uvfs import FSError
+
+ZNODE_PHYS_SIZE = 264
+NBITSMINOR32 = 18
+MAXMIN32 = (1 << NBITSMINOR32) - 1
+_U64_FIELDS = 22  # zp_atime .. zp_gid, as u64 words
+
+
+@dataclass(frozen=True, slots=True)
+class Znode:
+    """A file's ZPL attributes, whatever their on-disk form. Times are (seconds, ns)."""
+
+    mode: int
+    size: int
+    uid: int
+    gid: int
+    links: int
+    parent: int
+    gen: int
+    flags: int
+    rdev: int  # as stored (see `linux_rdev`)
+    xattr: int  # object of the xattr directory, 0 for none
+    atime: tuple[int, int]
+    mtime: tuple[int, int]
+    ctime: tuple[int, int]
+    crtime: tuple[int, int]
+    symlink: bytes | None = None  # the target when stored with the attributes
+    dxattr: bytes | None = None  # packed nvlist of SA xattrs
+
+
+def linux_rdev(stored: int) -> int:
+    """The Linux dev_t for a stored device number."""
+    if stored >> 32:
+        return os.makedev(stored >> 32, stored & 0xFFFFFFFF)
+    return os.makedev(stored >> NBITSMINOR32, stored & MAXMIN32)
+
+
+def parse_znode_phys(bonus: bytes, byteorder: str) -> Znode:
+    """Decode an old-style znode_phys_t bonus buffer (with an inline symlink target, if any)."""
+    if len(bonus) < ZNODE_PHYS_SIZE:
+        raise FSError(errno.EIO, f"znode: bonus of {len(bonus)} bytes")
+    w = struct.unpack_from(f"{byteorder}{_U64_FIELDS}Q", bonus)
+    size = w[10]
+    symlink = None
+    if size + ZNODE_PHYS_SIZE <= len(bonus):
+        symlink = bytes(bonus[ZNODE_PHYS_SIZE : ZNODE_PHYS_SIZE + size])
+    return Znode(
+        mode=w[9],
+        size=size,
+        uid=w[16],
+        gid=w[17],
+        links=w[12],
+        parent=w[11],
+        gen=w[8],
+        flags=w[15],
+        rdev=w[14],
+        xattr=w[13],
+        atime=(w[0], w[1]),
+        mtime=(w[2], w[3]),
+        ctime=(w[4], w[5]),
+        crtime=(w[6], w[7]),
+        symlink=symlink,
+    )
+
+
+def znode_from_sa(attrs: dict[str, bytes], byteorder: str) -> Znode:
+    """Build a Znode from decoded SA attributes (see sa.parse_sa)."""
+
+    def u64(name: str, default: int | None = None) -> int:
+        raw = attrs.get(name)
+        if raw is None or len(raw) < 8:
+            if default is None:
+                raise FSError(errno.EIO, f"znode: no {name}")
+            return default
+        return int.from_bytes(raw[:8], "little" if byteorder == "<" else "big")
+
+    def time(name: str) -> tuple[int, int]:
+        raw = attrs.get(name)
+        if raw is None or len(raw) < 16:
+            return (0, 0)
+        sec, nsec = struct.unpack_from(f"{byteorder}2Q", raw)
+        return sec, nsec
+
+    return Znode(
+        mode=u64("ZPL_MODE"),
+        size=u64("ZPL_SIZE"),
+        uid=u64("ZPL_UID", 0),
+        gid=u64("ZPL_GID", 0),
+        links=u64("ZPL_LINKS", 1),
+        parent=u64("ZPL_PARENT", 0),
+        gen=u64("ZPL_GEN", 0),
+        flags=u64("ZPL_FLAGS", 0),
+        rdev=u64("ZPL_RDEV", 0),
+        xattr=u64("ZPL_XATTR", 0),
+        atime=time("ZPL_ATIME"),
+        mtime=time("ZPL_MTIME"),
+        ctime=time("ZPL_CTIME"),
+        crtime=time("ZPL_CRTIME"),
+        symlink=attrs.get("ZPL_SYMLINK"),
+        dxattr=attrs.get("ZPL_DXATTR"),
+    )

@@ -1,0 +1,172 @@
+"""ZAP parsing: micro ZAP entries, the fat ZAP header, pointer tables and leaf chunk chains."""
+
+from __future__ import annotations
+
+import errno
+import struct
+
+import pytest
+from uvfs_fs.zfs.zap import (
+    ZAP_LEAF_MAGIC,
+    ZAP_MAGIC,
+    ZBT_HEADER,
+    ZBT_LEAF,
+    ZBT_MICRO,
+    ZapEntry,
+    parse_leaf,
+    parse_mzap,
+    parse_ptrtbl,
+    parse_zap_header,
+    zap_block_type,
+    zap_hash,
+)
+
+from uvfs import FSError
+
+BS = 1 << 14  # a 16 KiB leaf: 512 hash slots, 469 chunks
+
+
+def mzap(bo: str, entries: list[tuple[bytes, int]], size: int = 512) -> bytes:
+    out = bytearray(struct.pack(f"{bo}3Q40x", ZBT_MICRO, 0x1234, 0))
+    for name, value in entries:
+        out += struct.pack(f"{bo}QIH", value, 0, 0) + name.ljust(50, b"\0")
+    return bytes(out.ljust(size, b"\0"))
+
+
+class Leaf:
+    """Builds a leaf block: entries with names and values in chains of array chunks."""
+
+    def __init__(self, bo: str, size: int = BS) -> None:
+        self.bo = bo
+        self.block = bytearray(size)
+        struct.pack_into(
+            f"{bo}QQQIHHHHB", self.block, 0, ZBT_LEAF, 0, 0, ZAP_LEAF_MAGIC, 0, 0, 0, 0, 0
+        )
+        self.first = 48 + 2 * (size >> 5)
+        self.next_chunk = 0
+
+    def _chunk(self) -> int:
+        self.next_chunk += 1
+        return self.next_chunk - 1
+
+    def _array(self, data: bytes) -> int:
+        pieces = [data[i : i + 21] for i in range(0, len(data), 21)] or [b""]
+        chunks = [self._chunk() for _ in pieces]
+        for i, (c, piece) in enumerate(zip(chunks, pieces, strict=True)):
+            nxt = chunks[i + 1] if i + 1 < len(chunks) else 0xFFFF
+            at = self.first + c * 24
+            self.block[at] = 251
+            self.block[at + 1 : at + 1 + len(piece)] = piece
+            struct.pack_into(f"{self.bo}H", self.block, at + 22, nxt)
+        return chunks[0]
+
+    def add(self, name: bytes, intlen: int, ints: list[int]) -> None:
+        entry = self._chunk()
+        name_chunk = self._array(name + b"\0")
+        value = b"".join(v.to_bytes(intlen, "big") for v in ints)
+        value_chunk = self._array(value)
+        struct.pack_into(
+            f"{self.bo}BBHHHHHIQ",
+            self.block,
+            self.first + entry * 24,
+            252,
+            intlen,
+            0xFFFF,
+            name_chunk,
+            len(name) + 1,
+            value_chunk,
+            len(ints),
+            0,
+            0,
+        )
+
+
+@pytest.mark.parametrize("bo", ["<", ">"])
+def test_micro_zap(bo: str) -> None:
+    block = mzap(bo, [(b"ROOT", 34), (b"VERSION", 5), (b"x" * 49, 1 << 63)])
+    assert zap_block_type(block, bo) == ZBT_MICRO
+    got = {e.name: e.int() for e in parse_mzap(block, bo)}
+    assert got == {b"ROOT": 34, b"VERSION": 5, b"x" * 49: 1 << 63}
+
+
+def test_micro_zap_skips_empty_slots() -> None:
+    block = bytearray(mzap("<", [(b"a", 1), (b"", 0), (b"b", 2)]))
+    assert [e.name for e in parse_mzap(bytes(block), "<")] == [b"a", b"b"]
+
+
+@pytest.mark.parametrize("bo", ["<", ">"])
+def test_fat_header_and_embedded_ptrtbl(bo: str) -> None:
+    block = bytearray(BS)
+    words = [ZBT_HEADER, ZAP_MAGIC, 0, 0, 10, 0, 0, 5, 3, 1000, 0xABCDEF, 0, 1]
+    struct.pack_into(f"{bo}13Q", block, 0, *words)
+    for i in range(1024):
+        struct.pack_into(f"{bo}Q", block, BS // 2 + 8 * i, 1 + (i >= 512) + (i >= 768))
+    phys = parse_zap_header(bytes(block), bo)
+    assert (phys.zt_numblks, phys.zt_shift, phys.zap_num_leafs) == (0, 10, 3)
+    assert (phys.zap_num_entries, phys.zap_salt, phys.zap_flags) == (1000, 0xABCDEF, 1)
+    table = parse_ptrtbl(bytes(block), bo, 1024, 1024)
+    assert table[0] == 1 and table[600] == 2 and table[1023] == 3
+
+
+def test_fat_header_bad_magic() -> None:
+    with pytest.raises(FSError) as e:
+        parse_zap_header(struct.pack("<2Q", ZBT_HEADER, 1) + bytes(BS), "<")
+    assert e.value.errno == errno.EIO
+
+
+def test_ptrtbl_past_block_is_eio() -> None:
+    with pytest.raises(FSError):
+        parse_ptrtbl(bytes(64), "<", 4, 8)
+
+
+@pytest.mark.parametrize("bo", ["<", ">"])
+def test_leaf_entries_all_int_sizes(bo: str) -> None:
+    leaf = Leaf(bo)
+    leaf.add(b"file.txt", 8, [(1 << 63) | 1234])
+    leaf.add(b"n" * 200, 8, [7])  # a name spanning ten array chunks
+    leaf.add(b"mountpoint", 1, list(b"/tank/home\0"))
+    leaf.add(b"layout", 2, [5, 6, 4, 12, 13, 7, 11, 0, 1, 2, 3, 8, 16, 19, 17])
+    leaf.add(b"u32", 4, [0xDEADBEEF, 1])
+    got = {e.name: e for e in parse_leaf(bytes(leaf.block), bo)}
+    assert got[b"file.txt"].int() == (1 << 63) | 1234
+    assert got[b"n" * 200].int() == 7
+    assert got[b"mountpoint"].string() == b"/tank/home"
+    assert got[b"layout"].ints() == (5, 6, 4, 12, 13, 7, 11, 0, 1, 2, 3, 8, 16, 19, 17)
+    assert got[b"u32"].ints() == (0xDEADBEEF, 1)
+
+
+def test_looped_chain_is_eio() -> None:
+    leaf = Leaf("<")
+    leaf.add(b"a" * 30, 8, [1])  # name chunks 1, 2
+    struct.pack_into("<H", leaf.block, leaf.first + 2 * 24 + 22, 1)  # chunk 2 -> chunk 1
+    struct.pack_into("<H", leaf.block, leaf.first + 6, 60000)  # more than the leaf holds
+    with pytest.raises(FSError) as e:
+        parse_leaf(bytes(leaf.block), "<")
+    assert e.value.errno == errno.EIO
+
+
+def test_chain_out_of_range_is_eio() -> None:
+    leaf = Leaf("<")
+    leaf.add(b"a", 8, [1])
+    struct.pack_into("<H", leaf.block, leaf.first + 4, 60000)
+    with pytest.raises(FSError):
+        parse_leaf(bytes(leaf.block), "<")
+
+
+def test_bad_leaf_magic() -> None:
+    with pytest.raises(FSError):
+        parse_leaf(bytes(BS), "<")
+
+
+def test_zap_hash_keeps_top_bits() -> None:
+    h = zap_hash(0x1234567890ABCDEF, b"hello")
+    assert h & ((1 << 36) - 1) == 0
+    assert zap_hash(0x1234567890ABCDEF, b"hello", 48) >> 36 == h >> 36
+    assert zap_hash(1, b"") == 0  # salt 1 keeps only bit 0, below the kept bits
+
+
+def test_entry_helpers() -> None:
+    e = ZapEntry(b"x", 8, (5).to_bytes(8, "big"))
+    assert e.int() == 5 and e.ints() == (5,)
+    with pytest.raises(FSError):
+        ZapEntry(b"x", 1, b"abc").int()
