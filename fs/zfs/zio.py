@@ -1,0 +1,147 @@
+"""The read pipeline (module/zfs/zio.c, zio_checksum.c, blkptr.c): block pointer to bytes.
+
+`zio_read` turns a block pointer into its logical bytes, the way zio_read's pipeline does
+for a pool opened read-only:
+
+1. a hole reads as `lsize` zeros; an embedded pointer's payload is decompressed, no I/O;
+2. each DVA in turn (ditto copies) is read from its top-level vdev, which itself tries
+   mirror sides and raidz reconstructions, until a version passes the block's checksum;
+   a gang DVA holds a 512-byte gang header (zio_gbh_phys_t: three block pointers and an
+   embedded sha256 seeded with the block's identity) whose children, read the same way
+   and concatenated, form the block;
+3. the verified physical bytes are decompressed to `lsize`.
+
+Nothing passing is EIO. Checksums and decompression of blocks of 64 KiB or more run in a
+worker thread: hashlib, numpy, zlib, lz4 and zstandard release the GIL there. A block
+whose checksum function cannot be computed here (skein, edonr; blake3 without the salt)
+is returned unverified and counted. For a block of an encrypted dataset (the crypt bit)
+only the first two checksum words are compared (the others hold its MAC), and its bytes
+are returned as stored: decrypting is not this layer's job.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+import trio
+from uvfs_fs.zfs.blkptr import BP_EMBEDDED_TYPE_DATA, DVA, BlockPtr, parse_blkptrs
+from uvfs_fs.zfs.checksum import (
+    ZIO_CHECKSUM_GANG_HEADER,
+    compute,
+    eck_byteorder,
+    verify_embedded,
+)
+from uvfs_fs.zfs.compress import CompressError, decompress
+from uvfs_fs.zfs.vdev import Vdev, VdevStats
+
+from uvfs._api import FSError
+
+SPA_MAXBLOCKSIZE = 16 * 1024 * 1024
+SPA_GANGBLOCKSIZE = 512
+SPA_GBH_NBLKPTRS = 3
+GANG_MAX_DEPTH = 8  # gang children may be gangs; upstream nests a few levels at most
+THREAD_MIN = 64 * 1024
+
+T = TypeVar("T")
+
+
+async def _cpu(size: int, fn: Callable[..., T], *args: object) -> T:
+    if size < THREAD_MIN:
+        return fn(*args)
+    return await trio.to_thread.run_sync(fn, *args)
+
+
+def _eio(bp: BlockPtr, why: str) -> FSError:
+    return FSError(errno.EIO, f"block (txg {bp.birth_txg}, type {bp.type}): {why}")
+
+
+async def zio_read(
+    vdevs: Sequence[Vdev], bp: BlockPtr, stats: VdevStats, salt: bytes | None = None
+) -> bytes:
+    """The logical bytes of `bp`: verified, reassembled and decompressed.
+
+    Args:
+        vdevs: the pool's top-level vdevs, by id.
+        bp: the block pointer.
+        stats: counters to update.
+        salt: the pool's checksum salt (for skein/edonr/blake3 blocks).
+
+    Raises:
+        FSError: EIO when no copy passes its checksum or the block does not decompress.
+    """
+    stats.blocks_read += 1
+    if bp.lsize > SPA_MAXBLOCKSIZE or bp.psize > SPA_MAXBLOCKSIZE:
+        raise _eio(bp, f"size {bp.lsize}/{bp.psize} exceeds the maximum block size")
+    if bp.embedded:
+        if bp.etype != BP_EMBEDDED_TYPE_DATA:
+            raise _eio(bp, f"embedded type {bp.etype} holds no data")
+        physical = bp.payload
+    elif bp.is_hole:
+        return bytes(bp.lsize)
+    else:
+        physical = await _read_physical(vdevs, bp, stats, salt, 0)
+    try:
+        return await _cpu(bp.lsize, decompress, bp.compress, physical, bp.lsize)
+    except CompressError as e:
+        raise _eio(bp, str(e)) from None
+
+
+async def _read_physical(
+    vdevs: Sequence[Vdev], bp: BlockPtr, stats: VdevStats, salt: bytes | None, depth: int
+) -> bytes:
+    async def check(data: bytes) -> bool:
+        got = await _cpu(len(data), compute, bp.checksum, data, bp.byteorder, salt)
+        if got is None:
+            stats.unverified += 1
+            return True
+        width = 2 if bp.encrypted else 4
+        return got[:width] == bp.cksum[:width]
+
+    for dva in bp.dvas:
+        if dva.vdev >= len(vdevs):
+            continue
+        if dva.gang:
+            data = await _read_gang(dva, vdevs, bp, stats, salt, depth, check)
+        else:
+            data = await vdevs[dva.vdev].read(dva.offset, bp.psize, check)
+        if data is not None:
+            return data
+    raise _eio(bp, "no copy passes its checksum")
+
+
+async def _read_gang(
+    dva: DVA,
+    vdevs: Sequence[Vdev],
+    bp: BlockPtr,
+    stats: VdevStats,
+    salt: bytes | None,
+    depth: int,
+    check: Callable[[bytes], Awaitable[bool]],
+) -> bytes | None:
+    if depth >= GANG_MAX_DEPTH:
+        return None
+    identity = bp.dvas[0]
+    verifier = (identity.vdev, identity.offset, bp.phys_birth or bp.birth_txg, 0)
+
+    async def check_header(header: bytes) -> bool:
+        return verify_embedded(header, ZIO_CHECKSUM_GANG_HEADER, verifier)
+
+    header = await vdevs[dva.vdev].read(dva.offset, SPA_GANGBLOCKSIZE, check_header)
+    if header is None:
+        return None
+    order = eck_byteorder(header)
+    assert order is not None  # check_header saw the magic
+    parts = []
+    for child in parse_blkptrs(header[: SPA_GBH_NBLKPTRS * 128], order):
+        if child.is_hole or child.embedded:
+            continue
+        try:
+            parts.append(await _read_physical(vdevs, child, stats, salt, depth + 1))
+        except FSError:
+            return None
+    data = b"".join(parts)[: bp.psize]
+    if len(data) != bp.psize or not await check(data):
+        return None
+    return data
