@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import errno as _errno
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -118,15 +118,10 @@ class SetAttr:
 
 @dataclass(frozen=True, slots=True)
 class MountOptions:
-    """What the user asked for at mount time, for the driver's `open`.
-
-    ``extra`` holds options the framework does not know, for the driver to read; a driver
-    that finds one it does not know either raises `Refusal` naming it.
-    """
+    """What the user asked for at mount time, for the driver's `open`."""
 
     writable: bool = False
     force: bool = False  # mount even an image whose state says it needs checking
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 # --- the filesystem: one protocol per operation -------------------------------------------

@@ -1,0 +1,384 @@
+"""The broker: kernel requests in, driver calls out, with the bookkeeping between them.
+
+Theory of operation. The kernel names nodes by inode number and keeps a *lookup count* per
+node: every successful lookup, create, mkdir, mknod, symlink, link and every entry of a
+readdirplus reply adds one, and `forget` later takes them back. The broker mirrors those
+counts and tells the driver (`Forget`) when a node's count drops to zero, which is when an
+unlinked file may finally be freed. Inode numbers pass through unchanged, except that FUSE
+insists the root is 1: the driver's root and the driver's inode 1 (if it has one) swap
+numbers, which is its own inverse, so one function maps both ways.
+
+Open files and directories get broker handles. A file handle remembers the node and the
+driver's own handle (`read` and `write` arrive with the handle only). A directory handle
+holds a snapshot of the listing taken when it is read from offset 0, so a readdir that spans
+several kernel requests sees one consistent listing while entries come and go, as POSIX
+allows; entry *i* of the snapshot has offset *i + 1*.
+
+Errors: a driver fails with `FSError`, which passes through. Anything else a driver raises
+is a bug in the driver: it is logged with its traceback and the request fails with EIO; the
+mount stays up. This module does not import pyfuse3 (the glue in `_fuse.py` does), so it can
+be driven directly in tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import functools
+import itertools
+import logging
+import stat
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+from uvfs import _api as api
+from uvfs._api import Attr, Caller, DirEntry, FSError, SetAttr, StatFS
+
+if TYPE_CHECKING:
+    from uvfs._cache import BufferCache
+
+log = logging.getLogger("uvfs.broker")
+
+ROOT = 1  # FUSE's root inode number
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _request(method: Callable[_P, Awaitable[_T]]) -> Callable[_P, Awaitable[_T]]:
+    """Turn an unexpected exception from a driver into EIO for this request alone."""
+
+    @functools.wraps(method)
+    async def guarded(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return await method(*args, **kwargs)
+        except FSError:
+            raise
+        except Exception:
+            log.exception("driver failed in %s; answering EIO", method.__name__)
+            raise FSError(errno.EIO) from None
+
+    return guarded
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """How long the kernel may cache what the broker tells it, in seconds."""
+
+    entry: float  # name -> inode
+    attr: float  # inode -> attributes
+    negative: float  # "no such name"; 0 disables caching it
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerStatistics:
+    """What `uvfs stats` shows about the broker itself."""
+
+    requests: int
+    errors: int  # requests answered with an errno
+    nodes: int  # nodes the kernel holds references to
+    open_files: int
+    open_dirs: int
+
+
+@dataclass(slots=True)
+class _OpenFile:
+    ino: int
+    handle: int
+
+
+@dataclass(slots=True)
+class _OpenDir:
+    ino: int
+    entries: Sequence[DirEntry] = ()
+
+
+class Broker:
+    """Serves one mounted filesystem.
+
+    Args:
+        fs: the driver's filesystem object.
+        read_only: the mount is read-only (nothing can change under the kernel's caches).
+        cache: the process's buffer cache, which file data passes through; None reads and
+            writes straight through to the driver (``-o cache_size=0``).
+        mount_id: this mount's key in the cache.
+    """
+
+    def __init__(
+        self, fs: api.FileSystem, *, read_only: bool, cache: BufferCache | None, mount_id: int
+    ) -> None:
+        self.fs = fs
+        self.read_only = read_only
+        self.cache = cache
+        self.mount_id = mount_id
+        self.timeouts = (
+            Timeouts(entry=300.0, attr=300.0, negative=300.0)
+            if read_only
+            else Timeouts(entry=1.0, attr=1.0, negative=0.0)
+        )
+        self._root = fs.root
+        self._lookups: dict[int, int] = {}
+        self._files: dict[int, _OpenFile] = {}
+        self._dirs: dict[int, _OpenDir] = {}
+        self._handles = itertools.count(1)
+        self._requests = 0
+        self._errors = 0
+
+    # --- numbering ------------------------------------------------------------------------
+
+    def _swap(self, ino: int) -> int:
+        """Kernel inode number <-> driver inode number (the same map both ways)."""
+        if ino == ROOT:
+            return self._root
+        if ino == self._root:
+            return ROOT
+        return ino
+
+    def to_kernel(self, attr: Attr) -> Attr:
+        """`attr` with its inode number as the kernel knows it."""
+        return (
+            attr if attr.ino not in (ROOT, self._root) else replace(attr, ino=self._swap(attr.ino))
+        )
+
+    def _remember(self, attr: Attr) -> Attr:
+        """Count one kernel reference to the node and return its kernel-side attributes."""
+        self._lookups[attr.ino] = self._lookups.get(attr.ino, 0) + 1
+        return self.to_kernel(attr)
+
+    def _need(self, protocol: type, absent_errno: int) -> Any:
+        if not isinstance(self.fs, protocol):
+            raise FSError(absent_errno)
+        return self.fs
+
+    # --- statistics -------------------------------------------------------------------------
+
+    def count(self, failed: bool) -> None:
+        """Record one request (the glue calls this for every request it answers)."""
+        self._requests += 1
+        self._errors += failed
+
+    def statistics(self) -> BrokerStatistics:
+        return BrokerStatistics(
+            requests=self._requests,
+            errors=self._errors,
+            nodes=len(self._lookups),
+            open_files=len(self._files),
+            open_dirs=len(self._dirs),
+        )
+
+    # --- names and attributes ---------------------------------------------------------------
+
+    @_request
+    async def lookup(self, parent: int, name: bytes) -> Attr | None:
+        """The named node, or None for a missing name the kernel may cache as missing."""
+        try:
+            attr = await self.fs.lookup(self._swap(parent), name)
+        except FSError as e:
+            if e.errno == errno.ENOENT and self.timeouts.negative:
+                return None
+            raise
+        return self._remember(attr)
+
+    def forget(self, ino: int, count: int) -> None:
+        ino = self._swap(ino)
+        left = self._lookups.get(ino, 0) - count
+        if left > 0:
+            self._lookups[ino] = left
+            return
+        self._lookups.pop(ino, None)
+        if isinstance(self.fs, api.Forget):
+            try:
+                self.fs.forget(ino)
+            except Exception:
+                log.exception("driver failed in forget(%d)", ino)
+
+    @_request
+    async def getattr(self, ino: int) -> Attr:
+        return self.to_kernel(await self.fs.getattr(self._swap(ino)))
+
+    @_request
+    async def setattr(self, ino: int, changes: SetAttr, caller: Caller) -> Attr:
+        fs = self._need(api.SetAttrs, errno.EROFS)
+        ino = self._swap(ino)
+        if changes.size is None or self.cache is None:
+            return self.to_kernel(await fs.setattr(ino, changes, caller))
+        return self.to_kernel(
+            await self.cache.truncate(
+                (self.mount_id, ino), changes.size, lambda: fs.setattr(ino, changes, caller)
+            )
+        )
+
+    @_request
+    async def readlink(self, ino: int) -> bytes:
+        return await self._need(api.ReadLink, errno.EINVAL).readlink(self._swap(ino))
+
+    @_request
+    async def statfs(self) -> StatFS:
+        if not isinstance(self.fs, api.StatFs):
+            return StatFS(
+                block_size=4096, blocks=0, blocks_free=0, blocks_avail=0, files=0, files_free=0
+            )
+        return await self.fs.statfs()
+
+    # --- directories ------------------------------------------------------------------------
+
+    def opendir(self, ino: int) -> int:
+        fh = next(self._handles)
+        self._dirs[fh] = _OpenDir(self._swap(ino))
+        return fh
+
+    @_request
+    async def readdir(self, fh: int, start: int) -> Sequence[DirEntry]:
+        """Entries from offset `start` on; entry i of the result has offset start + i + 1.
+
+        The attributes are driver-side (see `to_kernel`); pass each entry the kernel accepts
+        to `entry_sent`.
+        """
+        handle = self._dirs[fh]
+        if start == 0:
+            listing = await self.fs.readdir(handle.ino) if isinstance(self.fs, api.ReadDir) else ()
+            own = await self.fs.getattr(handle.ino)
+            # "." and ".." carry the directory's own attributes: the kernel takes no reference
+            # for them and ignores their attributes.
+            handle.entries = [DirEntry(b".", own), DirEntry(b"..", own), *listing]
+        return handle.entries[start:]
+
+    def entry_sent(self, entry: DirEntry) -> None:
+        """The kernel accepted `entry` in a readdirplus reply and took a reference to it."""
+        if entry.name not in (b".", b".."):
+            self._remember(entry.attr)
+
+    def releasedir(self, fh: int) -> None:
+        del self._dirs[fh]
+
+    # --- files ------------------------------------------------------------------------------
+
+    @_request
+    async def open(self, ino: int, flags: int, caller: Caller) -> int:
+        ino = self._swap(ino)
+        handle = await self.fs.open(ino, flags, caller) if isinstance(self.fs, api.Open) else 0
+        fh = next(self._handles)
+        self._files[fh] = _OpenFile(ino, handle)
+        return fh
+
+    @_request
+    async def read(self, fh: int, offset: int, size: int) -> bytes:
+        f = self._files[fh]
+        fs = self._need(api.Read, errno.EIO)
+        if self.cache is None:
+            return await fs.read(f.ino, f.handle, offset, size)
+        return await self.cache.read(
+            (self.mount_id, f.ino),
+            offset,
+            size,
+            lambda off, n: fs.read(f.ino, f.handle, off, n),
+        )
+
+    @_request
+    async def write(self, fh: int, offset: int, data: bytes) -> int:
+        f = self._files[fh]
+        fs = self._need(api.Write, errno.EROFS)
+        if self.cache is None:
+            return await fs.write(f.ino, f.handle, offset, data)
+        return await self.cache.write(
+            (self.mount_id, f.ino),
+            offset,
+            data,
+            lambda off, buf: fs.write(f.ino, f.handle, off, buf),
+        )
+
+    @_request
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        f = self._files[fh]
+        if isinstance(self.fs, api.Fsync):
+            await self.fs.fsync(f.ino, f.handle, datasync)
+
+    @_request
+    async def release(self, fh: int) -> None:
+        f = self._files.pop(fh)
+        if isinstance(self.fs, api.Release):
+            await self.fs.release(f.ino, f.handle)
+
+    # --- creating and removing names --------------------------------------------------------
+
+    @_request
+    async def create(
+        self, parent: int, name: bytes, mode: int, flags: int, caller: Caller
+    ) -> tuple[Attr, int]:
+        fs = self._need(api.Create, errno.EROFS)
+        attr, handle = await fs.create(self._swap(parent), name, mode, flags, caller)
+        fh = next(self._handles)
+        self._files[fh] = _OpenFile(attr.ino, handle)
+        return self._remember(attr), fh
+
+    @_request
+    async def mknod(self, parent: int, name: bytes, mode: int, rdev: int, caller: Caller) -> Attr:
+        fs = self._need(api.MkNod, errno.EROFS)
+        return self._remember(await fs.mknod(self._swap(parent), name, mode, rdev, caller))
+
+    @_request
+    async def mkdir(self, parent: int, name: bytes, mode: int, caller: Caller) -> Attr:
+        fs = self._need(api.MkDir, errno.EROFS)
+        return self._remember(
+            await fs.mkdir(self._swap(parent), name, (mode & 0o7777) | stat.S_IFDIR, caller)
+        )
+
+    @_request
+    async def symlink(self, parent: int, name: bytes, target: bytes, caller: Caller) -> Attr:
+        fs = self._need(api.SymLink, errno.EROFS)
+        return self._remember(await fs.symlink(self._swap(parent), name, target, caller))
+
+    @_request
+    async def link(self, ino: int, new_parent: int, new_name: bytes) -> Attr:
+        fs = self._need(api.Link, errno.EROFS)
+        return self._remember(await fs.link(self._swap(ino), self._swap(new_parent), new_name))
+
+    @_request
+    async def unlink(self, parent: int, name: bytes) -> None:
+        await self._need(api.Unlink, errno.EROFS).unlink(self._swap(parent), name)
+
+    @_request
+    async def rmdir(self, parent: int, name: bytes) -> None:
+        await self._need(api.RmDir, errno.EROFS).rmdir(self._swap(parent), name)
+
+    @_request
+    async def rename(
+        self, old_parent: int, old_name: bytes, new_parent: int, new_name: bytes, flags: int
+    ) -> None:
+        await self._need(api.Rename, errno.EROFS).rename(
+            self._swap(old_parent), old_name, self._swap(new_parent), new_name, flags
+        )
+
+    # --- extended attributes ----------------------------------------------------------------
+
+    @_request
+    async def getxattr(self, ino: int, name: bytes) -> bytes:
+        return await self._need(api.GetXattr, errno.ENODATA).getxattr(self._swap(ino), name)
+
+    @_request
+    async def listxattr(self, ino: int) -> Sequence[bytes]:
+        if not isinstance(self.fs, api.ListXattr):
+            return ()
+        return await self.fs.listxattr(self._swap(ino))
+
+    @_request
+    async def setxattr(self, ino: int, name: bytes, value: bytes, flags: int) -> None:
+        fs = self._need(api.SetXattr, errno.ENOTSUP)
+        await fs.setxattr(self._swap(ino), name, value, flags)
+
+    @_request
+    async def removexattr(self, ino: int, name: bytes) -> None:
+        await self._need(api.RemoveXattr, errno.ENOTSUP).removexattr(self._swap(ino), name)
+
+    # --- unmount ----------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Unmount: release what the kernel left open, then let the driver write back."""
+        for fh in list(self._files):
+            with contextlib.suppress(FSError):
+                await self.release(fh)
+        if self.cache is not None:
+            self.cache.drop_mount(self.mount_id)
+        if isinstance(self.fs, api.Close):
+            await self.fs.close()

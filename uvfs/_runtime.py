@@ -1,0 +1,68 @@
+"""Where live mounts are registered: one JSON record and one control socket per mountpoint.
+
+``uvfs umount`` finds the serving process there (to wait until it has written everything
+back), and ``uvfs stats`` finds the control socket. Records live in ``$XDG_RUNTIME_DIR/uvfs``
+(else ``/tmp/uvfs-<uid>``), keyed by a hash of the mountpoint's real path. Callers resolve
+that path (os.path.realpath) *before* mounting: resolving it afterwards from the serving
+process would stat the mount, which waits for that very process to answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class MountRecord:
+    """What a serving process says about itself."""
+
+    pid: int
+    mountpoint: str
+    fstype: str
+    sources: list[str]
+    socket: str
+    log: str
+
+
+def runtime_dir() -> Path:
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    path = Path(base, "uvfs") if base else Path(f"/tmp/uvfs-{os.getuid()}")
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+def _key(mountpoint: str) -> str:
+    return hashlib.sha256(mountpoint.encode()).hexdigest()[:16]
+
+
+def paths_for(mountpoint: str) -> tuple[Path, Path, Path]:
+    """The record, control socket and log paths for `mountpoint` (a real path)."""
+    base = runtime_dir() / _key(mountpoint)
+    return base.with_suffix(".json"), base.with_suffix(".sock"), base.with_suffix(".log")
+
+
+def register(record: MountRecord) -> None:
+    path, _, _ = paths_for(record.mountpoint)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(record)))
+    tmp.replace(path)
+
+
+def unregister(mountpoint: str) -> None:
+    for path in paths_for(mountpoint)[:2]:
+        path.unlink(missing_ok=True)
+
+
+def find(mountpoint: str) -> MountRecord | None:
+    """The record of the process serving `mountpoint`, if it is still alive."""
+    path, _, _ = paths_for(mountpoint)
+    try:
+        record = MountRecord(**json.loads(path.read_text()))
+        os.kill(record.pid, 0)
+    except (OSError, ValueError, TypeError):
+        return None
+    return record

@@ -1,0 +1,451 @@
+"""The ``uvfs`` command: mount, umount, info, stats and audit.
+
+Every failure a user can cause (missing source, unknown type, busy mountpoint, bad option,
+an image the driver refuses) ends in one line on stderr starting with ``uvfs:`` and a
+non-zero exit status: 1 when the operation failed, 2 when the command line is wrong.
+
+``uvfs mount`` without ``-f`` runs the mount in a child process that detaches from the
+terminal; the parent waits on a pipe until the child says the mount is live (exit 0) or
+why it failed (exit 1), so the command returns only once the mountpoint is usable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import logging
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from uvfs import _api as api
+from uvfs import _registry, _runtime
+from uvfs._control import query, serve_control
+from uvfs._image import ImageFile, ImageInUse
+from uvfs._mount import MountFailed, serve, unescape_mount_field
+
+log = logging.getLogger("uvfs")
+
+
+class UserError(Exception):
+    """A failure to report as one line and exit status 1."""
+
+
+# --- mount options --------------------------------------------------------------------------
+
+_FUSE_FLAGS = ("allow_other", "default_permissions", "debug")
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+DEFAULT_CACHE_SIZE = 256 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """The parsed ``-o`` list."""
+
+    writable: bool = True  # mount(8) mounts read-write unless told otherwise
+    force: bool = False
+    fuse: tuple[str, ...] = ()
+    cache_size: int = DEFAULT_CACHE_SIZE
+
+
+def parse_size(text: str) -> int:
+    """``256M`` -> 268435456. Units K, M, G, T (powers of 1024), optionally with ``iB``/``B``."""
+    body = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = body[-1:] if body[-1:] in _SIZE_UNITS else ""
+    number = body[: len(body) - len(unit)]
+    if not number.isdigit():
+        raise UserError(f"bad size '{text}' (expected e.g. 512M or 2G)")
+    return int(number) * _SIZE_UNITS[unit]
+
+
+def parse_options(text: str | None) -> Options:
+    """Parse mount(8)-style ``-o`` options; an unknown one is a `UserError` naming it."""
+    writable, force, fuse, cache_size = True, False, [], DEFAULT_CACHE_SIZE
+    for item in filter(None, (text or "").split(",")):
+        name, _, value = item.partition("=")
+        if name in ("ro", "rw") and not value:
+            writable = name == "rw"
+        elif name == "force" and not value:
+            force = True
+        elif name in _FUSE_FLAGS and not value:
+            fuse.append(name)
+        elif name == "cache_size" and value:
+            cache_size = parse_size(value)
+        else:
+            known = "ro, rw, allow_other, default_permissions, debug, force, cache_size=SIZE"
+            raise UserError(f"unknown mount option '{item}' (known: {known})")
+    return Options(writable, force, tuple(fuse), cache_size)
+
+
+# --- opening images ---------------------------------------------------------------------------
+
+
+def _check_source(path: str) -> None:
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        raise UserError(f"{path}: {os.strerror(e.errno or errno.EIO)}") from None
+    if stat.S_ISDIR(mode):
+        raise UserError(f"{path}: is a directory, not a filesystem image")
+
+
+def _check_mountpoint(path: str) -> None:
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        if e.errno == errno.ENOTCONN:
+            raise UserError(
+                f"{path}: a dead mount is still there; run: uvfs umount {path}"
+            ) from None
+        raise UserError(f"mountpoint {path}: {os.strerror(e.errno or errno.EIO)}") from None
+    if not stat.S_ISDIR(mode):
+        raise UserError(f"mountpoint {path}: not a directory")
+    if os.path.ismount(path):
+        raise UserError(f"mountpoint {path}: something is already mounted there")
+
+
+def _open_image(path: str, writable: bool) -> ImageFile:
+    try:
+        return ImageFile(path, writable=writable)
+    except ImageInUse as e:
+        raise UserError(str(e)) from None
+    except OSError as e:
+        raise UserError(f"{path}: {os.strerror(e.errno or errno.EIO)}") from None
+
+
+@contextlib.contextmanager
+def open_images(paths: Sequence[str], writable: bool) -> Iterator[list[ImageFile]]:
+    """Open every source, closing those already open if a later one fails."""
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(_open_image(p, writable)) for p in paths]
+
+
+def _driver_for(fstype: str | None, image: ImageFile) -> api.DriverType:
+    return _registry.driver_named(fstype) if fstype else _registry.detect(image)
+
+
+def _writable(path: str) -> bool:
+    return os.access(path, os.W_OK)
+
+
+# --- mount ------------------------------------------------------------------------------------
+
+
+async def _mount(args: argparse.Namespace, options: Options, ready: Any) -> None:
+    """Open, mount and serve until unmounted; `ready` hears "ok" or the reason for failing."""
+    for source in args.sources:
+        _check_source(source)
+    _check_mountpoint(args.mountpoint)
+    # Resolved now: once mounted, resolving it from this process would wait on itself.
+    args.mountpoint = os.path.realpath(args.mountpoint)
+    writable = options.writable
+    if writable and not all(_writable(s) for s in args.sources):
+        writable = False
+        warn(f"{args.sources[0]} is write-protected, mounting read-only")
+    with open_images(args.sources, writable=False) as images:
+        driver = _driver_for(args.type, images[0])
+    with contextlib.ExitStack() as stack:
+        images = [stack.enter_context(_open_image(p, writable)) for p in args.sources]
+        fs = await driver.open(images, api.MountOptions(writable=writable, force=options.force))
+        if writable and not isinstance(fs, api.Write):
+            warn(f"the {driver.name} driver cannot write, mounting {args.sources[0]} read-only")
+            writable = False
+            stack.close()  # reopen read-only, so the image's bytes cannot change
+            images = [stack.enter_context(_open_image(p, False)) for p in args.sources]
+            fs = await driver.open(images, api.MountOptions(writable=False, force=options.force))
+        await _serve_mount(args, options, driver, fs, writable, ready)
+
+
+async def _serve_mount(
+    args: argparse.Namespace,
+    options: Options,
+    driver: api.DriverType,
+    fs: api.FileSystem,
+    writable: bool,
+    ready: Any,
+) -> None:
+    cache = None
+    if options.cache_size:
+        from uvfs._cache import BufferCache
+
+        cache = BufferCache(options.cache_size)
+    _, socket_path, log_path = _runtime.paths_for(args.mountpoint)
+    async with trio.open_nursery() as nursery:
+
+        async def serve_then_stop(task_status: trio.TaskStatus[Any]) -> None:
+            await serve(
+                fs,
+                args.mountpoint,
+                read_only=not writable,
+                fuse_options=options.fuse,
+                fsname=os.path.abspath(args.sources[0]),
+                subtype=driver.name,
+                cache=cache,
+                task_status=task_status,
+            )
+            nursery.cancel_scope.cancel()
+
+        broker = await nursery.start(serve_then_stop)
+
+        def report() -> dict[str, Any]:
+            stats: dict[str, Any] = {
+                "mountpoint": args.mountpoint,
+                "type": driver.name,
+                "read_only": not writable,
+                "broker": asdict(broker.statistics()),
+            }
+            if cache is not None:
+                stats["cache"] = asdict(cache.statistics(broker.mount_id))
+            return stats
+
+        await nursery.start(serve_control, socket_path, report)
+        _runtime.register(
+            _runtime.MountRecord(
+                pid=os.getpid(),
+                mountpoint=args.mountpoint,
+                fstype=driver.name,
+                sources=[os.path.abspath(s) for s in args.sources],
+                socket=str(socket_path),
+                log=str(log_path),
+            )
+        )
+        nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
+        ready("ok")
+    _runtime.unregister(args.mountpoint)
+
+
+async def _stop_on_signal(scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async for _ in signals:
+            scope.cancel()
+            return
+
+
+def _mount_foreground(args: argparse.Namespace) -> int:
+    """Serve in this process; with --ready-fd, report readiness to the waiting parent."""
+    pipe = os.fdopen(args.ready_fd, "w") if args.ready_fd is not None else None
+
+    def ready(message: str) -> None:
+        if pipe is not None and not pipe.closed:
+            pipe.write(message + "\n")
+            pipe.close()
+
+    try:
+        trio.run(_mount, args, parse_options(args.options), ready)
+    except BaseException as e:
+        failure = _user_failure(e)
+        if failure is None:
+            raise
+        if pipe is None:
+            raise UserError(failure) from None
+        ready(f"error: {failure}")
+        return 1
+    return 0
+
+
+def _user_failure(error: BaseException) -> str | None:
+    """The one-line message for a failure the user caused, or None for a bug."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    if isinstance(error, (UserError, api.Refusal, ImageInUse, MountFailed)):
+        return str(error)
+    if isinstance(error, api.FSError):
+        return f"cannot read image: {error}"
+    return None
+
+
+def _mount_background(args: argparse.Namespace) -> int:
+    """Start a detached server and wait until it says the mount is live or why not."""
+    parse_options(args.options)  # a bad option fails here, before anything starts
+    read_fd, write_fd = os.pipe()
+    _, _, log_path = _runtime.paths_for(os.path.realpath(args.mountpoint))
+    command = [sys.executable, "-m", "uvfs.cli", "mount", "-f", "--ready-fd", str(write_fd)]
+    if args.type:
+        command += ["-t", args.type]
+    if args.options:
+        command += ["-o", args.options]
+    command += [*args.sources, args.mountpoint]
+    with open(log_path, "a") as log_file:
+        subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=log_file,
+            pass_fds=(write_fd,),
+            start_new_session=True,
+        )
+    os.close(write_fd)
+    with os.fdopen(read_fd) as pipe:
+        answer = pipe.readline().strip()
+    if answer == "ok":
+        return 0
+    if answer.startswith("error: "):
+        raise UserError(answer.removeprefix("error: "))
+    raise UserError(f"the mount failed; its log is {log_path}")
+
+
+def cmd_mount(args: argparse.Namespace) -> int:
+    if args.foreground:
+        logging.basicConfig(
+            level=logging.DEBUG if "debug" in (args.options or "") else logging.INFO,
+            format="%(asctime)s %(name)s %(levelname)s: %(message)s",
+        )
+        return _mount_foreground(args)
+    return _mount_background(args)
+
+
+# --- umount, info, stats ----------------------------------------------------------------------
+
+
+def _is_fuse_mount(path: str) -> bool:
+    target = os.path.realpath(path)
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            _, point, fstype, *_ = line.split()
+            if unescape_mount_field(point) == target and fstype.startswith("fuse"):
+                return True
+    return False
+
+
+def cmd_umount(args: argparse.Namespace) -> int:
+    if not _is_fuse_mount(args.mountpoint):
+        raise UserError(f"{args.mountpoint}: not mounted")
+    record = _runtime.find(os.path.realpath(args.mountpoint))
+    done = subprocess.run(
+        ["fusermount3", "-u", args.mountpoint], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        reason = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"
+        raise UserError(f"{args.mountpoint}: {reason.removeprefix('fusermount3: ')}")
+    if record is not None:
+        # Wait until the server has written everything back and closed the image.
+        deadline = time.monotonic() + args.timeout
+        while _alive(record.pid):
+            if time.monotonic() > deadline:
+                raise UserError(f"server {record.pid} still writing back after {args.timeout}s")
+            time.sleep(0.02)
+    return 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    return True
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    for source in args.sources:
+        _check_source(source)
+    with open_images(args.sources, writable=False) as images:
+        driver = _driver_for(args.type, images[0])
+        print(f"type: {driver.name}")
+        print(trio.run(driver.describe, images))
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    record = _runtime.find(os.path.realpath(args.mountpoint))
+    if record is None:
+        raise UserError(f"{args.mountpoint}: not a uvfs mount of this user")
+    stats = query(Path(record.socket))
+    print(
+        f"mountpoint: {stats['mountpoint']} ({stats['type']}, "
+        f"{'read-only' if stats['read_only'] else 'read-write'}, pid {record.pid})"
+    )
+    for section in ("broker", "cache"):
+        for name, value in stats.get(section, {}).items():
+            print(f"{section}.{name}: {value}")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from uvfs_fs.audit.cli import main as audit_main
+
+    return audit_main(args.rest)
+
+
+# --- the command line -------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="uvfs", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("mount", help="mount filesystem images")
+    p.add_argument("-t", dest="type", metavar="TYPE", help="filesystem type (default: detect)")
+    p.add_argument(
+        "-o",
+        dest="options",
+        metavar="OPT[,OPT...]",
+        help="ro, rw (default), allow_other, default_permissions, debug, force, "
+        "cache_size=SIZE (default 256M; 0 disables the buffer cache)",
+    )
+    p.add_argument(
+        "-f",
+        dest="foreground",
+        action="store_true",
+        help="stay in the foreground and log to stderr",
+    )
+    p.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="image file(s), e.g. vdevs")
+    p.add_argument("mountpoint", metavar="MOUNTPOINT")
+    p.set_defaults(func=cmd_mount)
+
+    p = sub.add_parser("umount", help="unmount and wait until everything is written back")
+    p.add_argument("mountpoint", metavar="MOUNTPOINT")
+    p.add_argument("--timeout", type=float, default=300.0, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_umount)
+
+    p = sub.add_parser("info", help="show the type and a summary of an image")
+    p.add_argument("-t", dest="type", metavar="TYPE")
+    p.add_argument("sources", nargs="+", metavar="SOURCE")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("stats", help="show a mount's broker and cache counters")
+    p.add_argument("mountpoint", metavar="MOUNTPOINT")
+    p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("audit", help="record and check the files a command uses", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_audit)
+    return parser
+
+
+def warn(message: str) -> None:
+    print(f"uvfs: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "mount" and len(args.sources) < 1:
+        parser.error("mount needs SOURCE... MOUNTPOINT")
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except BaseException as e:
+        failure = _user_failure(e)
+        if failure is None:
+            raise
+        warn(failure)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
