@@ -1,0 +1,1 @@
+print("hello from inside an ext2 image")
