@@ -1,0 +1,167 @@
+"""The broker's bookkeeping, driven directly (no kernel): numbering, lookup counts, handles,
+directory snapshots, protocol defaults and error mapping."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import stat
+
+import pytest
+
+from uvfs import Attr, DirEntry, FSError
+from uvfs._api import Caller
+from uvfs._broker import ROOT, Broker
+
+CALLER = Caller(uid=0, gid=0)
+
+
+def attr(ino: int, kind: int = stat.S_IFREG) -> Attr:
+    return Attr(ino=ino, mode=kind | 0o644, nlink=1, uid=0, gid=0, size=3)
+
+
+class TreeFS:
+    """A small in-memory tree whose root is 2 and which also has a node numbered 1."""
+
+    root = 2
+
+    def __init__(self) -> None:
+        self.children: dict[bytes, int] = {b"one": 1, b"five": 5}
+        self.forgotten: list[int] = []
+
+    async def getattr(self, ino: int) -> Attr:
+        if ino == self.root:
+            return attr(ino, stat.S_IFDIR)
+        if ino in self.children.values():
+            return attr(ino)
+        raise FSError(errno.ENOENT)
+
+    async def lookup(self, parent: int, name: bytes) -> Attr:
+        if parent != self.root or name not in self.children:
+            raise FSError(errno.ENOENT)
+        return await self.getattr(self.children[name])
+
+    async def readdir(self, ino: int) -> list[DirEntry]:
+        return [DirEntry(name, await self.getattr(i)) for name, i in self.children.items()]
+
+    async def read(self, ino: int, handle: int, offset: int, size: int) -> bytes:
+        if ino == 5:
+            raise ValueError("a bug in the driver")
+        return b"abc"[offset : offset + size]
+
+    def forget(self, ino: int) -> None:
+        self.forgotten.append(ino)
+
+
+def broker(read_only: bool = True) -> tuple[Broker, TreeFS]:
+    fs = TreeFS()
+    return Broker(fs, read_only=read_only, cache=None, mount_id=0), fs
+
+
+async def test_root_is_one_and_the_drivers_node_one_takes_the_roots_number() -> None:
+    b, _ = broker()
+    assert (await b.getattr(ROOT)).ino == ROOT
+    assert stat.S_ISDIR((await b.getattr(ROOT)).mode)
+    one = await b.lookup(ROOT, b"one")
+    assert one is not None and one.ino == 2
+    assert (await b.getattr(2)).ino == 2  # kernel 2 is driver 1
+    assert stat.S_ISREG((await b.getattr(2)).mode)
+    five = await b.lookup(ROOT, b"five")
+    assert five is not None and five.ino == 5
+
+
+async def test_driver_hears_forget_only_when_the_last_reference_goes() -> None:
+    b, fs = broker()
+    await b.lookup(ROOT, b"five")
+    await b.lookup(ROOT, b"five")
+    b.forget(5, 1)
+    assert fs.forgotten == []
+    assert b.statistics().nodes == 1
+    b.forget(5, 1)
+    assert fs.forgotten == [5]
+    assert b.statistics().nodes == 0
+    await b.lookup(ROOT, b"one")
+    b.forget(2, 1)  # kernel 2 is driver 1
+    assert fs.forgotten == [5, 1]
+
+
+async def test_readdir_lists_dots_then_entries_with_offsets_and_counts_references() -> None:
+    b, _ = broker()
+    fh = b.opendir(ROOT)
+    entries = await b.readdir(fh, 0)
+    assert [e.name for e in entries] == [b".", b"..", b"one", b"five"]
+    assert [b.to_kernel(e.attr).ino for e in entries] == [ROOT, ROOT, 2, 5]
+    for entry in entries[:3]:  # the kernel accepted three entries, then its buffer was full
+        b.entry_sent(entry)
+    assert b.statistics().nodes == 1  # only "one": the dots take no reference
+    rest = await b.readdir(fh, 3)
+    assert [e.name for e in rest] == [b"five"]
+    b.releasedir(fh)
+    assert b.statistics().open_dirs == 0
+
+
+async def test_a_listing_is_a_snapshot_until_read_again_from_the_start() -> None:
+    b, fs = broker()
+    fh = b.opendir(ROOT)
+    await b.readdir(fh, 0)
+    fs.children[b"late"] = 7
+    assert [e.name for e in await b.readdir(fh, 2)] == [b"one", b"five"]
+    assert [e.name for e in await b.readdir(fh, 0)][-1] == b"late"
+
+
+async def test_missing_names_are_cacheable_on_read_only_mounts_only() -> None:
+    b, _ = broker(read_only=True)
+    assert await b.lookup(ROOT, b"nope") is None
+    assert b.timeouts.negative > 0
+    b, _ = broker(read_only=False)
+    with pytest.raises(FSError) as excinfo:
+        await b.lookup(ROOT, b"nope")
+    assert excinfo.value.errno == errno.ENOENT
+
+
+async def test_a_driver_bug_is_eio_for_that_request_and_the_broker_goes_on(caplog) -> None:
+    b, _ = broker()
+    await b.lookup(ROOT, b"five")
+    fh = await b.open(5, 0, CALLER)
+    with caplog.at_level(logging.ERROR, logger="uvfs.broker"), pytest.raises(FSError) as exc:
+        await b.read(fh, 0, 3)
+    assert exc.value.errno == errno.EIO
+    assert "driver failed in read" in caplog.text
+    assert "a bug in the driver" in caplog.text
+    fh2 = await b.open(2, 0, CALLER)
+    assert await b.read(fh2, 1, 10) == b"bc"
+
+
+@pytest.mark.parametrize(
+    ("call", "expected"),
+    [
+        (lambda b: b.readlink(ROOT), errno.EINVAL),
+        (lambda b: b.getxattr(ROOT, b"user.x"), errno.ENODATA),
+        (lambda b: b.setxattr(ROOT, b"user.x", b"1", 0), errno.ENOTSUP),
+        (lambda b: b.removexattr(ROOT, b"user.x"), errno.ENOTSUP),
+        (lambda b: b.mkdir(ROOT, b"d", 0o755, CALLER), errno.EROFS),
+        (lambda b: b.unlink(ROOT, b"one"), errno.EROFS),
+        (lambda b: b.rename(ROOT, b"one", ROOT, b"two", 0), errno.EROFS),
+        (lambda b: b.create(ROOT, b"n", 0o644, 0, CALLER), errno.EROFS),
+    ],
+)
+async def test_absent_operations_answer_their_documented_errno(call, expected: int) -> None:
+    b, _ = broker()
+    with pytest.raises(FSError) as excinfo:
+        await call(b)
+    assert excinfo.value.errno == expected
+
+
+async def test_absent_listxattr_and_statfs_have_empty_defaults() -> None:
+    b, _ = broker()
+    assert await b.listxattr(ROOT) == ()
+    s = await b.statfs()
+    assert (s.block_size, s.blocks, s.files) == (4096, 0, 0)
+
+
+async def test_handles_are_released_at_close() -> None:
+    b, _ = broker()
+    await b.open(ROOT, 0, CALLER)
+    assert b.statistics().open_files == 1
+    await b.close()
+    assert b.statistics().open_files == 0

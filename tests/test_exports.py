@@ -1,0 +1,49 @@
+"""The public surface of `uvfs` is exactly this list: changing it is a decision, not an accident."""
+
+import uvfs
+
+PUBLIC = [
+    "RENAME_EXCHANGE",
+    "RENAME_NOREPLACE",
+    "Attr",
+    "Caller",
+    "Close",
+    "Create",
+    "DirEntry",
+    "DriverType",
+    "FSError",
+    "FileSystem",
+    "Forget",
+    "Fsync",
+    "GetXattr",
+    "ImageFile",
+    "ImageInUse",
+    "Link",
+    "ListXattr",
+    "MkDir",
+    "MkNod",
+    "MountOptions",
+    "Open",
+    "Read",
+    "ReadDir",
+    "ReadLink",
+    "Refusal",
+    "Release",
+    "RemoveXattr",
+    "Rename",
+    "RmDir",
+    "SetAttr",
+    "SetAttrs",
+    "SetXattr",
+    "StatFS",
+    "StatFs",
+    "SymLink",
+    "Unlink",
+    "Write",
+]
+
+
+def test_public_names_are_pinned() -> None:
+    assert sorted(uvfs.__all__) == sorted(PUBLIC)
+    for name in PUBLIC:
+        assert hasattr(uvfs, name)
