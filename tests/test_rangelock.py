@@ -187,7 +187,7 @@ async def test_cancelled_waiter_leaves_no_trace() -> None:
     assert lock.statistics() == stats(0, 0)
 
 
-async def test_cancelled_holder_releases() -> None:
+async def test_cancelled_holder_releases(autojump_clock: trio.testing.MockClock) -> None:
     lock = RangeLock()
     with trio.move_on_after(1):
         async with lock.write(0, 10):

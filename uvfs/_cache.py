@@ -28,7 +28,7 @@ One LRU list holds every extent of every file of every mount; a hit or fill move
 extents it touches to the young end. After every change the cache evicts from the old end
 until its *charge* fits the budget. The charge is the cached bytes plus `EXTENT_CHARGE`
 per extent plus `FILE_CHARGE` per file that has extents: what the bookkeeping really costs
-(measured at ~240 B per extent and ~700 B per file on CPython 3.11), so that a budget
+(measured at ~235 B per extent and ~455 B per file on CPython 3.11), so that a budget
 filled with tiny extents cannot cost many times the budget. Hence at every moment
 ``bytes_cached <= charge <= budget``, and the memory the cache holds is at most about
 1.125 x budget (``bytearray`` over-allocates up to 1/8 when appended to) plus a few
@@ -109,7 +109,7 @@ T = TypeVar("T")
 
 EXTENT_MAX = 1 << 20  # chunk size: extents never cross a multiple of it
 EXTENT_CHARGE = 256  # budget bytes charged per extent for its bookkeeping
-FILE_CHARGE = 1024  # budget bytes charged per file that holds extents
+FILE_CHARGE = 512  # budget bytes charged per file that holds extents
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,7 +288,7 @@ class BufferCache:
 
         def update(file: _File, written: int) -> None:
             self._fill(file, offset, memoryview(data)[:written], insert=written <= self._budget)
-            if file.eof is not None and offset + written > file.eof:
+            if written and file.eof is not None and offset + written > file.eof:
                 file.eof = offset + written
 
         return await self._change(
