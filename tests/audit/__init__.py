@@ -1,0 +1,1 @@
+"""Tests of the dependency-audit overlay (uvfs_fs.audit)."""
