@@ -9,7 +9,7 @@ zio_compress. Framing differs per algorithm:
 * gzip-1..9: a zlib stream (with header), trailing sector padding ignored;
 * lz4 (lz4_zfs.c): a 4-byte big-endian length, then one raw LZ4 block of that length;
 * zstd (zfs_zstd.c): a 4-byte big-endian length and a 4-byte version/level word, then a
-  zstd frame of that length.
+  zstd frame of that length, written without the frame magic (ZSTD_f_zstd1_magicless).
 
 Any failure, including output of the wrong length, is `CompressError`. lz4, zlib and
 zstandard release the GIL, so callers run big blocks in a worker thread.
@@ -42,6 +42,7 @@ COMPRESS_NAMES = (
 )  # fmt: skip
 
 ZLE_LEVEL = 64
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
 class CompressError(ValueError):
@@ -87,8 +88,10 @@ def _zstd(src: bytes, lsize: int) -> bytes:
     (c_len,) = struct.unpack_from(">I", src)
     if 8 + c_len > len(src):
         raise CompressError(f"zstd length {c_len} exceeds the block")
+    frame = src[8 : 8 + c_len]
+    fmt = zstandard.FORMAT_ZSTD1 if frame[:4] == _ZSTD_MAGIC else zstandard.FORMAT_ZSTD1_MAGICLESS
     # A stream reader bounds the output, whatever content size a hostile frame claims.
-    with zstandard.ZstdDecompressor().stream_reader(src[8 : 8 + c_len]) as reader:
+    with zstandard.ZstdDecompressor(format=fmt).stream_reader(frame) as reader:
         return reader.read(lsize + 1)
 
 

@@ -14,9 +14,11 @@ for a pool opened read-only:
 Nothing passing is EIO. Checksums and decompression of blocks of 64 KiB or more run in a
 worker thread: hashlib, numpy, zlib, lz4 and zstandard release the GIL there. A block
 whose checksum function cannot be computed here (skein, edonr; blake3 without the salt)
-is returned unverified and counted. For a block of an encrypted dataset (the crypt bit)
-only the first two checksum words are compared (the others hold its MAC), and its bytes
-are returned as stored: decrypting is not this layer's job.
+is returned unverified and counted. In a block of an encrypted dataset (the crypt bit,
+objsets aside) the last two checksum words hold its MAC and the first two the checksum
+of the stored bytes, folded with its last two words for non-dedup functions
+(zio_checksum_handle_crypt); only those are compared. Its bytes are returned as stored:
+decrypting is not this layer's job (an encrypted block then fails to decompress: EIO).
 """
 
 from __future__ import annotations
@@ -28,7 +30,11 @@ from typing import TypeVar
 import trio
 from uvfs_fs.zfs.blkptr import BP_EMBEDDED_TYPE_DATA, DVA, BlockPtr, parse_blkptrs
 from uvfs_fs.zfs.checksum import (
+    ZIO_CHECKSUM_BLAKE3,
     ZIO_CHECKSUM_GANG_HEADER,
+    ZIO_CHECKSUM_SHA256,
+    ZIO_CHECKSUM_SHA512,
+    ZIO_CHECKSUM_SKEIN,
     compute,
     eck_byteorder,
     verify_embedded,
@@ -44,7 +50,19 @@ SPA_GBH_NBLKPTRS = 3
 GANG_MAX_DEPTH = 8  # gang children may be gangs; upstream nests a few levels at most
 THREAD_MIN = 64 * 1024
 
+DMU_OT_OBJSET = 11
+# Functions strong enough for dedup keep their first two words as is in encrypted blocks;
+# the others fold their last two words in (zio_checksum_handle_crypt).
+_SECURE = frozenset({ZIO_CHECKSUM_SHA256, ZIO_CHECKSUM_SHA512, ZIO_CHECKSUM_SKEIN,
+                     ZIO_CHECKSUM_BLAKE3})  # fmt: skip
+
 T = TypeVar("T")
+
+
+def _crypt_words(func: int, got: tuple[int, int, int, int]) -> tuple[int, int]:
+    if func in _SECURE:
+        return got[0], got[1]
+    return got[0] ^ got[2], got[1] ^ got[3]
 
 
 async def _cpu(size: int, fn: Callable[..., T], *args: object) -> T:
@@ -96,8 +114,9 @@ async def _read_physical(
         if got is None:
             stats.unverified += 1
             return True
-        width = 2 if bp.encrypted else 4
-        return got[:width] == bp.cksum[:width]
+        if bp.encrypted and bp.type != DMU_OT_OBJSET:
+            return _crypt_words(bp.checksum, got) == bp.cksum[:2]
+        return got == bp.cksum
 
     for dva in bp.dvas:
         if dva.vdev >= len(vdevs):
