@@ -1,0 +1,392 @@
+"""One open ext2/ext3/ext4 volume: the async layer that reads the image and answers requests.
+
+Theory of operation. Everything about the format is in the sans-I/O modules beside this
+one; this class only fetches bytes and keeps what it parsed. Metadata comes in whole
+blocks through one bounded LRU (`_meta_block`): group descriptor blocks, inode table
+blocks, indirect blocks, extent nodes, directory and xattr blocks. Parsed group
+descriptors, inodes and directories sit in their own bounded LRUs, so a hot lookup or
+getattr costs no I/O and no parsing. File data is never cached here (the broker's cache
+does that): a read maps its block range to runs and issues one image read per run.
+
+Requests interleave only at awaits, and a cache is only changed between awaits, so no
+locks are needed; two requests missing the same entry both load it, harmlessly.
+
+Every number taken from the image is checked before it is used as an offset or a loop
+bound (inode and block numbers against the superblock's counts, directory records,
+extent nodes ...); a failed check is EIO for the request at hand.
+"""
+
+from __future__ import annotations
+
+import errno
+import stat
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Generic, TypeVar
+
+from construct import Container
+from uvfs_fs.ext2 import xattr
+from uvfs_fs.ext2.blockmap import Run, map_indirect
+from uvfs_fs.ext2.dirent import EXT2_NAME_LEN, iter_dirents
+from uvfs_fs.ext2.extents import map_extents
+from uvfs_fs.ext2.group_desc import (
+    GroupDesc,
+    decode_group_desc,
+    desc_location,
+    metadata_overhead,
+)
+from uvfs_fs.ext2.inode import EXT4_EXTENTS_FL, Inode, decode_inode
+from uvfs_fs.ext2.superblock import (
+    EXT2_ERROR_FS,
+    EXT2_VALID_FS,
+    SUPERBLOCK_OFFSET,
+    SUPERBLOCK_SIZE,
+    Geometry,
+    ext2_super_block,
+    geometry,
+)
+
+from uvfs._api import Attr, DirEntry, FSError, MountOptions, Refusal, StatFS
+from uvfs._image import ImageFile
+
+EXT2_ROOT_INO = 2
+
+# Cache bounds. Metadata blocks by bytes, so 64 KiB blocks do not multiply the memory.
+META_CACHE_BYTES = 8 << 20
+INODE_CACHE_ENTRIES = 8192
+DESC_CACHE_ENTRIES = 4096
+DIR_CACHE_NAMES = 1 << 20  # names held by all cached directories together
+MAP_CHUNK_BLOCKS = 1024  # directory scans map this many blocks at a time
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+class _LRU(Generic[_K, _V]):
+    """A least-recently-used map bounded by total weight; the newest entry always stays."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._items: OrderedDict[_K, tuple[_V, int]] = OrderedDict()
+        self._weight = 0
+
+    def get(self, key: _K) -> _V | None:
+        item = self._items.get(key)
+        if item is None:
+            return None
+        self._items.move_to_end(key)
+        return item[0]
+
+    def put(self, key: _K, value: _V, weight: int = 1) -> None:
+        old = self._items.pop(key, None)
+        if old is not None:
+            self._weight -= old[1]
+        self._items[key] = (value, weight)
+        self._weight += weight
+        while self._weight > self._capacity and len(self._items) > 1:
+            _, (_, dropped) = self._items.popitem(last=False)
+            self._weight -= dropped
+
+
+class _Directory:
+    """A directory's entries in on-disk order, and an index by name."""
+
+    __slots__ = ("entries", "index")
+
+    def __init__(self, entries: list[tuple[bytes, int]]) -> None:
+        self.entries = entries
+        self.index: dict[bytes, int] = {}
+        for name, ino in entries:
+            self.index.setdefault(name, ino)
+
+
+async def read_superblock(image: ImageFile) -> Container:
+    """The primary superblock of `image`; `Refusal` when the image is too small to hold one."""
+    if image.size < SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE:
+        raise Refusal("not an ext2/ext3/ext4 filesystem: image too small for a superblock")
+    return ext2_super_block.parse(await image.read(SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE))
+
+
+class Ext2FileSystem:
+    """A read-only ext2/ext3/ext4 volume, answering the driver API's read operations.
+
+    Open one with `Ext2FileSystem.open`. Inode numbers are the volume's own (root is 2).
+    """
+
+    root = EXT2_ROOT_INO
+
+    def __init__(self, image: ImageFile, sb: Container, geo: Geometry) -> None:
+        self.image = image
+        self.sb = sb
+        self.geo = geo
+        self._filetype = "filetype" in geo.features
+        self._huge_file = "huge_file" in geo.features
+        self._itable_blocks = -(-geo.inodes_per_group * geo.inode_size // geo.block_size)
+        self._meta: _LRU[int, bytes] = _LRU(max(16, META_CACHE_BYTES // geo.block_size))
+        self._descs: _LRU[int, GroupDesc] = _LRU(DESC_CACHE_ENTRIES)
+        self._inodes: _LRU[int, Inode] = _LRU(INODE_CACHE_ENTRIES)
+        self._dirs: _LRU[int, _Directory] = _LRU(DIR_CACHE_NAMES)
+
+    @classmethod
+    async def open(cls, image: ImageFile, options: MountOptions) -> Ext2FileSystem:
+        """Check `image`'s superblock and root directory; `Refusal` when it cannot be read.
+
+        A writable request still opens read-only: this driver has no write side, and the
+        broker mounts a filesystem without `write` read-only.
+        """
+        sb = await read_superblock(image)
+        geo = geometry(sb, image.size)
+        if not options.force and (
+            sb.s_state & EXT2_ERROR_FS
+            or not (sb.s_state & EXT2_VALID_FS or "has_journal" in geo.features)
+        ):
+            raise Refusal(
+                "ext2 filesystem has errors or was not cleanly unmounted: run e2fsck, "
+                "or mount with force"
+            )
+        fs = cls(image, sb, geo)
+        try:
+            root = await fs._inode(EXT2_ROOT_INO)
+        except FSError as e:
+            raise Refusal(f"corrupt ext2 filesystem: root directory unreadable ({e})") from None
+        if not stat.S_ISDIR(root.mode):
+            raise Refusal("corrupt ext2 filesystem: the root inode is not a directory")
+        return fs
+
+    # --- metadata -----------------------------------------------------------------------
+
+    async def _meta_block(self, block: int) -> bytes:
+        """One metadata block, through the LRU."""
+        data = self._meta.get(block)
+        if data is None:
+            if not 0 < block < self.geo.blocks_count:
+                raise FSError(errno.EIO, f"metadata block {block} outside the filesystem")
+            bs = self.geo.block_size
+            data = await self.image.read(block * bs, bs)
+            self._meta.put(block, data)
+        return data
+
+    async def _group_desc(self, group: int) -> GroupDesc:
+        desc = self._descs.get(group)
+        if desc is None:
+            block, offset = desc_location(self.geo, group)
+            raw = await self._meta_block(block)
+            desc = decode_group_desc(raw[offset : offset + self.geo.desc_size], self.geo.desc_size)
+            self._descs.put(group, desc)
+        return desc
+
+    async def _inode(self, ino: int) -> Inode:
+        """Inode `ino`, parsed and checked to be a live file of a known type."""
+        inode = self._inodes.get(ino)
+        if inode is not None:
+            return inode
+        geo = self.geo
+        if not 0 < ino <= geo.inodes_count:
+            raise FSError(errno.EIO, f"inode number {ino} out of range")
+        group, index = divmod(ino - 1, geo.inodes_per_group)
+        table = (await self._group_desc(group)).inode_table
+        if not 0 < table <= geo.blocks_count - self._itable_blocks:
+            raise FSError(errno.EIO, f"group {group}: inode table at bad block {table}")
+        block, offset = divmod(index * geo.inode_size, geo.block_size)
+        raw = await self._meta_block(table + block)
+        inode = decode_inode(
+            raw[offset : offset + geo.inode_size],
+            ino,
+            huge_file=self._huge_file,
+            block_size=geo.block_size,
+        )
+        if inode.links_count == 0 or stat.S_IFMT(inode.mode) not in _FILE_TYPES:
+            raise FSError(errno.EIO, f"inode {ino} is not in use (mode {inode.mode:o})")
+        self._inodes.put(ino, inode)
+        return inode
+
+    def _attr(self, inode: Inode) -> Attr:
+        return Attr(
+            ino=inode.ino,
+            mode=inode.mode,
+            nlink=inode.links_count,
+            uid=inode.uid,
+            gid=inode.gid,
+            size=inode.size,
+            rdev=inode.rdev,
+            blocks=inode.blocks_512,
+            blksize=self.geo.block_size,
+            atime_ns=inode.atime_ns,
+            mtime_ns=inode.mtime_ns,
+            ctime_ns=inode.ctime_ns,
+            generation=inode.generation,
+        )
+
+    # --- data -----------------------------------------------------------------------------
+
+    async def _map(self, inode: Inode, first: int, count: int) -> list[Run]:
+        if inode.flags & EXT4_EXTENTS_FL:
+            return await map_extents(
+                inode.i_block,
+                first,
+                count,
+                blocks_count=self.geo.blocks_count,
+                read_block=self._meta_block,
+            )
+        return await map_indirect(
+            inode.i_block,
+            first,
+            count,
+            block_size=self.geo.block_size,
+            blocks_count=self.geo.blocks_count,
+            read_block=self._meta_block,
+        )
+
+    async def _read_data(self, inode: Inode, offset: int, size: int) -> bytes:
+        """Bytes [offset, offset + size) of `inode`'s data, clipped at its end of file."""
+        end = min(offset + size, inode.size)
+        if offset >= end:
+            return b""
+        bs = self.geo.block_size
+        first = offset // bs
+        runs = await self._map(inode, first, (end - 1) // bs + 1 - first)
+        parts = []
+        for run in runs:
+            lo = max(offset, run.logical * bs)
+            hi = min(end, (run.logical + run.count) * bs)
+            if run.physical:
+                parts.append(
+                    await self.image.read(run.physical * bs + lo - run.logical * bs, hi - lo)
+                )
+            else:
+                parts.append(bytes(hi - lo))
+        return b"".join(parts)
+
+    async def _directory(self, ino: int) -> _Directory:
+        cached = self._dirs.get(ino)
+        if cached is not None:
+            return cached
+        inode = await self._inode(ino)
+        if not stat.S_ISDIR(inode.mode):
+            raise FSError(errno.ENOTDIR)
+        bs = self.geo.block_size
+        nblocks = -(-inode.size // bs)
+        entries: list[tuple[bytes, int]] = []
+        for first in range(0, nblocks, MAP_CHUNK_BLOCKS):
+            runs = await self._map(inode, first, min(MAP_CHUNK_BLOCKS, nblocks - first))
+            for run in runs:
+                if not run.physical:
+                    continue  # a hole in a directory holds no names
+                data = await self.image.read(run.physical * bs, run.count * bs)
+                for at in range(0, len(data), bs):
+                    for child, name, _ in iter_dirents(data[at : at + bs], filetype=self._filetype):
+                        if child > self.geo.inodes_count:
+                            raise FSError(errno.EIO, f"directory {ino}: entry for inode {child}")
+                        entries.append((name, child))
+        directory = _Directory(entries)
+        self._dirs.put(ino, directory, len(entries) + 1)
+        return directory
+
+    async def _xattrs(self, ino: int) -> list[tuple[bytes, bytes]]:
+        inode = await self._inode(ino)
+        attrs = xattr.parse_ibody(inode.xattr_ibody)
+        if inode.file_acl:
+            attrs += xattr.parse_block(await self._meta_block(inode.file_acl))
+        return attrs
+
+    # --- the driver API -------------------------------------------------------------------
+
+    async def _overhead(self) -> int:
+        """Blocks statfs leaves out: s_overhead_clusters, or counted as the kernel does."""
+        if self.sb.s_overhead_clusters:
+            return self.sb.s_overhead_clusters
+        overhead = metadata_overhead(self.geo, self.sb.s_reserved_gdt_blocks)
+        if "has_journal" in self.geo.features and self.sb.s_journal_inum:
+            journal = await self._inode(self.sb.s_journal_inum)
+            overhead += journal.size // self.geo.block_size
+        return overhead
+
+    async def lookup(self, parent: int, name: bytes) -> Attr:
+        """The node called `name` in directory `parent`."""
+        if len(name) > EXT2_NAME_LEN:
+            raise FSError(errno.ENAMETOOLONG)
+        child = (await self._directory(parent)).index.get(name)
+        if child is None:
+            raise FSError(errno.ENOENT)
+        return self._attr(await self._inode(child))
+
+    async def getattr(self, ino: int) -> Attr:
+        """The attributes of inode `ino`."""
+        return self._attr(await self._inode(ino))
+
+    async def readdir(self, ino: int) -> Sequence[DirEntry]:
+        """Every entry of directory `ino` in on-disk order, without "." and ".."."""
+        directory = await self._directory(ino)
+        return [
+            DirEntry(name, self._attr(await self._inode(child)))
+            for name, child in directory.entries
+            if name not in (b".", b"..")
+        ]
+
+    async def read(self, ino: int, handle: int, offset: int, size: int) -> bytes:
+        """Up to `size` bytes of regular file `ino` from `offset`."""
+        inode = await self._inode(ino)
+        if stat.S_ISDIR(inode.mode):
+            raise FSError(errno.EISDIR)
+        if not stat.S_ISREG(inode.mode):
+            raise FSError(errno.EINVAL)
+        return await self._read_data(inode, offset, size)
+
+    async def readlink(self, ino: int) -> bytes:
+        """The target of symbolic link `ino`: in i_block when fast, in a data block when not."""
+        inode = await self._inode(ino)
+        if not stat.S_ISLNK(inode.mode):
+            raise FSError(errno.EINVAL)
+        if not 0 < inode.size <= self.geo.block_size:
+            raise FSError(errno.EIO, f"symlink {ino} of {inode.size} bytes")
+        # As the kernel decides: a symlink owning no block but its xattr block is fast,
+        # whatever its flags say (some kernels set EXTENTS_FL on fast symlinks).
+        xattr_blocks = self.geo.block_size // 512 if inode.file_acl else 0
+        if inode.blocks_512 == xattr_blocks:
+            if inode.size >= len(inode.i_block):
+                raise FSError(errno.EIO, f"fast symlink {ino} of {inode.size} bytes")
+            return inode.i_block[: inode.size]
+        return await self._read_data(inode, 0, inode.size)
+
+    async def statfs(self) -> StatFS:
+        """Totals as the kernel's ext4 driver reports them (minus metadata overhead)."""
+        sb, geo = self.sb, self.geo
+        wide = "64bit" in geo.features
+        free = sb.s_free_blocks_count | (sb.s_free_blocks_hi << 32 if wide else 0)
+        reserved = sb.s_r_blocks_count | (sb.s_r_blocks_count_hi << 32 if wide else 0)
+        if "extent" in geo.features:
+            # ext4 holds back 2% (at most 4096 clusters) for its own allocations.
+            reserved += min(geo.blocks_count // 50, 4096)
+        return StatFS(
+            block_size=geo.block_size,
+            blocks=geo.blocks_count - await self._overhead(),
+            blocks_free=free,
+            blocks_avail=max(free - reserved, 0),
+            files=geo.inodes_count,
+            files_free=sb.s_free_inodes_count,
+            name_max=EXT2_NAME_LEN,
+        )
+
+    async def getxattr(self, ino: int, name: bytes) -> bytes:
+        """The value of extended attribute `name` of `ino`; ENODATA when it has none."""
+        for key, value in await self._xattrs(ino):
+            if key == name:
+                return value
+        raise FSError(errno.ENODATA)
+
+    async def listxattr(self, ino: int) -> Sequence[bytes]:
+        """The names of `ino`'s extended attributes, in-inode ones first."""
+        return [key for key, _ in await self._xattrs(ino)]
+
+
+_FILE_TYPES = frozenset(
+    {
+        stat.S_IFREG,
+        stat.S_IFDIR,
+        stat.S_IFLNK,
+        stat.S_IFCHR,
+        stat.S_IFBLK,
+        stat.S_IFIFO,
+        stat.S_IFSOCK,
+    }
+)

@@ -1,0 +1,179 @@
+"""Inodes: the 128-byte ext2 record, the ext4 extra fields after it, and the in-core `Inode`.
+
+An inode is s_inode_size bytes (128 on revision 0). Bytes 128 on are the "large inode":
+i_extra_isize says how many of them are fields (ns timestamps, crtime ...), and the rest
+up to s_inode_size holds in-inode extended attributes. A field past i_extra_isize does
+not exist, whatever the bytes say. Several values are split in two halves (size, uid, gid,
+i_blocks, i_file_acl); `decode_inode` joins them into one plain `Inode`.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from dataclasses import dataclass
+
+from construct import Bytes, Int16ul, Int32ul, Struct
+
+from uvfs._api import FSError
+
+EXT2_N_BLOCKS = 15  # i_block[] holds 15 32-bit words: 60 bytes
+
+# i_flags
+EXT4_HUGE_FILE_FL = 0x00040000  # i_blocks counts file-system blocks, not 512-byte sectors
+EXT4_EXTENTS_FL = 0x00080000  # i_block holds an extent tree root
+EXT4_EA_INODE_FL = 0x00200000
+EXT4_INLINE_DATA_FL = 0x10000000
+
+# fmt: off
+ext2_inode = Struct(
+    "i_mode" / Int16ul,                     # 0x00
+    "i_uid" / Int16ul,                      # 0x02
+    "i_size" / Int32ul,                     # 0x04 (i_size_lo)
+    "i_atime" / Int32ul,                    # 0x08
+    "i_ctime" / Int32ul,                    # 0x0c
+    "i_mtime" / Int32ul,                    # 0x10
+    "i_dtime" / Int32ul,                    # 0x14
+    "i_gid" / Int16ul,                      # 0x18
+    "i_links_count" / Int16ul,              # 0x1a
+    "i_blocks" / Int32ul,                   # 0x1c
+    "i_flags" / Int32ul,                    # 0x20
+    "l_i_version" / Int32ul,                # 0x24 (osd1)
+    "i_block" / Bytes(4 * EXT2_N_BLOCKS),   # 0x28
+    "i_generation" / Int32ul,               # 0x64
+    "i_file_acl" / Int32ul,                 # 0x68
+    "i_size_high" / Int32ul,                # 0x6c (i_dir_acl on old revision 0 dirs)
+    "i_faddr" / Int32ul,                    # 0x70
+    "l_i_blocks_hi" / Int16ul,              # 0x74 (osd2, Linux layout)
+    "l_i_file_acl_high" / Int16ul,          # 0x76
+    "l_i_uid_high" / Int16ul,               # 0x78
+    "l_i_gid_high" / Int16ul,               # 0x7a
+    "l_i_checksum_lo" / Int16ul,            # 0x7c
+    "l_i_reserved" / Int16ul,               # 0x7e
+).compile()
+
+# The large-inode fields at 0x80; each exists only if i_extra_isize covers it.
+ext2_inode_large_extra = Struct(
+    "i_extra_isize" / Int16ul,              # 0x80
+    "i_checksum_hi" / Int16ul,              # 0x82
+    "i_ctime_extra" / Int32ul,              # 0x84
+    "i_mtime_extra" / Int32ul,              # 0x88
+    "i_atime_extra" / Int32ul,              # 0x8c
+    "i_crtime" / Int32ul,                   # 0x90
+    "i_crtime_extra" / Int32ul,             # 0x94
+    "i_version_hi" / Int32ul,               # 0x98
+    "i_projid" / Int32ul,                   # 0x9c
+).compile()
+# fmt: on
+
+EXT2_GOOD_OLD_INODE_SIZE = 128
+_EXTRA_SIZE = 32  # ext2_inode_large_extra.sizeof()
+_EXTRA_OFFSETS = {  # field -> end offset relative to 0x80, for the "is it covered" test
+    "i_ctime_extra": 0x08,
+    "i_mtime_extra": 0x0C,
+    "i_atime_extra": 0x10,
+    "i_crtime": 0x14,
+    "i_crtime_extra": 0x18,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Inode:
+    """One inode as the driver uses it: halves joined, times in nanoseconds."""
+
+    ino: int
+    mode: int
+    uid: int
+    gid: int
+    size: int
+    links_count: int
+    blocks_512: int  # allocated space in 512-byte units, as st_blocks
+    atime_ns: int
+    mtime_ns: int
+    ctime_ns: int
+    crtime_ns: int  # 0 when the inode has no i_crtime
+    dtime: int
+    flags: int
+    generation: int
+    file_acl: int  # block of the external xattr block, 0 if none
+    i_block: bytes  # 60 bytes: block map, extent root, fast symlink text or device
+    xattr_ibody: bytes  # in-inode xattr area (after i_extra_isize), may be empty
+
+    @property
+    def rdev(self) -> int:
+        """The device number of a character or block special file, as st_rdev."""
+        if not (stat.S_ISCHR(self.mode) or stat.S_ISBLK(self.mode)):
+            return 0
+        old = int.from_bytes(self.i_block[0:4], "little")
+        if old:
+            # old_encode_dev: 8-bit major, 8-bit minor in i_block[0]
+            return os.makedev((old >> 8) & 0xFF, old & 0xFF)
+        new = int.from_bytes(self.i_block[4:8], "little")
+        # new_encode_dev: minor's low byte, 12-bit major, then minor's upper bits
+        return os.makedev((new & 0xFFF00) >> 8, (new & 0xFF) | ((new >> 12) & 0xFFF00))
+
+
+def decode_time(seconds: int, extra: int | None) -> int:
+    """A timestamp in ns from a 32-bit seconds field and its optional ``_extra`` word.
+
+    Without ``_extra`` the seconds are signed (1901-2038). The two low bits of ``_extra``
+    extend the seconds past 2038 (added to the signed value, as the kernel does); its
+    upper 30 bits are nanoseconds.
+    """
+    secs = seconds - (1 << 32) if seconds & 0x80000000 else seconds
+    if extra is None:
+        return secs * 1_000_000_000
+    secs += (extra & 3) << 32
+    return secs * 1_000_000_000 + (extra >> 2)
+
+
+def decode_inode(raw: bytes, ino: int, *, huge_file: bool, block_size: int) -> Inode:
+    """Parse one inode-table slot (`raw`: s_inode_size bytes) into an `Inode`.
+
+    Args:
+        raw: the inode's bytes, 128 or more.
+        ino: its number, carried into the result.
+        huge_file: the volume has the huge_file feature (i_blocks has 48 bits).
+        block_size: the volume's block size, for EXT4_HUGE_FILE_FL inodes.
+
+    Raises:
+        FSError: EIO when i_extra_isize runs past the slot.
+    """
+    b = ext2_inode.parse(raw[:EXT2_GOOD_OLD_INODE_SIZE])
+    extra_isize = 0
+    extra: dict[str, int | None] = dict.fromkeys(_EXTRA_OFFSETS)
+    if len(raw) > EXT2_GOOD_OLD_INODE_SIZE:
+        head = raw[EXT2_GOOD_OLD_INODE_SIZE : EXT2_GOOD_OLD_INODE_SIZE + _EXTRA_SIZE]
+        x = ext2_inode_large_extra.parse(head.ljust(_EXTRA_SIZE, b"\0"))
+        extra_isize = x.i_extra_isize
+        if extra_isize & 3 or EXT2_GOOD_OLD_INODE_SIZE + extra_isize > len(raw):
+            raise FSError(errno.EIO, f"inode {ino}: bad i_extra_isize {extra_isize}")
+        for name, end in _EXTRA_OFFSETS.items():
+            if end <= extra_isize:
+                extra[name] = x[name]
+    blocks = b.i_blocks
+    if huge_file:
+        blocks |= b.l_i_blocks_hi << 32
+        if b.i_flags & EXT4_HUGE_FILE_FL:
+            blocks *= block_size // 512
+    crtime = extra["i_crtime"]
+    return Inode(
+        ino=ino,
+        mode=b.i_mode,
+        uid=b.i_uid | b.l_i_uid_high << 16,
+        gid=b.i_gid | b.l_i_gid_high << 16,
+        size=b.i_size | b.i_size_high << 32,
+        links_count=b.i_links_count,
+        blocks_512=blocks,
+        atime_ns=decode_time(b.i_atime, extra["i_atime_extra"]),
+        mtime_ns=decode_time(b.i_mtime, extra["i_mtime_extra"]),
+        ctime_ns=decode_time(b.i_ctime, extra["i_ctime_extra"]),
+        crtime_ns=0 if crtime is None else decode_time(crtime, extra["i_crtime_extra"]),
+        dtime=b.i_dtime,
+        flags=b.i_flags,
+        generation=b.i_generation,
+        file_acl=b.i_file_acl | b.l_i_file_acl_high << 32,
+        i_block=b.i_block,
+        xattr_ibody=raw[EXT2_GOOD_OLD_INODE_SIZE + extra_isize :],
+    )

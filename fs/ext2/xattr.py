@@ -1,0 +1,145 @@
+"""Extended attributes: in-inode and external-block entry tables, names and POSIX ACLs.
+
+Attributes live in two places: after an inode's i_extra_isize fields (a 4-byte magic, then
+entries whose values are addressed from the first entry) and in the block i_file_acl
+points at (a 32-byte header, then entries whose values are addressed from the block's
+start). An entry names its attribute by a namespace index and a suffix; the kernel shows
+user.*, trusted.*, security.*, gnu.* and the two POSIX ACLs, and hides the rest
+(system.data of inline data, encryption context ...). ACLs are stored in a compact ext4
+format (`ext4_acl_header` version 1, short entries for the owner/group/mask/other tags) and
+shown in the kernel's xattr format (version 2, every entry 8 bytes, undefined ids -1).
+"""
+
+from __future__ import annotations
+
+import errno
+import struct
+
+from construct import Array, Int8ul, Int16ul, Int32ul, Struct
+
+from uvfs._api import FSError
+
+EXT2_EXT_ATTR_MAGIC = 0xEA020000
+
+# fmt: off
+ext2_ext_attr_header = Struct(
+    "h_magic" / Int32ul,                    # 0x00
+    "h_refcount" / Int32ul,                 # 0x04
+    "h_blocks" / Int32ul,                   # 0x08 always 1
+    "h_hash" / Int32ul,                     # 0x0c
+    "h_checksum" / Int32ul,                 # 0x10
+    "h_reserved" / Array(3, Int32ul),       # 0x14
+).compile()
+
+ext2_ext_attr_entry = Struct(
+    "e_name_len" / Int8ul,                  # 0x00
+    "e_name_index" / Int8ul,                # 0x01
+    "e_value_offs" / Int16ul,               # 0x02
+    "e_value_inum" / Int32ul,               # 0x04 ea_inode: value stored in an inode
+    "e_value_size" / Int32ul,               # 0x08
+    "e_hash" / Int32ul,                     # 0x0c
+).compile()                                 # 0x10 name, padded to 4 bytes
+# fmt: on
+
+_ENTRY_SIZE = 16
+
+# e_name_index -> what the kernel shows before the suffix (lib/ext2fs/ext_attr.c)
+EXT2_ATTR_INDEX_USER = 1
+EXT2_ATTR_INDEX_POSIX_ACL_ACCESS = 2
+EXT2_ATTR_INDEX_POSIX_ACL_DEFAULT = 3
+NAME_PREFIXES: dict[int, bytes] = {
+    EXT2_ATTR_INDEX_USER: b"user.",
+    EXT2_ATTR_INDEX_POSIX_ACL_ACCESS: b"system.posix_acl_access",
+    EXT2_ATTR_INDEX_POSIX_ACL_DEFAULT: b"system.posix_acl_default",
+    4: b"trusted.",
+    6: b"security.",
+    10: b"gnu.",
+}
+
+# POSIX ACLs: on-disk (ext4_acl_*) and xattr (posix_acl_xattr_*) forms
+EXT4_ACL_VERSION = 1
+POSIX_ACL_XATTR_VERSION = 2
+ACL_USER_OBJ, ACL_USER, ACL_GROUP_OBJ, ACL_GROUP, ACL_MASK, ACL_OTHER = 1, 2, 4, 8, 0x10, 0x20
+ACL_UNDEFINED_ID = 0xFFFFFFFF
+_acl_header = struct.Struct("<I")
+_acl_entry_short = struct.Struct("<HH")  # e_tag, e_perm
+_acl_entry = struct.Struct("<HHI")  # e_tag, e_perm, e_id
+
+
+def _corrupt(why: str) -> FSError:
+    return FSError(errno.EIO, f"extended attributes: {why}")
+
+
+def acl_to_xattr(disk: bytes) -> bytes:
+    """An ACL in ext4's on-disk form, re-encoded as the kernel's posix_acl xattr value."""
+    if len(disk) < _acl_header.size or _acl_header.unpack_from(disk)[0] != EXT4_ACL_VERSION:
+        raise _corrupt("ACL with a bad version")
+    out = [_acl_header.pack(POSIX_ACL_XATTR_VERSION)]
+    offset = _acl_header.size
+    while offset < len(disk):
+        if offset + _acl_entry_short.size > len(disk):
+            raise _corrupt("ACL entry cut short")
+        tag, perm = _acl_entry_short.unpack_from(disk, offset)
+        if tag in (ACL_USER, ACL_GROUP):
+            if offset + _acl_entry.size > len(disk):
+                raise _corrupt("ACL entry cut short")
+            _, _, ident = _acl_entry.unpack_from(disk, offset)
+            offset += _acl_entry.size
+        elif tag in (ACL_USER_OBJ, ACL_GROUP_OBJ, ACL_MASK, ACL_OTHER):
+            ident = ACL_UNDEFINED_ID
+            offset += _acl_entry_short.size
+        else:
+            raise _corrupt(f"ACL entry with tag {tag:#x}")
+        out.append(_acl_entry.pack(tag, perm, ident))
+    return b"".join(out)
+
+
+def _parse_entries(region: bytes, entries_at: int) -> list[tuple[bytes, bytes]]:
+    """(name, value) of every shown entry from `entries_at` to the 4-byte zero end marker.
+
+    Values are at e_value_offs from the start of `region`. Each entry advances by at least
+    16 bytes and must fit in `region`, so the walk is bounded by its size.
+    """
+    attrs = []
+    offset = entries_at
+    while True:
+        if offset + 4 > len(region):
+            raise _corrupt("entry table runs off its area")
+        if region[offset : offset + 4] == b"\0\0\0\0":
+            return attrs
+        if offset + _ENTRY_SIZE > len(region):
+            raise _corrupt("entry table runs off its area")
+        e = ext2_ext_attr_entry.parse(region[offset : offset + _ENTRY_SIZE])
+        name_end = offset + _ENTRY_SIZE + e.e_name_len
+        if name_end > len(region):
+            raise _corrupt("entry name runs off its area")
+        if e.e_value_inum:
+            raise _corrupt("value stored in an inode (ea_inode)")
+        start = e.e_value_offs
+        if e.e_value_size and (start < name_end or start + e.e_value_size > len(region)):
+            raise _corrupt("entry value outside its area")
+        prefix = NAME_PREFIXES.get(e.e_name_index)
+        if prefix is not None:
+            value = region[start : start + e.e_value_size]
+            if e.e_name_index in (
+                EXT2_ATTR_INDEX_POSIX_ACL_ACCESS,
+                EXT2_ATTR_INDEX_POSIX_ACL_DEFAULT,
+            ):
+                value = acl_to_xattr(value)
+            attrs.append((prefix + region[offset + _ENTRY_SIZE : name_end], value))
+        offset = (name_end + 3) & ~3
+
+
+def parse_ibody(area: bytes) -> list[tuple[bytes, bytes]]:
+    """The attributes stored inside an inode, from its area after i_extra_isize."""
+    if len(area) < 4 or int.from_bytes(area[:4], "little") != EXT2_EXT_ATTR_MAGIC:
+        return []  # no magic: the inode simply has no in-inode attributes
+    return _parse_entries(area[4:], 0)
+
+
+def parse_block(block: bytes) -> list[tuple[bytes, bytes]]:
+    """The attributes stored in an external attribute block (i_file_acl)."""
+    h = ext2_ext_attr_header.parse(block[: ext2_ext_attr_header.sizeof()])
+    if h.h_magic != EXT2_EXT_ATTR_MAGIC or h.h_blocks != 1:
+        raise _corrupt(f"bad block magic {h.h_magic:#x}")
+    return _parse_entries(block, ext2_ext_attr_header.sizeof())
