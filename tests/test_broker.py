@@ -165,3 +165,31 @@ async def test_handles_are_released_at_close() -> None:
     assert b.statistics().open_files == 1
     await b.close()
     assert b.statistics().open_files == 0
+
+
+class CountingFS(TreeFS):
+    """TreeFS that counts the reads reaching it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[tuple[int, int]] = []
+
+    async def read(self, ino: int, handle: int, offset: int, size: int) -> bytes:
+        self.reads.append((offset, size))
+        return b"abc"[offset : offset + size]
+
+
+async def test_reads_through_the_buffer_cache_reach_the_driver_once() -> None:
+    from uvfs._cache import BufferCache
+
+    fs = CountingFS()
+    b = Broker(fs, read_only=True, cache=BufferCache(1 << 20), mount_id=7)
+    fh = await b.open(2, 0, CALLER)
+    assert await b.read(fh, 0, 4096) == b"abc"
+    await b.release(fh)
+    fh = await b.open(2, 0, CALLER)  # a later open of the same file: still cached
+    assert await b.read(fh, 0, 4096) == b"abc"
+    assert await b.read(fh, 1, 2) == b"bc"
+    assert fs.reads == [(0, 4096)]
+    stats = b.cache.statistics(7)
+    assert (stats.hits, stats.misses, stats.bytes_from_driver) == (2, 1, 3)

@@ -146,6 +146,12 @@ class Broker:
         self._lookups[attr.ino] = self._lookups.get(attr.ino, 0) + 1
         return self.to_kernel(attr)
 
+    def _created(self, attr: Attr) -> Attr:
+        """`_remember` a node just created: drop cached data of a freed node of that number."""
+        if self.cache is not None:
+            self.cache.invalidate((self.mount_id, attr.ino))
+        return self._remember(attr)
+
     def _need(self, protocol: type, absent_errno: int) -> Any:
         if not isinstance(self.fs, protocol):
             raise FSError(absent_errno)
@@ -310,24 +316,24 @@ class Broker:
         attr, handle = await fs.create(self._swap(parent), name, mode, flags, caller)
         fh = next(self._handles)
         self._files[fh] = _OpenFile(attr.ino, handle)
-        return self._remember(attr), fh
+        return self._created(attr), fh
 
     @_request
     async def mknod(self, parent: int, name: bytes, mode: int, rdev: int, caller: Caller) -> Attr:
         fs = self._need(api.MkNod, errno.EROFS)
-        return self._remember(await fs.mknod(self._swap(parent), name, mode, rdev, caller))
+        return self._created(await fs.mknod(self._swap(parent), name, mode, rdev, caller))
 
     @_request
     async def mkdir(self, parent: int, name: bytes, mode: int, caller: Caller) -> Attr:
         fs = self._need(api.MkDir, errno.EROFS)
-        return self._remember(
+        return self._created(
             await fs.mkdir(self._swap(parent), name, (mode & 0o7777) | stat.S_IFDIR, caller)
         )
 
     @_request
     async def symlink(self, parent: int, name: bytes, target: bytes, caller: Caller) -> Attr:
         fs = self._need(api.SymLink, errno.EROFS)
-        return self._remember(await fs.symlink(self._swap(parent), name, target, caller))
+        return self._created(await fs.symlink(self._swap(parent), name, target, caller))
 
     @_request
     async def link(self, ino: int, new_parent: int, new_name: bytes) -> Attr:

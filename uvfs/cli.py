@@ -30,6 +30,7 @@ import trio
 
 from uvfs import _api as api
 from uvfs import _registry, _runtime
+from uvfs._cache import BufferCache
 from uvfs._control import query, serve_control
 from uvfs._image import ImageFile, ImageInUse
 from uvfs._mount import MountFailed, serve, unescape_mount_field
@@ -174,11 +175,7 @@ async def _serve_mount(
     writable: bool,
     ready: Any,
 ) -> None:
-    cache = None
-    if options.cache_size:
-        from uvfs._cache import BufferCache
-
-        cache = BufferCache(options.cache_size)
+    cache = BufferCache(options.cache_size) if options.cache_size else None
     _, socket_path, log_path = _runtime.paths_for(args.mountpoint)
     async with trio.open_nursery() as nursery:
 
