@@ -204,6 +204,18 @@ async def test_eof_found_by_an_empty_fetch() -> None:
     assert eof(cache) == 1000
 
 
+async def test_empty_fetch_far_past_the_end_teaches_nothing() -> None:
+    driver = Driver(pattern(1000))
+    cache = BufferCache(1 << 20)
+    assert await cache.read(KEY, 5000, 100, driver.fetch) == b""
+    assert eof(cache) is None  # the file ends somewhere at or before 5000
+    assert await cache.read(KEY, 900, 4000, driver.fetch) == driver.tail[900:]
+    assert eof(cache) == 1000
+    empty = (1, 11)
+    assert await cache.read(empty, 0, 100, Driver().fetch) == b""
+    assert eof(cache, empty) is None  # nothing cached: the file is forgotten at once
+
+
 async def test_short_fetch_ends_the_read() -> None:
     """A gap that comes back short ends the file: later gaps are not fetched, and cached
     bytes beyond (possible only if the file changed behind the cache) are dropped."""

@@ -422,7 +422,10 @@ class BufferCache:
             parts.append(got)
             fetched.append((off, got))
             if len(got) < size:
-                found_eof = off + len(got)
+                # The file ends here, and we know exactly where if we hold the byte before
+                # (an empty answer at `off` only says that the end is not after `off`).
+                if got or off == 0 or len(parts) > 1:
+                    found_eof = off + len(got)
                 break
         counters = file.counters
         from_driver = sum(len(got) for _, got in fetched)
