@@ -18,6 +18,8 @@ driver can run inside the broker or in a process of its own.
 
 Operations are one `Protocol` each, named after the syscall. A filesystem implements the
 ones it supports; each protocol's docstring says what the broker does when it is absent.
+The broker recognises an operation by its method name alone, so a filesystem must not use
+those names (``open``, ``read``, ``close`` ...) for anything else, such as a constructor.
 `lookup` and `getattr` are the only required ones. A filesystem that lacks `Write` is
 read-only: the broker mounts it read-only and says so.
 """

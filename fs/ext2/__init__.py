@@ -31,7 +31,7 @@ class Ext2Driver:
         """Open the one image in `sources` read-only; `Refusal` when it cannot be read."""
         if len(sources) != 1:
             raise Refusal(f"ext2 takes exactly one image, not {len(sources)}")
-        return await Ext2FileSystem.open(sources[0], options)
+        return await Ext2FileSystem.load(sources[0], options)
 
     async def describe(self, sources: Sequence[ImageFile]) -> str:
         """The superblock summarised like ``dumpe2fs -h``."""

@@ -128,7 +128,7 @@ class Ext2FileSystem:
         self._dirs: _LRU[int, _Directory] = _LRU(DIR_CACHE_NAMES)
 
     @classmethod
-    async def open(cls, image: ImageFile, options: MountOptions) -> Ext2FileSystem:
+    async def load(cls, image: ImageFile, options: MountOptions) -> Ext2FileSystem:
         """Check `image`'s superblock and root directory; `Refusal` when it cannot be read.
 
         A writable request still opens read-only: this driver has no write side, and the
