@@ -137,15 +137,17 @@ def _read(path: str) -> str:
 
 
 def _audit(args: argparse.Namespace, command: list[str]) -> int:
-    env = load_python_env(args.python or guess_python(command))
-    debian = load_debian()
-    owners = Owners.build(env, debian)
-    requirements = [decl.dist_requirement(n, env) for n in args.dist]
+    # What can be checked without running anything first: bad input fails fast.
+    declared_owners = [decl.parse_owner(o) for o in args.declare]
+    requirements = []
     for path in args.pyproject:
         requirements += decl.requirements_from_pyproject(_read(path), path)
     for path in args.requirements:
         requirements += decl.requirements_from_file(path)
-    declared_owners = [decl.parse_owner(o) for o in args.declare]
+    env = load_python_env(args.python or guess_python(command))
+    requirements += [decl.dist_requirement(n, env) for n in args.dist]
+    debian = load_debian()
+    owners = Owners.build(env, debian)
     declared = decl.declared_owners(requirements, declared_owners, env, debian.packages)
     trees = args.watch or default_trees(env)
     hidden = owners.hidden(declared, keep=trees) if args.enforce else None

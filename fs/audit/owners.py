@@ -344,7 +344,12 @@ class Owners:
         hidden_files = set()
         parents_hidden: set[str] = set()
         parents_allowed: set[str] = set()
-        directories = {os.path.dirname(p) for p in self.files}
+        directories: set[str] = set()
+        for path in self.files:
+            parent = os.path.dirname(path)
+            while parent not in directories and parent != "/":
+                directories.add(parent)
+                parent = os.path.dirname(parent)
         for path in self.files:
             if path in directories:
                 continue
@@ -362,7 +367,7 @@ class Owners:
             while path not in kept and path != "/":
                 kept.add(path)
                 path = os.path.dirname(path)
-        return frozenset(hidden_files | (parents_hidden - parents_allowed - kept))
+        return frozenset((hidden_files | (parents_hidden - parents_allowed)) - kept)
 
 
 def _under(path: str, directories: Sequence[str]) -> bool:
