@@ -32,7 +32,7 @@ from uvfs_fs.zfs.label import (
 )
 from uvfs_fs.zfs.nvlist import NvValue
 from uvfs_fs.zfs.uberblock import Uberblock, parse_ring
-from uvfs_fs.zfs.vdev import HoleVdev, Vdev, VdevStats, VdevTreeError, build_vdev
+from uvfs_fs.zfs.vdev import HoleVdev, RaidzVdev, Vdev, VdevStats, VdevTreeError, build_vdev
 from uvfs_fs.zfs.zio import zio_read
 
 from uvfs._api import FSError, Refusal
@@ -204,9 +204,13 @@ def _top_level_vdevs(members: list[_Member], config: dict, stats: VdevStats) -> 
         if not vdev.readable() and not trees[i].get("is_log"):
             names = ", ".join(leaf.path or f"guid {leaf.guid}" for leaf in vdev.missing())
             raise Refusal(f"pool {config.get('name')!r}: missing member(s) {names}, "
-                          f"more than {vdev.type} vdev {i} can lose")  # fmt: skip
+                          f"more than {_vdev_kind(vdev)} vdev {i} can lose")  # fmt: skip
         vdevs.append(vdev if vdev.readable() else HoleVdev(**_hole_args(vdev)))
     return vdevs
+
+
+def _vdev_kind(vdev: Vdev) -> str:
+    return f"raidz{vdev.nparity}" if isinstance(vdev, RaidzVdev) else vdev.type
 
 
 def _hole_args(vdev: Vdev) -> dict:
@@ -266,9 +270,7 @@ async def open_pool(sources: Sequence[ImageFile]) -> Pool:
 
 
 def _describe_vdev(vdev: Vdev, depth: int) -> list[str]:
-    what = vdev.path or vdev.type
-    if vdev.type.startswith("raidz"):
-        what = f"raidz{vdev.nparity}"  # type: ignore[attr-defined]
+    what = vdev.path or _vdev_kind(vdev)
     state = ""
     if vdev.missing():
         state = "  (missing)" if not vdev.children else "  (degraded)"
