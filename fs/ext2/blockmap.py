@@ -91,8 +91,8 @@ def indirect_path(logical: int, per_block: int) -> tuple[int, ...]:
     raise FSError(errno.EIO, f"block {logical} is beyond the reach of an indirect map")
 
 
-def _decode_pointers(block: bytes, blocks_count: int) -> np.ndarray:
-    ptrs = np.frombuffer(block, dtype="<u4")
+def _checked(ptrs: np.ndarray, blocks_count: int) -> np.ndarray:
+    """`ptrs`, once each is known to be a hole or a block inside the filesystem."""
     if (ptrs >= blocks_count).any():
         raise FSError(errno.EIO, "block pointer beyond the end of the filesystem")
     return ptrs
@@ -113,18 +113,18 @@ async def map_indirect(
         FSError: EIO for a pointer past the filesystem or a block past the map's reach.
     """
     per = block_size // 4
-    root = _decode_pointers(i_block, blocks_count)
+    root = np.frombuffer(i_block, dtype="<u4")
     runs: list[Run] = []
     lblk, end = first, first + count
     while lblk < end:
         path = indirect_path(lblk, per)
         if len(path) == 1:
             stop = min(end, EXT2_NDIR_BLOCKS)
-            append_pointers(runs, lblk, root[lblk:stop])
+            append_pointers(runs, lblk, _checked(root[lblk:stop], blocks_count))
             lblk = stop
             continue
         digits = path[1:]
-        ptr = int(root[path[0]])
+        ptr = int(_checked(root[path[0] : path[0] + 1], blocks_count)[0])
         for level in range(len(digits)):
             if ptr == 0:
                 # A hole swallows the rest of this pointer's subtree.
@@ -134,12 +134,13 @@ async def map_indirect(
                 stop = min(end, lblk + per ** (len(digits) - level) - inside)
                 append_run(runs, Run(lblk, 0, stop - lblk))
                 break
-            ptrs = _decode_pointers(await read_block(ptr), blocks_count)
+            ptrs = np.frombuffer(await read_block(ptr), dtype="<u4")
             index = digits[level]
             if level == len(digits) - 1:
                 stop = min(end, lblk + per - index)
-                append_pointers(runs, lblk, ptrs[index : index + stop - lblk])
+                leaf = _checked(ptrs[index : index + stop - lblk], blocks_count)
+                append_pointers(runs, lblk, leaf)
                 break
-            ptr = int(ptrs[index])
+            ptr = int(_checked(ptrs[index : index + 1], blocks_count)[0])
         lblk = stop
     return runs

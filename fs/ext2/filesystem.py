@@ -56,6 +56,7 @@ META_CACHE_BYTES = 8 << 20
 INODE_CACHE_ENTRIES = 8192
 DESC_CACHE_ENTRIES = 4096
 DIR_CACHE_NAMES = 1 << 20  # names held by all cached directories together
+DIR_MAX_NAMES = 1 << 24  # more in one directory is taken for corruption (repeated blocks)
 MAP_CHUNK_BLOCKS = 1024  # directory scans map this many blocks at a time
 
 _K = TypeVar("_K")
@@ -265,6 +266,8 @@ class Ext2FileSystem:
         if not stat.S_ISDIR(inode.mode):
             raise FSError(errno.ENOTDIR)
         bs = self.geo.block_size
+        if inode.size > self.geo.blocks_count * bs:
+            raise FSError(errno.EIO, f"directory {ino} larger than the filesystem")
         nblocks = -(-inode.size // bs)
         entries: list[tuple[bytes, int]] = []
         for first in range(0, nblocks, MAP_CHUNK_BLOCKS):
@@ -278,6 +281,8 @@ class Ext2FileSystem:
                         if child > self.geo.inodes_count:
                             raise FSError(errno.EIO, f"directory {ino}: entry for inode {child}")
                         entries.append((name, child))
+                if len(entries) > DIR_MAX_NAMES:
+                    raise FSError(errno.EIO, f"directory {ino} holds over {DIR_MAX_NAMES} names")
         directory = _Directory(entries)
         self._dirs.put(ino, directory, len(entries) + 1)
         return directory

@@ -357,6 +357,8 @@ def _tstamp(sb: Container, name: str) -> int:
 
 def describe(sb: Container) -> str:
     """A summary of superblock `sb` in the words and layout of ``dumpe2fs -h``."""
+    if sb.s_magic != EXT2_SUPER_MAGIC:
+        raise Refusal("not an ext2/ext3/ext4 filesystem: bad superblock magic")
     block_size = 1 << (sb.s_log_block_size + EXT2_MIN_BLOCK_LOG_SIZE)
     dynamic = sb.s_rev_level != EXT2_GOOD_OLD_REV
     features = (

@@ -1,0 +1,222 @@
+"""Damaged images: each kind of corruption gives a Refusal at open or EIO for the request."""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import shutil
+import struct
+from collections.abc import Awaitable
+from pathlib import Path
+
+import pytest
+from uvfs_fs.ext2 import DRIVER
+
+from uvfs import FSError, ImageFile, MountOptions, Refusal
+
+from .conftest import open_image, resolve
+from .images import debugfs
+
+BS = 4096  # the ext4 image's block size
+EXT2_BS = 1024
+
+
+def poke(image: Path, offset: int, data: bytes) -> None:
+    with open(image, "r+b") as f:
+        f.seek(offset)
+        f.write(data)
+
+
+def inode_offset(image: Path, rel: str, block_size: int) -> int:
+    text = debugfs(image, f"imap /{rel}")
+    block, offset = re.search(r"located at block (\d+), offset (0x[0-9a-f]+)", text).groups()
+    return int(block) * block_size + int(offset, 16)
+
+
+def first_block(image: Path, rel: str) -> int:
+    return int(debugfs(image, f"blocks /{rel}").split()[0])
+
+
+@pytest.fixture
+def ext4_copy(ext4_image: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copy(ext4_image, tmp_path / "image"))
+
+
+@pytest.fixture
+def ext2_copy(ext2_image: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copy(ext2_image, tmp_path / "image"))
+
+
+async def refusal(image: Path) -> str:
+    with ImageFile(str(image)) as img, pytest.raises(Refusal) as info:
+        await DRIVER.open([img], MountOptions())
+    return str(info.value)
+
+
+async def eio(call: Awaitable[object]) -> None:
+    with pytest.raises(FSError) as info:
+        await call
+    assert info.value.errno == errno.EIO
+
+
+async def test_bad_magic(ext4_copy: Path) -> None:
+    poke(ext4_copy, 1080, b"\0\0")
+    assert not DRIVER.probe(ext4_copy.read_bytes()[:2048])
+    assert await refusal(ext4_copy) == "not an ext2/ext3/ext4 filesystem: bad superblock magic"
+    with ImageFile(str(ext4_copy)) as img, pytest.raises(Refusal):
+        await DRIVER.describe([img])
+
+
+async def test_truncated_image(ext4_copy: Path) -> None:
+    os.truncate(ext4_copy, 32 << 20)
+    assert await refusal(ext4_copy) == (
+        f"ext2 image is truncated: {32 << 20} bytes, the superblock says 16384 blocks of 4096"
+    )
+    os.truncate(ext4_copy, 1500)
+    assert await refusal(ext4_copy) == (
+        "not an ext2/ext3/ext4 filesystem: image too small for a superblock"
+    )
+
+
+async def test_needs_recovery(ext4_copy: Path) -> None:
+    debugfs(ext4_copy, "feature needs_recovery", "-w")
+    assert await refusal(ext4_copy) == (
+        "ext2/3/4 journal needs recovery: run e2fsck on the image (or mount it once with the "
+        "kernel) first"
+    )
+
+
+async def test_unknown_features_are_named(ext4_copy: Path) -> None:
+    (incompat,) = struct.unpack_from("<I", ext4_copy.read_bytes(), 1024 + 0x60)
+    poke(ext4_copy, 1024 + 0x60, struct.pack("<I", incompat | 0x8000 | 0x10000 | 1 << 31))
+    assert await refusal(ext4_copy) == (
+        "unsupported ext2 feature(s): inline_data, encrypt, FEATURE_I31"
+    )
+
+
+async def test_errors_state_needs_force(ext2_copy: Path) -> None:
+    debugfs(ext2_copy, "ssv state 3", "-w")  # valid, with errors
+    assert "run e2fsck" in await refusal(ext2_copy)
+    with ImageFile(str(ext2_copy)) as img:
+        fs = await DRIVER.open([img], MountOptions(force=True))
+        assert (await fs.getattr(fs.root)).ino == 2
+
+
+async def test_bad_superblock_geometry(ext4_copy: Path) -> None:
+    poke(ext4_copy, 1024 + 0x18, struct.pack("<I", 9))  # s_log_block_size: 512 KiB blocks
+    assert await refusal(ext4_copy) == "corrupt ext2 superblock: block size 2^19"
+
+
+async def test_inode_table_out_of_range(ext4_copy: Path) -> None:
+    debugfs(ext4_copy, "set_bg 0 inode_table 0xfffffff", "-w")
+    assert (await refusal(ext4_copy)).startswith("corrupt ext2 filesystem: root directory")
+
+
+@pytest.mark.parametrize("fill", [b"\xff", b"\0"])
+async def test_garbage_inode(ext4_copy: Path, fill: bytes) -> None:
+    poke(ext4_copy, inode_offset(ext4_copy, "files/small", BS), fill * 256)
+    img, fs = await open_image(ext4_copy)
+    with img:
+        files = await resolve(fs, "files")
+        await eio(fs.lookup(files.ino, b"small"))
+        await eio(fs.readdir(files.ino))
+        assert (await fs.lookup(files.ino, b"empty")).size == 0  # the rest still reads
+
+
+@pytest.mark.parametrize(
+    ("offset", "value"),
+    [
+        (4, struct.pack("<H", 0)),  # rec_len 0 would loop for ever
+        (4, struct.pack("<H", 13)),  # unaligned
+        (4, struct.pack("<H", 8000)),  # past the block
+        (6, b"\xf0"),  # name longer than the record
+        (12, struct.pack("<I", 0x7FFFFFFF)),  # ".." names an inode past s_inodes_count
+    ],
+)
+async def test_bad_directory_block(ext4_copy: Path, offset: int, value: bytes) -> None:
+    poke(ext4_copy, first_block(ext4_copy, "dirs") * BS + offset, value)
+    img, fs = await open_image(ext4_copy)
+    with img:
+        dirs = (await resolve(fs, "dirs")).ino
+        await eio(fs.readdir(dirs))
+        await eio(fs.lookup(dirs, b"wide"))
+
+
+async def test_indirect_pointer_out_of_range(ext2_copy: Path) -> None:
+    debugfs(ext2_copy, "sif /files/block block[IND] 0xffffff0", "-w")
+    img, fs = await open_image(ext2_copy)
+    with img:
+        attr = await resolve(fs, "files/block")
+        assert len(await fs.read(attr.ino, 0, 0, 12 * EXT2_BS)) == 12 * EXT2_BS
+        await eio(fs.read(attr.ino, 0, 12 * EXT2_BS, 10))
+
+
+@pytest.mark.parametrize(
+    ("word", "value"),
+    [
+        ("block[0]", 0x0001F30B),  # bad magic
+        ("block[1]", 0x00090004),  # eh_max 4, eh_depth 9
+        ("block[0]", 0x0009F30A),  # 9 entries in a root that holds 4
+    ],
+)
+async def test_bad_extent_root(ext4_copy: Path, word: str, value: int) -> None:
+    debugfs(ext4_copy, f"sif /files/block {word} {value:#x}", "-w")
+    img, fs = await open_image(ext4_copy)
+    with img:
+        await eio(fs.read((await resolve(fs, "files/block")).ino, 0, 0, 10))
+
+
+@pytest.mark.parametrize(
+    ("offset", "value"),
+    [
+        (6, struct.pack("<H", 1)),  # a leaf claiming depth 1 below a depth-1 root
+        (0, b"\0\0"),  # bad magic
+        (12 + 8, struct.pack("<I", 0x0FFFFFFF)),  # first extent starts past the end
+        (12 + 4, struct.pack("<H", 0)),  # empty extent
+        (12 + 12, struct.pack("<I", 0)),  # second extent starts before the first
+    ],
+)
+async def test_bad_extent_leaf(ext4_copy: Path, offset: int, value: bytes) -> None:
+    text = debugfs(ext4_copy, "ex /sparse/islands")
+    leaf = int(text.splitlines()[1].split()[7])  # level 0's only index entry: the leaf block
+    poke(ext4_copy, leaf * BS + offset, value)
+    img, fs = await open_image(ext4_copy)
+    with img:
+        attr = await resolve(fs, "sparse/islands")
+        await eio(fs.read(attr.ino, 0, 0, 10))
+
+
+async def test_bad_xattr_block(ext4_copy: Path) -> None:
+    acl_block = int(debugfs(ext4_copy, "stat /files/block").split("File ACL:")[1].split()[0])
+    poke(ext4_copy, acl_block * BS, b"\0\0\0\0")
+    img, fs = await open_image(ext4_copy)
+    with img:
+        attr = await resolve(fs, "files/block")
+        await eio(fs.listxattr(attr.ino))
+        await eio(fs.getxattr(attr.ino, b"user.big"))
+        assert len(await fs.read(attr.ino, 0, 0, 10)) == 10
+
+
+async def test_bad_symlink_size(ext4_copy: Path) -> None:
+    debugfs(ext4_copy, "sif /links/slow60 size 100000", "-w")
+    debugfs(ext4_copy, "sif /links/fast59 size 70", "-w")
+    img, fs = await open_image(ext4_copy)
+    with img:
+        await eio(fs.readlink((await resolve(fs, "links/slow60")).ino))
+        await eio(fs.readlink((await resolve(fs, "links/fast59")).ino))
+
+
+async def test_huge_directory_size_is_refused_not_scanned(ext4_copy: Path) -> None:
+    debugfs(ext4_copy, "sif /dirs/empty size 0x7fffffffffff", "-w")
+    img, fs = await open_image(ext4_copy)
+    with img:
+        await eio(fs.readdir((await resolve(fs, "dirs/empty")).ino))
+
+
+async def test_huge_file_size_reads_holes(ext4_copy: Path) -> None:
+    debugfs(ext4_copy, "sif /files/small size 0x7fffffffffffffff", "-w")
+    img, fs = await open_image(ext4_copy)
+    with img:
+        attr = await resolve(fs, "files/small")
+        assert await fs.read(attr.ino, 0, 1 << 62, 4096) == bytes(4096)
