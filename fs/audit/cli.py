@@ -144,16 +144,23 @@ def _audit(args: argparse.Namespace, command: list[str]) -> int:
         requirements += decl.requirements_from_pyproject(_read(path), path)
     for path in args.requirements:
         requirements += decl.requirements_from_file(path)
-    env = load_python_env(args.python or guess_python(command))
+    python = args.python or guess_python(command)
+    env = load_python_env(python)
     requirements += [decl.dist_requirement(n, env) for n in args.dist]
     debian = load_debian()
     owners = Owners.build(env, debian)
     declared = decl.declared_owners(requirements, declared_owners, env, debian.packages)
     trees = args.watch or default_trees(env)
     hidden = owners.hidden(declared, keep=trees) if args.enforce else None
-    status, recorder = run(command, trees, hidden)
+    result = run(command, python, trees, hidden)
     report = build_report(
-        command, status, recorder, owners, declared, [os.path.realpath(t) for t in trees]
+        command,
+        result.exit_status,
+        result.record,
+        owners,
+        declared,
+        [os.path.realpath(t) for t in trees],
+        startup=result.startup,
     )
     if not args.quiet:
         sys.stderr.write(report.table())
@@ -164,7 +171,7 @@ def _audit(args: argparse.Namespace, command: list[str]) -> int:
             raise RunError(f"--json {args.json}: {e.strerror}") from None
     if args.strict and report.undeclared:
         return EXIT_UNDECLARED
-    return status
+    return result.exit_status
 
 
 def main(argv: list[str]) -> int:

@@ -78,8 +78,8 @@ class Passthrough:
         if not stat.S_ISDIR(st.st_mode):
             raise NotADirectoryError(root_path)
         self.root = ROOT_INO
-        self._recorder = recorder
-        self._hidden = hidden or (lambda path: False)
+        self.recorder = recorder  # may be swapped between runs
+        self.hidden = hidden or (lambda path: False)  # likewise
         self._devices: dict[int, int] = {}
         self._overflow: dict[tuple[int, int], int] = {}
         self._inos: dict[tuple[int, int], int] = {}
@@ -190,7 +190,7 @@ class Passthrough:
             self._release_child(node.parent)
 
     def _record(self, node: _Node, access: Access) -> None:
-        self._recorder.record(node.path, access, Kind.DIRECTORY if node.is_dir else Kind.FILE)
+        self.recorder.record(node.path, access, Kind.DIRECTORY if node.is_dir else Kind.FILE)
 
     # --- FileSystem -------------------------------------------------------------------
 
@@ -201,15 +201,15 @@ class Passthrough:
         try:
             st = os.stat(name, dir_fd=self._dir_fd(dir_node), follow_symlinks=False)
         except FileNotFoundError:
-            self._recorder.record(path, Access.MISS, Kind.ABSENT)
+            self.recorder.record(path, Access.MISS, Kind.ABSENT)
             raise FSError(errno.ENOENT) from None
         except OSError as e:
             raise FSError(e.errno, path) from None
         kind = Kind.DIRECTORY if stat.S_ISDIR(st.st_mode) else Kind.FILE
-        if self._hidden(path):
-            self._recorder.record(path, Access.HIDDEN, kind)
+        if self.hidden(path):
+            self.recorder.record(path, Access.HIDDEN, kind)
             raise FSError(errno.ENOENT)
-        self._recorder.record(path, Access.LOOKUP, kind)
+        self.recorder.record(path, Access.LOOKUP, kind)
         return self._attr(self._adopt(parent, name, st), st)
 
     async def getattr(self, ino: int) -> Attr:
@@ -227,7 +227,7 @@ class Passthrough:
         with os.scandir(fd) as it:
             for entry in it:
                 name = os.fsencode(entry.name)
-                if self._hidden(_join(node.path, name)):
+                if self.hidden(_join(node.path, name)):
                     continue
                 try:
                     st = entry.stat(follow_symlinks=False)

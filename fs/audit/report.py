@@ -109,13 +109,17 @@ def build_report(
     owners: Owners,
     declared: Iterable[str],
     watched: Sequence[str],
+    startup: Recorder | None = None,
 ) -> Report:
-    """Compare what `recorder` saw under `watched` with `declared`, through `owners`."""
+    """Compare what `recorder` saw under `watched` with `declared`, through `owners`.
+
+    Paths in `startup` (a bare interpreter start) are baseline and never reported.
+    """
     used: dict[str, OwnerUse] = {}
     unowned = []
     missing = []
     for path, entry in recorder:
-        if not _inside(path, watched):
+        if not _inside(path, watched) or (startup is not None and path in startup):
             continue
         if entry.counts[Access.MISS]:
             missing.append(path)

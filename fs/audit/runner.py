@@ -14,6 +14,12 @@ Theory of operation. Three processes, two private mount namespaces:
 3. when the command ends, the server unmounts and writes the record and exit status to
    the scratch directory, and the host process builds the report.
 
+Before the command, the server runs the audited interpreter once with nothing to do
+(``python -c pass``) on the same overlay, recorded apart and with nothing hidden: what a
+bare start touches (``.pth`` files and what they import, the C library's locale files,
+the probes for ``pyvenv.cfg``) is the environment's doing, not the command's, so those
+paths are baseline. With ``--enforce`` they stay visible.
+
 The host never sees a mount: every mount lives in a namespace that dies with its last
 process. Whatever happens (the command crashes, ^C, the server fails) the mounts go with
 the namespaces; the scratch directory is removed by the host process.
@@ -55,6 +61,7 @@ class Plan:
     """What the server needs, as plain data (it is passed as a JSON file)."""
 
     command: tuple[str, ...]
+    startup: tuple[str, ...]  # the bare interpreter start whose accesses are baseline
     root: str  # the overlay's root: a common ancestor of `watched`
     watched: tuple[str, ...]  # real paths, none inside another
     scratch: str  # holds mnt/, hidden, result.json
@@ -107,15 +114,25 @@ def _exit_status(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode  # a signal, as the shell shows it
 
 
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """What one audited run produced."""
+
+    exit_status: int
+    record: Recorder  # what the command touched
+    startup: Recorder  # what a bare interpreter start touched
+
+
 def run(
-    command: Sequence[str], trees: Sequence[str], hidden: frozenset[str] | None
-) -> tuple[int, Recorder]:
-    """Run `command` with `trees` overlaid; returns its exit status and what it touched."""
+    command: Sequence[str], python: str, trees: Sequence[str], hidden: frozenset[str] | None
+) -> RunResult:
+    """Run `command` with `trees` overlaid, after a bare start of `python`."""
     scratch = tempfile.mkdtemp(prefix="uvfs-audit-")
     try:
         trees = minimal_trees(trees)
         check_trees(trees, os.path.realpath(scratch))
-        plan = Plan(tuple(command), os.path.commonpath(trees), tuple(trees), scratch)
+        startup = (python, "-c", "pass")
+        plan = Plan(tuple(command), startup, os.path.commonpath(trees), tuple(trees), scratch)
         os.mkdir(plan.mountpoint)
         if hidden is not None:
             Path(plan.hidden_file).write_bytes(b"".join(os.fsencode(p) + b"\n" for p in hidden))
@@ -138,7 +155,11 @@ def run(
             raise RunError(f"the audit namespace could not be set up{hint}") from None
         if returncode:
             raise RunError("the audit server failed after the command ended")
-        return result["exit_status"], Recorder.from_json(result["record"])
+        return RunResult(
+            result["exit_status"],
+            Recorder.from_json(result["record"]),
+            Recorder.from_json(result["startup"]),
+        )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -146,10 +167,13 @@ def run(
 # --- the server, inside the first namespace ----------------------------------------------
 
 
-async def serve_and_run(plan: Plan, recorder: Recorder, hidden: frozenset[str]) -> int:
-    """Mount the overlay, run the command in its namespace, unmount; its exit status."""
-    fs = Passthrough.from_path(plan.root, recorder, hidden.__contains__)
+async def serve_and_run(
+    plan: Plan, recorder: Recorder, startup: Recorder, hidden: frozenset[str]
+) -> int:
+    """Mount the overlay, run the bare start then the command, unmount; its exit status."""
+    fs = Passthrough.from_path(plan.root, startup)
     step = [sys.executable, "-m", "uvfs_fs.audit.namespace", plan.mountpoint, plan.root]
+    step += [*plan.watched, "--"]
     async with trio.open_nursery() as nursery:
         await nursery.start(
             functools.partial(
@@ -165,9 +189,10 @@ async def serve_and_run(plan: Plan, recorder: Recorder, hidden: frozenset[str]) 
             )
         )
         try:
-            done = await trio.run_process(
-                [*step, *plan.watched, "--", *plan.command], check=False, stdin=None
-            )
+            await trio.run_process([*step, *plan.startup], check=False, stdin=None)
+            fs.recorder = recorder
+            fs.hidden = lambda path: path in hidden and path not in startup
+            done = await trio.run_process([*step, *plan.command], check=False, stdin=None)
         finally:
             nursery.cancel_scope.cancel()
     return _exit_status(done.returncode)
@@ -176,22 +201,28 @@ async def serve_and_run(plan: Plan, recorder: Recorder, hidden: frozenset[str]) 
 def main(argv: list[str]) -> int:
     """The server: ``python -m uvfs_fs.audit.runner PLAN.json``."""
     data = json.loads(Path(argv[0]).read_text())
-    plan = Plan(tuple(data["command"]), data["root"], tuple(data["watched"]), data["scratch"])
+    plan = Plan(
+        tuple(data["command"]),
+        tuple(data["startup"]),
+        data["root"],
+        tuple(data["watched"]),
+        data["scratch"],
+    )
     try:
         hidden = frozenset(
             os.fsdecode(line) for line in Path(plan.hidden_file).read_bytes().splitlines()
         )
     except FileNotFoundError:
         hidden = frozenset()
-    recorder = Recorder()
+    recorder, startup = Recorder(), Recorder()
     try:
-        status = trio.run(serve_and_run, plan, recorder, hidden)
+        status = trio.run(serve_and_run, plan, recorder, startup, hidden)
     except (OSError, MountFailed) as e:
         print(f"uvfs audit: {e}", file=sys.stderr)
         return EXIT_SETUP_FAILED
     except KeyboardInterrupt:  # the command was interrupted too: still report what it did
         status = 128 + signal.SIGINT
-    result = {"exit_status": status, "record": recorder.to_json()}
+    result = {"exit_status": status, "record": recorder.to_json(), "startup": startup.to_json()}
     Path(plan.result_file).write_text(json.dumps(result))
     return 0
 

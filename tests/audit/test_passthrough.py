@@ -118,7 +118,7 @@ async def test_hard_link_is_one_node_named_by_its_latest_path(fs: Passthrough, t
     b = await fs.lookup(ROOT_INO, b"hard")
     assert a.ino == b.ino and a.nlink == 2
     recorder = Recorder()
-    fs._recorder = recorder
+    fs.recorder = recorder
     await fs.getattr(a.ino)
     assert [p for p, _ in recorder] == [str(tree / "hard")]
 

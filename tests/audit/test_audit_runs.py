@@ -1,0 +1,154 @@
+"""Real audited runs: a private namespace, the overlay over the venv and /usr, real packages.
+
+Each run mounts in namespaces that die with it; every test checks the host is left
+without a mount.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from uvfs_fs.audit.cli import main
+from uvfs_fs.audit.recorder import Access
+from uvfs_fs.audit.runner import run
+
+pytestmark = pytest.mark.slow
+
+LIBYAML = [
+    "/usr/lib/x86_64-linux-gnu/libyaml-0.so.2",
+    "/usr/lib/x86_64-linux-gnu/libyaml-0.so.2.0.9",
+]
+
+
+def _host_mounts() -> int:
+    with open("/proc/self/mounts") as f:
+        return f.read().count("uvfs-audit")
+
+
+@pytest.fixture(autouse=True)
+def no_mounts_left():
+    assert _host_mounts() == 0
+    yield
+    assert _host_mounts() == 0
+
+
+def _audit(venv: Path, tmp_path: Path, *options: str, code: str) -> tuple[int, dict]:
+    """``uvfs audit OPTIONS --json FILE -- VENV/bin/python -c CODE``: status and report."""
+    out = tmp_path / "report.json"
+    python = str(venv / "bin" / "python")
+    status = main([*options, "--quiet", "--json", str(out), "--", python, "-c", code])
+    report = json.loads(out.read_text())
+    assert report["command"] == [python, "-c", code]
+    assert report["exit_status"] == (status if "--strict" not in options else report["exit_status"])
+    del report["command"], report["exit_status"]
+    return status, report
+
+
+def _site(venv: Path) -> Path:
+    return venv / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
+
+
+def test_complete_declaration(venv: Path, tmp_path: Path) -> None:
+    status, report = _audit(venv, tmp_path, "--dist", "app-declared", code="import app_declared")
+    assert status == 0
+    assert report == {
+        "declared": ["python:app-declared", "python:six"],
+        "undeclared": [],
+        "declared_unused": [],
+        "unowned": [],
+        "missing": [],
+    }
+
+
+def test_undeclared_import_is_caught_with_its_owner(venv: Path, tmp_path: Path) -> None:
+    code = "import app_undeclared, os; os.path.exists('/usr/share/uvfs-probe')"
+    status, report = _audit(venv, tmp_path, "--dist", "app-undeclared", "--strict", code=code)
+    assert status == 3
+    [six] = report.pop("undeclared")
+    site = _site(venv)
+    assert six["owner"] == "python:six"
+    assert six["files"] == [f"{site}/__pycache__/six.cpython-311.pyc", f"{site}/six.py"]
+    assert six["accesses"] >= 4  # lookup, getattr, open of each
+    assert report == {
+        "declared": ["python:app-undeclared"],
+        "declared_unused": [],
+        "unowned": [],
+        "missing": ["/usr/share/uvfs-probe"],
+    }
+
+
+def test_enforce_fails_on_the_import_then_passes_once_declared(
+    venv: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    status, report = _audit(
+        venv, tmp_path, "--enforce", "--dist", "app-undeclared", code="import app_undeclared"
+    )
+    assert status == 1
+    assert "ModuleNotFoundError: No module named 'six'" in capfd.readouterr().err
+    assert report["undeclared"] == []  # hidden from listings: never even looked up
+    status, report = _audit(
+        venv,
+        tmp_path,
+        "--enforce",
+        "--dist",
+        "app-undeclared",
+        "--declare",
+        "python:six",
+        code="import app_undeclared",
+    )
+    assert status == 0
+    assert report["undeclared"] == []
+    assert report["declared"] == ["python:app-undeclared", "python:six"]
+
+
+def test_c_extension_library_maps_to_its_debian_package(
+    venv: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    code = "import yamlver; print(yamlver.version())"
+    status, report = _audit(venv, tmp_path, "--dist", "yamlver", code=code)
+    assert status == 0
+    [yaml] = report["undeclared"]
+    assert (yaml["owner"], yaml["files"]) == ("deb:libyaml-0-2", LIBYAML)
+    capfd.readouterr()
+    status, _ = _audit(venv, tmp_path, "--enforce", "--dist", "yamlver", code=code)
+    assert status == 1
+    assert "libyaml-0.so.2: cannot open shared object file" in capfd.readouterr().err
+    status, report = _audit(
+        venv, tmp_path, "--enforce", "--dist", "yamlver", "--declare", "deb:libyaml-0-2", code=code
+    )
+    assert (status, report["undeclared"]) == (0, [])
+    assert "deb:libyaml-0-2" in report["declared"]
+    assert capfd.readouterr().out == "0.2.5\n"
+
+
+def test_every_miss_and_exec_is_recorded_and_only_the_command_sees_mounts(
+    venv: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    python = str(venv / "bin" / "python")
+    code = (
+        "import os, subprocess\n"
+        "for _ in range(3): os.path.exists('/usr/share/uvfs-probe')\n"
+        "subprocess.run(['/usr/bin/true'], check=True)\n"
+        "mine, host = (open(f'/proc/{p}/mounts').read().count('uvfs-audit') for p in ('self', 1))\n"
+        "print(mine, host, os.getcwd())\n"
+    )
+    # a working directory inside a watched tree is entered again through the overlay
+    monkeypatch.chdir(venv)
+    result = run([python, "-c", code], python, [str(venv), "/usr"], None)
+    assert result.exit_status == 0
+    assert capfd.readouterr().out == f"2 0 {venv}\n"  # the two binds; none on the host
+    assert dict(result.record["/usr/share/uvfs-probe"].counts) == {Access.MISS: 3}
+    assert result.record["/usr/bin/true"].counts[Access.EXEC] == 1
+    assert str(_site(venv) / "six.py") not in result.record  # not imported
+    assert "/usr/share/uvfs-probe" not in result.startup
+
+
+def test_exit_status_and_teardown_when_the_command_is_killed(venv: Path) -> None:
+    python = str(venv / "bin" / "python")
+    code = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
+    assert run([python, "-c", code], python, ["/usr"], None).exit_status == 128 + 9
+    assert run([python, "-c", "raise SystemExit(7)"], python, ["/usr"], None).exit_status == 7
+    assert run(["/nonexistent/cmd"], python, ["/usr"], None).exit_status == 127
