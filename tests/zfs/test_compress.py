@@ -1,0 +1,94 @@
+"""Decompression by enum zio_compress: lzjb and zle streams by hand, the framing of gzip,
+lz4 and zstd blocks, and corrupt input of each."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import lz4.block
+import pytest
+import zstandard
+from uvfs_fs.zfs import compress as c
+from uvfs_fs.zfs.compress import CompressError, decompress, zle_decompress
+from uvfs_fs.zfs.lzjb import LzjbError, lzjb_decompress
+
+TEXT = b"".join(b"record %d, compressible\n" % i for i in range(4000))
+
+
+def test_lzjb_literals_and_matches() -> None:
+    assert lzjb_decompress(b"\x00abcdefgh", 8) == b"abcdefgh"
+    # three literals, then a match of 6 at distance 3 that overlaps its own output
+    assert lzjb_decompress(b"\x08abc\x0c\x03", 9) == b"abcabcabc"
+    # output stops at lsize even inside a match
+    assert lzjb_decompress(b"\x08abc\x0c\x03", 5) == b"abcab"
+    # a long match at distance 1: run-length
+    assert lzjb_decompress(b"\x02z\xfc\x01", 40) == b"z" * 40
+
+
+@pytest.mark.parametrize(
+    ("stream", "lsize"),
+    [
+        (b"\x00abc", 8),  # literals run out
+        (b"\x08abc\x0c", 9),  # match cut short
+        (b"\x01\x0c\x05", 6),  # match before the start of the output
+        (b"\x02a\x0c\x00", 6),  # zero offset
+        (b"", 1),
+    ],
+)
+def test_lzjb_corrupt(stream: bytes, lsize: int) -> None:
+    with pytest.raises(LzjbError):
+        lzjb_decompress(stream, lsize)
+    with pytest.raises(CompressError, match="lzjb"):
+        decompress(c.ZIO_COMPRESS_LZJB, stream, lsize)
+
+
+def test_zle() -> None:
+    stream = bytes([2]) + b"xyz" + bytes([64 + 9])
+    assert zle_decompress(stream, 13) == b"xyz" + bytes(10)
+    assert decompress(c.ZIO_COMPRESS_ZLE, stream + bytes(3), 13) == b"xyz" + bytes(10)
+    for bad, lsize in [(stream, 12), (stream, 14), (bytes([5]) + b"ab", 6)]:
+        with pytest.raises(CompressError):
+            zle_decompress(bad, lsize)
+
+
+def test_gzip_levels_and_padding() -> None:
+    for level in range(1, 10):
+        block = zlib.compress(TEXT, level) + bytes(300)  # sector padding
+        assert decompress(c.ZIO_COMPRESS_GZIP_1 + level - 1, block, len(TEXT)) == TEXT
+    with pytest.raises(CompressError, match="gzip-1"):
+        decompress(c.ZIO_COMPRESS_GZIP_1, b"\x78\x9c" + bytes(10), len(TEXT))
+
+
+def test_lz4_framing() -> None:
+    raw = lz4.block.compress(TEXT, store_size=False)
+    block = struct.pack(">I", len(raw)) + raw + bytes(100)
+    assert decompress(c.ZIO_COMPRESS_LZ4, block, len(TEXT)) == TEXT
+    with pytest.raises(CompressError, match="exceeds"):
+        decompress(c.ZIO_COMPRESS_LZ4, struct.pack(">I", 1 << 20) + raw, len(TEXT))
+    with pytest.raises(CompressError):
+        decompress(c.ZIO_COMPRESS_LZ4, block, len(TEXT) - 1)
+
+
+@pytest.mark.parametrize("magicless", [True, False])
+def test_zstd_framing(magicless: bool) -> None:
+    params = zstandard.ZstdCompressionParameters.from_level(
+        3, format=zstandard.FORMAT_ZSTD1_MAGICLESS if magicless else zstandard.FORMAT_ZSTD1
+    )
+    frame = zstandard.ZstdCompressor(compression_params=params).compress(TEXT)
+    block = struct.pack(">II", len(frame), 0x00_2A_F8_03) + frame + bytes(64)
+    assert decompress(c.ZIO_COMPRESS_ZSTD, block, len(TEXT)) == TEXT
+
+
+def test_zstd_bomb_is_bounded() -> None:
+    frame = zstandard.ZstdCompressor().compress(bytes(64 << 20))  # claims 64 MiB
+    block = struct.pack(">II", len(frame), 0) + frame
+    with pytest.raises(CompressError, match="not 4096"):
+        decompress(c.ZIO_COMPRESS_ZSTD, block, 4096)
+
+
+def test_off_empty_unknown() -> None:
+    assert decompress(c.ZIO_COMPRESS_OFF, b"abcdef", 4) == b"abcd"
+    assert decompress(c.ZIO_COMPRESS_EMPTY, b"", 3) == bytes(3)
+    with pytest.raises(CompressError, match="unknown compression 99"):
+        decompress(99, b"", 1)
