@@ -33,6 +33,7 @@ from uvfs import _registry, _runtime
 from uvfs._cache import BufferCache
 from uvfs._control import query, serve_control
 from uvfs._image import ImageFile, ImageInUse
+from uvfs._isolation import isolated
 from uvfs._mount import MountFailed, serve, unescape_mount_field
 
 log = logging.getLogger("uvfs")
@@ -55,6 +56,7 @@ class Options:
 
     writable: bool = True  # mount(8) mounts read-write unless told otherwise
     force: bool = False
+    isolate: bool = False  # serve the driver from a process of its own
     fuse: tuple[str, ...] = ()
     cache_size: int = DEFAULT_CACHE_SIZE
 
@@ -71,21 +73,25 @@ def parse_size(text: str) -> int:
 
 def parse_options(text: str | None) -> Options:
     """Parse mount(8)-style ``-o`` options; an unknown one is a `UserError` naming it."""
-    writable, force, fuse, cache_size = True, False, [], DEFAULT_CACHE_SIZE
+    writable, force, isolate, fuse, cache_size = True, False, False, [], DEFAULT_CACHE_SIZE
     for item in filter(None, (text or "").split(",")):
         name, _, value = item.partition("=")
         if name in ("ro", "rw") and not value:
             writable = name == "rw"
         elif name == "force" and not value:
             force = True
+        elif name == "isolate" and not value:
+            isolate = True
         elif name in _FUSE_FLAGS and not value:
             fuse.append(name)
         elif name == "cache_size" and value:
             cache_size = parse_size(value)
         else:
-            known = "ro, rw, allow_other, default_permissions, debug, force, cache_size=SIZE"
+            known = (
+                "ro, rw, allow_other, default_permissions, debug, force, isolate, cache_size=SIZE"
+            )
             raise UserError(f"unknown mount option '{item}' (known: {known})")
-    return Options(writable, force, tuple(fuse), cache_size)
+    return Options(writable, force, isolate, tuple(fuse), cache_size)
 
 
 # --- opening images ---------------------------------------------------------------------------
@@ -155,16 +161,31 @@ async def _mount(args: argparse.Namespace, options: Options, ready: Any) -> None
         warn(f"{args.sources[0]} is write-protected, mounting read-only")
     with open_images(args.sources, writable=False) as images:
         driver = _driver_for(args.type, images[0])
-    with contextlib.ExitStack() as stack:
-        images = [stack.enter_context(_open_image(p, writable)) for p in args.sources]
-        fs = await driver.open(images, api.MountOptions(writable=writable, force=options.force))
+    spec = args.type or driver.name
+    async with contextlib.AsyncExitStack() as stack:
+        fs = await _open_filesystem(stack, spec, driver, args.sources, writable, options)
         if writable and not isinstance(fs, api.Write):
             warn(f"the {driver.name} driver cannot write, mounting {args.sources[0]} read-only")
             writable = False
-            stack.close()  # reopen read-only, so the image's bytes cannot change
-            images = [stack.enter_context(_open_image(p, False)) for p in args.sources]
-            fs = await driver.open(images, api.MountOptions(writable=False, force=options.force))
+            await stack.aclose()  # reopen read-only, so the image's bytes cannot change
+            fs = await _open_filesystem(stack, spec, driver, args.sources, writable, options)
         await _serve_mount(args, options, driver, fs, writable, ready)
+
+
+async def _open_filesystem(
+    stack: contextlib.AsyncExitStack,
+    spec: str,
+    driver: api.DriverType,
+    sources: Sequence[str],
+    writable: bool,
+    options: Options,
+) -> api.FileSystem:
+    """Open the images and the driver, here or (``isolate``) in a process of their own."""
+    mount_options = api.MountOptions(writable=writable, force=options.force)
+    if options.isolate:
+        return await stack.enter_async_context(isolated(spec, sources, mount_options))
+    images = [stack.enter_context(_open_image(p, writable)) for p in sources]
+    return await driver.open(images, mount_options)
 
 
 async def _serve_mount(
@@ -390,6 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="options",
         metavar="OPT[,OPT...]",
         help="ro, rw (default), allow_other, default_permissions, debug, force, "
+        "isolate (serve the driver from a process of its own), "
         "cache_size=SIZE (default 256M; 0 disables the buffer cache)",
     )
     p.add_argument(

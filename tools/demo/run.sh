@@ -15,6 +15,7 @@ mkdir "$mnt"
 
 echo "== building sample.img from tools/demo/sample with mke2fs -d"
 mke2fs -q -F -t ext2 -b 1024 -L uvfs-demo -d "$here/sample" "$work/sample.img" 4M
+before=$(sha256sum < "$work/sample.img")
 echo "== uvfs info sample.img"
 "$uvfs" info "$work/sample.img" | head -n 12
 echo "== uvfs mount -o ro sample.img $mnt"
@@ -27,4 +28,9 @@ echo "== uvfs stats"
 "$uvfs" stats "$mnt"
 echo "== uvfs umount"
 "$uvfs" umount "$mnt"
-echo "done: the image was never written ($(sha256sum < "$work/sample.img" | cut -c1-16)...)"
+if [ "$(sha256sum < "$work/sample.img")" = "$before" ]; then
+  echo "done: the image's bytes are unchanged (sha256 ${before:0:16}...)"
+else
+  echo "demo: the image changed under a read-only mount" >&2
+  exit 1
+fi
