@@ -1,0 +1,1 @@
+"""Developer tools of the uvfs repository (run from a checkout, never installed)."""

@@ -1,0 +1,9 @@
+"""The benchmark suite: uvfs beside the kernel, fuse2fs and zfs-fuse, on the same images.
+
+Run it as root with ``python -m tools.bench`` (``make bench``; ``--quick`` for a short run).
+Modules, bottom up: ``_sizes`` (how big), ``_host`` (commands, page cache, mount table),
+``_images`` (the cached tree, ext2 images and tar), ``_systems`` and ``_zfs`` (each system
+as a mount that unmounts itself), ``_probe`` (one timed workload in a child process),
+``_results`` (the cells and targets), ``_suite`` (what runs when), ``_report`` (table,
+JSON, chart) and ``_cli``.
+"""

@@ -1,0 +1,96 @@
+"""``python -m tools.bench``: parse the command line, run, print, write JSON and chart."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from ._host import BenchError
+from ._images import prepare
+from ._report import table, write_chart, write_json
+from ._results import Results
+from ._sizes import FULL, QUICK, TINY
+from ._suite import REPO, SUITES, Bench, host_facts, run_suites
+
+
+def _suites(text: str) -> tuple[str, ...]:
+    chosen = tuple(filter(None, text.split(",")))
+    unknown = [s for s in chosen if s not in SUITES]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(
+            f"unknown suite '{','.join(unknown)}' (choose from {', '.join(SUITES)})"
+        )
+    return chosen
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.bench",
+        description="Compare uvfs with the kernel, fuse2fs and zfs-fuse on the same images.",
+    )
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="small images, one run (< 2 minutes)")
+    size.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # the smoke test's
+    parser.add_argument(
+        "--only",
+        type=_suites,
+        default=SUITES,
+        metavar="SUITE[,SUITE]",
+        help=f"run only these ({'|'.join(SUITES)})",
+    )
+    parser.add_argument("--runs", type=int, help="runs per measurement (default 3, --quick 1)")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path("/var/tmp/uvfs-bench"),
+        help="image cache and mountpoints (default /var/tmp/uvfs-bench)",
+    )
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=REPO / "bench-results",
+        help="where results.json and chart.png go (default bench-results/)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    sizes = TINY if args.tiny else QUICK if args.quick else FULL
+    if args.runs is not None:
+        if args.runs < 1:
+            return _fail("--runs must be at least 1")
+        sizes = replace(sizes, runs=args.runs)
+    if os.geteuid() != 0:
+        return _fail("needs root: loop mounts, dropping the page cache and zfs-fuse")
+    workdir = args.workdir.resolve()
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        args.results.mkdir(parents=True, exist_ok=True)
+        images = prepare(workdir, sizes)
+        results = Results(
+            meta={"size": sizes.name, "runs": sizes.runs, "sizes": asdict(sizes), **host_facts()}
+        )
+        started = time.monotonic()
+        run_suites(Bench(sizes, workdir, images, results), args.only)
+        results.meta["seconds"] = round(time.monotonic() - started, 1)
+        results.meta["load_at_end"] = os.getloadavg()
+        write_json(results, args.results / "results.json")
+        print(table(results))
+        write_chart(results, args.results / "chart.png")
+    except (BenchError, OSError) as e:
+        return _fail(str(e))
+    except KeyboardInterrupt:
+        return _fail("interrupted (everything was unmounted)", 130)
+    print(f"\nbench: wrote {args.results / 'results.json'} and {args.results / 'chart.png'}")
+    return 0
+
+
+def _fail(message: str, status: int = 1) -> int:
+    print(f"bench: {message}", file=sys.stderr)
+    return status

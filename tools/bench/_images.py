@@ -1,0 +1,81 @@
+"""The benchmark's data: one tree, the ext2 images and tar built from it, cached on disk.
+
+Everything lives in ``WORKDIR/<size name>/`` and is built once: ``recipe.json`` records what
+it was built from (the `Sizes` recipe and `RECIPE_VERSION`), and a different recipe wipes
+the directory and builds again. The file contents are half random, half zeros in every
+4 KiB, so that each ZFS compression has something to do and none makes the data vanish.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._host import run
+from ._sizes import MiB, Sizes
+
+RECIPE_VERSION = 1  # bump when the way the images are built changes
+SEED = 20_251_121
+BIG_FILE = "big.bin"  # sequential and random reads, and the broker-cache re-read
+FILES_DIR = "files"  # the small-file tree: find, du, tar extract, rm -rf
+
+
+@dataclass(frozen=True, slots=True)
+class Images:
+    """The built inputs of one size."""
+
+    tree: Path  # holds BIG_FILE and FILES_DIR; ZFS pools are filled from it
+    ext2: Path  # the tree as an ext2 image (read workloads)
+    empty_ext2: Path  # an empty ext2 image of the same geometry (write workloads)
+    tar: Path  # FILES_DIR as a tar archive
+
+
+def _half_random(rng: random.Random, size: int) -> bytes:
+    """`size` bytes whose every 4 KiB is 2 KiB of random bytes then 2 KiB of zeros."""
+    parts = []
+    for offset in range(0, size, 4096):
+        n = min(4096, size - offset)
+        parts += [rng.randbytes(n // 2), bytes(n - n // 2)]
+    return b"".join(parts)
+
+
+def _make_tree(tree: Path, sizes: Sizes) -> None:
+    rng = random.Random(SEED)
+    tree.mkdir(parents=True)
+    with open(tree / BIG_FILE, "wb") as f:
+        for offset in range(0, sizes.file_bytes, MiB):
+            f.write(_half_random(rng, min(MiB, sizes.file_bytes - offset)))
+    per_dir = -(-sizes.files // sizes.dirs)
+    for i in range(sizes.files):
+        directory = tree / FILES_DIR / f"d{i // per_dir:04d}"
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / f"f{i:06d}").write_bytes(_half_random(rng, rng.randrange(8192)))
+
+
+def _mke2fs(image: Path, sizes: Sizes, tree: Path | None) -> None:
+    inodes = sizes.files + sizes.dirs + 64
+    populate = ["-d", tree] if tree else []
+    run(["mke2fs", "-q", "-F", "-t", "ext2", "-b", "4096", "-N", inodes, *populate, image,
+         f"{sizes.image_bytes // 1024}k"])  # fmt: skip
+
+
+def prepare(workdir: Path, sizes: Sizes) -> Images:
+    """The images of `sizes` under `workdir`, built now unless a matching build is there."""
+    base = workdir / sizes.name
+    images = Images(base / "tree", base / "ext2.img", base / "empty-ext2.img", base / "files.tar")
+    recipe = {"version": RECIPE_VERSION, **sizes.recipe()}
+    marker = base / "recipe.json"
+    if marker.exists() and json.loads(marker.read_text()) == recipe:
+        return images
+    if base.exists():
+        shutil.rmtree(base)
+    print(f"bench: building the {sizes.name} images in {base} (once)", flush=True)
+    _make_tree(images.tree, sizes)
+    _mke2fs(images.ext2, sizes, images.tree)
+    _mke2fs(images.empty_ext2, sizes, None)
+    run(["tar", "-cf", images.tar, "-C", images.tree, FILES_DIR])
+    marker.write_text(json.dumps(recipe))
+    return images

@@ -1,0 +1,173 @@
+"""Showing the results: the table on stdout, ``results.json`` and ``chart.png``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from ._host import BenchError
+from ._results import UVFS, Results
+from ._sizes import MiB
+
+SYSTEM_COLOURS = {UVFS: "#d62728", "kernel": "#7f7f7f", "fuse2fs": "#1f77b4", "zfs-fuse": "#2ca02c"}
+
+
+def workload_label(workload: str, meta: dict[str, object]) -> str:
+    """What a workload does, with this run's sizes."""
+    sizes = meta["sizes"]
+    assert isinstance(sizes, dict)
+    file_mib = sizes["file_bytes"] // MiB
+    files = f"{sizes['files']:,} files"
+    return {
+        "seqread": f"seq read {file_mib} MiB",
+        "randread": f"{sizes['random_reads']:,} random 4K preads",
+        "find": f"find -type f ({files})",
+        "du": f"du -s ({files})",
+        "untar": f"tar x ({files})",
+        "write": f"write {file_mib} MiB",
+        "rmtree": f"rm -rf ({files})",
+    }[workload]
+
+
+def _seconds(value: float | None, error: str | None, notes: list[str]) -> str:
+    if value is not None:
+        return f"{value:.3f}"
+    if error is None:
+        return "-"
+    if error not in notes:
+        notes.append(error)
+    return f"n/a[{notes.index(error) + 1}]"
+
+
+def table(results: Results) -> str:
+    """The results as aligned text: one block per suite, footnotes for every failure."""
+    out: list[str] = []
+    notes: list[str] = []
+    for suite in dict.fromkeys(s for s, _, _ in results.rows()):
+        systems = results.systems(suite)
+        others = [s for s in systems if s != UVFS]
+        header = ["workload", "phase", *systems, *(f"uvfs/{s}" for s in others), "target"]
+        lines = [header]
+        for row_suite, workload, phase in results.rows():
+            if row_suite != suite:
+                continue
+            cells = {
+                m.system: m
+                for m in results.measurements
+                if (m.suite, m.workload, m.phase) == (suite, workload, phase)
+            }
+            line = [workload_label(workload, results.meta), phase]
+            for system in systems:
+                m = cells.get(system)
+                line.append(_seconds(m.seconds, m.error, notes) if m else "-")
+            for other in others:
+                ratio = results.ratio(suite, workload, phase, other)
+                line.append("-" if ratio is None else f"{ratio:.2f}x")
+            verdict = results.verdict(suite, workload, phase)
+            line.append(verdict.text if verdict else "")
+            lines.append(line)
+        widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
+        out.append(f"\n{suite} (seconds, median of {results.meta['runs']})")
+        out += [
+            "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+            for row in lines
+        ]
+    out += _broker_cache_lines(results)
+    out += [""] + [f"[{i}] {note}" for i, note in enumerate(notes, 1)]
+    return "\n".join(out)
+
+
+def _broker_cache_lines(results: Results) -> list[str]:
+    record = results.broker_cache
+    if record is None:
+        return []
+    head = f"\nbroker cache: second cold read of {workload_label('seqread', results.meta)}"
+    if "error" in record:
+        return [head, f"  n/a: {record['error']}", "  target NOT MET (driver calls == 0)"]
+    delta = record["delta"]
+    verdict = "met" if record["driver_untouched"] else "NOT MET"
+    return [
+        head + f" (cache_size={record['cache_size']})",
+        f"  first read {record['first_read_seconds']:.3f} s, "
+        f"second read (kernel page cache dropped) {record['second_read_seconds']:.3f} s",
+        "  uvfs stats, second read: "
+        + ", ".join(f"{k} +{delta[k]}" for k in ("cache.misses", "cache.bytes_from_driver",
+                                                  "cache.hits", "cache.bytes_from_cache")),
+        f"  target {verdict} (driver calls == 0)",
+    ]  # fmt: skip
+
+
+def to_json(results: Results) -> dict[str, object]:
+    """The results as plain data: every sample, medians, ratios and verdicts."""
+    rows = []
+    for suite, workload, phase in results.rows():
+        verdict = results.verdict(suite, workload, phase)
+        rows.append(
+            {
+                "suite": suite,
+                "workload": workload,
+                "phase": phase,
+                "label": workload_label(workload, results.meta),
+                "systems": {
+                    m.system: {"seconds": m.seconds, "samples": m.samples, "error": m.error}
+                    for m in results.measurements
+                    if (m.suite, m.workload, m.phase) == (suite, workload, phase)
+                },
+                "target": asdict(verdict.target) if verdict else None,
+                "ratio": verdict.ratio if verdict else None,
+                "met": verdict.met if verdict else None,
+            }
+        )
+    return {"meta": results.meta, "rows": rows, "broker_cache": results.broker_cache}
+
+
+def write_json(results: Results, path: Path) -> None:
+    """Write `to_json` to `path`."""
+    path.write_text(json.dumps(to_json(results), indent=2) + "\n")
+
+
+def write_chart(results: Results, path: Path) -> None:
+    """Bars of seconds on a log scale, grouped by workload and phase; one panel per kind."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise BenchError("matplotlib is missing: pip install -e '.[bench]'") from None
+    panels: dict[str, list[tuple[str, str, str]]] = {}
+    for suite, workload, phase in results.rows():
+        panels.setdefault(suite.partition("/")[0], []).append((suite, workload, phase))
+    fig, axes = plt.subplots(len(panels), 1, figsize=(14, 4.5 * len(panels)), squeeze=False)
+    for ax, (panel, rows) in zip(axes[:, 0], panels.items(), strict=True):
+        systems = list(dict.fromkeys(s for suite, _, _ in rows for s in results.systems(suite)))
+        width = 0.8 / len(systems)
+        for i, system in enumerate(systems):
+            xs, ys, missing = [], [], []
+            for x, (suite, workload, phase) in enumerate(rows):
+                value = results.get(suite, workload, phase, system)
+                (missing if value is None else xs).append(x)
+                if value is not None:
+                    ys.append(value)
+            offset = (i - (len(systems) - 1) / 2) * width
+            ax.bar(
+                [x + offset for x in xs], ys, width, label=system, color=SYSTEM_COLOURS.get(system)
+            )
+            for x in missing:
+                ax.text(x + offset, 0.02, "n/a", rotation=90, ha="center", va="bottom",
+                        transform=ax.get_xaxis_transform(), fontsize=7)  # fmt: skip
+        labels = [
+            f"{suite.partition('/')[2] + ' ' if '/' in suite else ''}{workload}\n{phase}"
+            for suite, workload, phase in rows
+        ]
+        ax.set_xticks(range(len(rows)), labels, fontsize=8)
+        ax.set_yscale("log")
+        ax.set_ylabel("seconds (log)")
+        ax.set_title(f"{panel}: lower is better", loc="left")
+        ax.grid(axis="y", which="both", alpha=0.3)
+        ax.legend(loc="upper right", fontsize=8)
+    fig.suptitle(f"uvfs benchmark ({results.meta['size']}, median of {results.meta['runs']})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

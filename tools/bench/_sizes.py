@@ -1,0 +1,80 @@
+"""How big each benchmark run is: the full suite, ``--quick`` and the test suite's tiny one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MiB = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    """Every knob that changes the images or how long a run takes.
+
+    The fields that shape the images (`image_bytes` ... `zfs_vdev_bytes`) make up the recipe
+    hash of the image cache; the others only change how the images are measured.
+    """
+
+    name: str
+    image_bytes: int  # the ext2 images, read and write
+    file_bytes: int  # the sequential-read file, also the size of the written file
+    files: int  # small files in the find / du / tar tree
+    dirs: int  # ... spread evenly over this many directories
+    zfs_vdev_bytes: int  # one vdev file per pool
+    compressions: tuple[str, ...]  # one zfs-fuse pool per compression
+    random_reads: int  # 4 KiB preads per random-read run
+    runs: int  # the median is taken over this many runs
+    timeout: float  # seconds allowed for one measurement before it counts as failed
+
+    def recipe(self) -> dict[str, object]:
+        """The fields that determine the built images (the cache is rebuilt when they change)."""
+        return {
+            "image_bytes": self.image_bytes,
+            "file_bytes": self.file_bytes,
+            "files": self.files,
+            "dirs": self.dirs,
+            "zfs_vdev_bytes": self.zfs_vdev_bytes,
+        }
+
+
+# zfs-fuse 0.7 offers on|off|lzjb|gzip|gzip-[1-9]|zle; "on" is lzjb and gzip is gzip-6.
+ZFS_FUSE_COMPRESSIONS = ("off", "lzjb", "gzip", "zle")
+
+FULL = Sizes(
+    name="full",
+    image_bytes=512 * MiB,
+    file_bytes=256 * MiB,
+    files=20_000,
+    dirs=200,
+    zfs_vdev_bytes=512 * MiB,
+    compressions=ZFS_FUSE_COMPRESSIONS,
+    random_reads=2_000,
+    runs=3,
+    timeout=300,
+)
+QUICK = Sizes(
+    name="quick",
+    image_bytes=128 * MiB,
+    file_bytes=64 * MiB,
+    files=2_000,
+    dirs=20,
+    zfs_vdev_bytes=128 * MiB,
+    compressions=ZFS_FUSE_COMPRESSIONS,
+    random_reads=500,
+    runs=1,
+    timeout=60,
+)
+# The smoke test's size: every workload and system once, in seconds. 64 MiB is the
+# smallest vdev zpool accepts.
+TINY = Sizes(
+    name="tiny",
+    image_bytes=32 * MiB,
+    file_bytes=4 * MiB,
+    files=200,
+    dirs=10,
+    zfs_vdev_bytes=64 * MiB,
+    compressions=("lzjb",),
+    random_reads=100,
+    runs=1,
+    timeout=30,
+)

@@ -1,0 +1,285 @@
+"""Running the measurements: which mounts, in what order, cold and warm.
+
+Cold means the kernel's caches dropped and a fresh mount (a fresh uvfs or fuse2fs process,
+a fresh zfs-fuse import, so no userland cache survives either); warm is the same workload
+again at once on that mount. Runs go round-robin (run 1 of every cell, then run 2 ...), so
+a burst of load from another process on the machine spreads over all systems rather than
+landing on one. A cell that fails (an error, a timeout, a wrong answer) records why and is
+not tried again; the rest of the run goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ._host import BenchError, drop_caches, force_unmount_under, run
+from ._images import BIG_FILE, FILES_DIR, SEED, Images
+from ._results import UVFS, Results
+from ._sizes import MiB, Sizes
+from ._systems import Fuse2fsMount, KernelMount, Mount, UvfsMount
+
+REPO = Path(__file__).resolve().parents[2]
+READS = ("seqread", "randread", "find", "du")
+ZFS_READS = ("seqread", "find", "du")
+WRITES = ("untar", "write", "rmtree")  # in this order: rm -rf removes what tar made
+SUITES = ("ext2", "write", "zfs")
+# The zfs driver by module path: it mounts whether or not its entry point is registered.
+UVFS_ZFS_TYPE = "uvfs_fs.zfs:DRIVER"
+READ_ONLY_DRIVER = "read-only driver"
+
+MountFactory = Callable[[], Mount]
+
+
+class Bench:
+    """One run of the suite over prepared images; fills `results`."""
+
+    def __init__(self, sizes: Sizes, workdir: Path, images: Images, results: Results) -> None:
+        self.sizes, self.workdir, self.images, self.results = sizes, workdir, images, results
+        self.mounts = workdir / "mnt"
+
+    def mountpoint(self, system: str) -> Path:
+        """An empty directory to mount `system` on."""
+        path = self.mounts / system
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    # --- one workload -------------------------------------------------------------------
+
+    def probe(self, workload: str, root: Path) -> float:
+        """Run `workload` against the mount at `root` in a child process; its seconds."""
+        args, expect = self._workload_args(workload, root)
+        command = [sys.executable, "-m", "tools.bench._probe", workload, *map(str, args)]
+        try:
+            done = subprocess.run(
+                command, cwd=REPO, capture_output=True, text=True, timeout=self.sizes.timeout
+            )
+        except subprocess.TimeoutExpired:
+            raise BenchError(f"timed out after {self.sizes.timeout:g} s") from None
+        if done.returncode != 0:
+            raise BenchError(done.stderr.strip().splitlines()[-1])
+        seconds, check = done.stdout.split()
+        if expect is not None and int(check) != expect:
+            raise BenchError(f"wrong answer: {check} instead of {expect}")
+        return float(seconds)
+
+    def _workload_args(self, workload: str, root: Path) -> tuple[list[object], int | None]:
+        """The probe's arguments and the check value it must print (None: not checked)."""
+        size = self.sizes.file_bytes
+        match workload:
+            case "seqread":
+                return [root / BIG_FILE], size
+            case "randread":
+                return [
+                    root / BIG_FILE,
+                    self.sizes.random_reads,
+                    SEED,
+                ], self.sizes.random_reads * 4096
+            case "find":
+                return [root / FILES_DIR], self.sizes.files
+            case "du":
+                return [root / FILES_DIR], None  # block counts differ between filesystems
+            case "untar":
+                return [self.images.tar, root], None
+            case "write":
+                return [root / "written.bin", size], size
+            case "rmtree":
+                return [root / FILES_DIR], None
+        raise ValueError(workload)
+
+    # --- read suites ----------------------------------------------------------------------
+
+    def reads(
+        self, suite: str, workloads: tuple[str, ...], systems: dict[str, MountFactory]
+    ) -> None:
+        """Cold and warm runs of every workload on every system, `sizes.runs` times."""
+        for _ in range(self.sizes.runs):
+            for workload in workloads:
+                for system, mount in systems.items():
+                    cold = self.results.cell(suite, workload, "cold", system)
+                    warm = self.results.cell(suite, workload, "warm", system)
+                    if cold.error:
+                        continue
+                    try:
+                        with mount() as m:
+                            drop_caches()
+                            cold.samples.append(self.probe(workload, m.root))
+                            warm.samples.append(self.probe(workload, m.root))
+                    except BenchError as e:
+                        cold.error = warm.error = str(e)
+                    self._progress(suite, workload, system, cold.samples, cold.error)
+
+    def _progress(
+        self, suite: str, workload: str, system: str, samples: list[float], error: str | None
+    ) -> None:
+        shown = error or (f"{samples[-1]:.3f} s" if samples else "-")
+        print(f"bench: {suite:<10} {workload:<9} {system:<9} cold {shown}", flush=True)
+
+    def ext2(self) -> None:
+        """Reads of the ext2 image: kernel, fuse2fs, uvfs; then the broker-cache re-read."""
+        image = self.images.ext2
+        self.reads(
+            "ext2",
+            READS,
+            {
+                "kernel": lambda: KernelMount(image, self.mountpoint("kernel"), writable=False),
+                "fuse2fs": lambda: Fuse2fsMount(image, self.mountpoint("fuse2fs"), writable=False),
+                UVFS: lambda: UvfsMount(
+                    [image], self.mountpoint(UVFS), writable=False, fstype="ext2"
+                ),
+            },
+        )
+        self.broker_cache()
+
+    def broker_cache(self) -> None:
+        """Read, drop only the kernel's page cache, read again: uvfs's cache answers alone.
+
+        The cache is sized to hold the whole file; ``uvfs stats`` before and after the
+        second read must show no miss and no byte from the driver.
+        """
+        budget = 2 * self.sizes.file_bytes // MiB
+        record: dict[str, object] = {"cache_size": f"{budget}M"}
+        try:
+            with UvfsMount(
+                [self.images.ext2],
+                self.mountpoint(UVFS),
+                writable=False,
+                fstype="ext2",
+                options=f",cache_size={budget}M",
+            ) as m:
+                drop_caches()
+                record["first_read_seconds"] = self.probe("seqread", m.root)
+                before = m.stats()
+                drop_caches(1)
+                record["second_read_seconds"] = self.probe("seqread", m.root)
+                after = m.stats()
+            record["before"], record["after"] = before, after
+            record["delta"] = {k: after[k] - before[k] for k in after if k != "pid"}
+            record["driver_untouched"] = (
+                record["delta"]["cache.misses"] == 0
+                and record["delta"]["cache.bytes_from_driver"] == 0
+            )
+        except BenchError as e:
+            record["error"] = str(e)
+        self.results.broker_cache = record
+
+    # --- writes ---------------------------------------------------------------------------
+
+    def write(self) -> None:
+        """tar x, a big write, rm -rf on a fresh copy of an empty image; each timed to unmount."""
+        scratch = self.workdir / "scratch"
+        scratch.mkdir(parents=True, exist_ok=True)
+        systems: dict[str, Callable[[Path], Mount]] = {
+            "kernel": lambda img: KernelMount(img, self.mountpoint("kernel"), writable=True),
+            "fuse2fs": lambda img: Fuse2fsMount(img, self.mountpoint("fuse2fs"), writable=True),
+            UVFS: lambda img: self._writable_uvfs(img),
+        }
+        try:
+            for _ in range(self.sizes.runs):
+                for system, mount in systems.items():
+                    image = scratch / f"{system}.img"
+                    run(["cp", "--sparse=always", self.images.empty_ext2, image])
+                    for workload in WRITES:
+                        cell = self.results.cell("write", workload, "cold", system)
+                        if cell.error:
+                            continue
+                        try:
+                            cell.samples.append(self._timed_write(workload, mount, image))
+                        except BenchError as e:
+                            cell.error = str(e)
+                        self._progress("write", workload, system, cell.samples, cell.error)
+                    image.unlink()
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _writable_uvfs(self, image: Path) -> Mount:
+        m = UvfsMount([image], self.mountpoint(UVFS), writable=True, fstype="ext2")
+        if m.read_only:
+            m.unmount()
+            raise BenchError(READ_ONLY_DRIVER)
+        return m
+
+    def _timed_write(self, workload: str, mount: Callable[[Path], Mount], image: Path) -> float:
+        """The workload's seconds plus the unmount's: only then is everything on the image."""
+        with mount(image) as m:
+            drop_caches()
+            seconds = self.probe(workload, m.root)
+            start = time.perf_counter()
+            m.unmount()
+            return seconds + time.perf_counter() - start
+
+    # --- zfs ------------------------------------------------------------------------------
+
+    def zfs(self) -> None:
+        """Each compression's pool: zfs-fuse first, then (zfs-fuse stopped) uvfs."""
+        from tests.zfs.zfsfuse import ZfsFuse, available
+
+        from ._zfs import ZfsFuseMount, ensure_pools
+
+        suites = [f"zfs/{c}" for c in self.sizes.compressions]
+        reason = available()
+        daemon = ZfsFuse(self.workdir / "zfs-fuse")
+        try:
+            if reason:
+                raise BenchError(reason)
+            daemon.start()
+            pools = ensure_pools(
+                daemon,
+                self.workdir / self.sizes.name / "zfs",
+                self.images.tree,
+                self.sizes.compressions,
+                self.sizes.zfs_vdev_bytes,
+            )
+            for suite, pool in zip(suites, pools.values(), strict=True):
+                self.reads(suite, ZFS_READS, {"zfs-fuse": lambda p=pool: ZfsFuseMount(daemon, p)})
+        except (BenchError, RuntimeError) as e:
+            self._fail_all(suites, ("zfs-fuse", UVFS), str(e))
+            return
+        finally:
+            daemon.stop()  # before uvfs opens the vdevs: one writer, one reader, never both
+        for suite, pool in zip(suites, pools.values(), strict=True):
+            self.reads(
+                suite,
+                ZFS_READS,
+                {
+                    UVFS: lambda p=pool: UvfsMount(
+                        p.vdevs, self.mountpoint(UVFS), writable=False, fstype=UVFS_ZFS_TYPE
+                    )
+                },
+            )
+
+    def _fail_all(self, suites: list[str], systems: tuple[str, ...], error: str) -> None:
+        for suite in suites:
+            for workload in ZFS_READS:
+                for phase in ("cold", "warm"):
+                    for system in systems:
+                        self.results.cell(suite, workload, phase, system).error = error
+
+
+def run_suites(bench: Bench, suites: tuple[str, ...]) -> None:
+    """Run the chosen suites; whatever happens, leave nothing mounted under the workdir."""
+    try:
+        steps = {"ext2": bench.ext2, "write": bench.write, "zfs": bench.zfs}
+        for suite in SUITES:
+            if suite in suites:
+                steps[suite]()
+    finally:
+        force_unmount_under(bench.mounts)
+
+
+def host_facts() -> dict[str, object]:
+    """What the numbers depend on: kernel, CPUs, load, the commit measured."""
+    commit = subprocess.run(
+        ["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    return {
+        "kernel": os.uname().release,
+        "cpus": os.cpu_count(),
+        "load_at_start": os.getloadavg(),
+        "commit": commit,
+    }

@@ -1,0 +1,125 @@
+"""The systems under comparison, each as a mount that unmounts itself when left.
+
+Every mount is a context manager whose exit unmounts, whatever happened inside (an error,
+Ctrl-C), and `unmount` is also callable on its own so write workloads can time it: a
+write only counts once it is on the image, and unmounting is when every system must have
+put it there (the kernel flushes its page cache, FUSE servers write back and exit).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from types import TracebackType
+
+from ._host import is_mounted, mount_options, run, wait_mounted
+
+UVFS = [sys.executable, "-m", "uvfs.cli"]
+
+
+class Mount:
+    """A mounted filesystem at `root`; unmounted on leaving the ``with`` block."""
+
+    system = ""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._mounted = True
+
+    def __enter__(self) -> Mount:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.unmount()
+
+    def unmount(self) -> None:
+        """Unmount and wait until the server is done; does nothing the second time."""
+        if self._mounted:
+            self._mounted = False
+            try:
+                self._unmount()
+            except BaseException:
+                if is_mounted(self.root):
+                    subprocess.run(["umount", "-l", self.root], capture_output=True, check=False)
+                raise
+
+    def _unmount(self) -> None:
+        run(["umount", self.root])
+
+
+class KernelMount(Mount):
+    """The kernel's own ext2 driver on a loop device (which ``umount`` detaches)."""
+
+    system = "kernel"
+
+    def __init__(self, image: Path, root: Path, *, writable: bool) -> None:
+        run(["mount", "-t", "ext2", "-o", "loop," + ("rw" if writable else "ro"), image, root])
+        super().__init__(root)
+
+
+class Fuse2fsMount(Mount):
+    """e2fsprogs' fuse2fs, in the foreground so that unmounting can wait for it to exit."""
+
+    system = "fuse2fs"
+
+    def __init__(self, image: Path, root: Path, *, writable: bool) -> None:
+        self._process = subprocess.Popen(
+            ["fuse2fs", str(image), str(root), "-f", "-o", "rw" if writable else "ro"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C reaches us, and we unmount it in order
+        )
+        try:
+            wait_mounted(root, self._process)
+        except BaseException:
+            self._process.kill()
+            self._process.wait()
+            raise
+        super().__init__(root)
+
+    def _unmount(self) -> None:
+        try:
+            run(["umount", self.root])
+            self._process.wait(timeout=120)
+        finally:
+            if self._process.poll() is None:
+                self._process.kill()
+                self._process.wait()
+
+
+class UvfsMount(Mount):
+    """``uvfs mount``, which returns once the mount is live; ``uvfs umount`` waits for it."""
+
+    system = "uvfs"
+
+    def __init__(
+        self, sources: list[Path], root: Path, *, writable: bool, fstype: str, options: str = ""
+    ) -> None:
+        mode = "rw" if writable else "ro"
+        run([*UVFS, "mount", "-t", fstype, "-o", f"{mode}{options}", *sources, root])
+        super().__init__(root)
+
+    @property
+    def read_only(self) -> bool:
+        """Whether the mount ended up read-only (uvfs says why only in its log)."""
+        return "ro" in mount_options(self.root)
+
+    def stats(self) -> dict[str, int]:
+        """The counters of ``uvfs stats``, e.g. ``cache.bytes_from_driver``, and ``pid``."""
+        lines = run([*UVFS, "stats", self.root]).splitlines()
+        counters = {"pid": int(lines[0].rpartition("pid ")[2].rstrip(")"))}
+        for line in lines[1:]:
+            name, _, value = line.partition(": ")
+            if value.isdigit():
+                counters[name] = int(value)
+        return counters
+
+    def _unmount(self) -> None:
+        run([*UVFS, "umount", self.root])
