@@ -1,0 +1,1246 @@
+"""Read-write ext2 (and ext3 with an empty journal): `WritableExt2`, and `DRIVER` to mount it.
+
+Theory of operation
+===================
+
+Write-back, no journal. File data goes to the image as soon as it is written, into blocks
+allocated for it; every metadata change (bitmaps, group descriptors, inode tables,
+directory and indirect blocks, the superblock's counters) is made in memory and written
+back by `_flush`: on fsync, at unmount, and after a request once `FLUSH_SECONDS` have
+passed or `DIRTY_LIMIT` bytes are waiting. A flush first makes the data durable
+(fdatasync), then writes the metadata in block order, then syncs again: data before the
+metadata that points at it, so after a crash every pointer on disk leads to data that was
+written, and e2fsck -fy has only orphans and counts to fix.
+
+Blocks freed since the last flush are not reused until the flush has written the change
+that freed them (`_deferred`): otherwise new data could overwrite a block that the
+metadata still on disk gives to another file, and a crash would put that data into a
+file fsync'd earlier. statfs counts them as free already.
+
+Serialisation. Every request that changes anything holds `_lock` from start to end, and
+so does a flush: a flush never sees half a rename. Reads do not take it; they find
+either the state before or after a change, because the in-memory structures are updated
+between awaits. Metadata blocks live in `_blocks` (a write-back cache: dirty blocks are
+pinned until flushed, clean ones evicted least recently used, but only while no change is
+running, so a change can hold a block's buffer across awaits).
+
+Space is checked before anything is allocated: a request that cannot get every block
+and inode it needs fails with ENOSPC having changed nothing.
+
+Unlinked files still open stay allocated (links 0) until the kernel forgets them
+(`forget`), or the unmount; their freeing happens under the lock at the next request.
+
+The superblock is marked not clean (s_state) while the volume is mounted writable and
+clean again by `close`, after everything else is on disk.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import stat
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+import trio
+from uvfs_fs.ext2 import Ext2Driver
+from uvfs_fs.ext2.alloc import GroupStats, block_groups, orlov_group, other_group
+from uvfs_fs.ext2.bitmap import Bitmap
+from uvfs_fs.ext2.blockmap import max_indirect_blocks
+from uvfs_fs.ext2.bmap import missing_indirect, set_run
+from uvfs_fs.ext2.dirent import (
+    EXT2_FT_BLKDEV,
+    EXT2_FT_CHRDEV,
+    EXT2_FT_DIR,
+    EXT2_FT_FIFO,
+    EXT2_FT_REG_FILE,
+    EXT2_FT_SOCK,
+    EXT2_FT_SYMLINK,
+    dirent_rec_len,
+    iter_dirents,
+)
+from uvfs_fs.ext2.dirops import (
+    add_entry,
+    check_name,
+    empty_block,
+    first_block,
+    remove_entry,
+    retarget_entry,
+    room,
+    set_dotdot,
+)
+from uvfs_fs.ext2.filesystem import EXT2_ROOT_INO, Ext2FileSystem
+from uvfs_fs.ext2.group_desc import decode_group_desc, desc_location, group_first_block
+from uvfs_fs.ext2.inode import EXT4_EXTENTS_FL, Inode, decode_inode
+from uvfs_fs.ext2.inode_build import blank_slot, encode_inode, encode_rdev
+from uvfs_fs.ext2.superblock import (
+    COMPAT,
+    EXT2_GOOD_OLD_REV,
+    EXT2_VALID_FS,
+    FEATURE_NAMES,
+    INCOMPAT,
+    RO_COMPAT,
+    SUPERBLOCK_OFFSET,
+    ext2_super_block,
+)
+from uvfs_fs.ext2.truncate import truncate_blocks
+
+from uvfs._api import (
+    RENAME_EXCHANGE,
+    RENAME_NOREPLACE,
+    Attr,
+    Caller,
+    DirEntry,
+    FSError,
+    MountOptions,
+    Refusal,
+    SetAttr,
+    StatFS,
+)
+from uvfs._image import ImageFile
+
+FLUSH_SECONDS = 5.0
+DIRTY_LIMIT = 32 << 20  # bytes of dirty metadata that trigger a flush
+CLEAN_CACHE_BYTES = 32 << 20
+
+EXT2_LINK_MAX = 32000
+EXT2_INDEX_FL = 0x1000  # htree directory: cleared when we change it (the index goes stale)
+FAST_SYMLINK_MAX = 59  # longest target kept in i_block (60 bytes, NUL-terminated)
+
+# What this writer keeps consistent. Anything else set refuses a writable mount.
+WRITE_COMPAT_REFUSED = frozenset({"lazy_bg", "snapshot_bitmap", "orphan_file", "fast_commit"})
+WRITE_RO_COMPAT = frozenset({"sparse_super", "large_file", "huge_file", "dir_nlink", "extra_isize"})
+WRITE_INCOMPAT = frozenset({"filetype", "meta_bg", "flex_bg"})
+
+# jbd2 journal superblock (big-endian): magic at 0, s_start at 0x1c (0: nothing to replay)
+JBD2_MAGIC = 0xC03B3998
+
+_FILE_TYPES = {
+    stat.S_IFREG: EXT2_FT_REG_FILE,
+    stat.S_IFDIR: EXT2_FT_DIR,
+    stat.S_IFCHR: EXT2_FT_CHRDEV,
+    stat.S_IFBLK: EXT2_FT_BLKDEV,
+    stat.S_IFIFO: EXT2_FT_FIFO,
+    stat.S_IFSOCK: EXT2_FT_SOCK,
+    stat.S_IFLNK: EXT2_FT_SYMLINK,
+}
+
+
+def _kill_priv(mode: int) -> int:
+    """`mode` without setuid, and without setgid when it means setgid (group-executable)."""
+    mode &= ~stat.S_ISUID
+    if mode & stat.S_IXGRP:
+        mode &= ~stat.S_ISGID
+    return mode
+
+
+class _Dir:
+    """A directory being edited: names -> (inode, logical block), and room per block."""
+
+    __slots__ = ("names", "phys", "room")
+
+    def __init__(self) -> None:
+        self.names: dict[bytes, tuple[int, int]] = {}
+        self.phys: list[int] = []  # physical block of each logical block (0: a hole)
+        self.room: list[int] = []  # largest record a new name could take, per block
+
+
+class WritableExt2(Ext2FileSystem):
+    """An ext2 volume mounted read-write: every write-side operation of the driver API.
+
+    Open one with `WritableExt2.load` and `MountOptions(writable=True)`; `close` writes
+    everything back and marks the volume clean.
+    """
+
+    def __init__(self, image: ImageFile, sb, geo) -> None:
+        super().__init__(image, sb, geo)
+        self._writable = False
+        self._lock = trio.Lock()
+        self._blocks: OrderedDict[int, bytearray] = OrderedDict()
+        self._dirty: set[int] = set()
+        self._bitmaps: dict[tuple[str, int], Bitmap] = {}
+        self._dirty_bitmaps: set[tuple[str, int]] = set()
+        self._dirty_groups: set[int] = set()
+        self._deferred: list[int] = []  # blocks freed since the last flush
+        self._wdirs: OrderedDict[int, _Dir] = OrderedDict()
+        self._orphans: set[int] = set()  # links 0, maybe still open
+        self._forgotten: set[int] = set()  # orphans the kernel let go of: free them
+        self._data_written = False
+        self._last_flush = time.monotonic()
+        self._rng = random.Random()
+        self._per_block = geo.block_size // 4
+        self._max_blocks = max_indirect_blocks(self._per_block)
+        self._bitmap_blocks: list[tuple[int, int, int]] = []  # (block bitmap, inode bitmap, table)
+        self.stats = GroupStats([], [], [])
+
+    @classmethod
+    async def load(cls, image: ImageFile, options: MountOptions) -> WritableExt2:
+        """Open `image`; when `options.writable`, check it can be written and mark it in use.
+
+        Raises:
+            Refusal: the image cannot be read, or cannot be written safely (a feature this
+                writer does not keep consistent, a journal to replay, errors or an unclean
+                state without ``force``).
+        """
+        fs = await super().load(image, options)
+        assert isinstance(fs, WritableExt2)
+        if options.writable:
+            await fs._start_writing(options)
+        return fs
+
+    async def _start_writing(self, options: MountOptions) -> None:
+        sb, geo = self.sb, self.geo
+        if not self.image.writable:
+            raise Refusal("ext2: the image is open read-only")
+        if not sb.s_state & EXT2_VALID_FS and not options.force:
+            raise Refusal(
+                "ext2 filesystem was not cleanly unmounted: run e2fsck, or mount with force"
+            )
+        names = geo.features
+        refused = sorted(
+            (names & WRITE_COMPAT_REFUSED)
+            | {n for n in names if _word(n) == RO_COMPAT and n not in WRITE_RO_COMPAT}
+            | {n for n in names if _word(n) == INCOMPAT and n not in WRITE_INCOMPAT}
+        )
+        if refused:
+            raise Refusal(
+                f"ext2: cannot write a volume with feature(s) {', '.join(refused)}; "
+                "mount it read-only (-o ro)"
+            )
+        if "has_journal" in names:
+            await self._check_journal_empty()
+        free_b, free_i, dirs = [], [], []
+        for group in range(geo.groups_count):
+            block, offset = desc_location(geo, group)
+            raw = await self._block(block)
+            d = decode_group_desc(bytes(raw[offset : offset + geo.desc_size]), geo.desc_size)
+            self._bitmap_blocks.append((d.block_bitmap, d.inode_bitmap, d.inode_table))
+            free_b.append(d.free_blocks_count)
+            free_i.append(d.free_inodes_count)
+            dirs.append(d.used_dirs_count)
+        self.stats = GroupStats(free_b, free_i, dirs)
+        self._writable = True
+        now = int(time.time())
+        sb.s_state &= ~EXT2_VALID_FS
+        sb.s_mnt_count = (sb.s_mnt_count + 1) & 0xFFFF
+        sb.s_mtime = now & 0xFFFFFFFF
+        await self._write_super()
+        await self.image.sync()
+
+    async def _check_journal_empty(self) -> None:
+        inum = self.sb.s_journal_inum
+        if not inum or self.sb.s_journal_dev:
+            raise Refusal("ext3: external journals are not supported for writing; mount -o ro")
+        journal = await self._inode(inum)
+        runs = await self._map(journal, 0, 1)
+        if not runs or not runs[0].physical:
+            raise Refusal("ext3: the journal has no superblock; run e2fsck")
+        head = await self.image.read(runs[0].physical * self.geo.block_size, 64)
+        magic = int.from_bytes(head[0:4], "big")
+        start = int.from_bytes(head[0x1C:0x20], "big")
+        if magic != JBD2_MAGIC:
+            raise Refusal("ext3: the journal superblock is damaged; run e2fsck")
+        if start:
+            raise Refusal(
+                "ext3: the journal is not empty; replay it first (e2fsck, or mount once "
+                "with the kernel), or mount read-only (-o ro)"
+            )
+
+    # --- metadata blocks ------------------------------------------------------------------
+
+    async def _block(self, block: int) -> bytearray:
+        """Metadata block `block`, editable; call `_changed` after editing it."""
+        buf = self._blocks.get(block)
+        if buf is None:
+            if not 0 < block < self.geo.blocks_count:
+                raise FSError(errno.EIO, f"metadata block {block} outside the filesystem")
+            bs = self.geo.block_size
+            buf = bytearray(await self.image.read(block * bs, bs))
+            existing = self._blocks.get(block)  # loaded by another request meanwhile
+            if existing is not None:
+                return existing
+            self._blocks[block] = buf
+            if not self._lock.locked():
+                self._trim_cache()
+        else:
+            self._blocks.move_to_end(block)
+        return buf
+
+    def _new_block(self, block: int, content: bytearray) -> bytearray:
+        """Install `content` as the new metadata block `block` (just allocated)."""
+        self._blocks[block] = content
+        self._dirty.add(block)
+        return content
+
+    def _changed(self, block: int) -> None:
+        self._dirty.add(block)
+
+    def _trim_cache(self) -> None:
+        limit = max(64, CLEAN_CACHE_BYTES // self.geo.block_size) + len(self._dirty)
+        blocks = self._blocks
+        while len(blocks) > limit:
+            for block in blocks:
+                if block not in self._dirty:
+                    del blocks[block]
+                    break
+            else:
+                return
+
+    async def _meta_block(self, block: int) -> bytes:
+        """The read side's metadata reader, answered from the write-back cache."""
+        return bytes(await self._block(block))
+
+    # --- the `bmap.Pointers` store ----------------------------------------------------------
+
+    async def pointers(self, block: int) -> np.ndarray:
+        ptrs = np.frombuffer(await self._block(block), dtype="<u4")
+        if (ptrs >= self.geo.blocks_count).any():
+            raise FSError(errno.EIO, f"indirect block {block} points past the filesystem")
+        return ptrs
+
+    def changed(self, block: int) -> None:
+        self._dirty.add(block)
+
+    async def new_indirect(self, goal: int) -> int:
+        block, _ = await self._alloc_blocks(goal, 1)
+        self._new_block(block, bytearray(self.geo.block_size))
+        return block
+
+    # --- bitmaps and allocation -----------------------------------------------------------
+
+    async def _bitmap(self, kind: str, group: int) -> Bitmap:
+        key = (kind, group)
+        bm = self._bitmaps.get(key)
+        if bm is None:
+            geo = self.geo
+            block_bitmap, inode_bitmap, _ = self._bitmap_blocks[group]
+            where = block_bitmap if kind == "b" else inode_bitmap
+            raw = await self.image.read(where * geo.block_size, geo.block_size)
+            if kind == "b":
+                count = min(geo.blocks_per_group, geo.blocks_count - group_first_block(geo, group))
+            else:
+                count = geo.inodes_per_group
+            bm = self._bitmaps.setdefault(key, Bitmap(raw, count))
+        return bm
+
+    def _mark(self, kind: str, group: int) -> None:
+        self._dirty_bitmaps.add((kind, group))
+        self._dirty_groups.add(group)
+
+    def _group_of_block(self, block: int) -> int:
+        return (block - self.geo.first_data_block) // self.geo.blocks_per_group
+
+    async def _alloc_blocks(self, goal: int, want: int) -> tuple[int, int]:
+        """Up to `want` contiguous free blocks, as near `goal` as possible: (first, count)."""
+        geo = self.geo
+        goal = min(max(goal, geo.first_data_block), geo.blocks_count - 1)
+        goal_group = self._group_of_block(goal)
+        for group in block_groups(self.stats, goal_group):
+            bm = await self._bitmap("b", group)
+            base = group_first_block(geo, group)
+            start = goal - base if group == goal_group else 0
+            found = bm.find_free_run(start, want)
+            if found is None and start:
+                found = bm.find_free_run(0, want)
+            if found is None:
+                continue
+            index, count = found
+            bm.set_range(index, count)
+            self.stats.free_blocks[group] -= count
+            self._mark("b", group)
+            return base + index, count
+        raise FSError(errno.ENOSPC)
+
+    def _free_blocks(self, blocks: list[int]) -> None:
+        """Give `blocks` back once the next flush has dropped every reference to them."""
+        for block in blocks:
+            self._blocks.pop(block, None)
+            self._dirty.discard(block)
+        self._deferred.extend(blocks)
+
+    async def _apply_deferred(self) -> None:
+        if not self._deferred:
+            return
+        blocks = np.unique(np.array(self._deferred, dtype=np.int64))
+        self._deferred = []
+        geo = self.geo
+        groups = (blocks - geo.first_data_block) // geo.blocks_per_group
+        for group in np.unique(groups).tolist():
+            mine = blocks[groups == group] - group_first_block(geo, group)
+            bm = await self._bitmap("b", group)
+            if not bm.bits[mine].all():
+                raise FSError(errno.EIO, f"group {group}: freeing blocks already free")
+            bm.bits[mine] = False
+            self.stats.free_blocks[group] += len(mine)
+            self._mark("b", group)
+
+    async def _alloc_inode(self, parent: int, is_dir: bool) -> int:
+        geo = self.geo
+        parent_group = (parent - 1) // geo.inodes_per_group
+        if is_dir:
+            group = orlov_group(
+                self.stats,
+                parent_group,
+                top_level=parent == EXT2_ROOT_INO,
+                inodes_per_group=geo.inodes_per_group,
+                blocks_per_group=geo.blocks_per_group,
+                rng=self._rng,
+            )
+        else:
+            group = other_group(self.stats, parent_group)
+        if group is None:
+            raise FSError(errno.ENOSPC)
+        bm = await self._bitmap("i", group)
+        index = bm.find_free(geo.first_ino - 1 if group == 0 else 0)
+        if index is None:
+            raise FSError(errno.EIO, f"group {group} counts free inodes its bitmap lacks")
+        bm.set_range(index)
+        self.stats.free_inodes[group] -= 1
+        self.stats.used_dirs[group] += is_dir
+        self._mark("i", group)
+        return group * geo.inodes_per_group + index + 1
+
+    async def _reserve(self, blocks: int, inodes: int = 0) -> None:
+        """ENOSPC unless `blocks` blocks and `inodes` inodes can be allocated now."""
+        if int(self.stats.free_inodes.sum()) < inodes:
+            raise FSError(errno.ENOSPC)
+        if int(self.stats.free_blocks.sum()) < blocks and self._deferred:
+            await self._flush()  # makes the blocks freed since the last flush usable
+        if int(self.stats.free_blocks.sum()) < blocks:
+            raise FSError(errno.ENOSPC)
+
+    # --- inodes ---------------------------------------------------------------------------
+
+    async def _inode(self, ino: int) -> Inode:
+        """Inode `ino` if in use (or unlinked but still open)."""
+        inode = self._inodes.get(ino)
+        if inode is None:
+            geo = self.geo
+            if not 0 < ino <= geo.inodes_count:
+                raise FSError(errno.EIO, f"inode number {ino} out of range")
+            if self._writable:
+                block, offset = self._slot(ino)
+                raw = await self._block(block)
+                inode = self._decode(ino, bytes(raw[offset : offset + geo.inode_size]))
+                self._inodes.put(ino, inode)
+            else:
+                return await super()._inode(ino)
+        if inode.links_count == 0 and ino not in self._orphans:
+            raise FSError(errno.EIO, f"inode {ino} is not in use")
+        return inode
+
+    def _decode(self, ino: int, raw: bytes) -> Inode:
+        return decode_inode(raw, ino, huge_file=self._huge_file, block_size=self.geo.block_size)
+
+    def _slot(self, ino: int) -> tuple[int, int]:
+        """(inode table block, byte offset in it) of inode `ino`."""
+        geo = self.geo
+        group, index = divmod(ino - 1, geo.inodes_per_group)
+        block, offset = divmod(index * geo.inode_size, geo.block_size)
+        return self._bitmap_blocks[group][2] + block, offset
+
+    async def _put(self, inode: Inode, *, fresh: bool = False) -> Inode:
+        """Store `inode` in its table slot (over a blank slot when `fresh`)."""
+        block, offset = self._slot(inode.ino)
+        raw = await self._block(block)
+        size = self.geo.inode_size
+        old = blank_slot(size) if fresh else bytes(raw[offset : offset + size])
+        raw[offset : offset + size] = encode_inode(inode, old, huge_file=self._huge_file)
+        self._changed(block)
+        self._inodes.put(inode.ino, inode)
+        return inode
+
+    async def _new_inode(
+        self, parent: Inode, mode: int, caller: Caller, *, i_block: bytes = bytes(60)
+    ) -> Inode:
+        ino = await self._alloc_inode(parent.ino, stat.S_ISDIR(mode))
+        now = time.time_ns()
+        gid = caller.gid
+        if parent.mode & stat.S_ISGID:
+            # BSD group semantics in a setgid directory; subdirectories inherit the bit.
+            gid = parent.gid
+            if stat.S_ISDIR(mode):
+                mode |= stat.S_ISGID
+        blank = self._decode(ino, blank_slot(self.geo.inode_size))
+        inode = replace(
+            blank,
+            mode=mode,
+            uid=caller.uid,
+            gid=gid,
+            links_count=1,
+            atime_ns=now,
+            mtime_ns=now,
+            ctime_ns=now,
+            crtime_ns=now,
+            generation=self._rng.getrandbits(32),
+            i_block=i_block,
+        )
+        return await self._put(inode, fresh=True)
+
+    def _ft(self, mode: int) -> int:
+        return _FILE_TYPES[stat.S_IFMT(mode)] if self._filetype else 0
+
+    async def _release_inode(self, inode: Inode) -> None:
+        """Free an inode with no links left, its blocks and its xattr block."""
+        geo = self.geo
+        freed: list[int] = []
+        if self._has_blocks(inode):
+            i_block = np.frombuffer(bytearray(inode.i_block), dtype="<u4")
+            freed = await truncate_blocks(i_block, 0, self._per_block, self)
+        if inode.file_acl:
+            freed += await self._drop_xattr_block(inode.file_acl)
+        self._free_blocks(freed)
+        group, index = divmod(inode.ino - 1, geo.inodes_per_group)
+        bm = await self._bitmap("i", group)
+        bm.clear_range(index)
+        self.stats.free_inodes[group] += 1
+        self.stats.used_dirs[group] -= stat.S_ISDIR(inode.mode)
+        self._mark("i", group)
+        self._orphans.discard(inode.ino)
+        self._forgotten.discard(inode.ino)
+        self._wdirs.pop(inode.ino, None)
+        await self._put(
+            replace(
+                inode,
+                links_count=0,
+                size=0,
+                blocks_512=0,
+                file_acl=0,
+                i_block=bytes(60),
+                dtime=int(time.time()) & 0xFFFFFFFF,
+            )
+        )
+
+    async def _drop_xattr_block(self, block: int) -> list[int]:
+        """One reference less to a shared xattr block; the block itself when it was the last."""
+        raw = await self._block(block)
+        refcount = int.from_bytes(raw[4:8], "little")
+        if refcount > 1:
+            raw[4:8] = (refcount - 1).to_bytes(4, "little")
+            self._changed(block)
+            return []
+        return [block]
+
+    def _has_blocks(self, inode: Inode) -> bool:
+        """Whether i_block maps blocks (not a fast symlink's text or a device number)."""
+        if stat.S_ISREG(inode.mode) or stat.S_ISDIR(inode.mode):
+            return True
+        if stat.S_ISLNK(inode.mode):
+            own = inode.blocks_512 - (self.geo.block_size // 512 if inode.file_acl else 0)
+            return own > 0
+        return False
+
+    async def _unlink_inode(self, inode: Inode, links: int = 1) -> None:
+        """Drop `links` links; at zero the inode waits in `_orphans` for the kernel to let go."""
+        left = max(inode.links_count - links, 0)
+        if left == 0:
+            self._orphans.add(inode.ino)
+        await self._put(replace(inode, links_count=left, ctime_ns=time.time_ns()))
+
+    # --- directories ----------------------------------------------------------------------
+
+    async def _dir(self, ino: int) -> _Dir:
+        d = self._wdirs.get(ino)
+        if d is not None:
+            self._wdirs.move_to_end(ino)
+            return d
+        inode = await self._inode(ino)
+        if not stat.S_ISDIR(inode.mode):
+            raise FSError(errno.ENOTDIR)
+        bs = self.geo.block_size
+        if inode.size % bs or inode.size > self.geo.blocks_count * bs:
+            raise FSError(errno.EIO, f"directory {ino} of {inode.size} bytes")
+        d = _Dir()
+        for run in await self._map(inode, 0, inode.size // bs):
+            for lblk in range(run.logical, run.logical + run.count):
+                phys = run.physical + lblk - run.logical if run.physical else 0
+                d.phys.append(phys)
+                if not phys:
+                    d.room.append(0)  # a hole in a directory holds no names, takes none
+                    continue
+                block = await self._block(phys)
+                for child, name, _ in iter_dirents(bytes(block), filetype=self._filetype):
+                    if child > self.geo.inodes_count:
+                        raise FSError(errno.EIO, f"directory {ino}: entry for inode {child}")
+                    d.names.setdefault(name, (child, lblk))
+                d.room.append(room(block))
+        self._wdirs[ino] = d
+        while len(self._wdirs) > 4096:
+            self._wdirs.popitem(last=False)
+        return d
+
+    async def _dir_need(self, dir_inode: Inode, d: _Dir, name: bytes) -> int:
+        """Blocks adding `name` would allocate (0, or 1 and the indirect blocks)."""
+        if any(r >= dirent_rec_len(len(name)) for r in d.room):
+            return 0
+        i_block = np.frombuffer(bytearray(dir_inode.i_block), dtype="<u4")
+        return 1 + await missing_indirect(i_block, len(d.phys), 1, self._per_block, self)
+
+    async def _dir_add(self, dir_ino: int, name: bytes, child: int, mode: int) -> None:
+        """Add `name` -> `child`, growing the directory by a block if none has room."""
+        d = await self._dir(dir_ino)
+        inode = await self._inode(dir_ino)
+        need = dirent_rec_len(len(name))
+        ft = self._ft(mode)
+        blocks_512 = inode.blocks_512
+        i_block = inode.i_block
+        size = inode.size
+        for lblk, free in enumerate(d.room):
+            if free >= need:
+                block = await self._block(d.phys[lblk])
+                if not add_entry(block, child, name, ft):
+                    raise FSError(errno.EIO, f"directory {dir_ino}: room count was wrong")
+                d.room[lblk] = room(block)
+                self._changed(d.phys[lblk])
+                break
+        else:
+            lblk = len(d.phys)
+            last = next((p for p in reversed(d.phys) if p), 0)
+            goal = last + 1 if last else self._group_goal(dir_ino)
+            phys, _ = await self._alloc_blocks(goal, 1)
+            block = self._new_block(phys, empty_block(self.geo.block_size))
+            add_entry(block, child, name, ft)
+            pointers = np.frombuffer(bytearray(i_block), dtype="<u4")
+            created = await set_run(pointers, lblk, phys, 1, self._per_block, self)
+            i_block = pointers.tobytes()
+            d.phys.append(phys)
+            d.room.append(room(block))
+            size += self.geo.block_size
+            blocks_512 += (1 + created) * (self.geo.block_size // 512)
+        d.names[name] = (child, lblk)
+        now = time.time_ns()
+        await self._put(
+            replace(
+                inode,
+                size=size,
+                blocks_512=blocks_512,
+                i_block=i_block,
+                flags=inode.flags & ~EXT2_INDEX_FL,
+                mtime_ns=now,
+                ctime_ns=now,
+            )
+        )
+
+    async def _dir_remove(self, dir_ino: int, name: bytes) -> None:
+        d = await self._dir(dir_ino)
+        _, lblk = d.names.pop(name)
+        block = await self._block(d.phys[lblk])
+        if remove_entry(block, name) is None:
+            raise FSError(errno.EIO, f"directory {dir_ino}: {name!r} missing from its block")
+        d.room[lblk] = room(block)
+        self._changed(d.phys[lblk])
+        await self._touch_dir(dir_ino)
+
+    async def _dir_retarget(self, dir_ino: int, name: bytes, child: int, mode: int) -> None:
+        d = await self._dir(dir_ino)
+        _, lblk = d.names[name]
+        block = await self._block(d.phys[lblk])
+        if not retarget_entry(block, name, child, self._ft(mode)):
+            raise FSError(errno.EIO, f"directory {dir_ino}: {name!r} missing from its block")
+        d.names[name] = (child, lblk)
+        self._changed(d.phys[lblk])
+        await self._touch_dir(dir_ino)
+
+    async def _touch_dir(self, dir_ino: int, links: int = 0) -> None:
+        inode = await self._inode(dir_ino)
+        now = time.time_ns()
+        await self._put(
+            replace(
+                inode,
+                links_count=inode.links_count + links,
+                flags=inode.flags & ~EXT2_INDEX_FL,
+                mtime_ns=now,
+                ctime_ns=now,
+            )
+        )
+
+    async def _set_parent(self, dir_ino: int, parent: int) -> None:
+        d = await self._dir(dir_ino)
+        if not d.phys or not d.phys[0]:
+            raise FSError(errno.EIO, f"directory {dir_ino} has no first block")
+        block = await self._block(d.phys[0])
+        set_dotdot(block, parent)
+        self._changed(d.phys[0])
+        d.names[b".."] = (parent, 0)
+
+    def _group_goal(self, ino: int) -> int:
+        """Where the blocks of inode `ino` start looking: its group, after the inode table."""
+        group = (ino - 1) // self.geo.inodes_per_group
+        table = self._bitmap_blocks[group][2]
+        itable_blocks = -(-self.geo.inodes_per_group * self.geo.inode_size // self.geo.block_size)
+        first = group_first_block(self.geo, group)
+        last = first + self.geo.blocks_per_group
+        return table + itable_blocks if first <= table < last else first
+
+    async def _lookup_entry(self, parent: int, name: bytes) -> tuple[int, Inode]:
+        if len(name) > 255:
+            raise FSError(errno.ENAMETOOLONG)
+        entry = (await self._dir(parent)).names.get(name)
+        if entry is None:
+            raise FSError(errno.ENOENT)
+        return entry[0], await self._inode(entry[0])
+
+    async def _absent(self, parent: int, name: bytes) -> tuple[Inode, _Dir]:
+        """The parent, checked to be a directory without `name`."""
+        check_name(name)
+        d = await self._dir(parent)
+        if name in d.names:
+            raise FSError(errno.EEXIST)
+        return await self._inode(parent), d
+
+    # --- housekeeping ---------------------------------------------------------------------
+
+    async def _begin(self) -> None:
+        """Start of a change (under the lock): free what the kernel has let go of."""
+        for ino in sorted(self._forgotten):
+            inode = await self._inode(ino)
+            if inode.links_count == 0:
+                await self._release_inode(inode)
+        self._forgotten.clear()
+
+    async def _end(self) -> None:
+        """End of a change (under the lock): flush when due, keep the cache in bounds."""
+        dirty = (len(self._dirty) + len(self._dirty_bitmaps)) * self.geo.block_size
+        if dirty > DIRTY_LIMIT or time.monotonic() - self._last_flush > FLUSH_SECONDS:
+            await self._flush()
+        self._trim_cache()
+
+    async def _write_super(self) -> None:
+        sb = self.sb
+        sb.s_wtime = int(time.time()) & 0xFFFFFFFF
+        await self.image.write(SUPERBLOCK_OFFSET, ext2_super_block.build(sb))
+
+    def _count_into_super(self) -> None:
+        pending = len(self._deferred)
+        self.sb.s_free_blocks_count = int(self.stats.free_blocks.sum()) + pending
+        self.sb.s_free_inodes_count = int(self.stats.free_inodes.sum())
+
+    async def _flush(self) -> None:
+        """Write every change back: data made durable first, then metadata, then the sync."""
+        await self._apply_deferred()
+        geo = self.geo
+        for group in sorted(self._dirty_groups):
+            block, offset = desc_location(geo, group)
+            raw = await self._block(block)
+            free_b = int(self.stats.free_blocks[group])
+            free_i = int(self.stats.free_inodes[group])
+            dirs = int(self.stats.used_dirs[group])
+            raw[offset + 0x0C : offset + 0x12] = b"".join(
+                (v & 0xFFFF).to_bytes(2, "little") for v in (free_b, free_i, dirs)
+            )
+            if geo.desc_size >= 64:
+                raw[offset + 0x2C : offset + 0x32] = b"".join(
+                    (v >> 16).to_bytes(2, "little") for v in (free_b, free_i, dirs)
+                )
+            self._changed(block)
+        self._dirty_groups.clear()
+        writes: dict[int, bytes] = {}
+        for kind, group in self._dirty_bitmaps:
+            where = self._bitmap_blocks[group][0 if kind == "b" else 1]
+            writes[where] = self._bitmaps[kind, group].to_block()
+        self._dirty_bitmaps.clear()
+        for block in self._dirty:
+            writes[block] = bytes(self._blocks[block])
+        self._dirty.clear()
+        if self._data_written:
+            await self.image.sync()
+            self._data_written = False
+        bs = geo.block_size
+        order = sorted(writes)
+        i = 0
+        while i < len(order):
+            j = i + 1
+            while j < len(order) and order[j] == order[j - 1] + 1:
+                j += 1
+            await self.image.write(order[i] * bs, b"".join(writes[b] for b in order[i:j]))
+            i = j
+        self._count_into_super()
+        await self._write_super()
+        await self.image.sync()
+        self._last_flush = time.monotonic()
+
+    # --- reading ----------------------------------------------------------------------------
+
+    async def lookup(self, parent: int, name: bytes) -> Attr:
+        if not self._writable:
+            return await super().lookup(parent, name)
+        _, inode = await self._lookup_entry(parent, name)
+        return self._attr(inode)
+
+    async def readdir(self, ino: int) -> Sequence[DirEntry]:
+        if not self._writable:
+            return await super().readdir(ino)
+        d = await self._dir(ino)
+        return [
+            DirEntry(name, self._attr(await self._inode(child)))
+            for name, (child, _) in list(d.names.items())
+            if name not in (b".", b"..")
+        ]
+
+    async def statfs(self) -> StatFS:
+        if self._writable:
+            self._count_into_super()
+        return await super().statfs()
+
+    # --- files ----------------------------------------------------------------------------
+
+    async def open(self, ino: int, flags: int, caller: Caller) -> int:
+        """Open `ino`; O_TRUNC on a writable open empties it (the kernel leaves that to us)."""
+        if flags & os.O_TRUNC and flags & (os.O_WRONLY | os.O_RDWR):
+            async with self._lock:
+                await self._begin()
+                inode = await self._inode(ino)
+                if stat.S_ISREG(inode.mode) and inode.size:
+                    await self._truncate(inode, 0, kill=caller.uid != 0)
+                await self._end()
+        return 0
+
+    def _max_size(self) -> int:
+        bs = self.geo.block_size
+        limit = self._max_blocks * bs
+        if not self._huge_file:
+            limit = min(limit, ((1 << 32) - 1) * 512 // bs * bs - bs * 4)
+        if "large_file" not in self.geo.features and self.sb.s_rev_level == EXT2_GOOD_OLD_REV:
+            limit = min(limit, (1 << 31) - 1)
+        return limit
+
+    def _need_large_file(self, size: int) -> None:
+        if size >= 1 << 31 and "large_file" not in self.geo.features:
+            self.sb.s_feature_ro_compat |= 0x0002
+            self.geo = replace(self.geo, features=self.geo.features | {"large_file"})
+
+    async def write(self, ino: int, handle: int, offset: int, data: bytes) -> int:
+        """Write `data` at `offset`: all of it, or nothing and ENOSPC/EFBIG."""
+        if not data:
+            return 0
+        async with self._lock:
+            await self._begin()
+            inode = await self._inode(ino)
+            if not stat.S_ISREG(inode.mode):
+                raise FSError(errno.EISDIR if stat.S_ISDIR(inode.mode) else errno.EINVAL)
+            if inode.flags & EXT4_EXTENTS_FL:
+                raise FSError(errno.EROFS, "extent-mapped files are not writable")
+            end = offset + len(data)
+            if end > self._max_size():
+                raise FSError(errno.EFBIG)
+            await self._write_locked(inode, offset, data)
+            await self._end()
+        return len(data)
+
+    async def _write_locked(self, inode: Inode, offset: int, data: bytes) -> Inode:
+        bs = self.geo.block_size
+        end = offset + len(data)
+        first, last = offset // bs, (end - 1) // bs
+        count = last - first + 1
+        runs = await self._map(inode, first, count)
+        i_block = np.frombuffer(bytearray(inode.i_block), dtype="<u4")
+        holes = sum(r.count for r in runs if not r.physical)
+        if holes:
+            need = holes + await missing_indirect(i_block, first, count, self._per_block, self)
+            await self._reserve(need)
+        # Allocate the holes, each near the block before it.
+        placed: list[tuple[int, int, int, bool]] = []  # logical, physical, count, new
+        goal = 0
+        if first:
+            before = await self._map(inode, first - 1, 1)
+            goal = before[0].physical + 1 if before[0].physical else 0
+        goal = goal or self._group_goal(inode.ino)
+        for run in runs:
+            if run.physical:
+                placed.append((run.logical, run.physical, run.count, False))
+                goal = run.physical + run.count
+                continue
+            logical, left = run.logical, run.count
+            while left:
+                phys, got = await self._alloc_blocks(goal, left)
+                placed.append((logical, phys, got, True))
+                logical, left, goal = logical + got, left - got, phys + got
+        # Data first: new blocks whole (zeros around the data), old ones just the bytes.
+        pieces: list[tuple[int, bytes]] = []
+        view = memoryview(data)
+        for logical, phys, n, new in placed:
+            lo = max(offset, logical * bs)
+            hi = min(end, (logical + n) * bs)
+            chunk = view[lo - offset : hi - offset]
+            if new:
+                head, tail = lo - logical * bs, (logical + n) * bs - hi
+                chunk = bytes(head) + bytes(chunk) + bytes(tail) if head or tail else chunk
+                pieces.append((phys * bs, chunk))
+            else:
+                pieces.append((phys * bs + lo - logical * bs, chunk))
+        await self._write_data(pieces)
+        # Then the pointers and the inode.
+        created = 0
+        allocated = 0
+        for logical, phys, n, new in placed:
+            if new:
+                created += await set_run(i_block, logical, phys, n, self._per_block, self)
+                allocated += n
+        now = time.time_ns()
+        self._need_large_file(end)
+        return await self._put(
+            replace(
+                inode,
+                i_block=i_block.tobytes(),
+                size=max(inode.size, end),
+                blocks_512=inode.blocks_512 + (allocated + created) * (bs // 512),
+                mode=_kill_priv(inode.mode),
+                mtime_ns=now,
+                ctime_ns=now,
+            )
+        )
+
+    async def _write_data(self, pieces: list[tuple[int, bytes | memoryview]]) -> None:
+        """Write file data, joining pieces that are contiguous on disk into one write."""
+        pieces.sort(key=lambda p: p[0])
+        i = 0
+        while i < len(pieces):
+            start, first = pieces[i]
+            stop = start + len(first)
+            parts = [first]
+            j = i + 1
+            while j < len(pieces) and pieces[j][0] == stop:
+                parts.append(pieces[j][1])
+                stop += len(pieces[j][1])
+                j += 1
+            await self.image.write(start, parts[0] if len(parts) == 1 else b"".join(parts))
+            i = j
+        self._data_written = True
+
+    async def _truncate(self, inode: Inode, size: int, *, kill: bool) -> Inode:
+        if size > self._max_size():
+            raise FSError(errno.EFBIG)
+        bs = self.geo.block_size
+        i_block = inode.i_block
+        blocks_512 = inode.blocks_512
+        if size < inode.size:
+            keep = -(-size // bs)
+            pointers = np.frombuffer(bytearray(i_block), dtype="<u4")
+            freed = await truncate_blocks(pointers, keep, self._per_block, self)
+            i_block = pointers.tobytes()
+            self._free_blocks(freed)
+            blocks_512 -= len(freed) * (bs // 512)
+            if size % bs:
+                # Bytes past the end of the last block must read as zeros if it grows again.
+                runs = await self._map(replace(inode, i_block=i_block), keep - 1, 1)
+                tail = size % bs
+                if runs[0].physical:
+                    await self._write_data([(runs[0].physical * bs + tail, bytes(bs - tail))])
+        self._need_large_file(size)
+        now = time.time_ns()
+        return await self._put(
+            replace(
+                inode,
+                i_block=i_block,
+                size=size,
+                blocks_512=blocks_512,
+                mode=_kill_priv(inode.mode) if kill else inode.mode,
+                mtime_ns=now,
+                ctime_ns=now,
+            )
+        )
+
+    async def release(self, ino: int, handle: int) -> None:
+        """Nothing is held per open file: every write already reached the block layer."""
+
+    async def fsync(self, ino: int, handle: int, datasync: bool) -> None:
+        """Write everything back (one flush covers every file: there is no per-file state)."""
+        async with self._lock:
+            await self._begin()
+            await self._flush()
+
+    def forget(self, ino: int) -> None:
+        """The kernel let go of `ino`: an unlinked inode may now be freed (next request)."""
+        if ino in self._orphans:
+            self._forgotten.add(ino)
+
+    async def close(self) -> None:
+        """Free every unlinked inode, write everything back and mark the volume clean."""
+        if not self._writable:
+            return
+        async with self._lock:
+            self._forgotten |= self._orphans
+            await self._begin()
+            await self._flush()
+            self.sb.s_state |= EXT2_VALID_FS
+            await self._write_super()
+            await self.image.sync()
+            self._writable = False
+
+    # --- creating names ---------------------------------------------------------------------
+
+    async def _make(
+        self,
+        parent: int,
+        name: bytes,
+        mode: int,
+        caller: Caller,
+        *,
+        i_block: bytes = bytes(60),
+        extra_blocks: int = 0,
+    ) -> Inode:
+        """Create inode `name` in `parent` (type and bits in `mode`), checked for space."""
+        parent_inode, d = await self._absent(parent, name)
+        if parent_inode.links_count == 0:
+            raise FSError(errno.ENOENT)  # the directory was removed while open
+        await self._reserve(extra_blocks + await self._dir_need(parent_inode, d, name), 1)
+        inode = await self._new_inode(parent_inode, mode, caller, i_block=i_block)
+        await self._dir_add(parent, name, inode.ino, mode)
+        return inode
+
+    async def create(
+        self, parent: int, name: bytes, mode: int, flags: int, caller: Caller
+    ) -> tuple[Attr, int]:
+        async with self._lock:
+            await self._begin()
+            inode = await self._make(parent, name, stat.S_IFREG | (mode & 0o7777), caller)
+            await self._end()
+        return self._attr(inode), 0
+
+    async def mknod(self, parent: int, name: bytes, mode: int, rdev: int, caller: Caller) -> Attr:
+        kind = stat.S_IFMT(mode) or stat.S_IFREG
+        if kind not in _FILE_TYPES or kind in (stat.S_IFDIR, stat.S_IFLNK):
+            raise FSError(errno.EINVAL)
+        i_block = bytes(60)
+        if kind in (stat.S_IFCHR, stat.S_IFBLK):
+            i_block = encode_rdev(rdev).ljust(60, b"\0")
+        async with self._lock:
+            await self._begin()
+            inode = await self._make(parent, name, kind | (mode & 0o7777), caller, i_block=i_block)
+            await self._end()
+        return self._attr(inode)
+
+    async def mkdir(self, parent: int, name: bytes, mode: int, caller: Caller) -> Attr:
+        async with self._lock:
+            await self._begin()
+            parent_inode = await self._inode(parent)
+            if parent_inode.links_count >= EXT2_LINK_MAX:
+                raise FSError(errno.EMLINK)
+            inode = await self._make(
+                parent, name, stat.S_IFDIR | (mode & 0o7777), caller, extra_blocks=1
+            )
+            bs = self.geo.block_size
+            phys, _ = await self._alloc_blocks(self._group_goal(inode.ino), 1)
+            self._new_block(phys, first_block(inode.ino, parent, bs, filetype=self._filetype))
+            inode = await self._put(
+                replace(
+                    inode,
+                    links_count=2,
+                    size=bs,
+                    blocks_512=bs // 512,
+                    i_block=phys.to_bytes(4, "little") + bytes(56),
+                )
+            )
+            await self._touch_dir(parent, links=1)
+            await self._end()
+        return self._attr(inode)
+
+    async def symlink(self, parent: int, name: bytes, target: bytes, caller: Caller) -> Attr:
+        bs = self.geo.block_size
+        if len(target) >= bs:
+            raise FSError(errno.ENAMETOOLONG)
+        mode = stat.S_IFLNK | 0o777
+        async with self._lock:
+            await self._begin()
+            if len(target) <= FAST_SYMLINK_MAX:
+                fast = target.ljust(60, b"\0")
+                inode = await self._make(parent, name, mode, caller, i_block=fast)
+                inode = await self._put(replace(inode, size=len(target)))
+            else:
+                inode = await self._make(parent, name, mode, caller, extra_blocks=1)
+                phys, _ = await self._alloc_blocks(self._group_goal(inode.ino), 1)
+                await self._write_data([(phys * bs, target.ljust(bs, b"\0"))])
+                inode = await self._put(
+                    replace(
+                        inode,
+                        size=len(target),
+                        blocks_512=bs // 512,
+                        i_block=phys.to_bytes(4, "little") + bytes(56),
+                    )
+                )
+            await self._end()
+        return self._attr(inode)
+
+    async def link(self, ino: int, new_parent: int, new_name: bytes) -> Attr:
+        async with self._lock:
+            await self._begin()
+            inode = await self._inode(ino)
+            if stat.S_ISDIR(inode.mode):
+                raise FSError(errno.EPERM)
+            if inode.links_count >= EXT2_LINK_MAX:
+                raise FSError(errno.EMLINK)
+            if inode.links_count == 0:
+                raise FSError(errno.ENOENT)
+            parent_inode, d = await self._absent(new_parent, new_name)
+            await self._reserve(await self._dir_need(parent_inode, d, new_name))
+            await self._dir_add(new_parent, new_name, ino, inode.mode)
+            inode = await self._put(
+                replace(inode, links_count=inode.links_count + 1, ctime_ns=time.time_ns())
+            )
+            await self._end()
+        return self._attr(inode)
+
+    # --- removing names ---------------------------------------------------------------------
+
+    async def unlink(self, parent: int, name: bytes) -> None:
+        async with self._lock:
+            await self._begin()
+            _, inode = await self._lookup_entry(parent, name)
+            if stat.S_ISDIR(inode.mode):
+                raise FSError(errno.EISDIR)
+            await self._dir_remove(parent, name)
+            await self._unlink_inode(inode)
+            await self._end()
+
+    async def _empty_dir(self, ino: int) -> None:
+        d = await self._dir(ino)
+        if any(name not in (b".", b"..") for name in d.names):
+            raise FSError(errno.ENOTEMPTY)
+
+    async def rmdir(self, parent: int, name: bytes) -> None:
+        async with self._lock:
+            await self._begin()
+            ino, inode = await self._lookup_entry(parent, name)
+            if not stat.S_ISDIR(inode.mode):
+                raise FSError(errno.ENOTDIR)
+            await self._empty_dir(ino)
+            await self._dir_remove(parent, name)
+            await self._unlink_inode(inode, links=inode.links_count)
+            await self._touch_dir(parent, links=-1)
+            await self._end()
+
+    async def rename(
+        self, old_parent: int, old_name: bytes, new_parent: int, new_name: bytes, flags: int
+    ) -> None:
+        async with self._lock:
+            await self._begin()
+            src_ino, src = await self._lookup_entry(old_parent, old_name)
+            check_name(new_name)
+            dst_entry = (await self._dir(new_parent)).names.get(new_name)
+            if flags & RENAME_EXCHANGE:
+                if dst_entry is None:
+                    raise FSError(errno.ENOENT)
+                await self._exchange(old_parent, old_name, src, new_parent, new_name)
+            elif dst_entry is None:
+                await self._move(old_parent, old_name, src, new_parent, new_name)
+            elif flags & RENAME_NOREPLACE:
+                raise FSError(errno.EEXIST)
+            elif dst_entry[0] != src_ino:
+                await self._replace(old_parent, old_name, src, new_parent, new_name)
+            await self._end()
+
+    async def _moved_dir(self, inode: Inode, old_parent: int, new_parent: int) -> None:
+        """A directory changed parents: its ".." and both parents' link counts follow."""
+        if stat.S_ISDIR(inode.mode) and old_parent != new_parent:
+            await self._set_parent(inode.ino, new_parent)
+            await self._touch_dir(old_parent, links=-1)
+            await self._touch_dir(new_parent, links=1)
+
+    async def _move(
+        self, old_parent: int, old_name: bytes, src: Inode, new_parent: int, new_name: bytes
+    ) -> None:
+        parent_inode, d = await self._absent(new_parent, new_name)
+        moving_dir = stat.S_ISDIR(src.mode) and old_parent != new_parent
+        if moving_dir and parent_inode.links_count >= EXT2_LINK_MAX:
+            raise FSError(errno.EMLINK)
+        await self._reserve(await self._dir_need(parent_inode, d, new_name))
+        await self._dir_add(new_parent, new_name, src.ino, src.mode)
+        await self._dir_remove(old_parent, old_name)
+        await self._moved_dir(src, old_parent, new_parent)
+        await self._put(replace(await self._inode(src.ino), ctime_ns=time.time_ns()))
+
+    async def _replace(
+        self, old_parent: int, old_name: bytes, src: Inode, new_parent: int, new_name: bytes
+    ) -> None:
+        _, dst = await self._lookup_entry(new_parent, new_name)
+        if stat.S_ISDIR(src.mode) and not stat.S_ISDIR(dst.mode):
+            raise FSError(errno.ENOTDIR)
+        if not stat.S_ISDIR(src.mode) and stat.S_ISDIR(dst.mode):
+            raise FSError(errno.EISDIR)
+        if stat.S_ISDIR(dst.mode):
+            await self._empty_dir(dst.ino)
+        await self._dir_retarget(new_parent, new_name, src.ino, src.mode)
+        await self._dir_remove(old_parent, old_name)
+        if stat.S_ISDIR(dst.mode):
+            await self._unlink_inode(dst, links=dst.links_count)
+            await self._touch_dir(new_parent, links=-1)  # the replaced directory's ".."
+        else:
+            await self._unlink_inode(dst)
+        await self._moved_dir(src, old_parent, new_parent)
+        await self._put(replace(await self._inode(src.ino), ctime_ns=time.time_ns()))
+
+    async def _exchange(
+        self, old_parent: int, old_name: bytes, src: Inode, new_parent: int, new_name: bytes
+    ) -> None:
+        _, dst = await self._lookup_entry(new_parent, new_name)
+        await self._dir_retarget(new_parent, new_name, src.ino, src.mode)
+        await self._dir_retarget(old_parent, old_name, dst.ino, dst.mode)
+        if old_parent != new_parent:
+            for inode, was, now in ((src, old_parent, new_parent), (dst, new_parent, old_parent)):
+                if stat.S_ISDIR(inode.mode):
+                    await self._set_parent(inode.ino, now)
+                    await self._touch_dir(was, links=-1)
+                    await self._touch_dir(now, links=1)
+        now_ns = time.time_ns()
+        for ino in (src.ino, dst.ino):
+            await self._put(replace(await self._inode(ino), ctime_ns=now_ns))
+
+    # --- attributes -------------------------------------------------------------------------
+
+    async def setattr(self, ino: int, changes: SetAttr, caller: Caller) -> Attr:
+        async with self._lock:
+            await self._begin()
+            inode = await self._inode(ino)
+            if changes.size is not None:
+                if stat.S_ISDIR(inode.mode):
+                    raise FSError(errno.EISDIR)
+                if not stat.S_ISREG(inode.mode):
+                    raise FSError(errno.EINVAL)
+                if changes.size != inode.size or caller.uid != 0:
+                    inode = await self._truncate(inode, changes.size, kill=caller.uid != 0)
+            mode = inode.mode
+            if changes.mode is not None:
+                mode = stat.S_IFMT(mode) | (changes.mode & 0o7777)
+            if (changes.uid is not None or changes.gid is not None) and not stat.S_ISDIR(mode):
+                mode = _kill_priv(mode)
+            inode = await self._put(
+                replace(
+                    inode,
+                    mode=mode,
+                    uid=inode.uid if changes.uid is None else changes.uid,
+                    gid=inode.gid if changes.gid is None else changes.gid,
+                    atime_ns=inode.atime_ns if changes.atime_ns is None else changes.atime_ns,
+                    mtime_ns=inode.mtime_ns if changes.mtime_ns is None else changes.mtime_ns,
+                    ctime_ns=time.time_ns(),
+                )
+            )
+            await self._end()
+        return self._attr(inode)
+
+
+def _word(feature: str) -> int:
+    """Which feature word (`COMPAT`, `INCOMPAT`, `RO_COMPAT`) `feature` sits in."""
+    for (word, _), name in FEATURE_NAMES.items():
+        if name == feature:
+            return word
+    return {"C": COMPAT, "I": INCOMPAT}.get(feature[len("FEATURE_") :][:1], RO_COMPAT)
+
+
+class WritableExt2Driver(Ext2Driver):
+    """The ext2 driver type, opening images read-write when asked (see module docstring)."""
+
+    async def open(self, sources: Sequence[ImageFile], options: MountOptions) -> Ext2FileSystem:
+        if not options.writable:
+            return await super().open(sources, options)
+        if len(sources) != 1:
+            raise Refusal(f"ext2 takes exactly one image, not {len(sources)}")
+        return await WritableExt2.load(sources[0], options)
+
+
+DRIVER = WritableExt2Driver()
+
+__all__ = ["DRIVER", "WritableExt2", "WritableExt2Driver"]
