@@ -101,7 +101,7 @@ async def test_readdir_lists_dots_then_entries_with_offsets_and_counts_reference
 
 
 async def test_a_listing_is_a_snapshot_until_read_again_from_the_start() -> None:
-    b, fs = broker()
+    b, fs = broker(read_only=False)
     fh = b.opendir(ROOT)
     await b.readdir(fh, 0)
     fs.children[b"late"] = 7
@@ -193,3 +193,46 @@ async def test_reads_through_the_buffer_cache_reach_the_driver_once() -> None:
     assert fs.reads == [(0, 4096)]
     stats = b.cache.statistics(7)
     assert (stats.hits, stats.misses, stats.bytes_from_driver) == (2, 1, 3)
+
+
+class CountingTreeFS(TreeFS):
+    """TreeFS that counts the metadata calls reaching it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    async def getattr(self, ino: int) -> Attr:
+        self.calls.append("getattr")
+        return await super().getattr(ino)
+
+    async def lookup(self, parent: int, name: bytes) -> Attr:
+        self.calls.append("lookup")
+        return await super().lookup(parent, name)
+
+    async def readdir(self, ino: int) -> list[DirEntry]:
+        self.calls.append("readdir")
+        return await super().readdir(ino)
+
+
+async def test_read_only_mounts_remember_names_attributes_and_listings() -> None:
+    fs = CountingTreeFS()
+    b = Broker(fs, read_only=True, cache=None, mount_id=0)
+    for _ in range(3):
+        await b.lookup(ROOT, b"five")
+        assert await b.lookup(ROOT, b"nope") is None
+        await b.getattr(5)
+        await b.readdir(b.opendir(ROOT), 0)
+    # Only the first round reaches the driver (TreeFS's lookup and readdir call its own
+    # getattr: 1 + 1 for the lookups and the stat, 2 in the listing, 1 for the directory).
+    assert sorted(fs.calls) == ["getattr"] * 5 + ["lookup"] * 2 + ["readdir"]
+    stats = b.statistics()
+    assert (stats.metadata_hits, stats.metadata_misses) == (10, 5)
+
+
+async def test_writable_mounts_ask_the_driver_every_time() -> None:
+    fs = CountingTreeFS()
+    b = Broker(fs, read_only=False, cache=None, mount_id=0)
+    await b.getattr(5)
+    await b.getattr(5)
+    assert fs.calls == ["getattr", "getattr"]

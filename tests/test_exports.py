@@ -18,6 +18,7 @@ PUBLIC = [
     "GetXattr",
     "ImageFile",
     "ImageInUse",
+    "LRU",
     "Link",
     "ListXattr",
     "MkDir",

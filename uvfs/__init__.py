@@ -41,8 +41,10 @@ from uvfs._api import (
     Write,
 )
 from uvfs._image import ImageFile, ImageInUse
+from uvfs._lru import LRU
 
 __all__ = [
+    "LRU",
     "RENAME_EXCHANGE",
     "RENAME_NOREPLACE",
     "Attr",

@@ -14,6 +14,12 @@ holds a snapshot of the listing taken when it is read from offset 0, so a readdi
 several kernel requests sees one consistent listing while entries come and go, as POSIX
 allows; entry *i* of the snapshot has offset *i + 1*.
 
+On a read-only mount nothing the driver says can change, so the broker also remembers
+attributes, names (found or missing) and directory listings in a bounded LRU: after the
+kernel lets them go (memory pressure, a dropped cache), they are answered again without
+the driver. On a writable mount every change passes through the kernel, whose own caches
+the broker's timeouts keep short, so the broker keeps no metadata there.
+
 Errors: a driver fails with `FSError`, which passes through. Anything else a driver raises
 is a bug in the driver: it is logged with its traceback and the request fails with EIO; the
 mount stays up. This module does not import pyfuse3 (the glue in `_fuse.py` does), so it can
@@ -34,6 +40,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from uvfs import _api as api
 from uvfs._api import Attr, Caller, DirEntry, FSError, SetAttr, StatFS
+from uvfs._lru import LRU
 
 if TYPE_CHECKING:
     from uvfs._cache import BufferCache
@@ -41,6 +48,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("uvfs.broker")
 
 ROOT = 1  # FUSE's root inode number
+METADATA_ENTRIES = 100_000  # weight of the read-only metadata cache (a listing weighs its size)
+
+_ABSENT = object()  # not in the metadata cache
+_MISSING = object()  # cached: the name does not exist
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -80,6 +91,8 @@ class BrokerStatistics:
     nodes: int  # nodes the kernel holds references to
     open_files: int
     open_dirs: int
+    metadata_hits: int  # answered from the read-only metadata cache
+    metadata_misses: int
 
 
 @dataclass(slots=True)
@@ -124,6 +137,9 @@ class Broker:
         self._handles = itertools.count(1)
         self._requests = 0
         self._errors = 0
+        self._metadata: LRU[tuple, Any] | None = LRU(METADATA_ENTRIES) if read_only else None
+        self._metadata_hits = 0
+        self._metadata_misses = 0
 
     # --- numbering ------------------------------------------------------------------------
 
@@ -171,20 +187,40 @@ class Broker:
             nodes=len(self._lookups),
             open_files=len(self._files),
             open_dirs=len(self._dirs),
+            metadata_hits=self._metadata_hits,
+            metadata_misses=self._metadata_misses,
         )
+
+    async def _remembered(self, key: tuple, fetch: Callable[[], Awaitable[Any]]) -> Any:
+        """`fetch()`, or what it returned before, on a read-only mount."""
+        if self._metadata is None:
+            return await fetch()
+        value = self._metadata.get(key, _ABSENT)
+        if value is not _ABSENT:
+            self._metadata_hits += 1
+            return value
+        self._metadata_misses += 1
+        value = await fetch()
+        self._metadata.put(key, value, len(value) + 1 if isinstance(value, Sequence) else 1)
+        return value
 
     # --- names and attributes ---------------------------------------------------------------
 
     @_request
     async def lookup(self, parent: int, name: bytes) -> Attr | None:
         """The named node, or None for a missing name the kernel may cache as missing."""
-        try:
-            attr = await self.fs.lookup(self._swap(parent), name)
-        except FSError as e:
-            if e.errno == errno.ENOENT and self.timeouts.negative:
-                return None
-            raise
-        return self._remember(attr)
+        parent = self._swap(parent)
+
+        async def fetch() -> Any:
+            try:
+                return await self.fs.lookup(parent, name)
+            except FSError as e:
+                if e.errno == errno.ENOENT and self.timeouts.negative:
+                    return _MISSING
+                raise
+
+        attr = await self._remembered(("entry", parent, name), fetch)
+        return None if attr is _MISSING else self._remember(attr)
 
     def forget(self, ino: int, count: int) -> None:
         ino = self._swap(ino)
@@ -201,7 +237,8 @@ class Broker:
 
     @_request
     async def getattr(self, ino: int) -> Attr:
-        return self.to_kernel(await self.fs.getattr(self._swap(ino)))
+        ino = self._swap(ino)
+        return self.to_kernel(await self._remembered(("attr", ino), lambda: self.fs.getattr(ino)))
 
     @_request
     async def setattr(self, ino: int, changes: SetAttr, caller: Caller) -> Attr:
@@ -243,8 +280,12 @@ class Broker:
         """
         handle = self._dirs[fh]
         if start == 0:
-            listing = await self.fs.readdir(handle.ino) if isinstance(self.fs, api.ReadDir) else ()
-            own = await self.fs.getattr(handle.ino)
+            listing = (
+                await self._remembered(("dir", handle.ino), lambda: self.fs.readdir(handle.ino))
+                if isinstance(self.fs, api.ReadDir)
+                else ()
+            )
+            own = await self._remembered(("attr", handle.ino), lambda: self.fs.getattr(handle.ino))
             # "." and ".." carry the directory's own attributes: the kernel takes no reference
             # for them and ignores their attributes.
             handle.entries = [DirEntry(b".", own), DirEntry(b"..", own), *listing]
