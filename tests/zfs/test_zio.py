@@ -1,0 +1,165 @@
+"""The read pipeline on hand-built blocks: holes, embedded pointers, ditto copies, gang
+blocks, checksum failures and hostile sizes."""
+
+from __future__ import annotations
+
+import errno
+import struct
+from pathlib import Path
+
+import lz4.block
+import pytest
+from uvfs_fs.zfs import checksum as ck
+from uvfs_fs.zfs.blkptr import parse_blkptr
+from uvfs_fs.zfs.label import VDEV_LABEL_START_SIZE
+from uvfs_fs.zfs.vdev import LeafVdev, MirrorVdev, Vdev, VdevStats
+from uvfs_fs.zfs.zio import zio_read
+
+from uvfs import FSError
+from uvfs._image import ImageFile
+
+TEXT = b"".join(b"block data %d\n" % i for i in range(200))[:2048]
+
+
+def _bp(
+    dvas: list[tuple[int, int, int, bool]],
+    lsize: int,
+    psize: int,
+    cksum: tuple[int, ...] = (0, 0, 0, 0),
+    comp: int = 2,
+    func: int = ck.ZIO_CHECKSUM_FLETCHER_4,
+    birth: int = 10,
+) -> bytes:
+    words = [0] * 16
+    for i, (vdev, offset, asize, gang) in enumerate(dvas):
+        words[2 * i] = (vdev << 32) | (asize >> 9)
+        words[2 * i + 1] = (int(gang) << 63) | (offset >> 9)
+    words[6] = (
+        ((lsize >> 9) - 1) | (((psize >> 9) - 1) << 16) | (comp << 32) | (func << 40)
+        | (19 << 48) | (1 << 63)
+    )  # fmt: skip
+    words[10] = birth
+    words[12:16] = cksum
+    return struct.pack("<16Q", *words)
+
+
+def _image(tmp_path: Path, blocks: dict[int, bytes]) -> ImageFile:
+    path = tmp_path / "vdev.img"
+    with open(path, "wb") as f:
+        f.truncate(VDEV_LABEL_START_SIZE + (1 << 20))
+        for offset, data in blocks.items():
+            f.seek(VDEV_LABEL_START_SIZE + offset)
+            f.write(data)
+    return ImageFile(str(path))
+
+
+def _leaf(image: ImageFile | None, stats: VdevStats, guid: int = 1) -> LeafVdev:
+    return LeafVdev(type="file", guid=guid, id=0, stats=stats, image=image)
+
+
+async def _read(vdevs: list[Vdev], raw: bytes, stats: VdevStats) -> bytes:
+    return await zio_read(vdevs, parse_blkptr(raw, "<"), stats)
+
+
+async def test_hole_reads_as_zeros() -> None:
+    stats = VdevStats()
+    words = [0] * 16
+    words[6] = (8 - 1) | (1 << 63)
+    assert await _read([], struct.pack("<16Q", *words), stats) == bytes(4096)
+
+
+async def test_embedded_lz4_payload() -> None:
+    data = b"embedded " * 100
+    raw = lz4.block.compress(data, store_size=False)
+    payload = struct.pack(">I", len(raw)) + raw
+    assert len(payload) <= 112
+    payload += bytes(112 - len(payload))
+    words = [0] * 16
+    it = iter(struct.unpack("<14Q", payload))
+    for i in (0, 1, 2, 3, 4, 5, 7, 8, 9, 11, 12, 13, 14, 15):
+        words[i] = next(it)
+    psize = 4 + len(raw)
+    words[6] = (len(data) - 1) | ((psize - 1) << 25) | (15 << 32) | (1 << 39) | (19 << 48)
+    words[6] |= 1 << 63
+    stats = VdevStats()
+    assert await _read([], struct.pack("<16Q", *words), stats) == data
+    words[6] |= 1 << 40  # embedded type 1 (redacted): no data
+    with pytest.raises(FSError) as e:
+        await _read([], struct.pack("<16Q", *words), stats)
+    assert e.value.errno == errno.EIO
+
+
+async def test_ditto_copy_and_mirror_side_recover(tmp_path: Path) -> None:
+    cksum = ck.fletcher4(TEXT, "<")
+    good = _image(tmp_path, {8192: TEXT})
+    bad_path = tmp_path / "bad"
+    bad_path.mkdir()
+    bad = _image(bad_path, {8192: b"X" * 2048, 16384: TEXT})
+    stats = VdevStats()
+    sides: list[Vdev] = [_leaf(bad, stats), _leaf(None, stats), _leaf(good, stats)]
+    mirror = MirrorVdev(type="mirror", guid=9, id=0, stats=stats, children=sides)
+    raw = _bp([(0, 8192, 2048, False)], 2048, 2048, cksum)
+    assert await _read([mirror], raw, stats) == TEXT
+    assert (stats.checksum_errors, stats.leaf_errors) == (1, 1)
+    # The first DVA is bad on its only vdev, the second DVA holds the block.
+    lone = _leaf(bad, stats)
+    raw = _bp([(0, 8192, 2048, False), (0, 16384, 2048, False)], 2048, 2048, cksum)
+    assert await _read([lone], raw, stats) == TEXT
+    raw = _bp([(0, 8192, 2048, False), (5, 0, 512, False)], 2048, 2048, cksum)
+    with pytest.raises(FSError, match="no copy passes"):
+        await _read([lone], raw, stats)
+
+
+def _gang_header(children: list[bytes], vdev: int, offset: int, birth: int) -> bytes:
+    body = b"".join(children) + bytes(512 - 40 - 128 * len(children))
+    tail = struct.pack("<Q", ck.ZEC_MAGIC)
+    seed = struct.pack("<4Q", vdev, offset, birth, 0)
+    words = ck.compute(ck.ZIO_CHECKSUM_GANG_HEADER, body + tail + seed, "<")
+    return body + tail + struct.pack("<4Q", *words)
+
+
+async def test_gang_block(tmp_path: Path) -> None:
+    halves = TEXT[:1024], TEXT[1024:]
+    kids = [
+        _bp([(0, 4096 * (i + 2), 1024, False)], 1024, 1024, ck.fletcher4(h, "<"))
+        for i, h in enumerate(halves)
+    ]
+    header = _gang_header([*kids, bytes(128)], 0, 4096, 10)
+    image = _image(tmp_path, {4096: header, 8192: halves[0], 12288: halves[1]})
+    stats = VdevStats()
+    leaf = _leaf(image, stats)
+    raw = _bp([(0, 4096, 512, True)], 2048, 2048, ck.fletcher4(TEXT, "<"))
+    assert await _read([leaf], raw, stats) == TEXT
+    # The header is seeded with the block's identity: the same bytes elsewhere fail.
+    (tmp_path / "moved").mkdir()
+    moved = _image(tmp_path / "moved", {12288: header})
+    raw = _bp([(0, 12288, 512, True)], 2048, 2048, ck.fletcher4(TEXT, "<"))
+    with pytest.raises(FSError):
+        await _read([_leaf(moved, stats)], raw, stats)
+
+
+async def test_unverifiable_checksum_is_counted(tmp_path: Path) -> None:
+    stats = VdevStats()
+    leaf = _leaf(_image(tmp_path, {0: TEXT}), stats)
+    raw = _bp([(0, 0, 2048, False)], 2048, 2048, func=ck.ZIO_CHECKSUM_SKEIN)
+    assert await _read([leaf], raw, stats) == TEXT
+    assert stats.unverified == 1
+
+
+async def test_corrupt_compressed_block_is_eio(tmp_path: Path) -> None:
+    junk = b"\xff" * 512
+    stats = VdevStats()
+    leaf = _leaf(_image(tmp_path, {0: junk}), stats)
+    raw = _bp([(0, 0, 512, False)], 4096, 512, ck.fletcher4(junk, "<"), comp=3)
+    with pytest.raises(FSError) as e:
+        await _read([leaf], raw, stats)
+    assert e.value.errno == errno.EIO and "lzjb" in str(e.value)
+
+
+async def test_block_past_the_image_is_eio(tmp_path: Path) -> None:
+    stats = VdevStats()
+    leaf = _leaf(_image(tmp_path, {}), stats)
+    raw = _bp([(0, 1 << 30, 512, False)], 512, 512)
+    with pytest.raises(FSError):
+        await _read([leaf], raw, stats)
+    assert stats.leaf_errors == 1
