@@ -136,3 +136,14 @@ def test_parse_options() -> None:
     assert options.cache_size == 64 << 20
     assert parse_options(None).writable is True
     assert parse_options("ro,rw").writable is True  # the last one wins, as in mount(8)
+
+
+def test_an_image_mounted_read_only_cannot_be_mounted_writable(mount, tmp_path: Path) -> None:
+    import subprocess
+
+    image = tmp_path / "x.img"
+    subprocess.run(["mke2fs", "-q", "-F", "-t", "ext2", str(image), "4M"], check=True)
+    mount(image, options="ro")
+    (tmp_path / "second").mkdir()
+    done = run_uvfs("mount", "-o", "rw", str(image), str(tmp_path / "second"), check=False)
+    one_line_error(done, r".*/x\.img: image is in use by another uvfs mount")

@@ -1,0 +1,59 @@
+"""Image I/O: exact positional reads, EIO past the end, read-only means unwritable, and locks
+that keep a second writer (or a writer beside readers) away."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import pytest
+
+from uvfs import FSError, ImageFile, ImageInUse
+
+
+@pytest.fixture
+def image(tmp_path: Path) -> Path:
+    path = tmp_path / "img"
+    path.write_bytes(bytes(range(256)) * 16)
+    return path
+
+
+async def test_reads_are_positional_and_exact(image: Path) -> None:
+    with ImageFile(str(image)) as f:
+        assert f.size == 4096
+        assert await f.read(250, 10) == bytes([250, 251, 252, 253, 254, 255, 0, 1, 2, 3])
+        big = await f.read(0, 4096)
+        assert big == image.read_bytes()
+
+
+async def test_a_read_past_the_end_is_eio(image: Path) -> None:
+    with ImageFile(str(image)) as f:
+        with pytest.raises(FSError) as excinfo:
+            await f.read(4090, 10)
+        assert excinfo.value.errno == errno.EIO
+
+
+async def test_read_only_images_refuse_writes(image: Path) -> None:
+    with ImageFile(str(image)) as f:
+        with pytest.raises(FSError) as excinfo:
+            await f.write(0, b"x")
+        assert excinfo.value.errno == errno.EROFS
+    assert image.read_bytes()[:1] == b"\x00"
+
+
+async def test_writes_land_where_asked(image: Path) -> None:
+    with ImageFile(str(image), writable=True) as f:
+        await f.write(4094, b"abcd")  # past the end: the image grows
+        await f.sync()
+        assert f.size == 4098
+    assert image.read_bytes()[4094:] == b"abcd"
+
+
+def test_one_writer_or_many_readers(image: Path) -> None:
+    with ImageFile(str(image), writable=True):
+        with pytest.raises(ImageInUse, match="in use by another uvfs mount"):
+            ImageFile(str(image), writable=True)
+        with pytest.raises(ImageInUse):
+            ImageFile(str(image))
+    with ImageFile(str(image)), ImageFile(str(image)), pytest.raises(ImageInUse):
+        ImageFile(str(image), writable=True)
