@@ -1,4 +1,4 @@
-"""A read-only FileSystem over a real directory tree that records every access.
+"""A FileSystem passing a real directory tree through read-only, recording every access.
 
 Theory of operation. The tree is reached only through a directory file descriptor opened
 before the mount exists (`Passthrough.from_path`), so the mount can later cover the tree's own
@@ -17,6 +17,10 @@ path without the driver ever seeing itself. Every node is named relative to its 
 Directories keep their descriptor until the kernel forgets them and their last child
 node is gone, so a deep tree costs one descriptor per directory the kernel still holds.
 
+Writes are refused with EROFS, but recorded first (``open_write``): an open for writing,
+a create, and a truncate or chmod (setattr). The mount itself must be writable for these
+to reach the driver at all.
+
 Every request is reported to a `Recorder` under the node's real path (the tree's path
 joined with the names walked). `hidden(path)` lets ``--enforce`` hide files: a hidden name
 is ENOENT to lookup and absent from readdir, and the attempt is recorded as ``hidden``.
@@ -32,7 +36,7 @@ from dataclasses import dataclass
 
 from uvfs_fs.audit.recorder import Access, Kind, Recorder, classify_open
 
-from uvfs._api import Attr, Caller, DirEntry, FSError, StatFS
+from uvfs._api import Attr, Caller, DirEntry, FSError, SetAttr, StatFS
 
 ROOT_INO = 1
 _DEV_SHIFT = 56
@@ -266,6 +270,19 @@ class Passthrough:
             os.close(fd)
             raise FSError(errno.ESTALE, f"{node.path} was replaced")
         return fd
+
+    async def create(
+        self, parent: int, name: bytes, mode: int, flags: int, caller: Caller
+    ) -> tuple[Attr, int]:
+        _check_name(name)
+        path = _join(self._node(parent).path, name)
+        self.recorder.record(path, Access.OPEN_WRITE, Kind.ABSENT)
+        raise FSError(errno.EROFS)
+
+    async def setattr(self, ino: int, changes: SetAttr, caller: Caller) -> Attr:
+        # open(O_TRUNC) arrives as a truncating setattr before the open itself
+        self._record(self._node(ino), Access.OPEN_WRITE)
+        raise FSError(errno.EROFS)
 
     async def read(self, ino: int, handle: int, offset: int, size: int) -> bytes:
         return os.pread(handle, size, offset)

@@ -11,8 +11,10 @@ The recorder sees the filesystem as FUSE shows it, which is less than the syscal
   open, so loading a library counts as a read, not as an exec;
 * *hidden* is a lookup of a name that exists but was hidden by ``--enforce``.
 
-Accesses served from the kernel's caches never reach the driver; the audit serves with
-zero entry and attribute timeouts so that every lookup, hit or miss, is seen.
+Accesses served from the kernel's caches never reach the driver. The audit lets the
+kernel cache nothing but attributes: every lookup, hit or miss, is recorded, and
+*getattr* counts only the times the kernel asked (fstat of an open file is answered
+from the cache). Counts are requests, not syscalls; which paths were touched is exact.
 """
 
 from __future__ import annotations

@@ -7,9 +7,10 @@ Theory of operation. Three processes, two private mount namespaces:
    where it is root) running this module's `main`;
 2. that process, the *server*, opens the common ancestor of the watched trees as a
    directory descriptor, mounts the `Passthrough` of it at ``SCRATCH/mnt`` with zero
-   entry, attribute and negative timeouts (so that every lookup, hits and misses, reaches
-   the recorder) and starts `uvfs_fs.audit.namespace`, which makes a second namespace,
-   binds the overlay over each watched tree, hides ``SCRATCH/mnt`` and execs the command.
+   entry and negative timeouts (so that every lookup, hits and misses, reaches the
+   recorder; see `ATTR_TIMEOUT`) and starts `uvfs_fs.audit.namespace`, which makes a
+   second namespace, binds the overlay over each watched tree, hides ``SCRATCH/mnt`` and
+   execs the command.
    The server itself still sees the real trees, so it can never wait on its own mount;
 3. when the command ends, the server unmounts and writes the record and exit status to
    the scratch directory, and the host process builds the report.
@@ -43,8 +44,15 @@ import trio
 from uvfs_fs.audit.passthrough import Passthrough
 from uvfs_fs.audit.recorder import Recorder
 
+from uvfs._broker import Timeouts
 from uvfs._mount import MountFailed, serve
 
+# What the kernel may cache. Names: nothing, so that every lookup, hit or miss, reaches the
+# recorder; a cached name would also hide the first stat of a file the kernel learnt from
+# a readdir (readdirplus). Attributes: the tree is read-only, so for the whole run; this
+# halves the requests of `import numpy` (each path walk asked for every component's
+# attributes again) and loses only repeated getattr counts, never a path.
+ATTR_TIMEOUT = 3600.0
 EXIT_SETUP_FAILED = 125  # as env(1) and container runners: the audit itself failed
 _UNPRIVILEGED_HINT = (
     " (as a normal user this needs unprivileged user namespaces and read-write access to"
@@ -124,7 +132,10 @@ class RunResult:
 
 
 def run(
-    command: Sequence[str], python: str, trees: Sequence[str], hidden: frozenset[str] | None
+    command: Sequence[str],
+    python: str,
+    trees: Sequence[str],
+    hidden: frozenset[str] | None,
 ) -> RunResult:
     """Run `command` with `trees` overlaid, after a bare start of `python`."""
     scratch = tempfile.mkdtemp(prefix="uvfs-audit-")
@@ -132,7 +143,8 @@ def run(
         trees = minimal_trees(trees)
         check_trees(trees, os.path.realpath(scratch))
         startup = (python, "-c", "pass")
-        plan = Plan(tuple(command), startup, os.path.commonpath(trees), tuple(trees), scratch)
+        root = os.path.commonpath(trees)
+        plan = Plan(tuple(command), startup, root, tuple(trees), scratch)
         os.mkdir(plan.mountpoint)
         if hidden is not None:
             Path(plan.hidden_file).write_bytes(b"".join(os.fsencode(p) + b"\n" for p in hidden))
@@ -175,19 +187,22 @@ async def serve_and_run(
     step = [sys.executable, "-m", "uvfs_fs.audit.namespace", plan.mountpoint, plan.root]
     step += [*plan.watched, "--"]
     async with trio.open_nursery() as nursery:
-        await nursery.start(
+        broker = await nursery.start(
             functools.partial(
                 serve,
                 fs,
                 plan.mountpoint,
-                read_only=True,
+                # Read-only at the driver, not at the kernel: opens for writing must reach
+                # the recorder before they fail with EROFS, and the broker keeps no metadata
+                # cache of its own for a writable mount (every lookup reaches the driver).
+                read_only=False,
                 fuse_options=["default_permissions"]
                 + (["allow_other"] if os.getuid() == 0 else []),
                 fsname="uvfs-audit",
                 subtype="audit",
-                entry_timeout=0,
             )
         )
+        broker.timeouts = Timeouts(entry=0.0, attr=ATTR_TIMEOUT, negative=0.0)
         try:
             await trio.run_process([*step, *plan.startup], check=False, stdin=None)
             fs.recorder = recorder

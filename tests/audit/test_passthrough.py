@@ -11,7 +11,7 @@ import pytest
 from uvfs_fs.audit.passthrough import ROOT_INO, Passthrough
 from uvfs_fs.audit.recorder import Access, Kind, Recorder
 
-from uvfs._api import Caller, FSError
+from uvfs._api import Caller, FSError, SetAttr
 
 CALLER = Caller(uid=0, gid=0)
 
@@ -109,7 +109,16 @@ async def test_writes_are_refused_and_recorded(fs: Passthrough, tree: Path, reco
         with pytest.raises(FSError) as e:
             await fs.open(mod.ino, flags, CALLER)
         assert e.value.errno == errno.EROFS
-    assert recorder[str(tree / "link")].counts[Access.OPEN_WRITE] == 3
+    with pytest.raises(FSError) as e:
+        await fs.setattr(mod.ino, SetAttr(size=0), CALLER)
+    assert e.value.errno == errno.EROFS
+    assert recorder[str(tree / "link")].counts[Access.OPEN_WRITE] == 4
+    with pytest.raises(FSError) as e:
+        await fs.create(ROOT_INO, b"new", 0o644, os.O_WRONLY | os.O_CREAT, CALLER)
+    assert e.value.errno == errno.EROFS
+    new = recorder[str(tree / "new")]
+    assert (new.kind, dict(new.counts)) == (Kind.ABSENT, {Access.OPEN_WRITE: 1})
+    assert not (tree / "new").exists()
 
 
 async def test_hard_link_is_one_node_named_by_its_latest_path(fs: Passthrough, tree: Path) -> None:

@@ -1,0 +1,63 @@
+"""Overhead of the audit: a command's wall time plain and under ``uvfs audit``, warm.
+
+Run: ``.venv/bin/python -m tests.audit.bench_overhead [--runs N] -- COMMAND...``
+(default COMMAND: this interpreter with ``-c "import numpy"``). The command is timed from
+inside the audited namespace by a wrapper, so the figure excludes the audit's own setup
+(reading dpkg's database, mounting); the total wall time of ``uvfs audit`` is shown apart.
+Not collected by pytest: a measurement, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TIMER = (
+    "import subprocess, sys, time\n"
+    "t = time.perf_counter()\n"
+    "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)\n"
+    "print(time.perf_counter() - t)\n"
+)
+
+
+def _timed(prefix: list[str], command: list[str]) -> tuple[float, float]:
+    """(the command's wall time, the whole invocation's wall time)."""
+    t = time.perf_counter()
+    out = subprocess.run(
+        [*prefix, sys.executable, "-c", TIMER, *command],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return float(out.split()[-1]), time.perf_counter() - t
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", type=int, default=7)
+    p.add_argument("command", nargs="*", default=[sys.executable, "-c", "import numpy"])
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp, "report.json")
+        audit = [sys.executable, "-m", "uvfs_fs.audit", "--quiet", "--json", str(report), "--"]
+        _timed([], args.command), _timed(audit, args.command)  # warm the caches
+        plain = [_timed([], args.command)[0] for _ in range(args.runs)]
+        audited = [_timed(audit, args.command) for _ in range(args.runs)]
+        undeclared = len(json.loads(report.read_text())["undeclared"])
+    p_med = statistics.median(plain)
+    a_med = statistics.median(a for a, _ in audited)
+    total = statistics.median(t for _, t in audited)
+    print(f"command: {' '.join(args.command)}  ({args.runs} runs, medians)")
+    print(f"plain    {p_med * 1000:8.1f} ms")
+    print(f"audited  {a_med * 1000:8.1f} ms  ratio {a_med / p_med:.2f}x")
+    print(f"uvfs audit total {total * 1000:8.1f} ms ({undeclared} undeclared owners)")
+
+
+if __name__ == "__main__":
+    main()
