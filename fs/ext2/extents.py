@@ -16,10 +16,11 @@ visits at most N + 1 children per node, whatever the tree says.
 from __future__ import annotations
 
 import errno
+from bisect import bisect_right
 
-import numpy as np
 from construct import Int16ul, Int32ul, Struct
 from uvfs_fs.ext2.blockmap import ReadBlock, Run, append_run
+from uvfs_fs.ext2.record import FastRecord
 
 from uvfs._api import FSError
 
@@ -51,39 +52,57 @@ ext4_extent_idx = Struct(
 ).compile()
 # fmt: on
 
-# The same records as numpy dtypes, to decode a node's entries in one call.
-_EXTENT_DTYPE = np.dtype(
-    [("ee_block", "<u4"), ("ee_len", "<u2"), ("ee_start_hi", "<u2"), ("ee_start_lo", "<u4")]
-)
-_INDEX_DTYPE = np.dtype(
-    [("ei_block", "<u4"), ("ei_leaf_lo", "<u4"), ("ei_leaf_hi", "<u2"), ("ei_unused", "<u2")]
-)
-_HEADER_SIZE = 12
-_ENTRY_SIZE = 12
+_HEADER = FastRecord(ext4_extent_header, "ext4_extent_header")
+_EXTENT = FastRecord(ext4_extent, "ext4_extent").struct
+_INDEX = FastRecord(ext4_extent_idx, "ext4_extent_idx").struct
 
 
 def _corrupt(why: str) -> FSError:
     return FSError(errno.EIO, f"extent tree: {why}")
 
 
-def parse_node(node: bytes) -> tuple[int, np.ndarray]:
-    """A checked node's (eh_depth, entries): an extent array at depth 0, else an index array.
+def parse_node(node: bytes, blocks_count: int) -> tuple[int, list[tuple[int, ...]]]:
+    """A checked node: (eh_depth, entries).
+
+    Entries are (first logical block, length, physical start, uninitialized) in a leaf and
+    (first logical block, child block) in an index node, in increasing logical order.
 
     Raises:
-        FSError: EIO for bad magic, counts that do not fit the node, or too deep a tree.
+        FSError: EIO for bad magic, counts that do not fit the node, too deep a tree,
+            entries out of order or overlapping, or blocks outside the filesystem.
     """
-    if len(node) < _HEADER_SIZE:
+    if len(node) < _HEADER.size:
         raise _corrupt("node shorter than its header")
-    h = ext4_extent_header.parse(node[:_HEADER_SIZE])
+    h = _HEADER.unpack(node)
     if h.eh_magic != EXT4_EXT_MAGIC:
         raise _corrupt(f"bad magic {h.eh_magic:#x}")
-    if h.eh_entries > h.eh_max or _HEADER_SIZE + _ENTRY_SIZE * h.eh_max > len(node):
+    if h.eh_entries > h.eh_max or _HEADER.size + _EXTENT.size * h.eh_max > len(node):
         raise _corrupt(f"{h.eh_entries} of {h.eh_max} entries in a {len(node)}-byte node")
     if h.eh_depth > EXT4_MAX_EXTENT_DEPTH:
         raise _corrupt(f"depth {h.eh_depth}")
-    dtype = _INDEX_DTYPE if h.eh_depth else _EXTENT_DTYPE
-    entries = np.frombuffer(node, dtype=dtype, count=h.eh_entries, offset=_HEADER_SIZE)
-    return h.eh_depth, entries
+    raw = node[_HEADER.size : _HEADER.size + _EXTENT.size * h.eh_entries]
+    entries: list[tuple[int, ...]] = []
+    end = 0  # where the previous entry's blocks end: the next must start at or after
+    if h.eh_depth:
+        for ei_block, leaf_lo, leaf_hi, _ in _INDEX.iter_unpack(raw):
+            child = leaf_lo | leaf_hi << 32
+            if entries and ei_block <= entries[-1][0]:
+                raise _corrupt("index entries out of order")
+            if not 0 < child < blocks_count:
+                raise _corrupt(f"index points at block {child}")
+            entries.append((ei_block, child))
+        return h.eh_depth, entries
+    for ee_block, ee_len, start_hi, start_lo in _EXTENT.iter_unpack(raw):
+        uninit = ee_len > EXT_INIT_MAX_LEN
+        length = ee_len - EXT_INIT_MAX_LEN if uninit else ee_len
+        physical = start_lo | start_hi << 32
+        if length == 0 or ee_block < end:
+            raise _corrupt("empty or overlapping extents")
+        if physical == 0 or physical + length > blocks_count:
+            raise _corrupt("extent outside the filesystem")
+        end = ee_block + length
+        entries.append((ee_block, length, physical, uninit))
+    return 0, entries
 
 
 async def map_extents(
@@ -105,48 +124,29 @@ async def map_extents(
     data: list[Run] = []
 
     async def walk(node: bytes, depth: int | None, lo: int, hi: int) -> None:
-        node_depth, entries = parse_node(node)
+        node_depth, entries = parse_node(node, blocks_count)
         if depth is not None and node_depth != depth:
             raise _corrupt(f"node of depth {node_depth} where {depth} was due")
-        starts = entries["ei_block" if node_depth else "ee_block"].astype(np.int64)
-        if (np.diff(starts) <= 0).any():
-            raise _corrupt("entries out of order")
         # The last entry starting at or before `first` is the first one that can matter.
-        i = max(int(np.searchsorted(starts, max(lo, first), side="right")) - 1, 0)
+        i = max(bisect_right(entries, (max(lo, first), 1 << 64)) - 1, 0)
+        stop = min(hi, end)
         if node_depth:
-            leaves = entries["ei_leaf_lo"].astype(np.int64) | (
-                entries["ei_leaf_hi"].astype(np.int64) << 32
-            )
             for j in range(i, len(entries)):
-                child_lo = max(lo, int(starts[j]))
-                child_hi = min(hi, int(starts[j + 1]) if j + 1 < len(entries) else hi)
-                if child_lo >= min(hi, end):
+                start, child = entries[j]
+                child_lo = max(lo, start)
+                child_hi = min(hi, entries[j + 1][0]) if j + 1 < len(entries) else hi
+                if child_lo >= stop:
                     break
-                if child_hi <= max(lo, first):
-                    continue
-                leaf = int(leaves[j])
-                if not 0 < leaf < blocks_count:
-                    raise _corrupt(f"index points at block {leaf}")
-                await walk(await read_block(leaf), node_depth - 1, child_lo, child_hi)
+                if child_hi > max(lo, first):
+                    await walk(await read_block(child), node_depth - 1, child_lo, child_hi)
             return
-        lengths = entries["ee_len"].astype(np.int64)
-        uninit = lengths > EXT_INIT_MAX_LEN
-        lengths = np.where(uninit, lengths - EXT_INIT_MAX_LEN, lengths)
-        phys = entries["ee_start_lo"].astype(np.int64) | (
-            entries["ee_start_hi"].astype(np.int64) << 32
-        )
-        if (lengths == 0).any() or (starts[:-1] + lengths[:-1] > starts[1:]).any():
-            raise _corrupt("empty or overlapping extents")
-        if ((phys == 0) | (phys + lengths > blocks_count)).any():
-            raise _corrupt("extent outside the filesystem")
-        for j in range(i, len(entries)):
-            s = max(lo, first, int(starts[j]))
-            t = min(hi, end, int(starts[j] + lengths[j]))
-            if s >= min(hi, end):
+        for start, length, physical, uninit in entries[i:]:
+            s = max(lo, first, start)
+            if s >= stop:
                 break
+            t = min(stop, start + length)
             if s < t:
-                physical = 0 if uninit[j] else int(phys[j] + s - starts[j])
-                append_run(data, Run(s, physical, t - s))
+                append_run(data, Run(s, 0 if uninit else physical + s - start, t - s))
 
     await walk(i_block, None, 0, 1 << 32)
     runs: list[Run] = []

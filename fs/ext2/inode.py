@@ -15,6 +15,7 @@ import stat
 from dataclasses import dataclass
 
 from construct import Bytes, Int16ul, Int32ul, Struct
+from uvfs_fs.ext2.record import FastRecord
 
 from uvfs._api import FSError
 
@@ -67,15 +68,14 @@ ext2_inode_large_extra = Struct(
 ).compile()
 # fmt: on
 
+_INODE = FastRecord(ext2_inode, "ext2_inode")
+_EXTRA = FastRecord(ext2_inode_large_extra, "ext2_inode_large_extra")
+
 EXT2_GOOD_OLD_INODE_SIZE = 128
-_EXTRA_SIZE = 32  # ext2_inode_large_extra.sizeof()
-_EXTRA_OFFSETS = {  # field -> end offset relative to 0x80, for the "is it covered" test
-    "i_ctime_extra": 0x08,
-    "i_mtime_extra": 0x0C,
-    "i_atime_extra": 0x10,
-    "i_crtime": 0x14,
-    "i_crtime_extra": 0x18,
-}
+# A field of the large inode exists only if i_extra_isize reaches its end (relative to
+# 0x80): i_ctime_extra 0x08, i_mtime_extra 0x0c, i_atime_extra 0x10, i_crtime 0x14,
+# i_crtime_extra 0x18. Inodes of 128 bytes have none of them.
+_NO_EXTRA = _EXTRA.tuple._make([0] * len(_EXTRA.tuple._fields))
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,24 +140,19 @@ def decode_inode(raw: bytes, ino: int, *, huge_file: bool, block_size: int) -> I
     Raises:
         FSError: EIO when i_extra_isize runs past the slot.
     """
-    b = ext2_inode.parse(raw[:EXT2_GOOD_OLD_INODE_SIZE])
+    b = _INODE.unpack(raw)
     extra_isize = 0
-    extra: dict[str, int | None] = dict.fromkeys(_EXTRA_OFFSETS)
+    x = _NO_EXTRA
     if len(raw) > EXT2_GOOD_OLD_INODE_SIZE:
-        head = raw[EXT2_GOOD_OLD_INODE_SIZE : EXT2_GOOD_OLD_INODE_SIZE + _EXTRA_SIZE]
-        x = ext2_inode_large_extra.parse(head.ljust(_EXTRA_SIZE, b"\0"))
+        x = _EXTRA.unpack(raw[EXT2_GOOD_OLD_INODE_SIZE:].ljust(_EXTRA.size, b"\0"))
         extra_isize = x.i_extra_isize
         if extra_isize & 3 or EXT2_GOOD_OLD_INODE_SIZE + extra_isize > len(raw):
             raise FSError(errno.EIO, f"inode {ino}: bad i_extra_isize {extra_isize}")
-        for name, end in _EXTRA_OFFSETS.items():
-            if end <= extra_isize:
-                extra[name] = x[name]
     blocks = b.i_blocks
     if huge_file:
         blocks |= b.l_i_blocks_hi << 32
         if b.i_flags & EXT4_HUGE_FILE_FL:
             blocks *= block_size // 512
-    crtime = extra["i_crtime"]
     return Inode(
         ino=ino,
         mode=b.i_mode,
@@ -166,10 +161,12 @@ def decode_inode(raw: bytes, ino: int, *, huge_file: bool, block_size: int) -> I
         size=b.i_size | b.i_size_high << 32,
         links_count=b.i_links_count,
         blocks_512=blocks,
-        atime_ns=decode_time(b.i_atime, extra["i_atime_extra"]),
-        mtime_ns=decode_time(b.i_mtime, extra["i_mtime_extra"]),
-        ctime_ns=decode_time(b.i_ctime, extra["i_ctime_extra"]),
-        crtime_ns=0 if crtime is None else decode_time(crtime, extra["i_crtime_extra"]),
+        atime_ns=decode_time(b.i_atime, x.i_atime_extra if extra_isize >= 0x10 else None),
+        mtime_ns=decode_time(b.i_mtime, x.i_mtime_extra if extra_isize >= 0x0C else None),
+        ctime_ns=decode_time(b.i_ctime, x.i_ctime_extra if extra_isize >= 0x08 else None),
+        crtime_ns=0
+        if extra_isize < 0x14
+        else decode_time(x.i_crtime, x.i_crtime_extra if extra_isize >= 0x18 else None),
         dtime=b.i_dtime,
         flags=b.i_flags,
         generation=b.i_generation,

@@ -62,10 +62,10 @@ class Blocks:
 
 def test_record_sizes() -> None:
     assert ext4_extent_header.sizeof() == ext4_extent.sizeof() == ext4_extent_idx.sizeof() == 12
-    raw = node(0, [(0, 3, (5 << 32) + 7)], size=60)
-    depth, entries = parse_node(raw)
-    assert depth == 0
-    assert (entries["ee_start_hi"][0], entries["ee_start_lo"][0]) == (5, 7)
+    raw = node(0, [(0, 3, (5 << 32) + 7), (9, 32768 + 2, 8)], size=60)
+    assert parse_node(raw, 1 << 40) == (0, [(0, 3, (5 << 32) + 7, False), (9, 2, 8, True)])
+    index = node(1, [(0, (1 << 32) + 9), (100, 10)], size=60)
+    assert parse_node(index, 1 << 40) == (1, [(0, (1 << 32) + 9), (100, 10)])
 
 
 async def test_leaf_in_the_inode() -> None:
