@@ -97,24 +97,29 @@ class BlockCache:
     def __init__(self, pool: BlockSource, capacity: int = CACHE_BYTES) -> None:
         self.pool = pool
         self.capacity = capacity
-        self._blocks: OrderedDict[BlockPtr, bytes] = OrderedDict()
+        # Keyed by where and when a block was written: cheaper to hash than the BlockPtr.
+        self._blocks: OrderedDict[tuple[int, ...], bytes] = OrderedDict()
         self._bytes = 0
         self._hits = 0
         self._misses = 0
 
     async def read(self, bp: BlockPtr) -> bytes:
         """The logical bytes of `bp` (a non-hole pointer)."""
-        data = self._blocks.get(bp)
+        if bp.embedded:
+            return await self.pool.read_bp(bp)
+        dva = bp.dvas[0] if bp.dvas else None
+        key = (dva.vdev, dva.offset, bp.birth_txg, bp.lsize) if dva else (-1, *bp.cksum)
+        data = self._blocks.get(key)
         if data is not None:
             self._hits += 1
-            self._blocks.move_to_end(bp)
+            self._blocks.move_to_end(key)
             return data
         self._misses += 1
         data = await self.pool.read_bp(bp)
-        if bp.embedded or len(data) > self.capacity:
+        if len(data) > self.capacity:
             return data
-        if bp not in self._blocks:
-            self._blocks[bp] = data
+        if key not in self._blocks:
+            self._blocks[key] = data
             self._bytes += len(data)
         while self._bytes > self.capacity:
             _, old = self._blocks.popitem(last=False)

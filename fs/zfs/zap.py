@@ -20,6 +20,7 @@ Every chain walk is bounded by the leaf's chunk count, so a looped chain is an E
 from __future__ import annotations
 
 import errno
+import struct
 from dataclasses import dataclass
 
 from construct import Bytes, Int8ul, Int16ub, Int16ul, Int32ub, Int32ul, Int64ub, Int64ul, Struct
@@ -124,17 +125,6 @@ def _header(u16: type, u32: type, u64: type) -> dict[str, Struct]:
             "lh_flags" / Int8ul,  # 36
             "lh_pad2" / Bytes(11),  # 37
         ).compile(),
-        "entry": Struct(
-            "le_type" / Int8ul,  # 0
-            "le_value_intlen" / Int8ul,  # 1
-            "le_next" / u16,  # 2
-            "le_name_chunk" / u16,  # 4
-            "le_name_numints" / u16,  # 6
-            "le_value_chunk" / u16,  # 8
-            "le_value_numints" / u16,  # 10
-            "le_cd" / u32,  # 12
-            "le_hash" / u64,  # 16
-        ).compile(),
     }
 
 
@@ -199,54 +189,100 @@ def parse_ptrtbl(block: bytes, byteorder: str, first: int, count: int) -> list[i
     return [int.from_bytes(block[i * 8 : i * 8 + 8], order) for i in range(first, first + count)]
 
 
-def _leaf_geometry(block_len: int) -> tuple[int, int]:
-    """(first chunk offset, number of chunks) of a leaf block of `block_len` bytes."""
-    hash_entries = block_len >> 5
-    return ZAP_LEAF_HDR_SIZE + 2 * hash_entries, (block_len - 2 * hash_entries) // 24 - 2
+# zap_leaf_chunk_t as an entry (hot: unpacked per entry, so struct rather than construct):
+# 0 le_type u8, 1 le_value_intlen u8, 2 le_next u16, 4 le_name_chunk u16,
+# 6 le_name_numints u16, 8 le_value_chunk u16, 10 le_value_numints u16, 12 le_cd u32,
+# 16 le_hash u64
+_ENTRY = {bo: struct.Struct(f"{bo}BBHHHHHIQ") for bo in "<>"}
+
+
+class ZapLeaf:
+    """One fat ZAP leaf block, checked, for listing or hash-chain lookups.
+
+    Args:
+        block: the leaf block (its size is the ZAP's block size).
+        byteorder: the block's byte order.
+        key_intlen: 8 for ZAP_FLAG_UINT64_KEY ZAPs, else 1 (string names).
+    """
+
+    def __init__(self, block: bytes, byteorder: str, key_intlen: int = 1) -> None:
+        hdr = _STRUCTS[byteorder]["leaf"].parse(block)
+        if hdr.lh_block_type != ZBT_LEAF or hdr.lh_magic != ZAP_LEAF_MAGIC:
+            raise FSError(errno.EIO, "zap leaf: bad magic")
+        self.block = block
+        self.byteorder = byteorder
+        self.order = "little" if byteorder == "<" else "big"
+        self.key_intlen = key_intlen
+        self.hash_shift = (len(block).bit_length() - 1) - 5  # ZAP_LEAF_HASH_SHIFT
+        self.prefix_len = hdr.lh_prefix_len
+        if self.hash_shift + self.prefix_len > 64 or self.hash_shift < 4:
+            raise FSError(errno.EIO, f"zap leaf: prefix length {self.prefix_len}")
+        hash_entries = 1 << self.hash_shift
+        self.first = ZAP_LEAF_HDR_SIZE + 2 * hash_entries
+        self.nchunks = (len(block) - 2 * hash_entries) // ZAP_LEAF_CHUNKSIZE - 2
+
+    def _entry(self, chunk: int) -> tuple[int, ...]:
+        if chunk >= self.nchunks:
+            raise FSError(errno.EIO, "zap leaf: entry chunk out of range")
+        e = _ENTRY[self.byteorder].unpack_from(self.block, self.first + chunk * 24)
+        if e[0] != ZAP_CHUNK_ENTRY:
+            raise FSError(errno.EIO, "zap leaf: hash chain reaches a non-entry chunk")
+        return e
+
+    def _array(self, chunk: int, length: int) -> bytes:
+        """`length` bytes from the chain of array chunks starting at `chunk`."""
+        out = bytearray()
+        block, first = self.block, self.first
+        for _ in range(self.nchunks):  # a chain longer than the leaf has chunks is a loop
+            if len(out) >= length:
+                break
+            if chunk >= self.nchunks:
+                raise FSError(errno.EIO, "zap leaf: array chunk out of range")
+            at = first + chunk * ZAP_LEAF_CHUNKSIZE
+            if block[at] != ZAP_CHUNK_ARRAY:
+                raise FSError(errno.EIO, "zap leaf: array chain reaches a non-array chunk")
+            out += block[at + 1 : at + 1 + ZAP_LEAF_ARRAY_BYTES]
+            chunk = int.from_bytes(block[at + 22 : at + 24], self.order)
+        if len(out) < length:
+            raise FSError(errno.EIO, "zap leaf: array chain too short")
+        return bytes(out[:length])
+
+    def _decode(self, e: tuple[int, ...]) -> ZapEntry:
+        _, intlen, _, name_chunk, name_numints, value_chunk, value_numints, _, _ = e
+        name = self._array(name_chunk, name_numints * self.key_intlen)
+        if self.key_intlen == 1:
+            name = name.split(b"\0", 1)[0]
+        if intlen not in (1, 2, 4, 8):
+            raise FSError(errno.EIO, f"zap leaf: value integer length {intlen}")
+        return ZapEntry(name, intlen, self._array(value_chunk, value_numints * intlen))
+
+    def entries(self) -> list[ZapEntry]:
+        """Every entry of the leaf, in chunk order."""
+        block, first = self.block, self.first
+        return [
+            self._decode(self._entry(i))
+            for i in range(self.nchunks)
+            if block[first + i * ZAP_LEAF_CHUNKSIZE] == ZAP_CHUNK_ENTRY
+        ]
+
+    def lookup(self, h: int, name: bytes) -> ZapEntry | None:
+        """The entry called `name` (a string key) whose hash is `h`, following its chain."""
+        idx = (h >> (64 - self.hash_shift - self.prefix_len)) & ((1 << self.hash_shift) - 1)
+        at = ZAP_LEAF_HDR_SIZE + 2 * idx
+        chunk = int.from_bytes(self.block[at : at + 2], self.order)
+        for _ in range(self.nchunks):  # bounded: a longer chain is a loop
+            if chunk == CHAIN_END:
+                return None
+            e = self._entry(chunk)
+            if e[8] == h and e[4] == len(name) + 1 and self._array(e[3], e[4]) == name + b"\0":
+                return self._decode(e)
+            chunk = e[2]
+        raise FSError(errno.EIO, "zap leaf: hash chain loops")
 
 
 def parse_leaf(block: bytes, byteorder: str, key_intlen: int = 1) -> list[ZapEntry]:
     """All entries of one fat ZAP leaf block. `key_intlen` is 8 for ZAP_FLAG_UINT64_KEY."""
-    structs = _STRUCTS[byteorder]
-    hdr = structs["leaf"].parse(block)
-    if hdr.lh_block_type != ZBT_LEAF or hdr.lh_magic != ZAP_LEAF_MAGIC:
-        raise FSError(errno.EIO, "zap leaf: bad magic")
-    first, nchunks = _leaf_geometry(len(block))
-    order = "little" if byteorder == "<" else "big"
-    entry = structs["entry"]
-    out = []
-    for i in range(nchunks):
-        at = first + i * ZAP_LEAF_CHUNKSIZE
-        if block[at] != ZAP_CHUNK_ENTRY:
-            continue
-        e = entry.parse(block[at : at + ZAP_LEAF_CHUNKSIZE])
-        name = _chain(block, order, first, nchunks, e.le_name_chunk, e.le_name_numints * key_intlen)
-        if key_intlen == 1:
-            name = name.split(b"\0", 1)[0]
-        intlen = e.le_value_intlen
-        if intlen not in (1, 2, 4, 8):
-            raise FSError(errno.EIO, f"zap leaf: value integer length {intlen}")
-        value = _chain(block, order, first, nchunks, e.le_value_chunk, e.le_value_numints * intlen)
-        out.append(ZapEntry(name, intlen, value))
-    return out
-
-
-def _chain(block: bytes, order: str, first: int, nchunks: int, chunk: int, length: int) -> bytes:
-    """`length` bytes from the chain of array chunks starting at `chunk`."""
-    out = bytearray()
-    for _ in range(nchunks):  # a chain longer than the leaf has chunks is a loop
-        if len(out) >= length:
-            break
-        if chunk >= nchunks:
-            raise FSError(errno.EIO, "zap leaf: array chunk out of range")
-        at = first + chunk * ZAP_LEAF_CHUNKSIZE
-        if block[at] != ZAP_CHUNK_ARRAY:
-            raise FSError(errno.EIO, "zap leaf: array chain reaches a non-array chunk")
-        out += block[at + 1 : at + 1 + ZAP_LEAF_ARRAY_BYTES]
-        chunk = int.from_bytes(block[at + 22 : at + 24], order)
-    if len(out) < length:
-        raise FSError(errno.EIO, "zap leaf: array chain too short")
-    return bytes(out[:length])
+    return ZapLeaf(block, byteorder, key_intlen).entries()
 
 
 class Zap:
@@ -322,7 +358,7 @@ class Zap:
             raise FSError(errno.EIO, "fat zap: pointer table block is a hole")
         return parse_ptrtbl(block[0], block[1], at, count)
 
-    async def _leaf(self, blkid: int) -> list[ZapEntry]:
+    async def _leaf(self, blkid: int) -> ZapLeaf:
         if blkid == 0 or blkid > self.dn.dn_maxblkid:
             raise FSError(errno.EIO, f"fat zap: leaf block {blkid} out of range")
         block = await self._block(blkid)
@@ -330,7 +366,7 @@ class Zap:
             raise FSError(errno.EIO, f"fat zap: leaf block {blkid} is a hole")
         assert self.phys is not None
         key_intlen = 8 if self.phys.zap_flags & ZAP_FLAG_UINT64_KEY else 1
-        return parse_leaf(block[0], block[1], key_intlen)
+        return ZapLeaf(block[0], block[1], key_intlen)
 
     async def lookup(self, name: bytes) -> ZapEntry:
         """The entry called `name`; ENOENT when there is none."""
@@ -343,17 +379,17 @@ class Zap:
         assert p is not None
         if p.zap_normflags or p.zap_flags & ZAP_FLAG_UINT64_KEY:
             # Names hash in normalised form we do not compute: search every leaf.
-            entries = await self.entries()
-        else:
-            hashbits = 48 if p.zap_flags & ZAP_FLAG_HASH64 else 28
-            h = zap_hash(p.zap_salt, name, hashbits)
-            idx = h >> (64 - p.zt_shift) if p.zt_shift else 0
-            (leaf,) = await self._ptrtbl(idx, 1)
-            entries = await self._leaf(leaf)
-        for e in entries:
-            if e.name == name:
-                return e
-        raise FSError(errno.ENOENT)
+            for e in await self.entries():
+                if e.name == name:
+                    return e
+            raise FSError(errno.ENOENT)
+        hashbits = 48 if p.zap_flags & ZAP_FLAG_HASH64 else 28
+        h = zap_hash(p.zap_salt, name, hashbits)
+        (blkid,) = await self._ptrtbl(h >> (64 - p.zt_shift) if p.zt_shift else 0, 1)
+        found = (await self._leaf(blkid)).lookup(h, name)
+        if found is None:
+            raise FSError(errno.ENOENT)
+        return found
 
     async def entries(self) -> list[ZapEntry]:
         """Every entry, in on-disk order."""
@@ -369,5 +405,5 @@ class Zap:
             for leaf in await self._ptrtbl(first, count):
                 if leaf not in seen:
                     seen.add(leaf)
-                    out += await self._leaf(leaf)
+                    out += (await self._leaf(leaf)).entries()
         return out

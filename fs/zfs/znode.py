@@ -14,9 +14,10 @@ bonus), a longer one in the object's data. SA files carry the same values as nam
 attributes (ZPL_MODE ...); the target is ZPL_SYMLINK and SA xattrs a packed nvlist in
 ZPL_DXATTR.
 
-Device numbers are stored "expanded" (zfs_expldev): major << 32 | minor. Pools written on
-32-bit Solaris or by zfs-fuse may hold a value below 2^32; that is decoded as the 32-bit
-Solaris form, major << 18 | minor (NBITSMINOR32 = 18).
+Device numbers are stored "expanded" (zfs_expldev) by Solaris and ZFS on Linux: major << 32
+| minor. zfs-fuse stores the Linux dev_t it was given as is (glibc's encoding, below 2^32
+for every major below 4096), and shows it back unchanged; a value below 2^32 is taken as
+such, since an expanded device number that small would have major 0.
 """
 
 from __future__ import annotations
@@ -29,8 +30,6 @@ from dataclasses import dataclass
 from uvfs import FSError
 
 ZNODE_PHYS_SIZE = 264
-NBITSMINOR32 = 18
-MAXMIN32 = (1 << NBITSMINOR32) - 1
 _U64_FIELDS = 22  # zp_atime .. zp_gid, as u64 words
 
 
@@ -60,7 +59,7 @@ def linux_rdev(stored: int) -> int:
     """The Linux dev_t for a stored device number."""
     if stored >> 32:
         return os.makedev(stored >> 32, stored & 0xFFFFFFFF)
-    return os.makedev(stored >> NBITSMINOR32, stored & MAXMIN32)
+    return stored
 
 
 def parse_znode_phys(bonus: bytes, byteorder: str) -> Znode:

@@ -59,5 +59,6 @@ def test_from_sa_needs_mode() -> None:
         znode_from_sa({"ZPL_SIZE": bytes(8)}, "<")
 
 
-def test_rdev_32bit_solaris_form() -> None:
-    assert linux_rdev(8 << 18 | 1) == os.makedev(8, 1)
+def test_rdev_small_values_are_linux_dev_t() -> None:
+    assert linux_rdev(os.makedev(8, 1)) == os.makedev(8, 1)  # as zfs-fuse stores it
+    assert linux_rdev(os.makedev(259, 70000)) == os.makedev(259, 70000)
