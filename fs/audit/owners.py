@@ -9,7 +9,8 @@ file lists. A path is looked up in this order:
 3. dpkg's lists, read with merged-/usr spellings normalised (``/lib/x`` is ``/usr/lib/x``
    when ``/lib`` links to ``usr/lib``) and diversions applied (a diverted file belongs
    to the package whose list names it, at the path it was diverted to);
-4. nobody: the path is *unowned*.
+4. for an unlisted ``__pycache__/*.pyc``, the owner of its source;
+5. nobody: the path is *unowned*.
 
 The baseline is always allowed and never reported: `BASELINE_PYTHON`, the Debian
 packages of priority ``required`` and what they depend on (Debian marks libc6 itself
@@ -330,6 +331,10 @@ class Owners:
             _under(path, self.stdlib) and not _under(path, self.site_packages)
         ):
             return BASELINE_PYTHON
+        if owner is None:
+            source = _pyc_source(path)
+            if source is not None:
+                return self.owner(source)
         return owner
 
     def hidden(self, allowed: frozenset[str], keep: Iterable[str]) -> frozenset[str]:
@@ -372,3 +377,13 @@ class Owners:
 
 def _under(path: str, directories: Sequence[str]) -> bool:
     return any(path == d or path.startswith(d.rstrip("/") + "/") for d in directories)
+
+
+def _pyc_source(path: str) -> str | None:
+    """``d/__pycache__/m.cpython-311.pyc`` -> ``d/m.py``: compiled after installation
+    (Debian compiles at install time and lists no .pyc), it belongs to its source's owner."""
+    directory, name = os.path.split(path)
+    if os.path.basename(directory) != "__pycache__" or not name.endswith(".pyc"):
+        return None
+    module = name.split(".")[0]
+    return os.path.join(os.path.dirname(directory), module + ".py")

@@ -36,7 +36,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -55,8 +55,8 @@ from uvfs._mount import MountFailed, serve
 ATTR_TIMEOUT = 3600.0
 EXIT_SETUP_FAILED = 125  # as env(1) and container runners: the audit itself failed
 _UNPRIVILEGED_HINT = (
-    " (as a normal user this needs unprivileged user namespaces and read-write access to"
-    " /dev/fuse; or run as root)"
+    " (as a normal user, uvfs audit needs unprivileged user namespaces and read-write"
+    " access to /dev/fuse; or run it as root)"
 )
 
 
@@ -162,9 +162,11 @@ def run(
             signal.signal(signal.SIGINT, previous)
         try:
             result = json.loads(Path(plan.result_file).read_text())
-        except FileNotFoundError:
+        except FileNotFoundError:  # unshare(1) itself failed, and said why
+            result = {"error": "cannot create the audit's mount namespace"}
+        if "error" in result:
             hint = "" if os.geteuid() == 0 else _UNPRIVILEGED_HINT
-            raise RunError(f"the audit namespace could not be set up{hint}") from None
+            raise RunError(result["error"] + hint)
         if returncode:
             raise RunError("the audit server failed after the command ended")
         return RunResult(
@@ -213,6 +215,14 @@ async def serve_and_run(
     return _exit_status(done.returncode)
 
 
+def _leaves(error: BaseException) -> Iterator[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        for sub in error.exceptions:
+            yield from _leaves(sub)
+    else:
+        yield error
+
+
 def main(argv: list[str]) -> int:
     """The server: ``python -m uvfs_fs.audit.runner PLAN.json``."""
     data = json.loads(Path(argv[0]).read_text())
@@ -232,11 +242,16 @@ def main(argv: list[str]) -> int:
     recorder, startup = Recorder(), Recorder()
     try:
         status = trio.run(serve_and_run, plan, recorder, startup, hidden)
-    except (OSError, MountFailed) as e:
-        print(f"uvfs audit: {e}", file=sys.stderr)
-        return EXIT_SETUP_FAILED
-    except KeyboardInterrupt:  # the command was interrupted too: still report what it did
-        status = 128 + signal.SIGINT
+    except BaseException as e:  # trio wraps failures of the nursery's tasks in groups
+        leaves = list(_leaves(e))
+        if any(isinstance(x, KeyboardInterrupt) for x in leaves):
+            status = 128 + signal.SIGINT  # ^C: the command got it too; report what it did
+        else:
+            failure = next((x for x in leaves if isinstance(x, OSError | MountFailed)), None)
+            if failure is None:
+                raise
+            Path(plan.result_file).write_text(json.dumps({"error": str(failure)}))
+            return EXIT_SETUP_FAILED
     result = {"exit_status": status, "record": recorder.to_json(), "startup": startup.to_json()}
     Path(plan.result_file).write_text(json.dumps(result))
     return 0

@@ -217,3 +217,11 @@ def test_hidden_files_and_directories() -> None:
         "/sp/req",
         "/sp/req/__init__.py",
     }
+
+
+def test_unlisted_pyc_belongs_to_its_source() -> None:
+    owners = Owners(files={"/d/yaml/__init__.py": "deb:python3-yaml", "/d/x.pyc": "deb:x"})
+    assert owners.owner("/d/yaml/__pycache__/__init__.cpython-311.pyc") == "deb:python3-yaml"
+    assert owners.owner("/d/yaml/__pycache__/__init__.cpython-311.opt-1.pyc") == "deb:python3-yaml"
+    assert owners.owner("/d/yaml/__pycache__/other.cpython-311.pyc") is None
+    assert owners.owner("/d/yaml/__pycache__/notes.txt") is None
