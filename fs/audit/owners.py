@@ -303,6 +303,12 @@ class Owners:
     site_packages: tuple[str, ...] = ()
     interpreter_files: frozenset[str] = frozenset()
     baseline: frozenset[str] = field(default_factory=frozenset)
+    _stdlib: tuple[str, ...] = field(init=False, repr=False)  # with a trailing "/"
+    _site: tuple[str, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._stdlib = tuple(d.rstrip("/") + "/" for d in self.stdlib)
+        self._site = tuple(d.rstrip("/") + "/" for d in self.site_packages)
 
     @classmethod
     def build(cls, env: PythonEnv | None, debian: Debian) -> Owners:
@@ -328,7 +334,7 @@ class Owners:
         if owner is not None and owner.startswith("python:"):
             return owner
         if path in self.interpreter_files or (
-            _under(path, self.stdlib) and not _under(path, self.site_packages)
+            path.startswith(self._stdlib) and not path.startswith(self._site)
         ):
             return BASELINE_PYTHON
         if owner is None:
@@ -351,10 +357,7 @@ class Owners:
         parents_allowed: set[str] = set()
         directories: set[str] = set()
         for path in self.files:
-            parent = os.path.dirname(path)
-            while parent not in directories and parent != "/":
-                directories.add(parent)
-                parent = os.path.dirname(parent)
+            _mark_ancestors(path, directories)
         for path in self.files:
             if path in directories:
                 continue
@@ -362,21 +365,20 @@ class Owners:
             hide = owner is not None and owner not in allowed
             if hide:
                 hidden_files.add(path)
-            marks = parents_hidden if hide else parents_allowed
-            parent = os.path.dirname(path)
-            while parent not in marks and parent != "/":
-                marks.add(parent)
-                parent = os.path.dirname(parent)
-        kept = set()
+            _mark_ancestors(path, parents_hidden if hide else parents_allowed)
+        kept: set[str] = set()
         for path in keep:
-            while path not in kept and path != "/":
-                kept.add(path)
-                path = os.path.dirname(path)
+            kept.add(path)
+            _mark_ancestors(path, kept)
         return frozenset((hidden_files | (parents_hidden - parents_allowed)) - kept)
 
 
-def _under(path: str, directories: Sequence[str]) -> bool:
-    return any(path == d or path.startswith(d.rstrip("/") + "/") for d in directories)
+def _mark_ancestors(path: str, marks: set[str]) -> None:
+    """Add the directories above `path` (not "/") to `marks`, stopping at a marked one."""
+    parent = path.rpartition("/")[0]
+    while parent and parent not in marks:
+        marks.add(parent)
+        parent = parent.rpartition("/")[0]
 
 
 def _pyc_source(path: str) -> str | None:
