@@ -540,21 +540,53 @@ async def test_change_relocks_when_the_eof_drops_while_waiting() -> None:
     driver = Driver(pattern(1000))
     cache = BufferCache(1 << 20)
     await cache.read(KEY, 0, 2000, driver.fetch)
+    truncated, stored = trio.Event(), trio.Event()
+
+    async def resize() -> str:
+        await truncated.wait()
+        return await driver.resize(100)
+
+    async def store(off: int, data: bytes) -> int:
+        await stored.wait()
+        return await driver.store(off, data)
+
+    got: list[bytes] = []
+
+    async def reader() -> None:
+        got.append(await cache.read(KEY, 150, 10, driver.fetch))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(cache.truncate, KEY, 100, resize)
+        await trio.testing.wait_all_tasks_blocked()
+        # Decided with EOF 1000: locks [500, 503), behind the truncate's [100, inf).
+        nursery.start_soon(cache.write, KEY, 500, b"abc", store)
+        await trio.testing.wait_all_tasks_blocked()
+        truncated.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert eof(cache) == 100
+        # Once granted, the write found EOF 100 and relocked [100, 503): a read of the
+        # bytes between must wait for it rather than see the short file.
+        nursery.start_soon(reader)
+        await trio.testing.wait_all_tasks_blocked()
+        assert got == []
+        stored.set()
+    assert got == [bytes(10)]
+    assert eof(cache) == 503
+    check_coherent(cache, {KEY: driver})
+
+
+async def test_invalidate_during_a_write_installs_nothing() -> None:
+    driver = Driver(pattern(1000))
+    cache = BufferCache(1 << 20)
+    await cache.read(KEY, 0, 2000, driver.fetch)
     driver.gate = trio.Event()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(cache.truncate, KEY, 100, lambda: driver.resize(100))
+        nursery.start_soon(cache.write, KEY, 10, b"abc", driver.store)
         await trio.testing.wait_all_tasks_blocked()
-        # Decided with EOF 1000: locks [500, 503), behind the truncate.
-        nursery.start_soon(cache.write, KEY, 500, b"abc", driver.store)
-        await trio.testing.wait_all_tasks_blocked()
+        cache.invalidate(KEY)
+        assert stats(cache)["cached"] == 0
         driver.gate.set()
-        await trio.testing.wait_all_tasks_blocked()
-        assert eof(cache) == 503
-        assert driver.tail[100:500] == bytes(400)
-        # Once granted the write found EOF 100 and relocked [100, 503): a read of the
-        # bytes between never saw the short file.
-        assert await cache.read(KEY, 150, 10, driver.fetch) == bytes(10)
-    check_coherent(cache, {KEY: driver})
+    assert cache._files == {}
 
 
 async def test_changes_block_readers_that_they_affect_only() -> None:
