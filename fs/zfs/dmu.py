@@ -19,7 +19,9 @@ byte order is the one its pointer gives, which is how big-endian pools read here
 
 Blocks come through `BlockCache`, one per mount: a bounded LRU (by bytes) of verified,
 decompressed blocks keyed by their block pointer, so the indirect blocks above a file being
-read sequentially, dnode blocks and ZAP leaves are read from disk once.
+read sequentially, dnode blocks and ZAP leaves are read from disk once. Each object set
+also keeps its most recently used dnode blocks and parsed dnodes, so the tree walk and
+parse for a file's dnode happen once however many requests name the file.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from __future__ import annotations
 import errno
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from construct import Bytes, Int64ub, Int64ul, Struct
 
@@ -40,6 +42,33 @@ DMU_OST_META = 1
 DMU_OST_ZFS = 2
 OBJSET_PHYS_SIZE_V1 = 1024
 CACHE_BYTES = 64 << 20  # per mount: enough for a few hundred 128 KiB records
+DNODE_CACHE = 4096  # parsed dnodes kept per object set
+DNODE_BLOCK_CACHE = 256  # dnode blocks (with their byte order) kept per object set
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class Lru(Generic[K, V]):
+    """A bounded mapping that forgets its least recently used entry."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[K, V] = OrderedDict()
+
+    def get(self, key: K) -> V | None:
+        """The value for `key` (now the most recently used), or None."""
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        """Remember `value` for `key`, forgetting the oldest entry when full."""
+        self._items[key] = value
+        self._items.move_to_end(key)
+        if len(self._items) > self.capacity:
+            self._items.popitem(last=False)
 
 
 def _objset_tail(u64: type) -> Struct:
@@ -189,6 +218,9 @@ class ObjectSet:
         self.cache = cache
         self.phys = phys
         self.meta = phys.os_meta_dnode
+        self._dnodes: Lru[int, DnodePhys] = Lru(DNODE_CACHE)
+        # Skips the meta dnode's tree walk (often 6 levels) for neighbouring objects.
+        self._dnode_blocks: Lru[int, tuple[bytes, str]] = Lru(DNODE_BLOCK_CACHE)
 
     @classmethod
     async def open(cls, cache: BlockCache, bp: BlockPtr) -> ObjectSet:
@@ -201,17 +233,22 @@ class ObjectSet:
         """The dnode of object `obj`; ENOENT when the slot is free or out of range."""
         if not 0 < obj < DN_MAX_OBJECT:
             raise FSError(errno.ENOENT, f"object {obj} out of range")
+        dn = self._dnodes.get(obj)
+        if dn is not None:
+            return dn
         bsz = self.meta.datablksz
         if bsz < DNODE_MIN_SIZE:
             raise FSError(errno.EIO, "meta dnode blocks smaller than a dnode")
         blkid, at = divmod(obj << DNODE_SHIFT, bsz)
-        block = await read_block(self.cache, self.meta, blkid)
+        block = self._dnode_blocks.get(blkid) or await read_block(self.cache, self.meta, blkid)
         if block is None:
             raise FSError(errno.ENOENT, f"object {obj} is not allocated")
+        self._dnode_blocks.put(blkid, block)
         data, byteorder = block
         dn = parse_dnode(memoryview(data)[at:], byteorder)
         if dn.dn_type == DMU_OT_NONE:
             raise FSError(errno.ENOENT, f"object {obj} is free")
+        self._dnodes.put(obj, dn)
         return dn
 
     async def read(self, dn: DnodePhys, offset: int, size: int) -> bytes:

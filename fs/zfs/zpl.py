@@ -30,14 +30,12 @@ from __future__ import annotations
 
 import errno
 import stat
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
 
 from uvfs import Attr, DirEntry, FSError, StatFS
 
-from .dmu import DMU_OST_ZFS, BlockCache, ObjectSet
+from .dmu import DMU_OST_ZFS, BlockCache, Lru, ObjectSet
 from .dnode import DMU_OT_SA, DMU_OT_ZNODE, DnodePhys
 from .dsl import Dataset, list_datasets
 from .nvlist import NvlistError, unpack_nvlist
@@ -59,29 +57,6 @@ MAX_PATH_DEPTH = 256
 ZNODE_CACHE = 8192
 ZAP_CACHE = 256
 MAX_CONFIG = 16 << 20
-
-K = TypeVar("K")
-V = TypeVar("V")
-
-
-class _Lru(Generic[K, V]):
-    """A small bounded mapping that forgets the least recently used entry."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._items: OrderedDict[K, V] = OrderedDict()
-
-    def get(self, key: K) -> V | None:
-        value = self._items.get(key)
-        if value is not None:
-            self._items.move_to_end(key)
-        return value
-
-    def put(self, key: K, value: V) -> None:
-        self._items[key] = value
-        self._items.move_to_end(key)
-        if len(self._items) > self.capacity:
-            self._items.popitem(last=False)
 
 
 @dataclass(slots=True)
@@ -125,8 +100,8 @@ class ZfsFileSystem:
         # (dataset index, directory object) -> {name: dataset index mounted there}
         self.mounts: dict[tuple[int, int], dict[bytes, int]] = {}
         self.root = 0
-        self._znodes: _Lru[int, tuple[Znode, DnodePhys]] = _Lru(ZNODE_CACHE)
-        self._zaps: _Lru[int, Zap] = _Lru(ZAP_CACHE)
+        self._znodes: Lru[int, tuple[Znode, DnodePhys]] = Lru(ZNODE_CACHE)
+        self._zaps: Lru[int, Zap] = Lru(ZAP_CACHE)
         self._size: int | None = None
 
     @classmethod
