@@ -96,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="hide the files of undeclared owners (ENOENT, absent from listings)",
     )
     b.add_argument(
+        "--writable",
+        action="store_true",
+        help="let the command write: changes go to a scratch layer (kernel overlayfs over "
+        "the recording view), are recorded as writes and discarded; default: writes fail "
+        "with EROFS (and are recorded)",
+    )
+    b.add_argument(
         "--strict", action="store_true", help="exit with 3 when undeclared owners were found"
     )
     b.add_argument("--json", metavar="FILE", help="write the report as JSON to FILE")
@@ -152,7 +159,7 @@ def _audit(args: argparse.Namespace, command: list[str]) -> int:
     declared = decl.declared_owners(requirements, declared_owners, env, debian.packages)
     trees = args.watch or default_trees(env)
     hidden = owners.hidden(declared, keep=trees) if args.enforce else None
-    result = run(command, python, trees, hidden)
+    result = run(command, python, trees, hidden, writable=args.writable)
     report = build_report(
         command,
         result.exit_status,

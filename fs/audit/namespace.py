@@ -1,11 +1,12 @@
-"""The last step before the audited command: a mount namespace where the overlay replaces the trees.
+"""The last step before the command: a mount namespace where the overlay replaces the trees.
 
-Run as ``python -m uvfs_fs.audit.namespace MOUNTPOINT ROOT TREE... -- COMMAND...`` by the
-runner, from inside its own private namespace, where the overlay of ROOT is mounted at
-MOUNTPOINT. This process makes a second namespace, binds ``MOUNTPOINT/<TREE relative to
-ROOT>`` over each TREE, detaches MOUNTPOINT itself (so the command cannot reach the overlay
-through it and make the driver wait on itself), re-enters its working directory through
-the new mounts and execs COMMAND.
+Run as ``python -m uvfs_fs.audit.namespace MOUNTPOINT ROOT LAYERS TREE... -- COMMAND...``
+by the runner, from inside its own private namespace, where the overlay of ROOT is mounted
+at MOUNTPOINT. This process makes a second namespace, binds ``MOUNTPOINT/<TREE relative to
+ROOT>`` over each TREE (or, with LAYERS other than ``-``, mounts a kernel overlayfs with
+that view as its lower layer, for ``--writable``), detaches MOUNTPOINT itself (so the
+command cannot reach the overlay through it and make the driver wait on itself),
+re-enters its working directory through the new mounts and execs COMMAND.
 
 Why a second namespace: the driver must keep seeing the real trees at their paths (it
 imports lazily, logs, and would otherwise deadlock reading its own mount), so the bind
@@ -54,11 +55,40 @@ def detach(target: str) -> None:
     _check(_libc.umount2(os.fsencode(target), MNT_DETACH), f"detach {target}")
 
 
-def enter(mountpoint: str, root: str, trees: list[str]) -> None:
-    """Bind the overlay's view of each of `trees` over it, then hide `mountpoint`."""
+def _in_user_namespace() -> bool:
+    with open("/proc/self/uid_map") as f:
+        return f.read().split() != ["0", "0", "4294967295"]
+
+
+def _escape(path: str) -> str:
+    # overlayfs splits its options at "," and its layer lists at ":"
+    return path.replace("\\", "\\\\").replace(",", "\\,").replace(":", "\\:")
+
+
+def overlay(lower: str, upper: str, work: str, target: str) -> None:
+    """Mount a kernel overlayfs over `target`: reads from `lower`, changes into `upper`."""
+    options = f"lowerdir={_escape(lower)},upperdir={_escape(upper)},workdir={_escape(work)}"
+    if _in_user_namespace():
+        options += ",userxattr"  # trusted.* xattrs need root of the initial namespace
+    _check(
+        _libc.mount(b"overlay", os.fsencode(target), b"overlay", 0, os.fsencode(options)), target
+    )
+
+
+def enter(mountpoint: str, root: str, layers: str | None, trees: list[str]) -> None:
+    """Put the overlay's view of each of `trees` over it, then hide `mountpoint`.
+
+    Without `layers` the view is bound read-only as it is; with it, a kernel overlayfs
+    takes the changes into ``LAYERS/upper/<i>`` (``LAYERS/work/<i>`` is its scratch).
+    """
     unshare_mounts()
-    for tree in trees:
-        bind(os.path.join(mountpoint, os.path.relpath(tree, root)), tree)
+    for i, tree in enumerate(trees):
+        view = os.path.join(mountpoint, os.path.relpath(tree, root))
+        if layers is None:
+            bind(view, tree)
+        else:
+            upper, work = (os.path.join(layers, part, str(i)) for part in ("upper", "work"))
+            overlay(view, upper, work, tree)
     detach(mountpoint)
     # The old working directory is the one under the mounts: enter it again through them,
     # unless --enforce hides it.
@@ -69,10 +99,10 @@ def enter(mountpoint: str, root: str, trees: list[str]) -> None:
 def main(argv: list[str]) -> int:
     """Set up the namespace and exec the command; returns only on failure."""
     split = argv.index("--")
-    mountpoint, root, *trees = argv[:split]
+    mountpoint, root, layers, *trees = argv[:split]
     command = argv[split + 1 :]
     try:
-        enter(mountpoint, root, trees)
+        enter(mountpoint, root, None if layers == "-" else layers, trees)
     except OSError as e:
         print(f"uvfs audit: cannot set up the namespace: {e.strerror}", file=sys.stderr)
         return EXIT_CANNOT_RUN

@@ -29,6 +29,7 @@ the namespaces; the scratch directory is removed by the host process.
 from __future__ import annotations
 
 import functools
+import glob
 import json
 import os
 import shutil
@@ -42,7 +43,7 @@ from pathlib import Path
 
 import trio
 from uvfs_fs.audit.passthrough import Passthrough
-from uvfs_fs.audit.recorder import Recorder
+from uvfs_fs.audit.recorder import Access, Kind, Recorder
 
 from uvfs._broker import Timeouts
 from uvfs._mount import MountFailed, serve
@@ -72,7 +73,8 @@ class Plan:
     startup: tuple[str, ...]  # the bare interpreter start whose accesses are baseline
     root: str  # the overlay's root: a common ancestor of `watched`
     watched: tuple[str, ...]  # real paths, none inside another
-    scratch: str  # holds mnt/, hidden, result.json
+    scratch: str  # holds mnt/, hidden, result.json, layers/
+    writable: bool  # changes go to layers/upper/<i> through a kernel overlayfs
 
     @property
     def mountpoint(self) -> str:
@@ -83,6 +85,11 @@ class Plan:
     def hidden_file(self) -> str:
         """Paths hidden by --enforce, one a line; absent without --enforce."""
         return os.path.join(self.scratch, "hidden")
+
+    @property
+    def layers(self) -> str:
+        """With `writable`: ``upper/<i>`` and ``work/<i>`` of each watched tree's overlayfs."""
+        return os.path.join(self.scratch, "layers")
 
     @property
     def result_file(self) -> str:
@@ -136,16 +143,24 @@ def run(
     python: str,
     trees: Sequence[str],
     hidden: frozenset[str] | None,
+    writable: bool = False,
 ) -> RunResult:
-    """Run `command` with `trees` overlaid, after a bare start of `python`."""
+    """Run `command` with `trees` overlaid, after a bare start of `python`.
+
+    With `writable`, the command's changes go to a scratch layer, recorded and discarded.
+    """
     scratch = tempfile.mkdtemp(prefix="uvfs-audit-")
     try:
         trees = minimal_trees(trees)
         check_trees(trees, os.path.realpath(scratch))
         startup = (python, "-c", "pass")
         root = os.path.commonpath(trees)
-        plan = Plan(tuple(command), startup, root, tuple(trees), scratch)
+        plan = Plan(tuple(command), startup, root, tuple(trees), scratch, writable)
         os.mkdir(plan.mountpoint)
+        if writable:
+            for i in range(len(trees)):
+                os.makedirs(os.path.join(plan.layers, "upper", str(i)))
+                os.makedirs(os.path.join(plan.layers, "work", str(i)))
         if hidden is not None:
             Path(plan.hidden_file).write_bytes(b"".join(os.fsencode(p) + b"\n" for p in hidden))
         plan_file = os.path.join(scratch, "plan.json")
@@ -175,10 +190,28 @@ def run(
             Recorder.from_json(result["startup"]),
         )
     finally:
+        # overlayfs leaves work/<i>/work with mode 0: a normal user could not remove it
+        for work in glob.glob(os.path.join(glob.escape(scratch), "layers", "work", "*", "*")):
+            os.chmod(work, 0o700)
         shutil.rmtree(scratch, ignore_errors=True)
 
 
 # --- the server, inside the first namespace ----------------------------------------------
+
+
+def record_writes(plan: Plan, recorder: Recorder) -> None:
+    """Record as ``open_write`` every non-directory the command left in an upper layer.
+
+    Under ``--writable`` the kernel's overlayfs takes the writes, so the driver sees only
+    the read that copies a file up; the upper layers tell what was created, changed or
+    deleted (a deletion leaves a whiteout, a 0/0 character device, named like the file).
+    """
+    for i, tree in enumerate(plan.watched):
+        upper = os.path.join(plan.layers, "upper", str(i))
+        for directory, dirs, files in os.walk(upper):
+            for name in files + [d for d in dirs if os.path.islink(os.path.join(directory, d))]:
+                path = os.path.join(tree, os.path.relpath(os.path.join(directory, name), upper))
+                recorder.record(os.path.normpath(path), Access.OPEN_WRITE, Kind.FILE)
 
 
 async def serve_and_run(
@@ -187,7 +220,7 @@ async def serve_and_run(
     """Mount the overlay, run the bare start then the command, unmount; its exit status."""
     fs = Passthrough.from_path(plan.root, startup)
     step = [sys.executable, "-m", "uvfs_fs.audit.namespace", plan.mountpoint, plan.root]
-    step += [*plan.watched, "--"]
+    step += [plan.layers if plan.writable else "-", *plan.watched, "--"]
     async with trio.open_nursery() as nursery:
         broker = await nursery.start(
             functools.partial(
@@ -212,6 +245,8 @@ async def serve_and_run(
             done = await trio.run_process([*step, *plan.command], check=False, stdin=None)
         finally:
             nursery.cancel_scope.cancel()
+    if plan.writable:
+        record_writes(plan, recorder)
     return _exit_status(done.returncode)
 
 
@@ -232,6 +267,7 @@ def main(argv: list[str]) -> int:
         data["root"],
         tuple(data["watched"]),
         data["scratch"],
+        data["writable"],
     )
     try:
         hidden = frozenset(

@@ -18,7 +18,7 @@ def test_help_names_every_option(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for option in (
         "--watch", "--python", "--dist", "--pyproject", "--requirements", "--declare",
-        "--enforce", "--strict", "--json", "--quiet", "-- COMMAND",
+        "--enforce", "--writable", "--strict", "--json", "--quiet", "-- COMMAND",
     ):  # fmt: skip
         assert option in out
 

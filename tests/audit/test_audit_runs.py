@@ -158,3 +158,28 @@ def test_exit_status_and_teardown_when_the_command_is_killed(venv: Path) -> None
     assert run([python, "-c", code], python, ["/usr"], None).exit_status == 128 + 9
     assert run([python, "-c", "raise SystemExit(7)"], python, ["/usr"], None).exit_status == 7
     assert run(["/nonexistent/cmd"], python, ["/usr"], None).exit_status == 127
+
+
+def test_writable_changes_go_to_a_scratch_layer_and_are_recorded(
+    venv: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    python = str(venv / "bin" / "python")
+    six, gone = str(_site(venv) / "six.py"), str(_site(venv) / "app_undeclared.py")
+    before = Path(six).read_bytes()
+    code = (
+        "import os, sys\n"
+        "six, gone = sys.argv[1:]\n"
+        "open(six, 'a').write('# changed\\n')\n"
+        "open('/usr/share/uvfs-new', 'w').write('new')\n"
+        "os.unlink(gone)\n"
+        "print(open(six).read().endswith('# changed\\n'), open('/usr/share/uvfs-new').read(),"
+        " os.path.exists(gone))\n"
+    )
+    result = run([python, "-c", code, six, gone], python, [str(venv), "/usr"], None, True)
+    assert (result.exit_status, capfd.readouterr().out) == (0, "True new False\n")
+    assert Path(six).read_bytes() == before and Path(gone).exists()  # the host is untouched
+    assert not Path("/usr/share/uvfs-new").exists()
+    for path in (six, gone, "/usr/share/uvfs-new"):
+        assert result.record[path].counts[Access.OPEN_WRITE] == 1
+    assert result.record[six].counts[Access.OPEN_READ] >= 1  # copied up through the view
+    assert result.record["/usr/share/uvfs-new"].counts[Access.MISS] == 1
