@@ -449,9 +449,9 @@ async def test_memory_stays_within_the_budget(size: int) -> None:
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        for _ in range(6000 if size == 1 else 100):
+        for _ in range(3000 if size == 1 else 100):
             # Many files, extents with holes between them: the worst case for overhead.
-            key = (1, rng.randrange(500 if size == 1 else 20))
+            key = (1, rng.randrange(300 if size == 1 else 20))
             await cache.read(key, rng.randrange(64) * 2 * size, size, fetch)
         used = tracemalloc.get_traced_memory()[0] - before
     finally:
@@ -650,32 +650,31 @@ async def test_failed_fetch_installs_nothing() -> None:
     assert extents(cache) == [(0, 100), (600, 700)]
 
 
-@pytest.mark.parametrize("how", ["fails", "cancelled"])
-async def test_failed_change_forgets_the_file(
-    how: str, autojump_clock: trio.testing.MockClock
+async def test_failed_or_cancelled_change_forgets_the_file(
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
+    """The driver's state of the range is unknown after either: drop what we knew."""
     driver = Driver(pattern(1000))
     cache = BufferCache(1 << 20)
-    await cache.read(KEY, 0, 2000, driver.fetch)
 
-    async def store(off: int, data: bytes) -> int:
-        if how == "fails":
-            raise OSError("ENOSPC")
+    async def failing_store(off: int, data: bytes) -> int:
+        raise OSError("ENOSPC")
+
+    async def hanging_apply() -> None:
         await trio.sleep_forever()
-        raise AssertionError  # pragma: no cover
 
-    with trio.move_on_after(1), pytest.raises(OSError, match="ENOSPC"):
-        await cache.write(KEY, 10, b"x", store)
+    await cache.read(KEY, 0, 2000, driver.fetch)
+    with pytest.raises(OSError, match="ENOSPC"):
+        await cache.write(KEY, 10, b"x", failing_store)
+    assert cache._files == {}
+    await cache.read(KEY, 0, 2000, driver.fetch)
+    with trio.move_on_after(1):
+        await cache.truncate(KEY, 10, hanging_apply)
     assert cache._files == {}
     assert stats(cache)["cached"] == 0
-    with pytest.raises(OSError, match="EIO"):
-
-        async def apply() -> None:
-            raise OSError("EIO")
-
-        await cache.read(KEY, 0, 2000, driver.fetch)
-        await cache.truncate(KEY, 10, apply)
-    assert cache._files == {}
+    # Nothing is left in flight: the EOF is learnt again.
+    await cache.read(KEY, 0, 2000, driver.fetch)
+    assert eof(cache) == 1000
 
 
 async def test_invalidate_during_fetch_installs_nothing() -> None:
