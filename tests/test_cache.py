@@ -438,7 +438,7 @@ async def test_budget_holds_under_random_load() -> None:
 @pytest.mark.parametrize("size", [1, 64 * 1024])
 async def test_memory_stays_within_the_budget(size: int) -> None:
     """What the cache really allocates, measured, for tiny and for large extents."""
-    budget = 1 << 20
+    budget = 512 << 10
     cache = BufferCache(budget)
     data = pattern(1 << 20)
     rng = random.Random(5)
