@@ -841,4 +841,4 @@ async def test_hit_rate() -> None:
     assert len(driver.calls) == calls
     rate = n / elapsed
     print(f"\n{rate:,.0f} hits/s of 128 KiB ({rate * size / 1e9:.1f} GB/s)")
-    assert rate > 10_000
+    assert rate > 5_000  # far below what even a loaded machine does: a guard against blunders

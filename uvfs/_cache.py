@@ -84,8 +84,9 @@ invalidated.
 Costs
 -----
 A full hit costs one checkpoint, a bisection and one copy of the bytes returned:
-~105,000 hits/s of 128 KiB from a warm cache (~14 GB/s) on the 2-core build machine,
-measured by `test_hit_rate` in ``tests/test_cache.py``. Fills, evictions and
+`test_hit_rate` in ``tests/test_cache.py`` measured ~105,000 hits/s of 128 KiB from a
+warm cache (~14 GB/s) on the quiet 2-core build machine, 25,000-35,000 with both cores
+busy, when the checkpoint (trio's yield) and the copy take ~10 us each. Fills, evictions and
 truncates cost O(log n) to find an extent plus list insertions and deletions, O(n) in
 the extents of one file, with n small thanks to merging.
 Concurrent reads of the same missing range each fetch it: the second finds nothing
