@@ -6,6 +6,8 @@ import errno
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from uvfs_fs.zfs.dnode import (
     DMU_OT_PLAIN_FILE_CONTENTS,
     DMU_OT_ZNODE,
@@ -129,3 +131,14 @@ def test_corrupt_is_eio(raw: bytes) -> None:
     with pytest.raises(FSError) as e:
         parse_dnode(raw, "<")
     assert e.value.errno == errno.EIO
+
+
+@settings(max_examples=300, deadline=None)
+@given(raw=st.binary(min_size=512, max_size=2048), bo=st.sampled_from("<>"))
+def test_hostile_bytes_parse_or_eio(raw: bytes, bo: str) -> None:
+    try:
+        dn = parse_dnode(raw, bo)
+    except FSError as e:
+        assert e.errno == errno.EIO
+    else:
+        assert len(dn.dn_bonus) == dn.dn_bonuslen

@@ -6,6 +6,8 @@ import errno
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from uvfs_fs.zfs.sa import SA_MAGIC, make_registry, parse_sa, registry_entry
 
 from uvfs import FSError
@@ -75,3 +77,15 @@ def test_bad_buffers_are_eio(buf: bytes, layouts: dict[int, tuple[int, ...]]) ->
     with pytest.raises(FSError) as e:
         parse_sa(buf, make_registry(REGISTERED, layouts))
     assert e.value.errno == errno.EIO
+
+
+@settings(max_examples=300, deadline=None)
+@given(raw=st.binary(max_size=400))
+def test_hostile_buffers_parse_or_eio(raw: bytes) -> None:
+    reg = make_registry(REGISTERED, {0: (5, 6, 17), 2: (5, 6, 12, 17, 20)})
+    try:
+        attrs, _ = parse_sa(struct.pack("<I", SA_MAGIC) + raw, reg)
+    except FSError as e:
+        assert e.errno == errno.EIO
+    else:
+        assert set(attrs) <= {"ZPL_MODE", "ZPL_SIZE", "ZPL_UID", "ZPL_SYMLINK", "ZPL_DXATTR"}

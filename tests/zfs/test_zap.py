@@ -6,6 +6,8 @@ import errno
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from uvfs_fs.zfs.zap import (
     ZAP_LEAF_MAGIC,
     ZAP_MAGIC,
@@ -13,6 +15,7 @@ from uvfs_fs.zfs.zap import (
     ZBT_LEAF,
     ZBT_MICRO,
     ZapEntry,
+    ZapLeaf,
     parse_leaf,
     parse_mzap,
     parse_ptrtbl,
@@ -170,3 +173,43 @@ def test_entry_helpers() -> None:
     assert e.int() == 5 and e.ints() == (5,)
     with pytest.raises(FSError):
         ZapEntry(b"x", 1, b"abc").int()
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), bo=st.sampled_from("<>"))
+def test_hostile_leaf_parses_or_eio(data: st.DataObject, bo: str) -> None:
+    leaf = Leaf(bo, size=1 << 12)
+    leaf.add(b"seed", 8, [1])
+    block = bytearray(leaf.block)
+    for _ in range(data.draw(st.integers(0, 40))):
+        at = data.draw(st.integers(48, len(block) - 1))
+        block[at] = data.draw(st.integers(0, 255))
+    try:
+        zl = ZapLeaf(bytes(block), bo)
+        zl.entries()
+        zl.lookup(data.draw(st.integers(0, (1 << 64) - 1)), b"seed")
+    except FSError as e:
+        assert e.errno == errno.EIO
+
+
+def test_leaf_hash_chain_lookup() -> None:
+    leaf = Leaf("<")
+    leaf.add(b"alpha", 8, [1])
+    leaf.add(b"beta", 8, [2])
+    h = 0xABC0000000000000
+    # chain: hash slot of h -> entry 0 ("alpha", hash h) -> entry 3 ("beta", hash h)
+    slot = h >> (64 - 9)
+    struct.pack_into("<H", leaf.block, 48 + 2 * slot, 0)
+    struct.pack_into("<H", leaf.block, leaf.first + 2, 3)
+    struct.pack_into("<Q", leaf.block, leaf.first + 16, h)
+    beta = leaf.first + 3 * 24
+    struct.pack_into("<H", leaf.block, beta + 2, 0xFFFF)
+    struct.pack_into("<Q", leaf.block, beta + 16, h)
+    zl = ZapLeaf(bytes(leaf.block), "<")
+    found = zl.lookup(h, b"beta")
+    assert found is not None and found.int() == 2
+    assert zl.lookup(h, b"gamma") is None
+    assert zl.lookup(h ^ (1 << 63), b"beta") is None  # another slot: an empty chain
+    struct.pack_into("<H", leaf.block, beta + 2, 0)  # beta -> alpha: a loop
+    with pytest.raises(FSError):
+        ZapLeaf(bytes(leaf.block), "<").lookup(h, b"gamma")
