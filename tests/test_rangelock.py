@@ -222,13 +222,23 @@ async def test_acquire_is_a_checkpoint_release_is_not() -> None:
     assert lock.statistics() == stats(0, 0)
 
 
-def test_read_would_block() -> None:
+async def test_read_would_block() -> None:
     lock = RangeLock()
     assert not lock.read_would_block(0, 10)
-    lock._queue.append(lock.write(5, 10)._request)
-    assert lock.read_would_block(0, 6)
-    assert not lock.read_would_block(0, 5)
-    assert not lock.read_would_block(7, 7)
+    async with trio.open_nursery() as nursery:
+        log = Log(lock, nursery)
+        await settle_with(log, ("r", "read", 0, 100), ("w", "write", 5, 10))
+        assert log.granted == ["r"]
+        # Only the waiting writer matters: readers share, and a new one would queue behind it.
+        assert lock.read_would_block(0, 6)
+        assert not lock.read_would_block(0, 5)
+        assert not lock.read_would_block(10, 100)
+        assert not lock.read_would_block(7, 7)
+        log.release("r")
+        await trio.testing.wait_all_tasks_blocked()
+        assert lock.read_would_block(9, 10)
+        log.release("w")
+    assert not lock.read_would_block(0, math.inf)
 
 
 @pytest.mark.parametrize(("start", "end"), [(-1, 5), (5, 4)])
