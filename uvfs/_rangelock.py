@@ -29,9 +29,15 @@ A cancelled waiter is removed in the abort callback, before anything else can ru
 leaves no trace: it is never granted afterwards and whoever waited behind it only because
 of it is woken at once.
 
+`read_would_block` answers, without queueing, whether a shared request would be granted
+now: a caller whose critical section never yields (the cache's full hit) needs no request.
+
 Costs: with *n* requests in the queue, acquiring is O(n) and a release re-examines up to
 *n* waiters against up to *n* earlier requests, O(n^2). For the broker, *n* is the number of
-concurrent requests on one file, a handful at most; an interval tree would not pay off.
+concurrent requests on one file, a handful at most. The same rule is what the Linux range
+locks proposed by Jan Kara (2013) and Davidlohr Bueso (2017, "locking: Introduce range
+reader/writer lock") implement with an interval tree and a per-waiter count of blocking
+earlier requests, O(log n) per operation; at our queue lengths that would not pay off.
 
 Like trio's own `Lock`, acquiring is always a checkpoint (it checks for cancellation and
 yields even when granted at once); releasing is synchronous and never yields. The design
