@@ -53,6 +53,7 @@ ZFS_CTLDIR_NAME = b".zfs"
 ZFS_SNAPDIR_NAME = b"snapshot"
 LINUX_XATTR_PREFIXES = (b"user.", b"trusted.", b"security.", b"system.")
 MAX_SYMLINK = 1 << 16
+XATTR_SIZE_MAX = 1 << 16  # Linux's limit on one value
 MAX_PATH_DEPTH = 256
 ZNODE_CACHE = 8192
 ZAP_CACHE = 256
@@ -490,6 +491,8 @@ class ZfsFileSystem:
                         continue
                     raise
                 xz, xdn = await self._znode(m, obj)
+                if xz.size > XATTR_SIZE_MAX:
+                    raise FSError(errno.EIO, f"xattr {stored!r} of {xz.size} bytes")
                 return await read_object_range(m, xdn, 0, xz.size)
         except FSError as e:
             raise FSError(errno.EIO, f"xattr directory {z.xattr}: {e}") from None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import struct
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -20,7 +21,8 @@ import pytest
 from trees import Node, differences, record_fs, record_os, xattr_daemon
 from uvfs_fs.zfs import DRIVER, ZfsFileSystem
 from uvfs_fs.zfs.zap import Zap
-from uvfs_fs.zfs.zpl import OBJ_BITS, OBJ_MASK
+from uvfs_fs.zfs.znode import Znode
+from uvfs_fs.zfs.zpl import OBJ_BITS, OBJ_MASK, _xattr_shown, _xattr_stored
 from zfsfuse import PoolRecord, build_pool
 
 from uvfs import Attr, FSError, ImageFile, MountOptions
@@ -317,3 +319,31 @@ async def test_datasets_as_zfs_lists_them(built: Built) -> None:
     fs = await _open(built)
     assert sorted(m.ds.name for m in fs.datasets) == sorted(built.datasets)
     assert f"{POOL}/snapfs@s2" in built.datasets
+
+
+def _xdr_nvlist(pairs: dict[str, bytes]) -> bytes:
+    """A packed XDR nvlist of byte arrays, as zfs_sa_set_xattr writes ZPL_DXATTR."""
+
+    def pad(b: bytes) -> bytes:
+        return b + bytes(-len(b) % 4)
+
+    out = b"\x01\x01\x00\x00" + struct.pack(">ii", 0, 1)
+    for name, value in pairs.items():
+        body = struct.pack(">I", len(name)) + pad(name.encode())
+        body += struct.pack(">ii", 10, len(value)) + pad(value)  # DATA_TYPE_BYTE_ARRAY
+        out += struct.pack(">ii", 8 + len(body), 8 + len(body)) + body
+    return out + struct.pack(">ii", 0, 0)
+
+
+def test_sa_xattrs_and_linux_names() -> None:
+    z = Znode(0o100644, 0, 0, 0, 1, 0, 0, 0, 0, 0, (0, 0), (0, 0), (0, 0), (0, 0))
+    nv = _xdr_nvlist({"compat": b"old", "user.new": b"new", "trusted.t": b"t"})
+    got = ZfsFileSystem._sa_xattrs(replace(z, dxattr=nv))
+    assert got == {b"compat": b"old", b"user.new": b"new", b"trusted.t": b"t"}
+    assert [_xattr_shown(n) for n in got] == [b"user.compat", b"user.new", b"trusted.t"]
+    assert _xattr_stored(b"user.compat") == [b"compat", b"user.compat"]
+    assert _xattr_stored(b"user.trusted.x") == [b"user.trusted.x"]
+    assert _xattr_stored(b"security.selinux") == [b"security.selinux"]
+    with pytest.raises(FSError) as e:
+        ZfsFileSystem._sa_xattrs(replace(z, dxattr=nv[:-12]))
+    assert e.value.errno == errno.EIO
