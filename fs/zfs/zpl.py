@@ -44,6 +44,7 @@ from .spa import Pool
 from .zap import Zap
 from .znode import Znode, linux_rdev, parse_znode_phys, znode_from_sa
 
+ZPL_VERSION_MAX = 5  # SA-based files; no later version exists
 OBJ_BITS = 48
 OBJ_MASK = (1 << OBJ_BITS) - 1
 OBJ_CTLDIR = OBJ_MASK  # <dataset root>/.zfs
@@ -72,6 +73,7 @@ class _Mounted:
     sa_attrs_obj: int = 0
     error: int = 0  # EACCES (encrypted) or EIO (unreadable): the root is sealed
     os_type: int = 0  # DMU_OST_ZFS for a filesystem; 0 until read
+    reason: str = ""  # why the root is sealed, for the error message
     path: tuple[bytes, ...] = ()  # where its root appears, from the pool root
     snapshots: dict[bytes, int] = field(default_factory=dict)  # name -> index
     opened: bool = False
@@ -130,7 +132,7 @@ class ZfsFileSystem:
         root = fs.datasets[0]
         await fs._open_dataset(root)
         if root.error:
-            raise FSError(root.error, f"root dataset {root.ds.name} cannot be read")
+            raise FSError(root.error, root.reason)
         fs.root = fs._ino(root, root.root_obj)
         await fs._place_children()
         return fs
@@ -148,10 +150,13 @@ class ZfsFileSystem:
             m.os_type = objset.phys.os_type
             if m.ds.encrypted:
                 m.error = errno.EACCES
+                m.reason = f"{m.ds.name} is encrypted (no key here)"
                 return
             if m.os_type != DMU_OST_ZFS:
                 raise FSError(errno.EIO, f"{m.ds.name} is not a filesystem")
             master = await Zap.open(objset, 1)
+            if (await master.lookup(b"VERSION")).int() > ZPL_VERSION_MAX:
+                raise FSError(errno.EIO, f"{m.ds.name}: ZPL version newer than {ZPL_VERSION_MAX}")
             m.root_obj = (await master.lookup(b"ROOT")).int()
             try:
                 m.sa_attrs_obj = (await master.lookup(b"SA_ATTRS")).int()
@@ -161,8 +166,9 @@ class ZfsFileSystem:
             if not 0 < m.root_obj < OBJ_SEALED:
                 raise FSError(errno.EIO, f"{m.ds.name}: root object {m.root_obj}")
             m.objset = objset
-        except FSError:
+        except FSError as e:
             m.error = errno.EIO
+            m.reason = f"{m.ds.name} cannot be read: {e}"
 
     def _mountpoint(self, m: _Mounted) -> bytes:
         """The dataset's effective mountpoint property (inherited when not set)."""
@@ -317,7 +323,7 @@ class ZfsFileSystem:
             gid=z.gid & 0xFFFFFFFF,
             size=z.size,
             rdev=rdev,
-            blocks=(dn.used_bytes + 511) >> 9,
+            blocks=((dn.used_bytes + 256) >> 9) + 1,  # as dmu_object_size_from_db: + the dnode
             blksize=dn.datablksz,
             atime_ns=z.atime[0] * 1_000_000_000 + z.atime[1],
             mtime_ns=z.mtime[0] * 1_000_000_000 + z.mtime[1],
@@ -346,7 +352,7 @@ class ZfsFileSystem:
         """The node called `name` in directory `parent`."""
         m, obj = await self._node(parent)
         if m.error:
-            raise FSError(m.error, f"{m.ds.name} cannot be read")
+            raise FSError(m.error, m.reason)
         if obj == OBJ_CTLDIR:
             if name != ZFS_SNAPDIR_NAME:
                 raise FSError(errno.ENOENT)
@@ -370,7 +376,7 @@ class ZfsFileSystem:
         """All entries of directory `ino` (no "." or "..", no `.zfs`)."""
         m, obj = await self._node(ino)
         if m.error:
-            raise FSError(m.error, f"{m.ds.name} cannot be read")
+            raise FSError(m.error, m.reason)
         if obj == OBJ_CTLDIR:
             return [DirEntry(ZFS_SNAPDIR_NAME, await self._attr(m, OBJ_SNAPDIR))]
         if obj == OBJ_SNAPDIR:

@@ -40,6 +40,7 @@ class Node:
     mtime: int  # seconds
     ctime: int
     rdev: int
+    blocks: int
     obj: int
     digest: str | None = None  # sha256 of a regular file's contents
     target: bytes | None = None  # a symlink's
@@ -67,6 +68,7 @@ def record_os(root: Path, *, skip: frozenset[str] = frozenset()) -> dict[str, No
                 int(st.st_mtime),
                 int(st.st_ctime),
                 st.st_rdev if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else 0,
+                st.st_blocks,
                 st.st_ino if st.st_dev == dev else -1,
                 xattrs=tuple(
                     sorted(
@@ -111,6 +113,7 @@ async def record_fs(fs: ZfsFileSystem, ino: int) -> dict[str, Node]:
                 a.mtime_ns // 1_000_000_000,
                 a.ctime_ns // 1_000_000_000,
                 a.rdev,
+                a.blocks,
                 a.ino & OBJ_MASK if a.ino >> OBJ_BITS == dir_ino >> OBJ_BITS else -1,
                 xattrs=tuple(sorted([(n, await fs.getxattr(a.ino, n)) for n in names])),
             )
