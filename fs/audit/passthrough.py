@@ -158,25 +158,21 @@ class Passthrough:
         except OSError as e:
             raise FSError(e.errno, f"{parent.path}/{os.fsdecode(name)}") from None
 
-    def _adopt(self, parent_ino: int, name: bytes, st: os.stat_result) -> int:
-        """The node for `name` in `parent_ino` with status `st`, created if new."""
+    def _adopt(self, parent_ino: int, name: bytes, path: str, st: os.stat_result) -> int:
+        """The node for `name` (at `path`) in `parent_ino` with status `st`, created if new."""
         ino = self._ino(st)
-        parent = self._nodes[parent_ino]
-        path = _join(parent.path, name)
         node = self._nodes.get(ino)
-        if node is not None and not node.forgotten:
-            if node.parent != parent_ino or node.name != name:  # a hard link: latest name
-                self._release_child(node.parent)
-                parent.children += 1
-                node.parent, node.name, node.path = parent_ino, name, path
+        if node is None:
+            key = (st.st_dev, st.st_ino)
+            self._inos[key] = ino
+            self._nodes[ino] = _Node(parent_ino, name, path, key, stat.S_ISDIR(st.st_mode))
+            self._nodes[parent_ino].children += 1
             return ino
-        if node is not None:  # forgotten but still pinned by children: revive it
-            node.forgotten = False
-            return ino
-        key = (st.st_dev, st.st_ino)
-        self._inos[key] = ino
-        self._nodes[ino] = _Node(parent_ino, name, path, key, stat.S_ISDIR(st.st_mode))
-        parent.children += 1
+        node.forgotten = False  # forgotten but pinned by children: known to the kernel again
+        if node.parent != parent_ino or node.name != name:  # a hard link: the latest name
+            self._nodes[parent_ino].children += 1
+            self._release_child(node.parent)
+            node.parent, node.name, node.path = parent_ino, name, path
         return ino
 
     def _release_child(self, ino: int) -> None:
@@ -214,7 +210,7 @@ class Passthrough:
             self.recorder.record(path, Access.HIDDEN, kind)
             raise FSError(errno.ENOENT)
         self.recorder.record(path, Access.LOOKUP, kind)
-        return self._attr(self._adopt(parent, name, st), st)
+        return self._attr(self._adopt(parent, name, path, st), st)
 
     async def getattr(self, ino: int) -> Attr:
         node = self._node(ino)
@@ -228,17 +224,21 @@ class Passthrough:
         self._record(node, Access.READDIR)
         fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=self._dir_fd(node))
         entries = []
-        with os.scandir(fd) as it:
-            for entry in it:
-                name = os.fsencode(entry.name)
-                if self.hidden(_join(node.path, name)):
-                    continue
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:  # removed since the listing was read
-                    continue
-                entries.append(DirEntry(name, self._attr(self._adopt(ino, name, st), st)))
-        os.close(fd)
+        try:
+            with os.scandir(fd) as it:  # reads a duplicate of `fd`
+                for entry in it:
+                    name = os.fsencode(entry.name)
+                    path = _join(node.path, name)
+                    if self.hidden(path):
+                        continue
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:  # removed since the listing was read
+                        continue
+                    attr = self._attr(self._adopt(ino, name, path, st), st)
+                    entries.append(DirEntry(name, attr))
+        finally:
+            os.close(fd)
         return entries
 
     async def readlink(self, ino: int) -> bytes:
