@@ -297,9 +297,14 @@ class Ext2FileSystem:
     # --- the driver API -------------------------------------------------------------------
 
     async def _overhead(self) -> int:
-        """Blocks statfs leaves out: s_overhead_clusters, or counted as the kernel does."""
+        """Blocks statfs leaves out: s_overhead_clusters, or counted as the kernel does.
+
+        The count is exact without bigalloc; with it the kernel counts clusters touched by
+        metadata, which this closed form approximates by blocks (mke2fs always records
+        s_overhead_clusters, so the count is only needed for older images).
+        """
         if self.sb.s_overhead_clusters:
-            return self.sb.s_overhead_clusters
+            return self.sb.s_overhead_clusters * self.geo.cluster_ratio
         overhead = metadata_overhead(self.geo, self.sb.s_reserved_gdt_blocks)
         if "has_journal" in self.geo.features and self.sb.s_journal_inum:
             journal = await self._inode(self.sb.s_journal_inum)
@@ -361,7 +366,8 @@ class Ext2FileSystem:
         reserved = sb.s_r_blocks_count | (sb.s_r_blocks_count_hi << 32 if wide else 0)
         if "extent" in geo.features:
             # ext4 holds back 2% (at most 4096 clusters) for its own allocations.
-            reserved += min(geo.blocks_count // 50, 4096)
+            clusters = geo.blocks_count // geo.cluster_ratio
+            reserved += min(clusters // 50, 4096) * geo.cluster_ratio
         return StatFS(
             block_size=geo.block_size,
             blocks=geo.blocks_count - await self._overhead(),

@@ -124,10 +124,12 @@ def group_first_block(geo: Geometry, group: int) -> int:
 
 def desc_block(geo: Geometry, index: int) -> int:
     """The block holding descriptor block number `index` of the table (primary copy)."""
+    # 1 KiB blocks starting at block 0 (bigalloc): the superblock fills block 1, not 0.
+    adjust = geo.block_size == 1024 and geo.first_data_block == 0
     if index < geo.first_meta_bg:
-        return geo.first_data_block + 1 + index
+        return geo.first_data_block + 1 + adjust + index
     group = index * geo.descs_per_block
-    return group_first_block(geo, group) + group_has_super(geo, group)
+    return group_first_block(geo, group) + group_has_super(geo, group) + adjust
 
 
 def desc_location(geo: Geometry, group: int) -> tuple[int, int]:

@@ -244,6 +244,7 @@ class Geometry:
     first_meta_bg: int  # groups below this keep the contiguous descriptor table
     backup_bgs: tuple[int, ...]  # sparse_super2: the only groups with a backup superblock
     features: frozenset[str]
+    cluster_ratio: int = 1  # bigalloc: blocks per allocation cluster
 
     @property
     def descs_per_block(self) -> int:
@@ -301,10 +302,16 @@ def geometry(sb: Container, image_size: int) -> Geometry:
     if not EXT2_GOOD_OLD_INODE_SIZE <= inode_size <= block_size or inode_size & (inode_size - 1):
         raise Refusal(f"corrupt ext2 superblock: inode size {inode_size}")
 
+    cluster_ratio = 1
+    if "bigalloc" in features:
+        cluster_log = s.s_log_cluster_size + EXT2_MIN_BLOCK_LOG_SIZE
+        if not log <= cluster_log <= log + 16:
+            raise Refusal(f"corrupt ext2 superblock: cluster size 2^{cluster_log}")
+        cluster_ratio = 1 << (cluster_log - log)
     first_data_block = s.s_first_data_block
     per_group = s.s_blocks_per_group
     ipg = s.s_inodes_per_group
-    if not 0 < per_group <= 8 * block_size or not 0 < ipg <= 8 * block_size:
+    if not 0 < per_group <= 8 * block_size * cluster_ratio or not 0 < ipg <= 8 * block_size:
         raise Refusal("corrupt ext2 superblock: blocks or inodes per group out of range")
     if first_data_block >= blocks_count:
         raise Refusal("corrupt ext2 superblock: first data block beyond the end")
@@ -332,6 +339,7 @@ def geometry(sb: Container, image_size: int) -> Geometry:
         first_meta_bg=s.s_first_meta_bg if "meta_bg" in features else groups_count,
         backup_bgs=tuple(s.s_backup_bgs),
         features=features,
+        cluster_ratio=cluster_ratio,
     )
 
 
