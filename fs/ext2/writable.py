@@ -89,6 +89,7 @@ from uvfs_fs.ext2.superblock import (
 )
 from uvfs_fs.ext2.truncate import truncate_blocks
 
+from uvfs import LRU
 from uvfs._api import (
     RENAME_EXCHANGE,
     RENAME_NOREPLACE,
@@ -106,6 +107,7 @@ from uvfs._image import ImageFile
 FLUSH_SECONDS = 5.0
 DIRTY_LIMIT = 32 << 20  # bytes of dirty metadata that trigger a flush
 CLEAN_CACHE_BYTES = 32 << 20
+INODE_CACHE_ENTRIES = 16384  # decoded inodes (their table blocks are the truth)
 
 EXT2_LINK_MAX = 32000
 EXT2_INDEX_FL = 0x1000  # htree directory: cleared when we change it (the index goes stale)
@@ -167,6 +169,7 @@ class WritableExt2(Ext2FileSystem):
         self._dirty_groups: set[int] = set()
         self._deferred: list[int] = []  # blocks freed since the last flush
         self._wdirs: OrderedDict[int, _Dir] = OrderedDict()
+        self._icache: LRU[int, Inode] = LRU(INODE_CACHE_ENTRIES)
         self._orphans: set[int] = set()  # links 0, maybe still open
         self._forgotten: set[int] = set()  # orphans the kernel let go of: free them
         self._data_written = False
@@ -417,7 +420,7 @@ class WritableExt2(Ext2FileSystem):
 
     async def _inode(self, ino: int) -> Inode:
         """Inode `ino` if in use (or unlinked but still open)."""
-        inode = self._inodes.get(ino)
+        inode = self._icache.get(ino)
         if inode is None:
             geo = self.geo
             if not 0 < ino <= geo.inodes_count:
@@ -426,7 +429,7 @@ class WritableExt2(Ext2FileSystem):
                 block, offset = self._slot(ino)
                 raw = await self._block(block)
                 inode = self._decode(ino, bytes(raw[offset : offset + geo.inode_size]))
-                self._inodes.put(ino, inode)
+                self._icache.put(ino, inode)
             else:
                 return await super()._inode(ino)
         if inode.links_count == 0 and ino not in self._orphans:
@@ -451,7 +454,7 @@ class WritableExt2(Ext2FileSystem):
         old = blank_slot(size) if fresh else bytes(raw[offset : offset + size])
         raw[offset : offset + size] = encode_inode(inode, old, huge_file=self._huge_file)
         self._changed(block)
-        self._inodes.put(inode.ino, inode)
+        self._icache.put(inode.ino, inode)
         return inode
 
     async def _new_inode(
