@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from construct import Int16ul, Int32ul, Struct
+from uvfs_fs.ext2.record import FastRecord
 from uvfs_fs.ext2.superblock import Geometry
 
 # fmt: off
@@ -71,10 +72,14 @@ class GroupDesc:
     itable_unused: int
 
 
+_DESC32 = FastRecord(ext2_group_desc, "ext2_group_desc")
+_DESC64 = FastRecord(ext4_group_desc, "ext4_group_desc")
+
+
 def decode_group_desc(raw: bytes, desc_size: int) -> GroupDesc:
     """The descriptor in the first `desc_size` bytes of `raw` (32, or 64 and more)."""
-    if desc_size < ext4_group_desc.sizeof():
-        d = ext2_group_desc.parse(raw[: ext2_group_desc.sizeof()])
+    if desc_size < _DESC64.size:
+        d = _DESC32.unpack(raw)
         return GroupDesc(
             block_bitmap=d.bg_block_bitmap,
             inode_bitmap=d.bg_inode_bitmap,
@@ -85,7 +90,7 @@ def decode_group_desc(raw: bytes, desc_size: int) -> GroupDesc:
             flags=d.bg_flags,
             itable_unused=d.bg_itable_unused,
         )
-    d = ext4_group_desc.parse(raw[: ext4_group_desc.sizeof()])
+    d = _DESC64.unpack(raw)
     return GroupDesc(
         block_bitmap=d.bg_block_bitmap | d.bg_block_bitmap_hi << 32,
         inode_bitmap=d.bg_inode_bitmap | d.bg_inode_bitmap_hi << 32,

@@ -16,6 +16,7 @@ import errno
 import struct
 
 from construct import Array, Int8ul, Int16ul, Int32ul, Struct
+from uvfs_fs.ext2.record import FastRecord
 
 from uvfs._api import FSError
 
@@ -41,7 +42,7 @@ ext2_ext_attr_entry = Struct(
 ).compile()                                 # 0x10 name, padded to 4 bytes
 # fmt: on
 
-_ENTRY_SIZE = 16
+_ENTRY = FastRecord(ext2_ext_attr_entry, "ext2_ext_attr_entry")
 
 # e_name_index -> what the kernel shows before the suffix (lib/ext2fs/ext_attr.c)
 EXT2_ATTR_INDEX_USER = 1
@@ -107,10 +108,10 @@ def _parse_entries(region: bytes, entries_at: int) -> list[tuple[bytes, bytes]]:
             raise _corrupt("entry table runs off its area")
         if region[offset : offset + 4] == b"\0\0\0\0":
             return attrs
-        if offset + _ENTRY_SIZE > len(region):
+        if offset + _ENTRY.size > len(region):
             raise _corrupt("entry table runs off its area")
-        e = ext2_ext_attr_entry.parse(region[offset : offset + _ENTRY_SIZE])
-        name_end = offset + _ENTRY_SIZE + e.e_name_len
+        e = _ENTRY.unpack(region, offset)
+        name_end = offset + _ENTRY.size + e.e_name_len
         if name_end > len(region):
             raise _corrupt("entry name runs off its area")
         if e.e_value_inum:
@@ -126,7 +127,7 @@ def _parse_entries(region: bytes, entries_at: int) -> list[tuple[bytes, bytes]]:
                 EXT2_ATTR_INDEX_POSIX_ACL_DEFAULT,
             ):
                 value = acl_to_xattr(value)
-            attrs.append((prefix + region[offset + _ENTRY_SIZE : name_end], value))
+            attrs.append((prefix + region[offset + _ENTRY.size : name_end], value))
         offset = (name_end + 3) & ~3
 
 
@@ -139,7 +140,7 @@ def parse_ibody(area: bytes) -> list[tuple[bytes, bytes]]:
 
 def parse_block(block: bytes) -> list[tuple[bytes, bytes]]:
     """The attributes stored in an external attribute block (i_file_acl)."""
-    h = ext2_ext_attr_header.parse(block[: ext2_ext_attr_header.sizeof()])
-    if h.h_magic != EXT2_EXT_ATTR_MAGIC or h.h_blocks != 1:
-        raise _corrupt(f"bad block magic {h.h_magic:#x}")
+    magic, _, blocks = struct.unpack_from("<III", block)
+    if magic != EXT2_EXT_ATTR_MAGIC or blocks != 1:
+        raise _corrupt(f"bad block magic {magic:#x}")
     return _parse_entries(block, ext2_ext_attr_header.sizeof())
