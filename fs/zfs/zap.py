@@ -27,7 +27,7 @@ from construct import Bytes, Int8ul, Int16ub, Int16ul, Int32ub, Int32ul, Int64ub
 
 from uvfs import FSError
 
-from .dmu import ObjectSet, read_block
+from .dmu import Lru, ObjectSet, read_block
 from .dnode import DnodePhys
 
 ZBT_LEAF = (1 << 63) + 0
@@ -47,6 +47,7 @@ ZAP_FLAG_HASH64 = 1 << 0
 ZAP_FLAG_UINT64_KEY = 1 << 1
 ZFS_CRC64_POLY = 0xC96C5795D7870F42
 MAX_ZAP_BLOCK_SHIFT = 24  # a ZAP block is at most 16 MiB (large_blocks)
+LEAF_CACHE = 8  # parsed leaves kept per open fat ZAP
 
 
 def _crc64_table() -> tuple[int, ...]:
@@ -288,8 +289,9 @@ def parse_leaf(block: bytes, byteorder: str, key_intlen: int = 1) -> list[ZapEnt
 class Zap:
     """One ZAP object opened for lookups and listing.
 
-    A micro ZAP is parsed once into a dict; a fat ZAP reads its header once and then only
-    the pointer-table and leaf blocks a request needs (through the mount's block cache).
+    A micro ZAP is parsed once into a dict; a fat ZAP keeps its block 0 (header and
+    embedded pointer table) and its few most recently used leaves, and reads other
+    pointer-table and leaf blocks as a request needs them (through the mount's cache).
     """
 
     def __init__(self, objset: ObjectSet, dn: DnodePhys) -> None:
@@ -298,6 +300,8 @@ class Zap:
         self.micro: dict[bytes, ZapEntry] | None = None
         self.phys: ZapPhys | None = None
         self.byteorder = "<"
+        self.block0 = b""
+        self._leaves: Lru[int, ZapLeaf] = Lru(LEAF_CACHE)
 
     @classmethod
     async def open(cls, objset: ObjectSet, obj: int | DnodePhys) -> Zap:
@@ -308,6 +312,7 @@ class Zap:
         if block is None:
             raise FSError(errno.EIO, "zap: block 0 is a hole")
         data, zap.byteorder = block
+        zap.block0 = data
         kind = zap_block_type(data, zap.byteorder)
         if kind == ZBT_MICRO:
             zap.micro = {e.name: e for e in parse_mzap(data, zap.byteorder)}
@@ -348,9 +353,7 @@ class Zap:
         p = self.phys
         assert p is not None
         if p.zt_numblks == 0:
-            block0 = await self._block(0)
-            assert block0 is not None
-            return parse_ptrtbl(block0[0], self.byteorder, (1 << p.zt_shift) + first, count)
+            return parse_ptrtbl(self.block0, self.byteorder, (1 << p.zt_shift) + first, count)
         per_block = 1 << (self._shift - 3)
         blk, at = divmod(first, per_block)
         block = await self._block(p.zt_blk + blk)
@@ -359,6 +362,13 @@ class Zap:
         return parse_ptrtbl(block[0], block[1], at, count)
 
     async def _leaf(self, blkid: int) -> ZapLeaf:
+        leaf = self._leaves.get(blkid)
+        if leaf is None:
+            leaf = await self._read_leaf(blkid)
+            self._leaves.put(blkid, leaf)
+        return leaf
+
+    async def _read_leaf(self, blkid: int) -> ZapLeaf:
         if blkid == 0 or blkid > self.dn.dn_maxblkid:
             raise FSError(errno.EIO, f"fat zap: leaf block {blkid} out of range")
         block = await self._block(blkid)

@@ -45,6 +45,9 @@ def pool_record(zfs_pool) -> PoolRecord:  # type: ignore[no-untyped-def]
         with open(root / "sparse", "wb") as f:
             f.seek(5 << 20)
             f.write(b"end")
+        with open(root / "huge", "wb") as f:
+            f.seek(5 << 30)  # past 4 GiB: offsets that need 64 bits
+            f.write(b"far")
         data = os.urandom(1 << 20)
         (root / "big").write_bytes(data)
         return {"big": data}
@@ -98,3 +101,12 @@ async def test_dnode_lookup_errors(pool_record: PoolRecord) -> None:
         with pytest.raises(FSError) as e:
             await objset.dnode(obj)
         assert e.value.errno == errno.ENOENT
+
+
+async def test_huge_sparse_object(pool_record: PoolRecord) -> None:
+    _, objset, names = await _objects(pool_record, 1 << 20)
+    dn = await objset.dnode(names["huge"])
+    assert dn.dn_maxblkid == (5 << 30) // dn.datablksz
+    assert dn.dn_nlevels == 4  # 40961 blocks: three levels of 128-pointer blocks above
+    assert await objset.read(dn, (5 << 30) - 2, 6) == b"\0\0far\0"
+    assert await objset.read(dn, 3 << 30, 4096) == bytes(4096)
