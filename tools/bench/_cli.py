@@ -10,11 +10,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from ._host import BenchError
+from ._host import BenchError, exclusive
 from ._images import prepare
 from ._report import table, write_chart, write_json
 from ._results import Results
-from ._sizes import FULL, QUICK, TINY
+from ._sizes import FULL, QUICK, TINY, Sizes
 from ._suite import REPO, SUITES, Bench, host_facts, run_suites
 
 
@@ -68,18 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sizes = replace(sizes, runs=args.runs)
     if os.geteuid() != 0:
         return _fail("needs root: loop mounts, dropping the page cache and zfs-fuse")
-    workdir = args.workdir.resolve()
     try:
-        workdir.mkdir(parents=True, exist_ok=True)
         args.results.mkdir(parents=True, exist_ok=True)
-        images = prepare(workdir, sizes)
-        results = Results(
-            meta={"size": sizes.name, "runs": sizes.runs, "sizes": asdict(sizes), **host_facts()}
-        )
-        started = time.monotonic()
-        run_suites(Bench(sizes, workdir, images, results), args.only)
-        results.meta["seconds"] = round(time.monotonic() - started, 1)
-        results.meta["load_at_end"] = os.getloadavg()
+        results = measure(sizes, args.workdir.resolve(), args.only)
         write_json(results, args.results / "results.json")
         print(table(results))
         write_chart(results, args.results / "chart.png")
@@ -89,6 +80,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail("interrupted (everything was unmounted)", 130)
     print(f"\nbench: wrote {args.results / 'results.json'} and {args.results / 'chart.png'}")
     return 0
+
+
+def measure(sizes: Sizes, workdir: Path, suites: tuple[str, ...]) -> Results:
+    """Build or reuse the images in `workdir` and run `suites` over them."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    with exclusive(workdir):
+        images = prepare(workdir, sizes)
+        meta = {"size": sizes.name, "runs": sizes.runs, "sizes": asdict(sizes), **host_facts()}
+        results = Results(meta)
+        started = time.monotonic()
+        run_suites(Bench(sizes, workdir, images, results), suites)
+    results.meta["seconds"] = round(time.monotonic() - started, 1)
+    results.meta["load_at_end"] = os.getloadavg()
+    return results
 
 
 def _fail(message: str, status: int = 1) -> int:

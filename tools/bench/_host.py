@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 COMMAND_TIMEOUT = 600  # seconds: a wedged mount fails the run instead of hanging it
@@ -83,3 +85,19 @@ def force_unmount_under(root: Path) -> None:
     for point in sorted(_mount_table(), reverse=True):
         if point.startswith(prefix):
             subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+
+
+@contextlib.contextmanager
+def exclusive(directory: Path) -> Iterator[None]:
+    """Hold `directory` for this run alone, waiting for another run that holds it.
+
+    Two runs must never share a work directory: their mountpoints would collide, and two
+    zfs-fuse daemons importing the same cached pool would corrupt it.
+    """
+    with open(directory / "lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"bench: waiting for another run using {directory}", flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield

@@ -1,9 +1,10 @@
-"""One timed workload, run as its own process: ``python -m tools.bench._probe KIND ARG...``.
+"""One timed workload, run as its own process: ``python -I -S _probe.py KIND ARG...``.
 
 It prints ``SECONDS CHECK``: the wall time of the workload alone (not of starting Python)
 and a number the caller compares with what it expects (bytes read, files found), so a
 system that answers fast but wrong cannot win. A separate process can be killed when a
-mount hangs, and it holds no file open between runs.
+mount hangs, and it holds no file open between runs. Standard library only: it runs
+without site-packages, so that it starts fast even after the page cache was dropped.
 """
 
 from __future__ import annotations

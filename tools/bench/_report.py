@@ -134,6 +134,7 @@ def write_chart(results: Results, path: Path) -> None:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.patches import Patch
     except ImportError:
         raise BenchError("matplotlib is missing: pip install -e '.[bench]'") from None
     panels: dict[str, list[tuple[str, str, str]]] = {}
@@ -166,7 +167,9 @@ def write_chart(results: Results, path: Path) -> None:
         ax.set_ylabel("seconds (log)")
         ax.set_title(f"{panel}: lower is better", loc="left")
         ax.grid(axis="y", which="both", alpha=0.3)
-        ax.legend(loc="upper right", fontsize=8)
+        # Drawn from patches: a system with no bar at all (every cell failed) still shows.
+        handles = [Patch(color=SYSTEM_COLOURS[s], label=s) for s in systems]
+        ax.legend(handles=handles, loc="upper right", fontsize=8)
     fig.suptitle(f"uvfs benchmark ({results.meta['size']}, median of {results.meta['runs']})")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

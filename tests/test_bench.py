@@ -1,0 +1,56 @@
+"""Smoke test of the benchmark suite (tools/bench): every workload and system, tiny sizes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tools.bench._sizes import TINY
+from tools.bench._suite import READS, WRITES, ZFS_READS
+
+REPO = Path(__file__).resolve().parents[1]
+# Images are cached here across test runs (built once, a few seconds); runs sharing it queue.
+WORKDIR = Path("/var/tmp/uvfs-bench-smoke")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    os.geteuid() != 0, reason="the benchmark needs root: loop mounts, drop_caches, zfs-fuse"
+)
+def test_tiny_run_reports_every_workload_and_system(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "tools.bench", "--tiny", "--workdir", str(WORKDIR),
+         "--results", str(tmp_path / "results")],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    results = json.loads((tmp_path / "results" / "results.json").read_text())
+    cells = {(r["suite"], r["workload"], r["phase"]): r["systems"] for r in results["rows"]}
+    expected = {
+        **{("ext2", w, p): {"uvfs", "kernel", "fuse2fs"} for w in READS for p in ("cold", "warm")},
+        **{("write", w, "cold"): {"uvfs", "kernel", "fuse2fs"} for w in WRITES},
+        **{
+            (f"zfs/{c}", w, p): {"uvfs", "zfs-fuse"}
+            for c in TINY.compressions
+            for w in ZFS_READS
+            for p in ("cold", "warm")
+        },
+    }
+    assert {key: set(systems) for key, systems in cells.items()} == expected
+    # The peers must have produced numbers (uvfs may still show n/a with its reason).
+    for systems in cells.values():
+        for name, cell in systems.items():
+            assert (cell["seconds"] is not None) != (cell["error"] is not None), (name, cell)
+            if name != "uvfs":
+                assert cell["seconds"] is not None, (name, cell)
+    assert {"driver_untouched", "error"} & set(results["broker_cache"])
+    assert (tmp_path / "results" / "chart.png").stat().st_size > 10_000
+    assert "uvfs/kernel" in done.stdout
+    assert not any(
+        str(tmp_path) in line for line in Path("/proc/self/mounts").read_text().splitlines()
+    )
