@@ -113,7 +113,7 @@ def build_report(
 ) -> Report:
     """Compare what `recorder` saw under `watched` with `declared`, through `owners`.
 
-    Paths in `startup` (a bare interpreter start) are baseline and never reported.
+    Paths in `startup` (the interpreter's own footprint) are baseline and never reported.
     """
     used: dict[str, OwnerUse] = {}
     unowned = []

@@ -15,15 +15,13 @@ Theory of operation. Three processes, two private mount namespaces:
 3. when the command ends, the server unmounts and writes the record and exit status to
    the scratch directory, and the host process builds the report.
 
-Before the command, the server runs the audited interpreter once with nothing to do
-(``python -c pass``) on the same overlay, recorded apart and with nothing hidden: what a
-bare start touches (``.pth`` files and what they import, the C library's locale files,
-the probes for ``pyvenv.cfg``) is the environment's doing, not the command's, so those
-paths are baseline. With ``--enforce`` they stay visible.
-
-The host never sees a mount: every mount lives in a namespace that dies with its last
-process. Whatever happens (the command crashes, ^C, the server fails) the mounts go with
-the namespaces; the scratch directory is removed by the host process.
+Before the command, the server runs the audited interpreter once on the same overlay
+(`STARTUP`: start, then import every extension module of the standard library), recorded
+apart and with nothing hidden. What that touches is the interpreter's doing, not the
+command's: ``.pth`` files and what they import, the C library's locale files, the probes
+for ``pyvenv.cfg``, and the shared libraries the standard library links (``ssl`` needs
+libssl3 and reads openssl.cnf, ``sqlite3`` libsqlite3-0 ...). Those paths are baseline;
+with ``--enforce`` they stay visible.
 """
 
 from __future__ import annotations
@@ -54,6 +52,16 @@ from uvfs._mount import MountFailed, serve
 # halves the requests of `import numpy` (each path walk asked for every component's
 # attributes again) and loses only repeated getattr counts, never a path.
 ATTR_TIMEOUT = 3600.0
+# The interpreter's own footprint: a start and the standard library's extension modules.
+STARTUP = """\
+import os, sysconfig
+shared = sysconfig.get_config_var("DESTSHARED") or ""
+for name in sorted(os.listdir(shared)) if os.path.isdir(shared) else ():
+    try:
+        __import__(name.partition(".")[0])
+    except Exception:  # e.g. _tkinter without Tk: its probes are the interpreter's too
+        pass
+"""
 EXIT_SETUP_FAILED = 125  # as env(1) and container runners: the audit itself failed
 _UNPRIVILEGED_HINT = (
     " (as a normal user, uvfs audit needs unprivileged user namespaces and read-write"
@@ -70,7 +78,7 @@ class Plan:
     """What the server needs, as plain data (it is passed as a JSON file)."""
 
     command: tuple[str, ...]
-    startup: tuple[str, ...]  # the bare interpreter start whose accesses are baseline
+    startup: tuple[str, ...]  # the interpreter's footprint, whose accesses are baseline
     root: str  # the overlay's root: a common ancestor of `watched`
     watched: tuple[str, ...]  # real paths, none inside another
     scratch: str  # holds mnt/, hidden, result.json, layers/
@@ -135,7 +143,7 @@ class RunResult:
 
     exit_status: int
     record: Recorder  # what the command touched
-    startup: Recorder  # what a bare interpreter start touched
+    startup: Recorder  # what the interpreter's own footprint (`STARTUP`) touched
 
 
 def run(
@@ -145,7 +153,7 @@ def run(
     hidden: frozenset[str] | None,
     writable: bool = False,
 ) -> RunResult:
-    """Run `command` with `trees` overlaid, after a bare start of `python`.
+    """Run `command` with `trees` overlaid, after `STARTUP` in `python`.
 
     With `writable`, the command's changes go to a scratch layer, recorded and discarded.
     """
@@ -153,7 +161,7 @@ def run(
     try:
         trees = minimal_trees(trees)
         check_trees(trees, os.path.realpath(scratch))
-        startup = (python, "-c", "pass")
+        startup = (python, "-c", STARTUP)
         root = os.path.commonpath(trees)
         plan = Plan(tuple(command), startup, root, tuple(trees), scratch, writable)
         os.mkdir(plan.mountpoint)
@@ -217,7 +225,7 @@ def record_writes(plan: Plan, recorder: Recorder) -> None:
 async def serve_and_run(
     plan: Plan, recorder: Recorder, startup: Recorder, hidden: frozenset[str]
 ) -> int:
-    """Mount the overlay, run the bare start then the command, unmount; its exit status."""
+    """Mount the overlay, run `STARTUP` then the command, unmount; its exit status."""
     fs = Passthrough.from_path(plan.root, startup)
     step = [sys.executable, "-m", "uvfs_fs.audit.namespace", plan.mountpoint, plan.root]
     step += [plan.layers if plan.writable else "-", *plan.watched, "--"]
@@ -239,7 +247,13 @@ async def serve_and_run(
         )
         broker.timeouts = Timeouts(entry=0.0, attr=ATTR_TIMEOUT, negative=0.0)
         try:
-            await trio.run_process([*step, *plan.startup], check=False, stdin=None)
+            await trio.run_process(
+                [*step, *plan.startup],
+                check=False,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             fs.recorder = recorder
             fs.hidden = lambda path: path in hidden and path not in startup
             done = await trio.run_process([*step, *plan.command], check=False, stdin=None)
