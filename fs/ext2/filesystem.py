@@ -111,7 +111,7 @@ async def read_superblock(image: ImageFile) -> Container:
 class Ext2FileSystem:
     """A read-only ext2/ext3/ext4 volume, answering the driver API's read operations.
 
-    Open one with `Ext2FileSystem.open`. Inode numbers are the volume's own (root is 2).
+    Open one with `Ext2FileSystem.load`. Inode numbers are the volume's own (root is 2).
     """
 
     root = EXT2_ROOT_INO
@@ -351,7 +351,8 @@ class Ext2FileSystem:
             raise FSError(errno.EIO, f"symlink {ino} of {inode.size} bytes")
         # As the kernel decides: a symlink owning no block but its xattr block is fast,
         # whatever its flags say (some kernels set EXTENTS_FL on fast symlinks).
-        xattr_blocks = self.geo.block_size // 512 if inode.file_acl else 0
+        cluster = self.geo.block_size * self.geo.cluster_ratio
+        xattr_blocks = cluster // 512 if inode.file_acl else 0
         if inode.blocks_512 == xattr_blocks:
             if inode.size >= len(inode.i_block):
                 raise FSError(errno.EIO, f"fast symlink {ino} of {inode.size} bytes")
