@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 import sys
 from pathlib import Path
 
@@ -82,3 +83,11 @@ def test_guess_python(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     python3 = guess_python(["true"])
     assert os.path.basename(python3) == "python3"
     assert guess_python(["tool2"]) == python3
+
+
+def test_runs_as_a_module() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "uvfs_fs.audit", "--help"], capture_output=True, text=True
+    )
+    assert done.returncode == 0
+    assert done.stdout.startswith("usage: uvfs audit [options] -- COMMAND [ARG...]")

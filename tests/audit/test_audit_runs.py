@@ -89,19 +89,30 @@ def test_enforce_fails_on_the_import_then_passes_once_declared(
     assert status == 1
     assert "ModuleNotFoundError: No module named 'six'" in capfd.readouterr().err
     assert report["undeclared"] == []  # hidden from listings: never even looked up
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text('[project]\nname = "app-undeclared"\ndependencies = ["six>=1"]\n')
     status, report = _audit(
         venv,
         tmp_path,
         "--enforce",
         "--dist",
         "app-undeclared",
-        "--declare",
-        "python:six",
+        "--pyproject",
+        str(pyproject),
         code="import app_undeclared",
     )
     assert status == 0
     assert report["undeclared"] == []
     assert report["declared"] == ["python:app-undeclared", "python:six"]
+
+
+def test_requirements_file_declares(venv: Path, tmp_path: Path) -> None:
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("app-undeclared\nsix  # used by app-undeclared\n")
+    status, report = _audit(
+        venv, tmp_path, "--requirements", str(requirements), code="import app_undeclared"
+    )
+    assert (status, report["undeclared"], report["declared_unused"]) == (0, [], [])
 
 
 def test_c_extension_library_maps_to_its_debian_package(
