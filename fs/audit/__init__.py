@@ -1,1 +1,1 @@
-"""placeholder"""
+"""The dependency audit: a recording overlay of real trees, file owners, declarations, reports."""
