@@ -36,7 +36,7 @@ class ZfsDriver:
             raise Refusal("zfs: this driver is read-only; mount with -o ro")
         pool = await open_pool(sources)
         try:
-            return await ZfsFileSystem.open(pool)
+            return await ZfsFileSystem.from_pool(pool)
         except FSError as e:
             raise Refusal(f"zfs: pool {pool.name!r}: cannot read its datasets: {e}") from None
 

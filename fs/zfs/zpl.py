@@ -92,7 +92,10 @@ def _xattr_stored(name: bytes) -> list[bytes]:
 
 
 class ZfsFileSystem:
-    """A read-only view of one imported pool. Create with `ZfsFileSystem.open`."""
+    """A read-only view of one imported pool. Create with `ZfsFileSystem.from_pool`.
+
+    (Not `open`: a method of that name would make it an `Open` filesystem to the broker.)
+    """
 
     def __init__(self, pool: Pool, cache: BlockCache, mos: ObjectSet) -> None:
         self.pool = pool
@@ -108,7 +111,7 @@ class ZfsFileSystem:
         self._size: int | None = None
 
     @classmethod
-    async def open(cls, pool: Pool) -> ZfsFileSystem:
+    async def from_pool(cls, pool: Pool) -> ZfsFileSystem:
         """Read the pool's dataset tree and place every filesystem.
 
         Raises FSError when the MOS or the root dataset cannot be read.

@@ -20,6 +20,7 @@ from uvfs import (
     ImageFile,
     ListXattr,
     MountOptions,
+    Open,
     Read,
     ReadDir,
     ReadLink,
@@ -93,6 +94,7 @@ async def test_protocols(small: PoolRecord) -> None:
     for proto in (FileSystem, ReadDir, Read, ReadLink, StatFs, GetXattr, ListXattr):
         assert isinstance(fs, proto), proto.__name__
     assert not isinstance(fs, Write)
+    assert not isinstance(fs, Open)  # opening needs no state: the broker's default
 
 
 async def test_one_mirror_side_is_enough(small: PoolRecord) -> None:

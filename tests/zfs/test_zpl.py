@@ -347,3 +347,24 @@ def test_sa_xattrs_and_linux_names() -> None:
     with pytest.raises(FSError) as e:
         ZfsFileSystem._sa_xattrs(replace(z, dxattr=nv[:-12]))
     assert e.value.errno == errno.EIO
+
+
+@pytest.mark.slow
+def test_through_a_real_mount(built: Built, mount) -> None:  # type: ignore[no-untyped-def]
+    mnt = mount(*built.record.vdevs, fstype="uvfs_fs.zfs:DRIVER")
+    seen = record_os(mnt)
+    # One FUSE mount: no st_dev change at dataset roots, and st_ino is our inode number.
+    assert (
+        differences(
+            {p: replace(n, obj=0) for p, n in seen.items()},
+            {p: replace(n, obj=0) for p, n in built.tree.items()},
+        )
+        == []
+    )
+    assert os.stat(mnt / "sub/deeper/h3").st_ino == os.stat(mnt / "small.txt").st_ino
+    assert ".zfs" not in os.listdir(mnt / "snapfs")
+    assert sorted(os.listdir(mnt / "snapfs/.zfs/snapshot")) == ["s1", "s2"]
+    snap = record_os(mnt / "snapfs/.zfs/snapshot/s1")
+    assert {p: replace(n, obj=0) for p, n in snap.items()} == {
+        p: replace(n, obj=0) for p, n in built.snapshot.items()
+    }
