@@ -8,12 +8,17 @@ import struct
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_dnode import blkptr
+from uvfs_fs.zfs.blkptr import BlockPtr, parse_blkptr
+from uvfs_fs.zfs.dmu import BlockCache, ObjectSet, ObjsetPhys
+from uvfs_fs.zfs.dnode import DnodePhys
 from uvfs_fs.zfs.zap import (
     ZAP_LEAF_MAGIC,
     ZAP_MAGIC,
     ZBT_HEADER,
     ZBT_LEAF,
     ZBT_MICRO,
+    Zap,
     ZapEntry,
     ZapLeaf,
     parse_leaf,
@@ -39,12 +44,14 @@ def mzap(bo: str, entries: list[tuple[bytes, int]], size: int = 512) -> bytes:
 class Leaf:
     """Builds a leaf block: entries with names and values in chains of array chunks."""
 
-    def __init__(self, bo: str, size: int = BS) -> None:
+    def __init__(self, bo: str, size: int = BS, prefix: int = 0, prefix_len: int = 0) -> None:
         self.bo = bo
         self.block = bytearray(size)
-        struct.pack_into(
-            f"{bo}QQQIHHHHB", self.block, 0, ZBT_LEAF, 0, 0, ZAP_LEAF_MAGIC, 0, 0, 0, 0, 0
-        )
+        header = (ZBT_LEAF, 0, prefix, ZAP_LEAF_MAGIC, 0, 0, prefix_len, 0, 0)
+        struct.pack_into(f"{bo}QQQIHHHHB", self.block, 0, *header)
+        self.prefix_len = prefix_len
+        self.hash_shift = size.bit_length() - 1 - 5
+        self.block[48 : 48 + 2 * (size >> 5)] = b"\xff" * (2 * (size >> 5))  # empty chains
         self.first = 48 + 2 * (size >> 5)
         self.next_chunk = 0
 
@@ -63,8 +70,11 @@ class Leaf:
             struct.pack_into(f"{self.bo}H", self.block, at + 22, nxt)
         return chunks[0]
 
-    def add(self, name: bytes, intlen: int, ints: list[int]) -> None:
+    def add(self, name: bytes, intlen: int, ints: list[int], h: int = 0) -> None:
+        """Add an entry; with its hash `h`, also at the head of its hash chain."""
         entry = self._chunk()
+        slot = (h >> (64 - self.hash_shift - self.prefix_len)) & ((1 << self.hash_shift) - 1)
+        (head,) = struct.unpack_from(f"{self.bo}H", self.block, 48 + 2 * slot)
         name_chunk = self._array(name + b"\0")
         value = b"".join(v.to_bytes(intlen, "big") for v in ints)
         value_chunk = self._array(value)
@@ -74,14 +84,16 @@ class Leaf:
             self.first + entry * 24,
             252,
             intlen,
-            0xFFFF,
+            head if h else 0xFFFF,
             name_chunk,
             len(name) + 1,
             value_chunk,
             len(ints),
             0,
-            0,
+            h,
         )
+        if h:
+            struct.pack_into(f"{self.bo}H", self.block, 48 + 2 * slot, entry)
 
 
 @pytest.mark.parametrize("bo", ["<", ">"])
@@ -213,3 +225,48 @@ def test_leaf_hash_chain_lookup() -> None:
     struct.pack_into("<H", leaf.block, beta + 2, 0)  # beta -> alpha: a loop
     with pytest.raises(FSError):
         ZapLeaf(bytes(leaf.block), "<").lookup(h, b"gamma")
+
+
+class _Blocks:
+    """A pool stand-in holding blocks by DVA offset: a fat ZAP with an external pointer
+    table needs over a thousand leaves (some 150,000 names), too slow to make with zfs-fuse.
+    """
+
+    def __init__(self) -> None:
+        self.blocks: dict[int, bytes] = {}
+
+    async def read_bp(self, bp: BlockPtr) -> bytes:
+        return self.blocks[bp.dvas[0].offset]
+
+
+async def test_fat_zap_with_external_pointer_table() -> None:
+    salt = 0x5EED5EED
+    names = [f"name-{i}".encode() for i in range(300)]
+    hashes = {n: zap_hash(salt, n) for n in names}
+    low, high = Leaf("<", prefix=0, prefix_len=1), Leaf("<", prefix=1, prefix_len=1)
+    for n in names:
+        (high if hashes[n] >> 63 else low).add(n, 8, [len(n)], hashes[n])
+    header = bytearray(BS)
+    # zt_blk 1, zt_numblks 1, zt_shift 11: 2048 pointers, more than the 1024 embedded slots
+    words = [ZBT_HEADER, ZAP_MAGIC, 1, 1, 11, 0, 0, 4, 2, len(names), salt, 0, 0]
+    struct.pack_into("<13Q", header, 0, *words)
+    table = struct.pack("<2048Q", *([2] * 1024 + [3] * 1024))
+    source = _Blocks()
+    contents = [bytes(header), table, bytes(low.block), bytes(high.block)]
+    indirect = b""
+    for blkid, data in enumerate(contents):
+        source.blocks[(blkid + 1) << 20] = data
+        indirect += blkptr("<", offset=(blkid + 1) << 20, lsize=BS)
+    source.blocks[9 << 20] = indirect.ljust(BS, b"\0")
+    top = parse_blkptr(blkptr("<", offset=9 << 20, lsize=BS, level=1), "<")
+    dn = DnodePhys(20, 14, 2, 1, 0, 7, 2, 0, BS // 512, 0, 0, 3, 0, (top,), b"", None, "<")
+    cache = BlockCache(source)
+    objset = ObjectSet(cache, ObjsetPhys(dn, 2, 0))
+    zap = await Zap.open(objset, dn)
+    assert zap.phys is not None and zap.phys.zt_numblks == 1
+    assert sorted(e.name for e in await zap.entries()) == sorted(names)
+    for n in names:
+        assert (await zap.lookup(n)).int() == len(n)
+    with pytest.raises(FSError) as e:
+        await zap.lookup(b"name-300")
+    assert e.value.errno == errno.ENOENT
