@@ -31,9 +31,11 @@ class ZfsDriver:
         return probe_label(head)
 
     async def open(self, sources: Sequence[ImageFile], options: MountOptions) -> ZfsFileSystem:
-        """Import the pool read-only; Refusal when it cannot be read or mounted writable."""
-        if options.writable:
-            raise Refusal("zfs: this driver is read-only; mount with -o ro")
+        """Import the pool read-only; Refusal when it cannot be read.
+
+        A writable request opens read-only too: the filesystem has no write side, so the
+        broker mounts it read-only and tells the user, as mount(8) does.
+        """
         pool = await open_pool(sources)
         try:
             return await ZfsFileSystem.from_pool(pool)
