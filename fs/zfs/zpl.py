@@ -197,26 +197,44 @@ class ZfsFileSystem:
         return (mp.rstrip(b"/") + b"/" + tail) if tail else mp
 
     async def _place_children(self) -> None:
-        """Attach every child filesystem to a directory of the dataset it appears in."""
+        """Attach every child filesystem to a directory of the dataset it appears in.
+
+        Like `zfs mount -a`, mountpoints inside the root's tree are taken shortest first,
+        so a filesystem mounted inside another one's tree lands in that one. The rest go
+        by name into their parent's root, parents first.
+        """
         root = self.datasets[0]
         base = self._mountpoint(root)
         placed: list[_Mounted] = [root]
+        inside: list[tuple[tuple[bytes, ...], _Mounted]] = []
+        by_name: list[_Mounted] = []
         for m in self.datasets[1:]:
             await self._open_dataset(m)
             if m.ds.is_snapshot or m.os_type not in (0, DMU_OST_ZFS):
                 continue  # volumes have no place in the tree
-            parent = self.by_name[m.ds.parent or ""]
             rel = self._relative(base, self._mountpoint(m))
-            where = await self._walk(placed, rel) if rel else None
-            if where is None:  # outside the root's tree, or its directory is missing
-                rel = (*parent.path, m.ds.name.rsplit("/", 1)[1].encode(errors="surrogateescape"))
-                where = (parent, parent.root_obj) if not parent.error else None
-            if where is None:
-                continue
-            host, dir_obj = where
-            m.path = rel
-            self.mounts.setdefault((host.index, dir_obj), {})[rel[-1]] = m.index
-            placed.append(m)
+            if rel:
+                inside.append((rel, m))
+            else:
+                by_name.append(m)
+        for rel, m in sorted(inside, key=lambda item: len(item[0])):
+            where = await self._walk(placed, rel)
+            if where is None:  # its directory is missing
+                by_name.append(m)
+            else:
+                self._attach(m, rel, *where)
+                placed.append(m)
+        by_name.sort(key=lambda m: m.index)  # parents before children
+        for m in by_name:
+            parent = self.by_name[m.ds.parent or ""]
+            if parent.index in {p.index for p in placed} and not parent.error:
+                name = m.ds.name.rsplit("/", 1)[1].encode(errors="surrogateescape")
+                self._attach(m, (*parent.path, name), parent, parent.root_obj)
+                placed.append(m)
+
+    def _attach(self, m: _Mounted, rel: tuple[bytes, ...], host: _Mounted, dir_obj: int) -> None:
+        m.path = rel
+        self.mounts.setdefault((host.index, dir_obj), {})[rel[-1]] = m.index
 
     @staticmethod
     def _relative(base: bytes, mountpoint: bytes) -> tuple[bytes, ...]:

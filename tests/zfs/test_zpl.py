@@ -105,6 +105,10 @@ def _populate(root: Path, run: object, directory: Path) -> tuple[dict, dict, dic
     create("outside", f"mountpoint={directory}/other")
     other = root.parent / "other"
     (other / "f").write_bytes(b"outside\n")
+    # aaa comes first in the dataset tree but is mounted inside zzz: it must be placed
+    # after zzz (shortest mountpoint first, as `zfs mount -a` does).
+    create("zzz")
+    create("aaa", f"mountpoint={directory}/mnt/zzz/inner")
     create("snapfs")
     write("snapfs/keep", b"kept\n")
     write("snapfs/change", b"before\n")
@@ -119,6 +123,7 @@ def _populate(root: Path, run: object, directory: Path) -> tuple[dict, dict, dic
     zfs("zfs", "clone", f"{POOL}/snapfs@s1", f"{POOL}/clonefs")
     write("clonefs/only-in-clone", b"clone\n")
     (root / "clonefs/keep").unlink()
+    write("zzz/inner/f", b"in aaa\n")
     outside = {"outside": _lstat_node(other)} | {
         f"outside/{k}": v for k, v in record_os(other).items()
     }
