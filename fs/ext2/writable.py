@@ -891,7 +891,7 @@ class WritableExt2(Ext2FileSystem):
                 i_block=i_block.tobytes(),
                 size=max(inode.size, end),
                 blocks_512=inode.blocks_512 + (allocated + created) * (bs // 512),
-                mode=_kill_priv(inode.mode),
+                mode=inode.mode,
                 mtime_ns=now,
                 ctime_ns=now,
             )
