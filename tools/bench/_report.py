@@ -128,7 +128,10 @@ def write_json(results: Results, path: Path) -> None:
 
 
 def write_chart(results: Results, path: Path) -> None:
-    """Bars of seconds on a log scale, grouped by workload and phase; one panel per kind."""
+    """Bars of seconds on a log scale, one panel per suite, grouped by workload and phase.
+
+    Above each uvfs bar with a target: its ratio to the target's baseline, green when met.
+    """
     try:
         import matplotlib
 
@@ -137,40 +140,45 @@ def write_chart(results: Results, path: Path) -> None:
         from matplotlib.patches import Patch
     except ImportError:
         raise BenchError("matplotlib is missing: pip install -e '.[bench]'") from None
-    panels: dict[str, list[tuple[str, str, str]]] = {}
-    for suite, workload, phase in results.rows():
-        panels.setdefault(suite.partition("/")[0], []).append((suite, workload, phase))
-    fig, axes = plt.subplots(len(panels), 1, figsize=(14, 4.5 * len(panels)), squeeze=False)
-    for ax, (panel, rows) in zip(axes[:, 0], panels.items(), strict=True):
-        systems = list(dict.fromkeys(s for suite, _, _ in rows for s in results.systems(suite)))
+    suites = list(dict.fromkeys(suite for suite, _, _ in results.rows()))
+    columns = 2 if len(suites) > 1 else 1
+    rows_of_panels = -(-len(suites) // columns)
+    fig, axes = plt.subplots(
+        rows_of_panels, columns, figsize=(8 * columns, 4.2 * rows_of_panels), squeeze=False
+    )
+    for ax in axes.flat[len(suites) :]:
+        ax.set_visible(False)
+    for ax, suite in zip(axes.flat, suites, strict=False):
+        rows = [(w, p) for s, w, p in results.rows() if s == suite]
+        systems = results.systems(suite)
         width = 0.8 / len(systems)
         for i, system in enumerate(systems):
-            xs, ys, missing = [], [], []
-            for x, (suite, workload, phase) in enumerate(rows):
-                value = results.get(suite, workload, phase, system)
-                (missing if value is None else xs).append(x)
-                if value is not None:
-                    ys.append(value)
             offset = (i - (len(systems) - 1) / 2) * width
-            ax.bar(
-                [x + offset for x in xs], ys, width, label=system, color=SYSTEM_COLOURS.get(system)
-            )
-            for x in missing:
-                ax.text(x + offset, 0.02, "n/a", rotation=90, ha="center", va="bottom",
-                        transform=ax.get_xaxis_transform(), fontsize=7)  # fmt: skip
-        labels = [
-            f"{suite.partition('/')[2] + ' ' if '/' in suite else ''}{workload}\n{phase}"
-            for suite, workload, phase in rows
-        ]
-        ax.set_xticks(range(len(rows)), labels, fontsize=8)
+            for x, (workload, phase) in enumerate(rows):
+                value = results.get(suite, workload, phase, system)
+                if value is None:
+                    ax.text(x + offset, 0.02, "n/a", rotation=90, ha="center", va="bottom",
+                            transform=ax.get_xaxis_transform(), fontsize=8)  # fmt: skip
+                    continue
+                ax.bar(x + offset, value, width, color=SYSTEM_COLOURS[system])
+                verdict = results.verdict(suite, workload, phase)
+                if system == UVFS and verdict and verdict.ratio is not None:
+                    colour = "green" if verdict.met else "red"
+                    ax.annotate(f"{verdict.ratio:.2g}x", (x + offset, value), ha="center",
+                                va="bottom", fontsize=7, color=colour)  # fmt: skip
+        ax.set_xticks(range(len(rows)), [f"{w}\n{p}" for w, p in rows], fontsize=8)
         ax.set_yscale("log")
         ax.set_ylabel("seconds (log)")
-        ax.set_title(f"{panel}: lower is better", loc="left")
+        ax.set_title(f"{suite}: lower is better", loc="left")
         ax.grid(axis="y", which="both", alpha=0.3)
+        ax.margins(y=0.15)
         # Drawn from patches: a system with no bar at all (every cell failed) still shows.
         handles = [Patch(color=SYSTEM_COLOURS[s], label=s) for s in systems]
         ax.legend(handles=handles, loc="upper right", fontsize=8)
-    fig.suptitle(f"uvfs benchmark ({results.meta['size']}, median of {results.meta['runs']})")
+    fig.suptitle(
+        f"uvfs benchmark ({results.meta['size']}, median of {results.meta['runs']}); "
+        "uvfs / target baseline above the uvfs bars"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
