@@ -367,7 +367,8 @@ def describe(sb: Container) -> str:
     """A summary of superblock `sb` in the words and layout of ``dumpe2fs -h``."""
     if sb.s_magic != EXT2_SUPER_MAGIC:
         raise Refusal("not an ext2/ext3/ext4 filesystem: bad superblock magic")
-    block_size = 1 << (sb.s_log_block_size + EXT2_MIN_BLOCK_LOG_SIZE)
+    # A damaged s_log_block_size must not become a number of a billion digits.
+    block_size = 1 << (min(sb.s_log_block_size, 32) + EXT2_MIN_BLOCK_LOG_SIZE)
     dynamic = sb.s_rev_level != EXT2_GOOD_OLD_REV
     features = (
         feature_names(sb.s_feature_compat, sb.s_feature_incompat, sb.s_feature_ro_compat)
@@ -410,7 +411,7 @@ def describe(sb: Container) -> str:
         ("Block size", block_size),
         (
             "Cluster size" if bigalloc else "Fragment size",
-            1 << (sb.s_log_cluster_size + EXT2_MIN_BLOCK_LOG_SIZE),
+            1 << (min(sb.s_log_cluster_size, 32) + EXT2_MIN_BLOCK_LOG_SIZE),
         ),
     ]
     if wide:
