@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -59,7 +60,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+PRIVATE_NAMESPACE = "UVFS_BENCH_PRIVATE_NAMESPACE"  # set once re-run inside it
+
+
+def _enter_private_namespace(argv: Sequence[str]) -> None:
+    """Run the benchmark again in a mount namespace of its own (replacing this process).
+
+    Another process that creates a mount namespace (zfs-fuse test daemons, audit runs) copies
+    every mount that exists at that moment; a copy of one of ours then outlives our unmount,
+    so the FUSE server never hears it is unmounted and the loop device stays attached. Our
+    mounts made in a private namespace are never copied, and go away with it.
+    """
+    if os.environ.get(PRIVATE_NAMESPACE):
+        return
+    if shutil.which("unshare") is None:
+        raise BenchError("unshare (util-linux) is not installed")
+    os.environ[PRIVATE_NAMESPACE] = "1"
+    command = [sys.executable, "-m", "tools.bench", *argv]
+    os.execvp("unshare", ["unshare", "--mount", "--propagation", "private", *command])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     sizes = TINY if args.tiny else QUICK if args.quick else FULL
     if args.runs is not None:
@@ -68,6 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         sizes = replace(sizes, runs=args.runs)
     if os.geteuid() != 0:
         return _fail("needs root: loop mounts, dropping the page cache and zfs-fuse")
+    try:
+        _enter_private_namespace(argv)
+    except BenchError as e:
+        return _fail(str(e))
     try:
         args.results.mkdir(parents=True, exist_ok=True)
         results = measure(sizes, args.workdir.resolve(), args.only)

@@ -10,6 +10,7 @@ from ._host import BenchError
 from ._results import UVFS, Results
 from ._sizes import MiB
 
+SHORT_ERROR = 20  # an error this short is shown in its cell, a longer one as a footnote
 SYSTEM_COLOURS = {UVFS: "#d62728", "kernel": "#7f7f7f", "fuse2fs": "#1f77b4", "zfs-fuse": "#2ca02c"}
 
 
@@ -35,6 +36,8 @@ def _seconds(value: float | None, error: str | None, notes: list[str]) -> str:
         return f"{value:.3f}"
     if error is None:
         return "-"
+    if len(error) <= SHORT_ERROR:
+        return f"n/a ({error})"
     if error not in notes:
         notes.append(error)
     return f"n/a[{notes.index(error) + 1}]"
