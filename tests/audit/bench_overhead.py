@@ -29,13 +29,12 @@ TIMER = (
 def _timed(prefix: list[str], command: list[str]) -> tuple[float, float]:
     """(the command's wall time, the whole invocation's wall time)."""
     t = time.perf_counter()
-    out = subprocess.run(
-        [*prefix, sys.executable, "-c", TIMER, *command],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return float(out.split()[-1]), time.perf_counter() - t
+    done = subprocess.run(
+        [*prefix, sys.executable, "-c", TIMER, *command], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(prefix + command)} failed:\n{done.stderr[-2000:]}")
+    return float(done.stdout.split()[-1]), time.perf_counter() - t
 
 
 def main() -> None:
