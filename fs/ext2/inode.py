@@ -128,7 +128,9 @@ def decode_time(seconds: int, extra: int | None) -> int:
     return secs * 1_000_000_000 + (extra >> 2)
 
 
-def decode_inode(raw: bytes, ino: int, *, huge_file: bool, block_size: int) -> Inode:
+def decode_inode(
+    raw: bytes, ino: int, *, huge_file: bool, block_size: int, has_64bit: bool = True
+) -> Inode:
     """Parse one inode-table slot (`raw`: s_inode_size bytes) into an `Inode`.
 
     Args:
@@ -136,6 +138,8 @@ def decode_inode(raw: bytes, ino: int, *, huge_file: bool, block_size: int) -> I
         ino: its number, carried into the result.
         huge_file: the volume has the huge_file feature (i_blocks has 48 bits).
         block_size: the volume's block size, for EXT4_HUGE_FILE_FL inodes.
+        has_64bit: the volume has the 64bit feature; only then is l_i_file_acl_high part
+            of i_file_acl (elsewhere, on Hurd volumes, those bytes are h_i_mode_high).
 
     Raises:
         FSError: EIO when i_extra_isize runs past the slot.
@@ -170,7 +174,7 @@ def decode_inode(raw: bytes, ino: int, *, huge_file: bool, block_size: int) -> I
         dtime=b.i_dtime,
         flags=b.i_flags,
         generation=b.i_generation,
-        file_acl=b.i_file_acl | b.l_i_file_acl_high << 32,
+        file_acl=b.i_file_acl | (b.l_i_file_acl_high << 32 if has_64bit else 0),
         i_block=b.i_block,
         xattr_ibody=raw[EXT2_GOOD_OLD_INODE_SIZE + extra_isize :],
     )

@@ -104,6 +104,7 @@ CONFIGS = [
     pytest.param("ext4", 4096, 1, True, 64, ("-O", "meta_bg,^resize_inode"), id="ext4-meta_bg"),
     pytest.param("ext4", 1024, 1, True, 64, ("-I", "128"), id="ext4-1k-small-inodes"),
     pytest.param("ext4", 65536, 1, True, 256, (), id="ext4-64k"),
+    pytest.param("ext2", 4096, 1, False, 64, ("-o", "hurd"), id="ext2-hurd"),
     pytest.param("ext4", 1024, 1, True, 128, BIGALLOC, id="ext4-bigalloc-optional-features"),
 ]
 

@@ -74,6 +74,9 @@ def test_halves_are_joined() -> None:
     assert (inode.uid, inode.gid) == (0x51234, 0x64321)
     assert inode.size == 0x2_89ABCDEF
     assert inode.file_acl == 0x3_00001000
+    # Without 64bit (and on Hurd, whose h_i_mode_high sits there) the high half is not used.
+    narrow = decode_inode(raw, 12, huge_file=True, block_size=4096, has_64bit=False)
+    assert narrow.file_acl == 0x1000
     assert inode.blocks_512 == 1 << 32 | 0x10
     # Without huge_file, l_i_blocks_hi is not part of the count.
     assert decode_inode(raw, 12, huge_file=False, block_size=4096).blocks_512 == 0x10
