@@ -7,7 +7,11 @@ without a mount.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -194,3 +198,32 @@ def test_writable_changes_go_to_a_scratch_layer_and_are_recorded(
         assert result.record[path].counts[Access.OPEN_WRITE] == 1
     assert result.record[six].counts[Access.OPEN_READ] >= 1  # copied up through the view
     assert result.record["/usr/share/uvfs-new"].counts[Access.MISS] == 1
+
+
+@pytest.fixture
+def as_nobody() -> Iterator[list[str]]:
+    """A command prefix running Debian's python3 as nobody, with this project importable."""
+    if os.geteuid() != 0 or not Path("/usr/bin/python3").exists():
+        pytest.skip("needs root (to become nobody) and /usr/bin/python3")
+    with tempfile.TemporaryDirectory() as home:  # pytest's own are private to root
+        os.chmod(home, 0o755)
+        here = _site(Path(sys.prefix))
+        Path(home, "sitecustomize.py").write_text(f"import site\nsite.addsitedir({str(here)!r})\n")
+        nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        yield [*nobody, "env", f"PYTHONPATH={home}", f"HOME={home}", "/usr/bin/python3"]
+
+
+def test_as_a_normal_user(as_nobody: list[str], capfd: pytest.CaptureFixture[str]) -> None:
+    code = "import os; print('inside', os.getuid())"
+    audit = [*as_nobody, "-m", "uvfs_fs.audit", "--quiet", "--python", "/usr/bin/python3"]
+    done = subprocess.run(
+        [*audit, "--", "/usr/bin/python3", "-c", code], capture_output=True, text=True
+    )
+    if os.stat("/dev/fuse").st_mode & 0o006 == 0o006:
+        assert (done.returncode, done.stdout) == (0, "inside 0\n")  # root of its namespace
+    else:
+        assert done.returncode == 125
+        assert done.stderr.splitlines()[-1].endswith(
+            "(as a normal user, uvfs audit needs unprivileged user namespaces and read-write"
+            " access to /dev/fuse; or run it as root)"
+        )
