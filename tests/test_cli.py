@@ -82,10 +82,12 @@ def test_mountpoint_already_mounted(mount, tmp_path: Path) -> None:
         .split("```python\n")[1]
         .split("```")[0]
     )
-    mnt = mount("/dev/null", fstype="hello_driver:DRIVER", options=None, cwd=driver_dir)
+    image = driver_dir / "empty.img"
+    image.touch()
+    mnt = mount(image, fstype="hello_driver:DRIVER", options=None, cwd=driver_dir)
     env = {**os.environ, "PYTHONPATH": str(driver_dir)}
     done = run_uvfs(
-        "mount", "-t", "hello_driver:DRIVER", "/dev/null", str(mnt), env=env, check=False
+        "mount", "-t", "hello_driver:DRIVER", str(image), str(mnt), env=env, check=False
     )
     one_line_error(done, r"mountpoint .*: something is already mounted there")
 
@@ -147,3 +149,29 @@ def test_an_image_mounted_read_only_cannot_be_mounted_writable(mount, tmp_path: 
     (tmp_path / "second").mkdir()
     done = run_uvfs("mount", "-o", "rw", str(image), str(tmp_path / "second"), check=False)
     one_line_error(done, r".*/x\.img: image is in use by another uvfs mount")
+
+
+def test_a_driver_that_cannot_write_is_mounted_read_only_with_a_message(tmp_path: Path) -> None:
+    from tests.conftest import force_unmount
+
+    driver_dir = tmp_path / "driver"
+    driver_dir.mkdir()
+    (driver_dir / "hello_driver.py").write_text(
+        (Path(__file__).parent.parent / "docs" / "writing-a-driver.md")
+        .read_text()
+        .split("```python\n")[1]
+        .split("```")[0]
+    )
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    image = driver_dir / "empty.img"
+    image.touch()
+    env = {**os.environ, "PYTHONPATH": str(driver_dir)}
+    try:
+        done = run_uvfs("mount", "-t", "hello_driver:DRIVER", str(image), str(mnt), env=env)
+        assert done.stderr == f"uvfs: the hello driver cannot write, mounting {image} read-only\n"
+        with open("/proc/self/mounts") as f:
+            options = next(line.split()[3] for line in f if line.split()[1] == str(mnt))
+        assert options.split(",")[0] == "ro"
+    finally:
+        force_unmount(mnt)

@@ -78,7 +78,9 @@ def test_a_dead_driver_process_costs_its_requests_not_the_mount(mount, tmp_path:
     driver_dir = tmp_path / "driver"
     driver_dir.mkdir()
     (driver_dir / "crashy_driver.py").write_text(CRASHY)
-    mnt = mount("/dev/null", fstype="crashy_driver:DRIVER", options="ro,isolate", cwd=driver_dir)
+    (driver_dir / "empty.img").touch()
+    mnt = mount(driver_dir / "empty.img", fstype="crashy_driver:DRIVER", options="ro,isolate",
+                cwd=driver_dir)  # fmt: skip
     server = _server_pid(mnt)
     assert len(_children_named(server, "uvfs._isolation")) == 1
     assert (mnt / "calm").read_bytes() == b"still here\n"

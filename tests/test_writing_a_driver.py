@@ -25,7 +25,8 @@ def hello_dir(tmp_path: Path) -> Path:
 
 
 def test_the_example_driver_mounts_and_serves_its_file(mount, hello_dir: Path) -> None:
-    mnt = mount("/dev/null", fstype="hello_driver:DRIVER", options=None, cwd=hello_dir)
+    (hello_dir / "empty.img").touch()
+    mnt = mount(hello_dir / "empty.img", fstype="hello_driver:DRIVER", options=None, cwd=hello_dir)
     assert os.listdir(mnt) == ["hello.txt"]
     assert (mnt / "hello.txt").read_bytes() == b"Hello, world!\n"
     st = os.lstat(mnt / "hello.txt")

@@ -148,8 +148,33 @@ def _writable(path: str) -> bool:
 # --- mount ------------------------------------------------------------------------------------
 
 
-async def _mount(args: argparse.Namespace, options: Options, ready: Any) -> None:
-    """Open, mount and serve until unmounted; `ready` hears "ok" or the reason for failing."""
+class _Progress:
+    """What the serving process tells its user: on stderr in the foreground, else through
+    the pipe to the ``uvfs mount`` that waits for it (lines "warning: ...", then "ok" or
+    "error: ...")."""
+
+    def __init__(self, fd: int | None) -> None:
+        self._pipe = os.fdopen(fd, "w", buffering=1) if fd is not None else None
+
+    @property
+    def detached(self) -> bool:
+        return self._pipe is not None
+
+    def warn(self, message: str) -> None:
+        if self._pipe is None:
+            warn(message)
+        elif not self._pipe.closed:
+            self._pipe.write(f"warning: {message}\n")
+
+    def finish(self, outcome: str) -> None:
+        """Say "ok" or "error: ..." and let the waiting parent go."""
+        if self._pipe is not None and not self._pipe.closed:
+            self._pipe.write(outcome + "\n")
+            self._pipe.close()
+
+
+async def _mount(args: argparse.Namespace, options: Options, progress: _Progress) -> None:
+    """Open, mount and serve until unmounted, telling `progress` how it went."""
     for source in args.sources:
         _check_source(source)
     _check_mountpoint(args.mountpoint)
@@ -158,18 +183,20 @@ async def _mount(args: argparse.Namespace, options: Options, ready: Any) -> None
     writable = options.writable
     if writable and not all(_writable(s) for s in args.sources):
         writable = False
-        warn(f"{args.sources[0]} is write-protected, mounting read-only")
+        progress.warn(f"{args.sources[0]} is write-protected, mounting read-only")
     with open_images(args.sources, writable=False) as images:
         driver = _driver_for(args.type, images[0])
     spec = args.type or driver.name
     async with contextlib.AsyncExitStack() as stack:
         fs = await _open_filesystem(stack, spec, driver, args.sources, writable, options)
         if writable and not isinstance(fs, api.Write):
-            warn(f"the {driver.name} driver cannot write, mounting {args.sources[0]} read-only")
+            progress.warn(
+                f"the {driver.name} driver cannot write, mounting {args.sources[0]} read-only"
+            )
             writable = False
             await stack.aclose()  # reopen read-only, so the image's bytes cannot change
             fs = await _open_filesystem(stack, spec, driver, args.sources, writable, options)
-        await _serve_mount(args, options, driver, fs, writable, ready)
+        await _serve_mount(args, options, driver, fs, writable, progress)
 
 
 async def _open_filesystem(
@@ -194,7 +221,7 @@ async def _serve_mount(
     driver: api.DriverType,
     fs: api.FileSystem,
     writable: bool,
-    ready: Any,
+    progress: _Progress,
 ) -> None:
     cache = BufferCache(options.cache_size) if options.cache_size else None
     _, socket_path, log_path = _runtime.paths_for(args.mountpoint)
@@ -238,7 +265,7 @@ async def _serve_mount(
             )
         )
         nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
-        ready("ok")
+        progress.finish("ok")
     _runtime.unregister(args.mountpoint)
 
 
@@ -250,23 +277,18 @@ async def _stop_on_signal(scope: trio.CancelScope) -> None:
 
 
 def _mount_foreground(args: argparse.Namespace) -> int:
-    """Serve in this process; with --ready-fd, report readiness to the waiting parent."""
-    pipe = os.fdopen(args.ready_fd, "w") if args.ready_fd is not None else None
-
-    def ready(message: str) -> None:
-        if pipe is not None and not pipe.closed:
-            pipe.write(message + "\n")
-            pipe.close()
-
+    """Serve in this process; with --ready-fd, report to the waiting parent."""
+    progress = _Progress(args.ready_fd)
     try:
-        trio.run(_mount, args, parse_options(args.options), ready)
+        trio.run(_mount, args, parse_options(args.options), progress)
     except BaseException as e:
         failure = _user_failure(e)
         if failure is None:
+            progress.finish("error: the server failed; see its log")
             raise
-        if pipe is None:
+        if not progress.detached:
             raise UserError(failure) from None
-        ready(f"error: {failure}")
+        progress.finish(f"error: {failure}")
         return 1
     return 0
 
@@ -304,11 +326,14 @@ def _mount_background(args: argparse.Namespace) -> int:
         )
     os.close(write_fd)
     with os.fdopen(read_fd) as pipe:
-        answer = pipe.readline().strip()
-    if answer == "ok":
-        return 0
-    if answer.startswith("error: "):
-        raise UserError(answer.removeprefix("error: "))
+        for line in pipe:
+            kind, _, message = line.rstrip("\n").partition(": ")
+            if kind == "warning":
+                warn(message)
+            elif kind == "error":
+                raise UserError(message)
+            elif kind == "ok":
+                return 0
     raise UserError(f"the mount failed; its log is {log_path}")
 
 
