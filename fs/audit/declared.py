@@ -22,7 +22,7 @@ from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
-from uvfs_fs.audit.owners import DebPackage, PythonEnv, deb_closure
+from uvfs_fs.audit.owners import DebPackage, PythonEnv, deb_closure, python_owner
 
 _DEB_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]+")
 
@@ -36,7 +36,7 @@ def parse_owner(text: str) -> str:
     kind, sep, name = text.partition(":")
     if sep and kind == "python" and name:
         try:
-            return f"python:{canonicalize_name(Requirement(name).name)}"
+            return python_owner(Requirement(name).name)
         except InvalidRequirement:
             pass
     elif sep and kind == "deb" and _DEB_NAME.fullmatch(name):
@@ -146,7 +146,7 @@ def declared_owners(
         else:
             debs.append(name)
     return frozenset(
-        {f"python:{n}" for n in python_closure(requirements, env)}
+        {python_owner(n) for n in python_closure(requirements, env)}
         | {f"deb:{n}" for n in deb_closure(debs, packages)}
     )
 

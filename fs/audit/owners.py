@@ -118,7 +118,7 @@ def load_python_env(python: str) -> PythonEnv:
 def python_files(env: PythonEnv) -> Iterator[tuple[str, str]]:
     """(path, owner) for every file a RECORD lists; metadata dirs for dists without one."""
     for dist in env.distributions.values():
-        owner = f"python:{dist.name}"
+        owner = python_owner(dist.name)
         if dist.files is not None:
             for path in dist.files:
                 yield path, owner
@@ -311,14 +311,12 @@ class Owners:
         self._site = tuple(d.rstrip("/") + "/" for d in self.site_packages)
 
     @classmethod
-    def build(cls, env: PythonEnv | None, debian: Debian) -> Owners:
+    def build(cls, env: PythonEnv, debian: Debian) -> Owners:
         """The index of `env`'s distributions and `debian`'s packages."""
         files = dict(debian.files)
         required = [p.name for p in debian.packages.values() if p.priority == "required"]
         baseline = {f"deb:{name}" for name in deb_closure(required, debian.packages)}
         baseline.add(BASELINE_PYTHON)
-        if env is None:
-            return cls(files, baseline=frozenset(baseline))
         files.update(python_files(env))
         return cls(
             files,

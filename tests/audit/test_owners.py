@@ -145,7 +145,7 @@ def test_deb_files_apply_diversions() -> None:
 
 def test_this_machines_dpkg_database() -> None:
     debian = load_debian()
-    owners = Owners.build(None, debian)
+    owners = Owners.build(load_python_env(sys.executable), debian)
     libc = os.path.realpath("/lib/x86_64-linux-gnu/libc.so.6")
     assert owners.owner(libc) == "deb:libc6"
     assert "deb:libc6" in owners.baseline  # required packages depend on it
