@@ -196,6 +196,7 @@ class Ext2FileSystem:
             huge_file=self._huge_file,
             block_size=geo.block_size,
             has_64bit="64bit" in geo.features,
+            large_dir="large_dir" in geo.features,
         )
         if inode.links_count == 0 or stat.S_IFMT(inode.mode) not in _FILE_TYPES:
             raise FSError(errno.EIO, f"inode {ino} is not in use (mode {inode.mode:o})")

@@ -129,7 +129,13 @@ def decode_time(seconds: int, extra: int | None) -> int:
 
 
 def decode_inode(
-    raw: bytes, ino: int, *, huge_file: bool, block_size: int, has_64bit: bool = True
+    raw: bytes,
+    ino: int,
+    *,
+    huge_file: bool,
+    block_size: int,
+    has_64bit: bool = True,
+    large_dir: bool = False,
 ) -> Inode:
     """Parse one inode-table slot (`raw`: s_inode_size bytes) into an `Inode`.
 
@@ -140,6 +146,8 @@ def decode_inode(
         block_size: the volume's block size, for EXT4_HUGE_FILE_FL inodes.
         has_64bit: the volume has the 64bit feature; only then is l_i_file_acl_high part
             of i_file_acl (elsewhere, on Hurd volumes, those bytes are h_i_mode_high).
+        large_dir: the volume has the large_dir feature; only then, or for a regular
+            file, is i_size_high part of the size (it was i_dir_acl), as the kernel reads it.
 
     Raises:
         FSError: EIO when i_extra_isize runs past the slot.
@@ -162,7 +170,7 @@ def decode_inode(
         mode=b.i_mode,
         uid=b.i_uid | b.l_i_uid_high << 16,
         gid=b.i_gid | b.l_i_gid_high << 16,
-        size=b.i_size | b.i_size_high << 32,
+        size=b.i_size | (b.i_size_high << 32 if large_dir or stat.S_ISREG(b.i_mode) else 0),
         links_count=b.i_links_count,
         blocks_512=blocks,
         atime_ns=decode_time(b.i_atime, x.i_atime_extra if extra_isize >= 0x10 else None),

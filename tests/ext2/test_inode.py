@@ -74,6 +74,12 @@ def test_halves_are_joined() -> None:
     assert (inode.uid, inode.gid) == (0x51234, 0x64321)
     assert inode.size == 0x2_89ABCDEF
     assert inode.file_acl == 0x3_00001000
+    # i_size_high of anything but a regular file was i_dir_acl: only large_dir revives it.
+    folder = raw_inode(i_mode=stat.S_IFDIR | 0o755, i_size=4096, i_size_high=7)
+    assert decode_inode(folder, 12, huge_file=True, block_size=4096).size == 4096
+    assert decode_inode(folder, 12, huge_file=True, block_size=4096, large_dir=True).size == (
+        7 << 32 | 4096
+    )
     # Without 64bit (and on Hurd, whose h_i_mode_high sits there) the high half is not used.
     narrow = decode_inode(raw, 12, huge_file=True, block_size=4096, has_64bit=False)
     assert narrow.file_acl == 0x1000
