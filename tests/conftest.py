@@ -106,3 +106,15 @@ def need(*tools: str) -> None:
     missing = [t for t in tools if shutil.which(t) is None]
     if missing:
         pytest.skip(f"missing tools: {', '.join(missing)} (run make test to install them)")
+
+
+@pytest.fixture
+def hello_dir(tmp_path: Path) -> Path:
+    """A directory holding docs/writing-a-driver.md's example as hello_driver.py, and an
+    empty image, ``empty.img``, for it to mount."""
+    doc = (Path(__file__).parent.parent / "docs" / "writing-a-driver.md").read_text()
+    directory = tmp_path / "hello"
+    directory.mkdir()
+    (directory / "hello_driver.py").write_text(doc.split("```python\n")[1].split("```")[0])
+    (directory / "empty.img").touch()
+    return directory

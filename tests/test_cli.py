@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_uvfs
+from tests.conftest import force_unmount, run_uvfs
 from uvfs.cli import UserError, parse_options, parse_size
 
 
@@ -73,19 +73,10 @@ def test_bad_option(tmp_path: Path) -> None:
     assert os.listdir(tmp_path / "mnt") == []
 
 
-def test_mountpoint_already_mounted(mount, tmp_path: Path) -> None:
-    driver_dir = tmp_path / "driver"
-    driver_dir.mkdir()
-    (driver_dir / "hello_driver.py").write_text(
-        (Path(__file__).parent.parent / "docs" / "writing-a-driver.md")
-        .read_text()
-        .split("```python\n")[1]
-        .split("```")[0]
-    )
-    image = driver_dir / "empty.img"
-    image.touch()
-    mnt = mount(image, fstype="hello_driver:DRIVER", options=None, cwd=driver_dir)
-    env = {**os.environ, "PYTHONPATH": str(driver_dir)}
+def test_mountpoint_already_mounted(mount, hello_dir: Path) -> None:
+    image = hello_dir / "empty.img"
+    mnt = mount(image, fstype="hello_driver:DRIVER", options=None, cwd=hello_dir)
+    env = {**os.environ, "PYTHONPATH": str(hello_dir)}
     done = run_uvfs(
         "mount", "-t", "hello_driver:DRIVER", str(image), str(mnt), env=env, check=False
     )
@@ -151,22 +142,13 @@ def test_an_image_mounted_read_only_cannot_be_mounted_writable(mount, tmp_path: 
     one_line_error(done, r".*/x\.img: image is in use by another uvfs mount")
 
 
-def test_a_driver_that_cannot_write_is_mounted_read_only_with_a_message(tmp_path: Path) -> None:
-    from tests.conftest import force_unmount
-
-    driver_dir = tmp_path / "driver"
-    driver_dir.mkdir()
-    (driver_dir / "hello_driver.py").write_text(
-        (Path(__file__).parent.parent / "docs" / "writing-a-driver.md")
-        .read_text()
-        .split("```python\n")[1]
-        .split("```")[0]
-    )
+def test_a_driver_that_cannot_write_is_mounted_read_only_with_a_message(
+    tmp_path: Path, hello_dir: Path
+) -> None:
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    image = driver_dir / "empty.img"
-    image.touch()
-    env = {**os.environ, "PYTHONPATH": str(driver_dir)}
+    image = hello_dir / "empty.img"
+    env = {**os.environ, "PYTHONPATH": str(hello_dir)}
     try:
         done = run_uvfs("mount", "-t", "hello_driver:DRIVER", str(image), str(mnt), env=env)
         assert done.stderr == f"uvfs: the hello driver cannot write, mounting {image} read-only\n"

@@ -4,28 +4,13 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import stat
 from pathlib import Path
 
 import pytest
 
-DOC = Path(__file__).parent.parent / "docs" / "writing-a-driver.md"
-
-
-@pytest.fixture
-def hello_dir(tmp_path: Path) -> Path:
-    """The document's first python block, saved as hello_driver.py in a fresh directory."""
-    code = re.search(r"```python\n(.*?)```", DOC.read_text(), re.S)
-    assert code is not None
-    directory = tmp_path / "driver"
-    directory.mkdir()
-    (directory / "hello_driver.py").write_text(code.group(1))
-    return directory
-
 
 def test_the_example_driver_mounts_and_serves_its_file(mount, hello_dir: Path) -> None:
-    (hello_dir / "empty.img").touch()
     mnt = mount(hello_dir / "empty.img", fstype="hello_driver:DRIVER", options=None, cwd=hello_dir)
     assert os.listdir(mnt) == ["hello.txt"]
     assert (mnt / "hello.txt").read_bytes() == b"Hello, world!\n"
