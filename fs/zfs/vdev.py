@@ -26,6 +26,7 @@ from uvfs._image import ImageFile
 
 Check = Callable[[bytes], Awaitable[bool]]
 MAX_CHILDREN = 255  # raidz allows at most 255 children; mirrors far fewer
+ASHIFT_MIN, ASHIFT_MAX = 9, 16  # 512 B .. 64 KiB sectors (ASHIFT_MAX upstream)
 
 
 @dataclass
@@ -105,7 +106,8 @@ class MirrorVdev(Vdev):
         return any(c.readable() for c in self.children)
 
     async def read(self, offset: int, size: int, check: Check | None) -> bytes | None:
-        for child in self.children:
+        # Sides with every image present first: an absent side only costs a lookup.
+        for child in sorted(self.children, key=lambda c: bool(c.missing())):
             data = await child.read(offset, size, check)
             if data is not None:
                 return data
@@ -191,6 +193,8 @@ def build_vdev(tree: dict, images: dict[int, ImageFile], stats: VdevStats, ashif
         "ashift": int(tree.get("ashift", ashift)),
         "path": str(tree.get("path", "")),
     }
+    if not ASHIFT_MIN <= common["ashift"] <= ASHIFT_MAX:
+        raise VdevTreeError(f"vdev {common['guid']}: ashift {common['ashift']} out of range")
     kids = tree.get("children", [])
     if not isinstance(kids, list) or len(kids) > MAX_CHILDREN:
         raise VdevTreeError(f"vdev {common['guid']}: bad children list")

@@ -177,7 +177,8 @@ async def test_missing_members_within_redundancy(
     record = _record(zfs_pool, key)
     pool = await open_pool(_open(record.vdevs[missing:]))
     await _assert_files(pool, record.files)
-    assert pool.statistics().leaf_errors > 0
+    # raidz reads the absent columns' places; a mirror skips absent sides
+    assert (pool.statistics().leaf_errors > 0) == key.startswith("raidz")
     assert any(line.endswith("(degraded)") for line in describe_pool(pool))
 
 

@@ -54,6 +54,7 @@ def test_mirror_and_raidz_redundancy() -> None:
         {"type": "raidz", "nparity": 2, "children": [_leaf(1), _leaf(2)]},
         {"type": "mirror", "children": [_leaf(i) for i in range(300)]},
         {"type": "mirror", "children": "not a list"},
+        {"type": "file", "ashift": 60},
     ],
 )
 def test_bad_trees(tree: dict) -> None:

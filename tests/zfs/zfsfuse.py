@@ -105,7 +105,9 @@ class ZfsFuse:
             timeout=COMMAND_TIMEOUT,
         )
         if out.returncode != 0:
-            raise subprocess.CalledProcessError(out.returncode, args, out.stdout, out.stderr)
+            err = subprocess.CalledProcessError(out.returncode, args, out.stdout, out.stderr)
+            err.add_note(out.stderr.decode(errors="replace").strip())
+            raise err
         return out.stdout.decode()
 
     def visible(self, path: str | Path) -> Path:
