@@ -29,6 +29,8 @@ EXT2_TIND_BLOCK = 14
 
 ReadBlock = Callable[[int], Awaitable[bytes]]
 
+_SMALL = 8  # up to this many pointers, a Python loop beats numpy's per-call overhead
+
 
 class Run(NamedTuple):
     """`count` logical blocks from `logical` stored at `physical` on; 0 means a hole."""
@@ -54,9 +56,15 @@ def append_run(runs: list[Run], run: Run) -> None:
 def append_pointers(runs: list[Run], logical: int, ptrs: np.ndarray) -> None:
     """Append the runs of an array of block pointers, the first one for block `logical`."""
     n = len(ptrs)
-    if not n:
+    if n <= _SMALL:
+        for i, ptr in enumerate(ptrs.tolist()):
+            append_run(runs, Run(logical + i, ptr, 1))
         return
     p = ptrs.astype(np.int64)
+    first = int(p[0])
+    if first and int(p[-1]) - first == n - 1 and bool((np.diff(p) == 1).all()):
+        append_run(runs, Run(logical, first, n))  # the common case: one contiguous stretch
+        return
     same_run = ((p[1:] == p[:-1] + 1) & (p[:-1] != 0)) | ((p[1:] == 0) & (p[:-1] == 0))
     breaks = np.flatnonzero(~same_run) + 1
     starts = np.concatenate(([0], breaks))
