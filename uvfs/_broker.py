@@ -131,6 +131,7 @@ class Broker:
             else Timeouts(entry=1.0, attr=1.0, negative=0.0)
         )
         self._root = fs.root
+        self._protocols: dict[type, bool] = {}
         self._lookups: dict[int, int] = {}
         self._files: dict[int, _OpenFile] = {}
         self._dirs: dict[int, _OpenDir] = {}
@@ -168,8 +169,16 @@ class Broker:
             self.cache.invalidate((self.mount_id, attr.ino))
         return self._remember(attr)
 
+    def _supports(self, protocol: type) -> bool:
+        """Whether the filesystem implements `protocol`; asked once per protocol, because
+        isinstance against a runtime-checkable protocol costs microseconds per call."""
+        supported = self._protocols.get(protocol)
+        if supported is None:
+            supported = self._protocols[protocol] = isinstance(self.fs, protocol)
+        return supported
+
     def _need(self, protocol: type, absent_errno: int) -> Any:
-        if not isinstance(self.fs, protocol):
+        if not self._supports(protocol):
             raise FSError(absent_errno)
         return self.fs
 
@@ -229,7 +238,7 @@ class Broker:
             self._lookups[ino] = left
             return
         self._lookups.pop(ino, None)
-        if isinstance(self.fs, api.Forget):
+        if self._supports(api.Forget):
             try:
                 self.fs.forget(ino)
             except Exception:
@@ -258,7 +267,7 @@ class Broker:
 
     @_request
     async def statfs(self) -> StatFS:
-        if not isinstance(self.fs, api.StatFs):
+        if not self._supports(api.StatFs):
             return StatFS(
                 block_size=4096, blocks=0, blocks_free=0, blocks_avail=0, files=0, files_free=0
             )
@@ -282,7 +291,7 @@ class Broker:
         if start == 0:
             listing = (
                 await self._remembered(("dir", handle.ino), lambda: self.fs.readdir(handle.ino))
-                if isinstance(self.fs, api.ReadDir)
+                if self._supports(api.ReadDir)
                 else ()
             )
             own = await self._remembered(("attr", handle.ino), lambda: self.fs.getattr(handle.ino))
@@ -304,7 +313,7 @@ class Broker:
     @_request
     async def open(self, ino: int, flags: int, caller: Caller) -> int:
         ino = self._swap(ino)
-        handle = await self.fs.open(ino, flags, caller) if isinstance(self.fs, api.Open) else 0
+        handle = await self.fs.open(ino, flags, caller) if self._supports(api.Open) else 0
         fh = next(self._handles)
         self._files[fh] = _OpenFile(ino, handle)
         return fh
@@ -338,13 +347,13 @@ class Broker:
     @_request
     async def fsync(self, fh: int, datasync: bool) -> None:
         f = self._files[fh]
-        if isinstance(self.fs, api.Fsync):
+        if self._supports(api.Fsync):
             await self.fs.fsync(f.ino, f.handle, datasync)
 
     @_request
     async def release(self, fh: int) -> None:
         f = self._files.pop(fh)
-        if isinstance(self.fs, api.Release):
+        if self._supports(api.Release):
             await self.fs.release(f.ino, f.handle)
 
     # --- creating and removing names --------------------------------------------------------
@@ -405,7 +414,7 @@ class Broker:
 
     @_request
     async def listxattr(self, ino: int) -> Sequence[bytes]:
-        if not isinstance(self.fs, api.ListXattr):
+        if not self._supports(api.ListXattr):
             return ()
         return await self.fs.listxattr(self._swap(ino))
 
@@ -427,5 +436,5 @@ class Broker:
                 await self.release(fh)
         if self.cache is not None:
             self.cache.drop_mount(self.mount_id)
-        if isinstance(self.fs, api.Close):
+        if self._supports(api.Close):
             await self.fs.close()
