@@ -319,4 +319,5 @@ class Passthrough:
 
 
 def _join(directory: str, name: bytes) -> str:
-    return os.path.join(directory, os.fsdecode(name))
+    # every lookup builds a path: plain concatenation is several times os.path.join's speed
+    return ("" if directory == "/" else directory) + "/" + os.fsdecode(name)
