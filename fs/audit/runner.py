@@ -91,7 +91,7 @@ class Plan:
 
     @property
     def hidden_file(self) -> str:
-        """Paths hidden by --enforce, one a line; absent without --enforce."""
+        """Paths hidden by --enforce, each ended by a NUL; absent without --enforce."""
         return os.path.join(self.scratch, "hidden")
 
     @property
@@ -170,7 +170,7 @@ def run(
                 os.makedirs(os.path.join(plan.layers, "upper", str(i)))
                 os.makedirs(os.path.join(plan.layers, "work", str(i)))
         if hidden is not None:
-            Path(plan.hidden_file).write_bytes(b"".join(os.fsencode(p) + b"\n" for p in hidden))
+            Path(plan.hidden_file).write_bytes(b"".join(os.fsencode(p) + b"\0" for p in hidden))
         plan_file = os.path.join(scratch, "plan.json")
         Path(plan_file).write_text(json.dumps(asdict(plan)))
         server = [*namespace_command(), sys.executable, "-m", __name__, plan_file]
@@ -285,7 +285,7 @@ def main(argv: list[str]) -> int:
     )
     try:
         hidden = frozenset(
-            os.fsdecode(line) for line in Path(plan.hidden_file).read_bytes().splitlines()
+            os.fsdecode(p) for p in Path(plan.hidden_file).read_bytes().split(b"\0") if p
         )
     except FileNotFoundError:
         hidden = frozenset()

@@ -8,6 +8,9 @@ import stat
 from pathlib import Path
 
 import pytest
+import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from uvfs_fs.audit.passthrough import ROOT_INO, Passthrough
 from uvfs_fs.audit.recorder import Access, Kind, Recorder
 
@@ -164,3 +167,85 @@ def test_root_must_be_a_directory(tmp_path: Path) -> None:
     (tmp_path / "f").write_text("")
     with pytest.raises(NotADirectoryError):
         Passthrough.from_path(str(tmp_path / "f"), Recorder())
+
+
+NAMES = st.sampled_from(["a", "b", "c.py", "é", "x y", "\udcff"])  # one not UTF-8
+
+
+@st.composite
+def trees(draw: st.DrawFn) -> dict[tuple[str, ...], str | bytes | None]:
+    """Paths -> file contents (bytes), symlink targets (str) or None for directories."""
+    tree: dict[tuple[str, ...], str | bytes | None] = {}
+    for _ in range(draw(st.integers(0, 12))):
+        parents = [p for p, v in tree.items() if v is None] + [()]
+        path = (*draw(st.sampled_from(parents)), draw(NAMES))
+        if path not in tree:
+            tree[path] = draw(st.one_of(st.none(), st.binary(max_size=64), NAMES))
+    return tree
+
+
+@settings(max_examples=40, deadline=None)
+@given(tree=trees(), probes=st.lists(st.lists(NAMES, min_size=1, max_size=3), max_size=6))
+def test_the_view_is_the_real_tree(
+    tmp_path_factory: pytest.TempPathFactory, tree: dict, probes: list[list[str]]
+) -> None:
+    root = tmp_path_factory.mktemp("tree")
+    for path, value in tree.items():
+        real = root.joinpath(*path)
+        if value is None:
+            real.mkdir()
+        elif isinstance(value, bytes):
+            real.write_bytes(value)
+        else:
+            real.symlink_to(value)
+    trio.run(_compare, root, probes)
+
+
+async def _walk(fs: Passthrough, ino: int, names: list[str]) -> int | None:
+    for name in names:
+        try:
+            attr = await fs.lookup(ino, os.fsencode(name))
+        except FSError as e:
+            assert e.errno in (errno.ENOENT, errno.ENOTDIR)
+            return None
+        ino = attr.ino
+    return ino
+
+
+async def _compare(root: Path, probes: list[list[str]]) -> None:
+    recorder = Recorder()
+    fs = Passthrough.from_path(str(root), recorder)
+    try:
+        for directory, dirs, files in os.walk(root):
+            names = [n for n in os.path.relpath(directory, root).split("/") if n != "."]
+            ino = await _walk(fs, ROOT_INO, names)
+            assert ino is not None
+            listing = {os.fsdecode(e.name): e.attr for e in await fs.readdir(ino)}
+            assert sorted(listing) == sorted(dirs + files)
+            for name, attr in listing.items():
+                real = os.lstat(os.path.join(directory, name))
+                assert (attr.mode, attr.size, attr.mtime_ns) == (
+                    real.st_mode, real.st_size, real.st_mtime_ns
+                )  # fmt: skip
+                if stat.S_ISLNK(attr.mode):
+                    assert os.fsdecode(await fs.readlink(attr.ino)) == os.readlink(
+                        os.path.join(directory, name)
+                    )
+                elif stat.S_ISREG(attr.mode):
+                    handle = await fs.open(attr.ino, os.O_RDONLY, CALLER)
+                    data = await fs.read(attr.ino, handle, 0, 1 << 16)
+                    await fs.release(attr.ino, handle)
+                    assert data == Path(directory, name).read_bytes()
+        for names in probes:
+            found = await _walk(fs, ROOT_INO, names)
+            real = root.joinpath(*names)
+            # the view never follows a symlink itself: only real directories are walked
+            walkable = all(
+                root.joinpath(*names[:i]).is_dir() and not root.joinpath(*names[:i]).is_symlink()
+                for i in range(1, len(names))
+            )
+            assert (found is not None) == (walkable and os.path.lexists(real))
+            if found is None and walkable and not os.path.lexists(real):
+                assert recorder[str(real)].counts[Access.MISS] >= 1
+    finally:
+        await fs.close()
