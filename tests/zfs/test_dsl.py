@@ -56,7 +56,8 @@ def tree(zfs_pool, zfs_fuse: ZfsFuse) -> tuple[PoolRecord, list[str]]:  # type: 
         (root / "a" / "file").write_bytes(b"2")
         run("zfs", "snapshot", "pdsl/a@aa-second")
         run("zfs", "clone", "pdsl/a@zz-first", "pdsl/c/clone")
-        listing.extend(run("zfs", "list", "-H", "-t", "all", "-o", "name,origin").splitlines())
+        listed = run("zfs", "list", "-H", "-r", "-t", "all", "-o", "name,origin", "pdsl")
+        listing.extend(listed.splitlines())
 
     return zfs_pool("dsl", [("disk", 1)], {}, populate), listing
 
