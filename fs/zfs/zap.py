@@ -13,8 +13,9 @@ registry are all ZAPs. The first 8 bytes of block 0 say which kind:
   24-byte chunks: entries (le_*) whose name and value live in chains of array chunks, 21
   bytes each, integers stored big-endian whatever the block's byte order.
 
-Parsing is sans-I/O (bytes in, `ZapEntry` out); `Zap` is the thin async layer on an object.
-Every chain walk is bounded by the leaf's chunk count, so a looped chain is an EIO.
+Parsing is sans-I/O (bytes in, `ZapEntry` out: `parse_mzap`, `ZapLeaf`); `Zap` is the
+thin async layer on an object. Every chain walk is bounded by the leaf's chunk count, so a
+looped chain is an EIO, never a hang.
 """
 
 from __future__ import annotations
@@ -279,11 +280,6 @@ class ZapLeaf:
                 return self._decode(e)
             chunk = e[2]
         raise FSError(errno.EIO, "zap leaf: hash chain loops")
-
-
-def parse_leaf(block: bytes, byteorder: str, key_intlen: int = 1) -> list[ZapEntry]:
-    """All entries of one fat ZAP leaf block. `key_intlen` is 8 for ZAP_FLAG_UINT64_KEY."""
-    return ZapLeaf(block, byteorder, key_intlen).entries()
 
 
 class Zap:

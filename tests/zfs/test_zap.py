@@ -21,7 +21,6 @@ from uvfs_fs.zfs.zap import (
     Zap,
     ZapEntry,
     ZapLeaf,
-    parse_leaf,
     parse_mzap,
     parse_ptrtbl,
     parse_zap_header,
@@ -142,7 +141,7 @@ def test_leaf_entries_all_int_sizes(bo: str) -> None:
     leaf.add(b"mountpoint", 1, list(b"/tank/home\0"))
     leaf.add(b"layout", 2, [5, 6, 4, 12, 13, 7, 11, 0, 1, 2, 3, 8, 16, 19, 17])
     leaf.add(b"u32", 4, [0xDEADBEEF, 1])
-    got = {e.name: e for e in parse_leaf(bytes(leaf.block), bo)}
+    got = {e.name: e for e in ZapLeaf(bytes(leaf.block), bo).entries()}
     assert got[b"file.txt"].int() == (1 << 63) | 1234
     assert got[b"n" * 200].int() == 7
     assert got[b"mountpoint"].string() == b"/tank/home"
@@ -156,7 +155,7 @@ def test_looped_chain_is_eio() -> None:
     struct.pack_into("<H", leaf.block, leaf.first + 2 * 24 + 22, 1)  # chunk 2 -> chunk 1
     struct.pack_into("<H", leaf.block, leaf.first + 6, 60000)  # more than the leaf holds
     with pytest.raises(FSError) as e:
-        parse_leaf(bytes(leaf.block), "<")
+        ZapLeaf(bytes(leaf.block), "<").entries()
     assert e.value.errno == errno.EIO
 
 
@@ -165,12 +164,12 @@ def test_chain_out_of_range_is_eio() -> None:
     leaf.add(b"a", 8, [1])
     struct.pack_into("<H", leaf.block, leaf.first + 4, 60000)
     with pytest.raises(FSError):
-        parse_leaf(bytes(leaf.block), "<")
+        ZapLeaf(bytes(leaf.block), "<").entries()
 
 
 def test_bad_leaf_magic() -> None:
     with pytest.raises(FSError):
-        parse_leaf(bytes(BS), "<")
+        ZapLeaf(bytes(BS), "<")
 
 
 def test_zap_hash_keeps_top_bits() -> None:
