@@ -25,9 +25,9 @@ from collections.abc import Sequence
 from typing import Generic, TypeVar
 
 from construct import Container
-from uvfs_fs.ext2 import xattr
+from uvfs_fs.ext2 import csum, xattr
 from uvfs_fs.ext2.blockmap import Run, map_indirect
-from uvfs_fs.ext2.dirent import EXT2_NAME_LEN, iter_dirents
+from uvfs_fs.ext2.dirent import EXT2_NAME_LEN, decode_rec_len, iter_dirents
 from uvfs_fs.ext2.extents import map_extents
 from uvfs_fs.ext2.group_desc import (
     GroupDesc,
@@ -35,7 +35,7 @@ from uvfs_fs.ext2.group_desc import (
     desc_location,
     metadata_overhead,
 )
-from uvfs_fs.ext2.inode import EXT4_EXTENTS_FL, Inode, decode_inode
+from uvfs_fs.ext2.inode import EXT2_INDEX_FL, EXT4_EXTENTS_FL, Inode, decode_inode
 from uvfs_fs.ext2.superblock import (
     EXT2_ERROR_FS,
     EXT2_VALID_FS,
@@ -50,6 +50,7 @@ from uvfs._api import Attr, DirEntry, FSError, MountOptions, Refusal, StatFS
 from uvfs._image import ImageFile
 
 EXT2_ROOT_INO = 2
+EXT4_CRC32C_CHKSUM = 1  # s_checksum_type
 
 # Cache bounds. Metadata blocks by bytes, so 64 KiB blocks do not multiply the memory.
 META_CACHE_BYTES = 8 << 20
@@ -127,6 +128,12 @@ class Ext2FileSystem:
         self._descs: _LRU[int, GroupDesc] = _LRU(DESC_CACHE_ENTRIES)
         self._inodes: _LRU[int, Inode] = _LRU(INODE_CACHE_ENTRIES)
         self._dirs: _LRU[int, _Directory] = _LRU(DIR_CACHE_NAMES)
+        # metadata_csum: the checksum seed; None when the volume has no checksums
+        self._csum_seed: int | None = None
+        if "metadata_csum" in geo.features:
+            self._csum_seed = csum.fs_seed(
+                sb.s_uuid, sb.s_checksum_seed, "metadata_csum_seed" in geo.features
+            )
 
     @classmethod
     async def load(cls, image: ImageFile, options: MountOptions) -> Ext2FileSystem:
@@ -137,6 +144,11 @@ class Ext2FileSystem:
         """
         sb = await read_superblock(image)
         geo = geometry(sb, image.size)
+        if "metadata_csum" in geo.features:
+            if sb.s_checksum_type != EXT4_CRC32C_CHKSUM:
+                raise Refusal(f"unknown ext4 checksum type {sb.s_checksum_type}")
+            if not csum.superblock_ok(ext2_super_block.build(sb)):
+                raise Refusal("ext4 superblock checksum does not match: run e2fsck")
         if not options.force and (
             sb.s_state & EXT2_ERROR_FS
             or not (sb.s_state & EXT2_VALID_FS or "has_journal" in geo.features)
@@ -189,15 +201,19 @@ class Ext2FileSystem:
         if not 0 < table <= geo.blocks_count - self._itable_blocks:
             raise FSError(errno.EIO, f"group {group}: inode table at bad block {table}")
         block, offset = divmod(index * geo.inode_size, geo.block_size)
-        raw = await self._meta_block(table + block)
+        raw = (await self._meta_block(table + block))[offset : offset + geo.inode_size]
         inode = decode_inode(
-            raw[offset : offset + geo.inode_size],
+            raw,
             ino,
             huge_file=self._huge_file,
             block_size=geo.block_size,
             has_64bit="64bit" in geo.features,
             large_dir="large_dir" in geo.features,
         )
+        if self._csum_seed is not None:
+            extra_isize = int.from_bytes(raw[128:130], "little")
+            if not csum.inode_ok(raw, self._csum_seed, ino, inode.generation, extra_isize):
+                raise FSError(errno.EIO, f"inode {ino}: checksum does not match")
         if inode.links_count == 0 or stat.S_IFMT(inode.mode) not in _FILE_TYPES:
             raise FSError(errno.EIO, f"inode {ino} is not in use (mode {inode.mode:o})")
         self._inodes.put(ino, inode)
@@ -222,14 +238,28 @@ class Ext2FileSystem:
 
     # --- data -----------------------------------------------------------------------------
 
+    def _inode_seed(self, inode: Inode) -> int | None:
+        if self._csum_seed is None:
+            return None
+        return csum.inode_seed(self._csum_seed, inode.ino, inode.generation)
+
     async def _map(self, inode: Inode, first: int, count: int) -> list[Run]:
         if inode.flags & EXT4_EXTENTS_FL:
+            seed = self._inode_seed(inode)
+
+            async def read_node(block: int) -> bytes:
+                node = await self._meta_block(block)
+                eh_max = int.from_bytes(node[4:6], "little")
+                if seed is not None and not csum.extent_block_ok(node, seed, eh_max):
+                    raise FSError(errno.EIO, f"extent block {block}: checksum does not match")
+                return node
+
             return await map_extents(
                 inode.i_block,
                 first,
                 count,
                 blocks_count=self.geo.blocks_count,
-                read_block=self._meta_block,
+                read_block=read_node,
             )
         return await map_indirect(
             inode.i_block,
@@ -271,6 +301,7 @@ class Ext2FileSystem:
         if inode.size > self.geo.blocks_count * bs:
             raise FSError(errno.EIO, f"directory {ino} larger than the filesystem")
         nblocks = -(-inode.size // bs)
+        seed = self._inode_seed(inode)
         entries: list[tuple[bytes, int]] = []
         for first in range(0, nblocks, MAP_CHUNK_BLOCKS):
             runs = await self._map(inode, first, min(MAP_CHUNK_BLOCKS, nblocks - first))
@@ -279,7 +310,12 @@ class Ext2FileSystem:
                     continue  # a hole in a directory holds no names
                 data = await self.image.read(run.physical * bs, run.count * bs)
                 for at in range(0, len(data), bs):
-                    for child, name, _ in iter_dirents(data[at : at + bs], filetype=self._filetype):
+                    block = data[at : at + bs]
+                    if seed is not None and not _dir_block_ok(
+                        block, run.logical + at // bs, inode, seed
+                    ):
+                        raise FSError(errno.EIO, f"directory {ino}: block checksum does not match")
+                    for child, name, _ in iter_dirents(block, filetype=self._filetype):
                         if child > self.geo.inodes_count:
                             raise FSError(errno.EIO, f"directory {ino}: entry for inode {child}")
                         entries.append((name, child))
@@ -293,7 +329,11 @@ class Ext2FileSystem:
         inode = await self._inode(ino)
         attrs = xattr.parse_ibody(inode.xattr_ibody)
         if inode.file_acl:
-            attrs += xattr.parse_block(await self._meta_block(inode.file_acl))
+            block = await self._meta_block(inode.file_acl)
+            seed = self._csum_seed
+            if seed is not None and not csum.xattr_block_ok(block, seed, inode.file_acl):
+                raise FSError(errno.EIO, f"xattr block {inode.file_acl}: checksum does not match")
+            attrs += xattr.parse_block(block)
         return attrs
 
     # --- the driver API -------------------------------------------------------------------
@@ -391,6 +431,19 @@ class Ext2FileSystem:
     async def listxattr(self, ino: int) -> Sequence[bytes]:
         """The names of `ino`'s extended attributes, in-inode ones first."""
         return [key for key, _ in await self._xattrs(ino)]
+
+
+def _dir_block_ok(block: bytes, logical: int, inode: Inode, seed: int) -> bool:
+    """Whether directory block number `logical` of `inode` passes its checksum.
+
+    htree roots and nodes keep theirs in a dx_tail and hold no names: they pass unchecked.
+    """
+    if inode.flags & EXT2_INDEX_FL and logical == 0:
+        return True
+    first_len = decode_rec_len(int.from_bytes(block[4:6], "little"), len(block))
+    if block[:4] == b"\0\0\0\0" and first_len == len(block):
+        return True  # an index node: one unused record spanning the block
+    return csum.dir_block_ok(block, seed)
 
 
 _FILE_TYPES = frozenset(

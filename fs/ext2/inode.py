@@ -22,6 +22,7 @@ from uvfs._api import FSError
 EXT2_N_BLOCKS = 15  # i_block[] holds 15 32-bit words: 60 bytes
 
 # i_flags
+EXT2_INDEX_FL = 0x00001000  # an htree directory
 EXT4_HUGE_FILE_FL = 0x00040000  # i_blocks counts file-system blocks, not 512-byte sectors
 EXT4_EXTENTS_FL = 0x00080000  # i_block holds an extent tree root
 EXT4_EA_INODE_FL = 0x00200000

@@ -51,6 +51,22 @@ def ext4_image(tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def ext4_nocsum_image(tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    image = tmp_path_factory.mktemp("ext2") / "ext4-nocsum.img"
+    make_image(
+        tree,
+        image,
+        fstype="ext4",
+        block_size=4096,
+        revision=1,
+        filetype=True,
+        size_mb=64,
+        extra=("-O", "^metadata_csum"),
+    )
+    return image
+
+
+@pytest.fixture(scope="session")
 def ext2_image(tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     image = tmp_path_factory.mktemp("ext2") / "ext2.img"
     make_image(tree, image, fstype="ext2", block_size=1024, revision=1, filetype=True, size_mb=64)

@@ -11,7 +11,7 @@ from collections.abc import Awaitable
 from pathlib import Path
 
 import pytest
-from uvfs_fs.ext2 import DRIVER
+from uvfs_fs.ext2 import DRIVER, Ext2FileSystem
 
 from uvfs import FSError, ImageFile, MountOptions, Refusal
 
@@ -38,9 +38,11 @@ def first_block(image: Path, rel: str) -> int:
     return int(debugfs(image, f"blocks /{rel}").split()[0])
 
 
-@pytest.fixture
-def ext4_copy(ext4_image: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copy(ext4_image, tmp_path / "image"))
+@pytest.fixture(params=["ext4_image", "ext4_nocsum_image"])
+def ext4_copy(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    """A copy of the ext4 image, with metadata_csum and without: without, the checks on
+    the records' contents must catch what the checksums catch first."""
+    return Path(shutil.copy(request.getfixturevalue(request.param), tmp_path / "image"))
 
 
 @pytest.fixture
@@ -220,3 +222,65 @@ async def test_huge_file_size_reads_holes(ext4_copy: Path) -> None:
     with img:
         attr = await resolve(fs, "files/small")
         assert await fs.read(attr.ino, 0, 1 << 62, 4096) == bytes(4096)
+
+
+async def damaged_call(fs: Ext2FileSystem, where: str, rel: str) -> object:
+    """The request that reads the damaged record."""
+    if where == "inode":
+        parent, _, name = rel.rpartition("/")
+        return await fs.lookup((await resolve(fs, parent)).ino, name.encode())
+    attr = await resolve(fs, rel)
+    if where == "extent":
+        return await fs.read(attr.ino, 0, 0, 10)
+    if where == "xattr":
+        return await fs.listxattr(attr.ino)
+    return await fs.readdir(attr.ino)
+
+
+@pytest.mark.parametrize(
+    ("where", "rel"),
+    [
+        ("inode", "files/small"),  # i_faddr: a field nothing reads
+        ("extent", "sparse/islands"),  # the leaf's unused entries
+        ("xattr", "files/block"),  # h_hash
+        ("dir", "dirs"),  # the padding after ".."
+    ],
+)
+async def test_checksums_catch_silent_damage(
+    ext4_image: Path, ext4_nocsum_image: Path, tmp_path: Path, where: str, rel: str
+) -> None:
+    for source, caught in ((ext4_image, True), (ext4_nocsum_image, False)):
+        image = Path(shutil.copy(source, tmp_path / "image"))
+        if where == "inode":
+            offset = inode_offset(image, rel, BS) + 0x70
+        elif where == "extent":
+            leaf = int(debugfs(image, f"ex /{rel}").splitlines()[1].split()[7])
+            offset = leaf * BS + BS - 200
+        elif where == "xattr":
+            acl = int(debugfs(image, f"stat /{rel}").split("File ACL:")[1].split()[0])
+            offset = acl * BS + 0x0C
+        else:
+            offset = first_block(image, rel) * BS + 23
+        old = image.read_bytes()[offset]
+        poke(image, offset, bytes([old ^ 0x5A]))
+        img, fs = await open_image(image)
+        with img:
+            if caught:
+                await eio(damaged_call(fs, where, rel))
+            else:
+                await damaged_call(fs, where, rel)
+        image.unlink()
+
+
+async def test_superblock_checksum(
+    ext4_image: Path, ext4_nocsum_image: Path, tmp_path: Path
+) -> None:
+    for source, caught in ((ext4_image, True), (ext4_nocsum_image, False)):
+        image = Path(shutil.copy(source, tmp_path / "image"))
+        poke(image, 1024 + 0x78, b"renamed")  # s_volume_name
+        if caught:
+            assert await refusal(image) == "ext4 superblock checksum does not match: run e2fsck"
+        else:
+            img, _ = await open_image(image)
+            img.close()
+        image.unlink()

@@ -101,14 +101,22 @@ async def exercise(path: Path) -> int:
     return sum(answer is not None for answer in answers)
 
 
-@pytest.mark.parametrize(("fstype", "seed"), [("ext2", 1), ("ext4", 2)])
-async def test_random_damage(tmp_path: Path, fstype: str, seed: int) -> None:
+@pytest.mark.parametrize(
+    ("fstype", "features", "seed"),
+    [
+        ("ext2", "^has_journal", 1),
+        ("ext4", "^has_journal", 2),
+        # Without checksums, damage reaches the checks on the records' contents.
+        ("ext4", "^has_journal,^metadata_csum", 3),
+    ],
+)
+async def test_random_damage(tmp_path: Path, fstype: str, features: str, seed: int) -> None:
     tree = tmp_path / "tree"
     tree.mkdir()
     small_tree(tree)
     image = tmp_path / "image"
     subprocess.run(
-        ["mke2fs", "-q", "-F", "-t", fstype, "-b", "1024", "-O", "^has_journal", "-d",
+        ["mke2fs", "-q", "-F", "-t", fstype, "-b", "1024", "-O", features, "-d",
          str(tree), str(image), "2M"],
         check=True, capture_output=True,
     )  # fmt: skip
