@@ -17,9 +17,9 @@ path without the driver ever seeing itself. Every node is named relative to its 
 Directories keep their descriptor until the kernel forgets them and their last child
 node is gone, so a deep tree costs one descriptor per directory the kernel still holds.
 
-Writes are refused with EROFS, but recorded first (``open_write``): an open for writing,
-a create, and a truncate or chmod (setattr). The mount itself must be writable for these
-to reach the driver at all.
+Changes are refused with EROFS, but recorded first (``open_write``): an open for
+writing, a truncate or chmod (setattr), and creating, linking, renaming or removing a
+name. The mount itself must be writable for these to reach the driver at all.
 
 Every request is reported to a `Recorder` under the node's real path (the tree's path
 joined with the names walked). `hidden(path)` lets ``--enforce`` hide files: a hidden name
@@ -271,12 +271,52 @@ class Passthrough:
             raise FSError(errno.ESTALE, f"{node.path} was replaced")
         return fd
 
+    def _record_change(self, parent: int, name: bytes) -> None:
+        """Record an attempt to create, replace or remove `name` in `parent` as a write."""
+        _check_name(name)
+        dir_node = self._node(parent)
+        try:
+            st = os.stat(name, dir_fd=self._dir_fd(dir_node), follow_symlinks=False)
+            kind = Kind.DIRECTORY if stat.S_ISDIR(st.st_mode) else Kind.FILE
+        except OSError:
+            kind = Kind.ABSENT
+        self.recorder.record(_join(dir_node.path, name), Access.OPEN_WRITE, kind)
+
     async def create(
         self, parent: int, name: bytes, mode: int, flags: int, caller: Caller
     ) -> tuple[Attr, int]:
-        _check_name(name)
-        path = _join(self._node(parent).path, name)
-        self.recorder.record(path, Access.OPEN_WRITE, Kind.ABSENT)
+        self._record_change(parent, name)
+        raise FSError(errno.EROFS)
+
+    async def mknod(self, parent: int, name: bytes, mode: int, rdev: int, caller: Caller) -> Attr:
+        self._record_change(parent, name)
+        raise FSError(errno.EROFS)
+
+    async def mkdir(self, parent: int, name: bytes, mode: int, caller: Caller) -> Attr:
+        self._record_change(parent, name)
+        raise FSError(errno.EROFS)
+
+    async def symlink(self, parent: int, name: bytes, target: bytes, caller: Caller) -> Attr:
+        self._record_change(parent, name)
+        raise FSError(errno.EROFS)
+
+    async def link(self, ino: int, new_parent: int, new_name: bytes) -> Attr:
+        self._record_change(new_parent, new_name)
+        raise FSError(errno.EROFS)
+
+    async def unlink(self, parent: int, name: bytes) -> None:
+        self._record_change(parent, name)
+        raise FSError(errno.EROFS)
+
+    async def rmdir(self, parent: int, name: bytes) -> None:
+        self._record_change(parent, name)
+        raise FSError(errno.EROFS)
+
+    async def rename(
+        self, old_parent: int, old_name: bytes, new_parent: int, new_name: bytes, flags: int
+    ) -> None:
+        self._record_change(old_parent, old_name)
+        self._record_change(new_parent, new_name)
         raise FSError(errno.EROFS)
 
     async def setattr(self, ino: int, changes: SetAttr, caller: Caller) -> Attr:

@@ -124,6 +124,38 @@ async def test_writes_are_refused_and_recorded(fs: Passthrough, tree: Path, reco
     assert not (tree / "new").exists()
 
 
+async def test_every_change_of_a_name_is_refused_and_recorded(
+    fs: Passthrough, tree: Path, recorder: Recorder
+) -> None:
+    pkg = await fs.lookup(ROOT_INO, b"pkg")
+    mod = await fs.lookup(pkg.ino, b"mod.py")
+    attempts = [
+        fs.mknod(ROOT_INO, b"fifo", stat.S_IFIFO | 0o644, 0, CALLER),
+        fs.mkdir(ROOT_INO, b"dir", 0o755, CALLER),
+        fs.symlink(ROOT_INO, b"sym", b"pkg", CALLER),
+        fs.link(mod.ino, ROOT_INO, b"hard2"),
+        fs.unlink(pkg.ino, b"mod.py"),
+        fs.rmdir(ROOT_INO, b"pkg"),
+        fs.rename(ROOT_INO, b"hard", pkg.ino, b"moved", 0),
+    ]
+    for attempt in attempts:
+        with pytest.raises(FSError) as e:
+            await attempt
+        assert e.value.errno == errno.EROFS
+    changed = {p: e.kind for p, e in recorder if e.counts[Access.OPEN_WRITE]}
+    assert changed == {
+        str(tree / "fifo"): Kind.ABSENT,
+        str(tree / "dir"): Kind.ABSENT,
+        str(tree / "sym"): Kind.ABSENT,
+        str(tree / "hard2"): Kind.ABSENT,
+        str(tree / "pkg" / "mod.py"): Kind.FILE,
+        str(tree / "pkg"): Kind.DIRECTORY,
+        str(tree / "hard"): Kind.FILE,
+        str(tree / "pkg" / "moved"): Kind.ABSENT,
+    }
+    assert sorted(os.listdir(tree)) == ["escape", "hard", "link", "pkg"]
+
+
 async def test_hard_link_is_one_node_named_by_its_latest_path(fs: Passthrough, tree: Path) -> None:
     pkg = await fs.lookup(ROOT_INO, b"pkg")
     a = await fs.lookup(pkg.ino, b"mod.py")
