@@ -145,6 +145,8 @@ def _read(path: str) -> str:
 
 def _audit(args: argparse.Namespace, command: list[str]) -> int:
     # What can be checked without running anything first: bad input fails fast.
+    if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
+        raise decl.DeclarationError(f"--json {args.json}: no such directory")
     declared_owners = [decl.parse_owner(o) for o in args.declare]
     requirements = []
     for path in args.pyproject:

@@ -45,6 +45,10 @@ NO_FILE = "No such file or directory"
         (["--dist", "no-such", "--", "true"], f"--dist no-such: not installed in {sys.prefix}"),
         (["--requirements", "/nonexistent.txt", "--", "true"], f"/nonexistent.txt: {NO_FILE}"),
         (["--pyproject", "/nonexistent.toml", "--", "true"], f"/nonexistent.toml: {NO_FILE}"),
+        (
+            ["--json", "/nonexistent/r.json", "--", "true"],
+            "--json /nonexistent/r.json: no such directory",
+        ),
     ],
 )
 def test_bad_input_is_one_line(
