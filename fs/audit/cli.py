@@ -16,6 +16,11 @@ from uvfs_fs.audit.runner import EXIT_SETUP_FAILED, RunError, run
 
 EXIT_USAGE = 2
 
+
+class UsageError(Exception):
+    """A bad option: one line for the user."""
+
+
 _EPILOG = """\
 owners:
   python:NAME   a distribution of the audited environment (RECORD files)
@@ -146,7 +151,7 @@ def _read(path: str) -> str:
 def _audit(args: argparse.Namespace, command: list[str]) -> int:
     # What can be checked without running anything first: bad input fails fast.
     if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
-        raise decl.DeclarationError(f"--json {args.json}: no such directory")
+        raise UsageError(f"--json {args.json}: no such directory")
     declared_owners = [decl.parse_owner(o) for o in args.declare]
     requirements = []
     for path in args.pyproject:
@@ -160,16 +165,11 @@ def _audit(args: argparse.Namespace, command: list[str]) -> int:
     owners = Owners.build(env, debian)
     declared = decl.declared_owners(requirements, declared_owners, env, debian.packages)
     trees = args.watch or default_trees(env)
-    hidden = owners.hidden(declared, keep=trees) if args.enforce else None
+    watched = [os.path.realpath(t) for t in trees]
+    hidden = owners.hidden(declared, keep=watched) if args.enforce else None
     result = run(command, python, trees, hidden, writable=args.writable)
     report = build_report(
-        command,
-        result.exit_status,
-        result.record,
-        owners,
-        declared,
-        [os.path.realpath(t) for t in trees],
-        startup=result.startup,
+        command, result.exit_status, result.record, owners, declared, watched, result.startup
     )
     if not args.quiet:
         sys.stderr.write(report.table())
@@ -194,7 +194,7 @@ def main(argv: list[str]) -> int:
         return EXIT_USAGE
     try:
         return _audit(args, command)
-    except (EnvError, decl.DeclarationError) as e:
+    except (UsageError, EnvError, decl.DeclarationError) as e:
         print(f"uvfs audit: {e}", file=sys.stderr)
         return EXIT_USAGE
     except RunError as e:
