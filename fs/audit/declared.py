@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
@@ -79,8 +79,7 @@ def requirements_from_file(path: str, _seen: frozenset[Path] = frozenset()) -> l
     except OSError as e:
         raise DeclarationError(f"{path}: {e.strerror}") from None
     out: list[Requirement] = []
-    logical = text.replace("\\\n", "")
-    for number, raw in enumerate(logical.splitlines(), 1):
+    for number, raw in _logical_lines(text):
         line = re.sub(r"(^|\s)#.*", "", raw).strip()
         where = f"{path}:{number}"
         if not line:
@@ -96,6 +95,19 @@ def requirements_from_file(path: str, _seen: frozenset[Path] = frozenset()) -> l
         else:
             out.append(_requirement(line, where))
     return out
+
+
+def _logical_lines(text: str) -> Iterator[tuple[int, str]]:
+    """(number of the first physical line, line) with backslash continuations joined."""
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        number, line = i + 1, lines[i]
+        i += 1
+        while line.endswith("\\") and i < len(lines):
+            line = line[:-1] + lines[i]
+            i += 1
+        yield number, line
 
 
 def _holds(req: Requirement, env: Mapping[str, str], extras: Iterable[str]) -> bool:

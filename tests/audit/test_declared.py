@@ -157,6 +157,7 @@ def test_requirements_file(tmp_path: Path) -> None:
     [
         ("requests\n-e ./src\n", r"req.txt:2: editable requirements name no distribution"),
         ("requests\n!!bad\n", r"req.txt:2: "),
+        ("a \\\n  >= 1\n!!bad\n", r"req.txt:3: "),
         ("-r req.txt\n", r"req.txt: includes itself"),
         ("-r nowhere.txt\n", r"nowhere.txt: No such file or directory"),
     ],
