@@ -13,7 +13,8 @@ locks are needed; two requests missing the same entry both load it, harmlessly.
 
 Every number taken from the image is checked before it is used as an offset or a loop
 bound (inode and block numbers against the superblock's counts, directory records,
-extent nodes ...); a failed check is EIO for the request at hand.
+extent nodes ...), and on metadata_csum volumes every inode, extent, directory leaf and
+xattr block is checked against its checksum; a failed check is EIO for the request at hand.
 """
 
 from __future__ import annotations
