@@ -12,11 +12,10 @@ from collections.abc import Sequence
 
 from uvfs import FSError, ImageFile, MountOptions, Refusal
 
-from .dmu import BlockCache, ObjectSet
-from .dsl import list_datasets
+from .dmu import DMU_OST_ZFS, ObjectSet
 from .spa import describe_pool, open_pool, probe_label
 from .zap import Zap
-from .zpl import ZfsFileSystem
+from .zpl import DatasetView, ZfsFileSystem
 
 __all__ = ["DRIVER", "ZfsDriver", "ZfsFileSystem"]
 
@@ -43,26 +42,37 @@ class ZfsDriver:
             raise Refusal(f"zfs: pool {pool.name!r}: cannot read its datasets: {e}") from None
 
     async def describe(self, sources: Sequence[ImageFile]) -> str:
-        """Pool, vdevs, version, features, then every dataset and snapshot."""
+        """Pool, vdevs, version, features, then every dataset and where a mount shows it."""
         pool = await open_pool(sources)
         lines = describe_pool(pool)
-        mos = await ObjectSet.open(BlockCache(pool), pool.uberblock.ub_rootbp)
         try:
-            active = await _active_features(mos)
+            fs = await ZfsFileSystem.from_pool(pool)
+            active = await _active_features(fs.mos)
             if active:
                 lines.append("active features: " + ", ".join(active))
             lines.append("datasets:")
-            for ds in await list_datasets(mos, pool.name):
-                notes = [f"clone of {ds.origin}"] if ds.origin else []
-                if ds.encrypted and not ds.is_snapshot:
-                    notes.append("encrypted (not readable here)")
-                mp = ds.props.get(b"mountpoint")
-                if isinstance(mp, bytes):
-                    notes.append(f"mountpoint {mp.decode(errors='replace')}")
-                lines.append(f"  {ds.name}" + (f"  ({', '.join(notes)})" if notes else ""))
+            lines += [f"  {m.ds.name}" + _notes(fs, m) for m in fs.datasets]
         except FSError as e:
             lines.append(f"datasets: cannot be read ({e})")
         return "\n".join(lines)
+
+
+def _notes(fs: ZfsFileSystem, m: DatasetView) -> str:
+    """What `describe` says of one dataset, after its name."""
+    notes = [f"clone of {m.ds.origin}"] if m.ds.origin else []
+    if m.os_type and m.os_type != DMU_OST_ZFS:
+        notes.append("volume, not shown")
+    elif m.ds.encrypted:
+        notes.append("encrypted, not readable here")
+    elif m.error:
+        notes.append(f"unreadable: {m.reason}")
+    head = fs.by_name.get(m.ds.parent or "") if m.ds.is_snapshot else m
+    if head is not None and (head.index == 0 or head.path) and head.os_type == DMU_OST_ZFS:
+        path = [p.decode(errors="replace") for p in head.path]
+        if m.ds.is_snapshot:
+            path += [".zfs", "snapshot", m.ds.name.split("@", 1)[1]]
+        notes.append("at /" + "/".join(path))
+    return f"  ({', '.join(notes)})" if notes else ""
 
 
 async def _active_features(mos: ObjectSet) -> list[str]:

@@ -62,8 +62,8 @@ MAX_CONFIG = 16 << 20
 
 
 @dataclass(slots=True)
-class _Mounted:
-    """One dataset or snapshot as this mount shows it."""
+class DatasetView:
+    """One dataset or snapshot as this mount shows it (`describe` reports these too)."""
 
     index: int
     ds: Dataset
@@ -101,8 +101,8 @@ class ZfsFileSystem:
         self.pool = pool
         self.cache = cache
         self.mos = mos
-        self.datasets: list[_Mounted] = []
-        self.by_name: dict[str, _Mounted] = {}
+        self.datasets: list[DatasetView] = []
+        self.by_name: dict[str, DatasetView] = {}
         # (dataset index, directory object) -> {name: dataset index mounted there}
         self.mounts: dict[tuple[int, int], dict[bytes, int]] = {}
         self.root = 0
@@ -126,7 +126,7 @@ class ZfsFileSystem:
             if e.errno != errno.ENOENT:
                 raise
         for ds in await list_datasets(mos, pool.name):
-            m = _Mounted(len(fs.datasets), ds)
+            m = DatasetView(len(fs.datasets), ds)
             fs.datasets.append(m)
             fs.by_name[ds.name] = m
             if ds.is_snapshot and ds.parent in fs.by_name:
@@ -142,7 +142,7 @@ class ZfsFileSystem:
 
     # --- datasets ------------------------------------------------------------------------
 
-    async def _open_dataset(self, m: _Mounted) -> None:
+    async def _open_dataset(self, m: DatasetView) -> None:
         """Open a dataset's object set and ZPL master node, or mark it sealed."""
         if m.opened:
             return
@@ -173,7 +173,7 @@ class ZfsFileSystem:
             m.error = errno.EIO
             m.reason = f"{m.ds.name} cannot be read: {e}"
 
-    def _mountpoint(self, m: _Mounted) -> bytes:
+    def _mountpoint(self, m: DatasetView) -> bytes:
         """The dataset's effective mountpoint property (inherited when not set)."""
         ds = m.ds
         depth = 0
@@ -205,9 +205,9 @@ class ZfsFileSystem:
         """
         root = self.datasets[0]
         base = self._mountpoint(root)
-        placed: list[_Mounted] = [root]
-        inside: list[tuple[tuple[bytes, ...], _Mounted]] = []
-        by_name: list[_Mounted] = []
+        placed: list[DatasetView] = [root]
+        inside: list[tuple[tuple[bytes, ...], DatasetView]] = []
+        by_name: list[DatasetView] = []
         for m in self.datasets[1:]:
             await self._open_dataset(m)
             if m.ds.is_snapshot or m.os_type not in (0, DMU_OST_ZFS):
@@ -232,7 +232,9 @@ class ZfsFileSystem:
                 self._attach(m, (*parent.path, name), parent, parent.root_obj)
                 placed.append(m)
 
-    def _attach(self, m: _Mounted, rel: tuple[bytes, ...], host: _Mounted, dir_obj: int) -> None:
+    def _attach(
+        self, m: DatasetView, rel: tuple[bytes, ...], host: DatasetView, dir_obj: int
+    ) -> None:
         m.path = rel
         self.mounts.setdefault((host.index, dir_obj), {})[rel[-1]] = m.index
 
@@ -246,8 +248,8 @@ class ZfsFileSystem:
         return ()
 
     async def _walk(
-        self, placed: list[_Mounted], rel: tuple[bytes, ...]
-    ) -> tuple[_Mounted, int] | None:
+        self, placed: list[DatasetView], rel: tuple[bytes, ...]
+    ) -> tuple[DatasetView, int] | None:
         """The (dataset, directory) that holds the last component of `rel`, if it exists."""
         host = max(
             (p for p in placed if rel[: len(p.path)] == p.path and len(p.path) < len(rel)),
@@ -269,10 +271,10 @@ class ZfsFileSystem:
     # --- inode numbers and objects -------------------------------------------------------
 
     @staticmethod
-    def _ino(m: _Mounted, obj: int) -> int:
+    def _ino(m: DatasetView, obj: int) -> int:
         return m.index << OBJ_BITS | obj
 
-    async def _node(self, ino: int) -> tuple[_Mounted, int]:
+    async def _node(self, ino: int) -> tuple[DatasetView, int]:
         index, obj = ino >> OBJ_BITS, ino & OBJ_MASK
         if index >= len(self.datasets) or obj == 0:
             raise FSError(errno.ENOENT, f"no inode {ino}")
@@ -280,7 +282,7 @@ class ZfsFileSystem:
         await self._open_dataset(m)
         return m, obj
 
-    async def _znode(self, m: _Mounted, obj: int) -> tuple[Znode, DnodePhys]:
+    async def _znode(self, m: DatasetView, obj: int) -> tuple[Znode, DnodePhys]:
         key = self._ino(m, obj)
         hit = self._znodes.get(key)
         if hit is not None:
@@ -297,7 +299,7 @@ class ZfsFileSystem:
         self._znodes.put(key, (z, dn))
         return z, dn
 
-    async def _sa_attrs(self, m: _Mounted, dn: DnodePhys) -> tuple[dict[str, bytes], str]:
+    async def _sa_attrs(self, m: DatasetView, dn: DnodePhys) -> tuple[dict[str, bytes], str]:
         if m.registry is None:
             if not m.sa_attrs_obj or m.objset is None:
                 raise FSError(errno.EIO, f"{m.ds.name}: SA file without SA registry")
@@ -308,7 +310,7 @@ class ZfsFileSystem:
             attrs = {**spill, **attrs}
         return attrs, bo
 
-    async def _zap(self, m: _Mounted, obj: int) -> Zap:
+    async def _zap(self, m: DatasetView, obj: int) -> Zap:
         key = self._ino(m, obj)
         zap = self._zaps.get(key)
         if zap is None:
@@ -317,15 +319,15 @@ class ZfsFileSystem:
             self._zaps.put(key, zap)
         return zap
 
-    async def _dir_lookup(self, m: _Mounted, dir_obj: int, name: bytes) -> int:
+    async def _dir_lookup(self, m: DatasetView, dir_obj: int, name: bytes) -> int:
         entry = await (await self._zap(m, dir_obj)).lookup(name)
         return entry.int() & OBJ_MASK
 
-    def _synthetic(self, ino: int, mode: int, nlink: int, m: _Mounted) -> Attr:
+    def _synthetic(self, ino: int, mode: int, nlink: int, m: DatasetView) -> Attr:
         t = m.ds.phys.ds_creation_time * 1_000_000_000
         return Attr(ino, mode, nlink, 0, 0, 0, atime_ns=t, mtime_ns=t, ctime_ns=t)
 
-    async def _attr(self, m: _Mounted, obj: int) -> Attr:
+    async def _attr(self, m: DatasetView, obj: int) -> Attr:
         ino = self._ino(m, obj)
         if obj == OBJ_CTLDIR:
             return self._synthetic(ino, stat.S_IFDIR | 0o555, 3, m)
@@ -538,7 +540,7 @@ class ZfsFileSystem:
         }
 
 
-async def read_object_range(m: _Mounted, dn: DnodePhys, offset: int, size: int) -> bytes:
+async def read_object_range(m: DatasetView, dn: DnodePhys, offset: int, size: int) -> bytes:
     """`size` bytes of an object of dataset `m`."""
     if m.objset is None:
         raise FSError(m.error or errno.EIO)

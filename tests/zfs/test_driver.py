@@ -77,9 +77,9 @@ async def test_describe(small: PoolRecord) -> None:
     assert any(str(small.vdevs[0]) in line for line in lines)
     i = lines.index("datasets:")
     assert lines[i + 1 :] == [
-        f"  pdriver  (mountpoint {small.directory}/mnt)",
-        "  pdriver/child",
-        "  pdriver/child@monday",
+        "  pdriver  (at /)",
+        "  pdriver/child  (at /child)",
+        "  pdriver/child@monday  (at /child/.zfs/snapshot/monday)",
     ]
 
 

@@ -106,8 +106,12 @@ async def test_zol_06x_every_file_snapshot_and_clone(
     assert fs.pool.statistics().checksum_errors == 0
     info = await DRIVER.describe([ImageFile(str(f)) for f in unpacked[archive]])
     pool = archive.removesuffix(".tar.bz2")
-    assert f"  {pool}/clone  (clone of {pool}/fs@snap)" in info.splitlines()
-    assert f"  {pool}/fs@snap" in info.splitlines()
+    assert info.splitlines()[-4:] == [
+        f"  {pool}  (at /)",
+        f"  {pool}/clone  (clone of {pool}/fs@snap, at /clone)",
+        f"  {pool}/fs  (at /fs)",
+        f"  {pool}/fs@snap  (at /fs/.zfs/snapshot/snap)",
+    ]
 
 
 async def test_zevo(unpacked: dict[str, list[Path]]) -> None:
@@ -182,7 +186,13 @@ async def test_encrypted_dataset_sealed_rest_readable(unpacked: dict[str, list[P
             await call
         assert e.value.errno == errno.EACCES
     info = await DRIVER.describe([ImageFile(str(f)) for f in unpacked["cryptv0.dat.bz2"]])
-    assert "  cryptv0/testfs  (encrypted (not readable here))" in info.splitlines()
+    assert info.splitlines()[-5:] == [
+        "  cryptv0  (at /)",
+        "  cryptv0/testfs  (encrypted, not readable here, at /testfs)",
+        "  cryptv0/testfs@snap1  (encrypted, not readable here, at /testfs/.zfs/snapshot/snap1)",
+        "  cryptv0/testvol  (volume, not shown)",
+        "  cryptv0/testvol@snap1  (volume, not shown)",
+    ]
 
 
 async def test_v15_pool(unpacked: dict[str, list[Path]]) -> None:

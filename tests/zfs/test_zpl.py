@@ -216,7 +216,9 @@ async def test_clone_is_the_snapshot_plus_its_changes(built: Built) -> None:
     assert sorted(clone) == ["change", "gone", "only-in-clone"]
     assert clone["gone"].digest == built.snapshot["gone"].digest
     info = await DRIVER.describe([ImageFile(str(v)) for v in built.record.vdevs])
-    assert f"  {POOL}/clonefs  (clone of {POOL}/snapfs@s1)" in info.splitlines()
+    assert f"  {POOL}/clonefs  (clone of {POOL}/snapfs@s1, at /clonefs)" in info.splitlines()
+    assert f"  {POOL}/aaa  (at /zzz/inner)" in info.splitlines()
+    assert f"  {POOL}/outside  (at /outside)" in info.splitlines()
 
 
 async def test_snapdir_is_hidden_but_found(built: Built) -> None:
