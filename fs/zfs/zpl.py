@@ -2,13 +2,15 @@
 
 What is shown. The pool's root dataset sits at the mount's root. A child dataset appears
 where the kernel's ZFS would mount it: at its `mountpoint` property (set or inherited) when
-that lies inside the root dataset's mountpoint and its parent directory exists, otherwise
-by name in its parent dataset's root directory. Its root replaces the (usually empty)
-directory of that name, or is added. Every filesystem's root has a hidden `.zfs` (absent
-from readdir, found by lookup, like snapdir=hidden) holding `snapshot/<name>/`, the
-snapshot's root. An encrypted dataset (no key here) is an empty directory whose lookups
-and listing fail with EACCES; a dataset whose object set cannot be read fails with EIO;
-the rest of the pool reads normally.
+that lies inside the root dataset's mountpoint and its parent directory exists (placed
+shortest mountpoint first, as `zfs mount -a` mounts), otherwise by name in its parent
+dataset's root directory. Its root replaces the (usually empty) directory of that name, or
+is added. Volumes have no place. Every filesystem's root has a hidden `.zfs` (absent from
+readdir, found by lookup, like snapdir=hidden) holding `snapshot/<name>/`, the snapshot's
+root. An encrypted dataset (no key here) is an empty directory whose lookups and listing
+fail with EACCES; a dataset whose object set cannot be read (or of a ZPL version above 5)
+fails with EIO; the rest of the pool reads normally. Like a read-only kernel import, the
+intent log is not replayed: what the last committed txg holds is what is shown.
 
 Inode numbers. `ino = index << 48 | object`: `index` numbers the datasets and snapshots in
 the order `dsl.list_datasets` gives them (fixed at open, so stable for the mount), `object`
