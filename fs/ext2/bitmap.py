@@ -77,14 +77,17 @@ class Bitmap:
         A stretch of the full `want` is preferred anywhere at or after `start`; failing
         that, the first free item and the free items right after it.
         """
-        free = ~self.bits[start:]
-        if want > 1 and len(free) >= want:
+        first = self.find_free(start)
+        if first is None:
+            return None
+        length = self.free_run(first, want)
+        if length == want:
+            return first, want  # the common case: no need to look further
+        free = ~self.bits[first:]
+        if len(free) >= want:
             # Free bits in each window of `want`, from a running count: O(bits), not O(bits * want).
             running = np.concatenate(([0], np.cumsum(free, dtype=np.int64)))
             full = np.flatnonzero(running[want:] - running[:-want] == want)
             if len(full):
-                return start + int(full[0]), want
-        first = self.find_free(start)
-        if first is None:
-            return None
-        return first, self.free_run(first, want)
+                return first + int(full[0]), want
+        return first, length

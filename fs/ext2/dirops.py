@@ -13,7 +13,6 @@ change it in place; `dirent` parses what they write.
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterator
 
 from uvfs_fs.ext2.dirent import (
     EXT2_FT_DIR,
@@ -37,17 +36,27 @@ def check_name(name: bytes) -> None:
         raise FSError(errno.EINVAL, f"bad file name {name!r}")
 
 
-def _records(block: bytearray) -> Iterator[tuple[int, int, int, int]]:
-    """(offset, inode, rec_len, name_len) of every record, used or not, in order."""
+def _records(block: bytearray) -> list[tuple[int, int, int, int]]:
+    """(offset, inode, rec_len, name_len) of every record, used or not, in order.
+
+    A tight loop over the raw bytes rather than a struct per record: every add and remove
+    walks the whole block, so this is the directory code's inner loop.
+    """
     size = len(block)
+    wide = size >= 65536
+    out = []
     offset = 0
     while offset < size:
-        inode, raw, name_len, _ = ext2_dir_entry_2.unpack_from(block, offset)
-        rec_len = decode_rec_len(raw, size)
+        if offset + _HEAD > size:
+            raise FSError(errno.EIO, f"directory record at {offset} cut by the block's end")
+        raw = block[offset + 4] | block[offset + 5] << 8
+        rec_len = decode_rec_len(raw, size) if wide else raw
         if rec_len < _HEAD or rec_len & 3 or offset + rec_len > size:
             raise FSError(errno.EIO, f"directory record at {offset}: bad rec_len {raw}")
-        yield offset, inode, rec_len, name_len
+        inode = int.from_bytes(block[offset : offset + 4], "little")
+        out.append((offset, inode, rec_len, block[offset + 6]))
         offset += rec_len
+    return out
 
 
 def _put(block: bytearray, offset: int, inode: int, name: bytes, file_type: int, rec_len: int):
@@ -78,29 +87,44 @@ def first_block(ino: int, parent: int, block_size: int, *, filetype: bool) -> by
     return block
 
 
-def room(block: bytearray) -> int:
-    """The largest record a new name could take in `block` (compare with dirent_rec_len)."""
+def _room(records: list[tuple[int, int, int, int]]) -> int:
     best = 0
-    for _, inode, rec_len, name_len in _records(block):
-        best = max(best, rec_len - dirent_rec_len(name_len) if inode else rec_len)
+    for _, inode, rec_len, name_len in records:
+        free = rec_len - ((_HEAD + name_len + 3) & ~3) if inode else rec_len
+        best = max(best, free)
     return best
 
 
-def add_entry(block: bytearray, inode: int, name: bytes, file_type: int) -> bool:
-    """Add `name` -> `inode` in the first record with room; False when the block is full."""
+def room(block: bytearray) -> int:
+    """The largest record a new name could take in `block` (compare with dirent_rec_len)."""
+    return _room(_records(block))
+
+
+def add_entry(block: bytearray, inode: int, name: bytes, file_type: int) -> int | None:
+    """Add `name` -> `inode` in the first record with room.
+
+    Returns:
+        The block's `room` afterwards, or None (and nothing changed) when it is full.
+    """
     need = dirent_rec_len(len(name))
-    for offset, used, rec_len, name_len in _records(block):
+    records = _records(block)
+    for i, (offset, used, rec_len, name_len) in enumerate(records):
         if not used and rec_len >= need:
             _put(block, offset, inode, name, file_type, rec_len)
-            return True
+            records[i] = (offset, inode, rec_len, len(name))
+            return _room(records)
         actual = dirent_rec_len(name_len)
         if used and rec_len - actual >= need:
             ext2_dir_entry_2.pack_into(
                 block, offset, used, encode_rec_len(actual, len(block)), name_len, block[offset + 7]
             )
             _put(block, offset + actual, inode, name, file_type, rec_len - actual)
-            return True
-    return False
+            records[i : i + 1] = [
+                (offset, used, actual, name_len),
+                (offset + actual, inode, rec_len - actual, len(name)),
+            ]
+            return _room(records)
+    return None
 
 
 def remove_entry(block: bytearray, name: bytes) -> int | None:
@@ -134,8 +158,7 @@ def retarget_entry(block: bytearray, name: bytes, inode: int, file_type: int) ->
 def set_dotdot(block: bytearray, parent: int) -> None:
     """Point ".." (the second record of a directory's first block) at `parent`."""
     records = _records(block)
-    next(records)
-    offset, _, _, name_len = next(records)
+    offset, _, _, name_len = records[1] if len(records) > 1 else (0, 0, 0, 0)
     if _name_at(block, offset, name_len) != b"..":
         raise FSError(errno.EIO, "directory's first block has no '..' second")
     block[offset : offset + 4] = parent.to_bytes(4, "little")

@@ -595,9 +595,10 @@ class WritableExt2(Ext2FileSystem):
         for lblk, free in enumerate(d.room):
             if free >= need:
                 block = await self._block(d.phys[lblk])
-                if not add_entry(block, child, name, ft):
+                left = add_entry(block, child, name, ft)
+                if left is None:
                     raise FSError(errno.EIO, f"directory {dir_ino}: room count was wrong")
-                d.room[lblk] = room(block)
+                d.room[lblk] = left
                 self._changed(d.phys[lblk])
                 break
         else:
@@ -606,12 +607,12 @@ class WritableExt2(Ext2FileSystem):
             goal = last + 1 if last else self._group_goal(dir_ino)
             phys, _ = await self._alloc_blocks(goal, 1)
             block = self._new_block(phys, empty_block(self.geo.block_size))
-            add_entry(block, child, name, ft)
+            left = add_entry(block, child, name, ft)
             pointers = np.frombuffer(bytearray(i_block), dtype="<u4")
             created = await set_run(pointers, lblk, phys, 1, self._per_block, self)
             i_block = pointers.tobytes()
             d.phys.append(phys)
-            d.room.append(room(block))
+            d.room.append(left or 0)
             size += self.geo.block_size
             blocks_512 += (1 + created) * (self.geo.block_size // 512)
         d.names[name] = (child, lblk)

@@ -46,10 +46,10 @@ def test_first_block_holds_dot_and_dotdot() -> None:
 
 def test_add_splits_the_slack_of_the_last_record() -> None:
     block = first_block(12, 2, BS, filetype=True)
-    assert add_entry(block, 13, b"a" * 5, EXT2_FT_REG_FILE)
+    left = add_entry(block, 13, b"a" * 5, EXT2_FT_REG_FILE)
     assert rec_lens(block) == [12, 12, BS - 24]
     assert names(block)[-1] == (13, b"aaaaa", EXT2_FT_REG_FILE)
-    assert room(block) == BS - 24 - dirent_rec_len(5)
+    assert left == room(block) == BS - 24 - dirent_rec_len(5)
 
 
 def test_remove_merges_into_the_previous_record_and_space_is_reused() -> None:
@@ -73,7 +73,7 @@ def test_remove_merges_into_the_previous_record_and_space_is_reused() -> None:
 def test_full_block_refuses_and_255_byte_names_fit() -> None:
     block = empty_block(BS)
     added = 0
-    while add_entry(block, 100 + added, bytes([65 + added]) * 255, EXT2_FT_REG_FILE):
+    while add_entry(block, 100 + added, bytes([65 + added]) * 255, EXT2_FT_REG_FILE) is not None:
         added += 1
     assert added == BS // dirent_rec_len(255)
     assert all(len(n) == 255 for _, n, _ in names(block))
