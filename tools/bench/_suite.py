@@ -238,31 +238,25 @@ class Bench:
 
     def zfs(self) -> None:
         """Each compression's pool: zfs-fuse first, then (zfs-fuse stopped) uvfs."""
-        from tests.zfs.zfsfuse import ZfsFuse, available
-
-        from ._zfs import ZfsFuseMount, ensure_pools
+        from ._zfs import ZfsFuseMount, ensure_pools, private_daemon
 
         suites = [f"zfs/{c}" for c in self.sizes.compressions]
-        reason = available()
-        daemon = ZfsFuse(self.workdir / "zfs-fuse")
         try:
-            if reason:
-                raise BenchError(reason)
-            daemon.start()
-            pools = ensure_pools(
-                daemon,
-                self.workdir / self.sizes.name / "zfs",
-                self.images.tree,
-                self.sizes.compressions,
-                self.sizes.zfs_vdev_bytes,
-            )
-            for suite, pool in zip(suites, pools.values(), strict=True):
-                self.reads(suite, ZFS_READS, {"zfs-fuse": lambda p=pool: ZfsFuseMount(daemon, p)})
-        except (BenchError, RuntimeError) as e:
+            # Stopped on leaving, before uvfs opens the vdevs: never two programs on a pool.
+            with private_daemon(self.workdir / "zfs-fuse") as daemon:
+                pools = ensure_pools(
+                    daemon,
+                    self.workdir / self.sizes.name / "zfs",
+                    self.images.tree,
+                    self.sizes.compressions,
+                    self.sizes.zfs_vdev_bytes,
+                )
+                for suite, pool in zip(suites, pools.values(), strict=True):
+                    zfs_fuse = {"zfs-fuse": lambda p=pool: ZfsFuseMount(daemon, p)}
+                    self.reads(suite, ZFS_READS, zfs_fuse)
+        except BenchError as e:
             self._fail_all(suites, ("zfs-fuse", UVFS), str(e))
             return
-        finally:
-            daemon.stop()  # before uvfs opens the vdevs: one writer, one reader, never both
         for suite, pool in zip(suites, pools.values(), strict=True):
             self.reads(
                 suite,
@@ -275,11 +269,14 @@ class Bench:
             )
 
     def _fail_all(self, suites: list[str], systems: tuple[str, ...], error: str) -> None:
+        """Give `error` to every cell of `suites` and `systems` that has not measured yet."""
         for suite in suites:
             for workload in ZFS_READS:
                 for phase in ("cold", "warm"):
                     for system in systems:
-                        self.results.cell(suite, workload, phase, system).error = error
+                        cell = self.results.cell(suite, workload, phase, system)
+                        if not cell.samples:
+                            cell.error = cell.error or error
 
 
 def run_suites(bench: Bench, suites: tuple[str, ...]) -> None:

@@ -2,17 +2,21 @@
 
 The daemon and pool builder are the test suite's (`tests/zfs/zfsfuse.py`): one zfs-fuse in a
 private mount namespace, so neither a host daemon nor a concurrent test session is
-touched. A pool is built once into ``<size dir>/zfs/<compression>/`` from the benchmark
-tree and exported; a ``ready`` file marks a finished build.
+touched; `private_daemon` also gives it a private /var/lib/zfs. A pool is built once into
+``<size dir>/zfs/<compression>/`` from the benchmark tree and exported; a ``ready`` file
+marks a finished build, and a pool zfs-fuse cannot import is built again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.zfs import zfsfuse
 from tests.zfs.zfsfuse import ZfsFuse, build_pool
 
 from ._host import BenchError, run
@@ -28,6 +32,36 @@ class PoolFiles:
     vdevs: list[Path]
 
 
+@contextlib.contextmanager
+def private_daemon(workdir: Path) -> Iterator[ZfsFuse]:
+    """A running zfs-fuse with its own /var/lib/zfs, stopped (pools exported) on leaving.
+
+    Debian's zfs-fuse keeps zpool.cache in /var/lib/zfs. Shared, a daemon started by another
+    session imports the pools listed there, ours included, while we have them open: both
+    write, and the pool is damaged (seen here). A tmpfs over it in the daemon's namespace
+    keeps the cache private; the test harness's `ZfsFuse` does not do it (yet), so its
+    command is wrapped for the start.
+    """
+    reason = zfsfuse.available()
+    if reason:
+        raise BenchError(reason)
+    daemon = ZfsFuse(workdir)
+    command = zfsfuse.ZFS_FUSE
+    zfsfuse.ZFS_FUSE = (
+        f"sh -c 'mount -t tmpfs tmpfs /var/lib/zfs && exec {command} \"$@\"' zfs-fuse"
+    )
+    try:
+        daemon.start()
+    except RuntimeError as e:
+        raise BenchError(f"zfs-fuse: {e}") from None
+    finally:
+        zfsfuse.ZFS_FUSE = command
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+
+
 def zfs_command(daemon: ZfsFuse, *args: str) -> str:
     """Run zpool/zfs inside the daemon's namespace; failures become a `BenchError`."""
     try:
@@ -35,6 +69,8 @@ def zfs_command(daemon: ZfsFuse, *args: str) -> str:
     except subprocess.CalledProcessError as e:
         message = (e.stderr or b"").decode().strip() or f"exit status {e.returncode}"
         raise BenchError(f"{' '.join(args[:2])}: {message.splitlines()[-1]}") from None
+    except subprocess.TimeoutExpired as e:
+        raise BenchError(f"{' '.join(args[:2])}: no answer within {e.timeout:g} s") from None
 
 
 def ensure_pools(
