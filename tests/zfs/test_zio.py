@@ -4,16 +4,23 @@ blocks, checksum failures and hostile sizes."""
 from __future__ import annotations
 
 import errno
+import random
 import struct
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import lz4.block
 import pytest
+from conftest import PoolFactory
+from test_spa import _nicenum, _zdb_counts
 from uvfs_fs.zfs import checksum as ck
 from uvfs_fs.zfs.blkptr import parse_blkptr
 from uvfs_fs.zfs.label import VDEV_LABEL_START_SIZE
+from uvfs_fs.zfs.spa import open_pool
 from uvfs_fs.zfs.vdev import LeafVdev, MirrorVdev, Vdev, VdevStats
 from uvfs_fs.zfs.zio import zio_read
+from zfsfuse import ZfsFuse, object_contents, walk_pool
 
 from uvfs import FSError
 from uvfs._image import ImageFile
@@ -163,3 +170,42 @@ async def test_block_past_the_image_is_eio(tmp_path: Path) -> None:
     with pytest.raises(FSError):
         await _read([leaf], raw, stats)
     assert stats.leaf_errors == 1
+
+
+def _populate_in_many_txgs(daemon: ZfsFuse, pool: str) -> Callable[[Path], dict[str, bytes]]:
+    # zfs-fuse gangs by clock tick, a whole txg's allocations at once: give each file its
+    # own txg (a property change waits for one), so each has its own chance.
+    def populate(root: Path) -> dict[str, bytes]:
+        rng = random.Random(5)
+        files = {}
+        for i in range(24):
+            files[f"f{i}"] = rng.randbytes(40 << 10) + TEXT * 8
+            (root / f"f{i}").write_bytes(files[f"f{i}"])
+            daemon.run("zfs", "set", f"uvfs:round={i}", pool)
+        return files
+
+    return populate
+
+
+@pytest.mark.parametrize("layout", [[("disk", 1)], [("raidz1", 3)]])
+async def test_real_gang_blocks(
+    layout: list[tuple[str, int]], zfs_pool: PoolFactory, zfs_fuse: ZfsFuse
+) -> None:
+    key = f"gang-{layout[0][0]}"
+    with zfs_fuse.gang_blocks() as forced:
+        if not forced:
+            pytest.skip("this zfs-fuse build has no metaslab_gang_bang to set")
+        populate = _populate_in_many_txgs(zfs_fuse, "p" + key.replace("-", ""))
+        record = zfs_pool(key, layout, {"compression": "lzjb"}, populate)
+    pool = await open_pool([ImageFile(str(p)) for p in record.vdevs])
+    gangs = 0
+    counts: Counter[int] = Counter()
+    async for v in walk_pool(pool):
+        gangs += any(d.gang for d in v.bp.dvas)
+        counts[v.bp.type] += 1
+    assert gangs > 0
+    zdb = _zdb_counts(zfs_fuse, record)
+    assert _nicenum(counts[19]) == zdb["ZFS plain file"]
+    objects = await object_contents(pool)
+    for name, want in record.files.items():
+        assert any(got[: len(want)] == want for got in objects), name

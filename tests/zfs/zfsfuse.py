@@ -14,12 +14,14 @@ uberblock (the MOS and each dataset's object set, every dnode's block tree) thro
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from uvfs_fs.zfs.dsl import parse_dsl_dataset
 from uvfs_fs.zfs.spa import Pool
 
 ZFS_FUSE = "/usr/sbin/zfs-fuse"
+GANG_BANG_DEFAULT = 128 * 1024 + 1  # metaslab_gang_bang: SPA_MAXBLOCKSIZE + 1
 COMMAND_TIMEOUT = 120  # seconds: a wedged daemon fails the test instead of hanging it
 
 
@@ -113,6 +116,46 @@ class ZfsFuse:
     def visible(self, path: str | Path) -> Path:
         """Where this process sees `path` of the daemon's namespace (its FUSE mounts)."""
         return Path(f"/proc/{self.pid}/root{Path(path).resolve()}")
+
+    @contextlib.contextmanager
+    def gang_blocks(self, min_size: int = 4097) -> Iterator[bool]:
+        """While inside, the daemon gangs a quarter of its allocations of `min_size` or more.
+
+        Sets the tunable ``metaslab_gang_bang`` (default SPA_MAXBLOCKSIZE + 1: allocations
+        at least that large fail one time in four, by clock tick, and are written as gang
+        blocks) in the running daemon's memory, and restores it on the way out. The binary
+        is stripped, so the variable is found as the one 64-bit word of .data holding its
+        default. Yields False, changing nothing, when this build has no such single word.
+        """
+        binary = ZFS_FUSE.split()[0]
+        sections = subprocess.run(
+            ["readelf", "-S", "-W", binary], capture_output=True, text=True, check=True
+        ).stdout
+        fields = next(line.split() for line in sections.splitlines() if " .data " in line)
+        at = fields.index(".data")
+        vaddr, offset, size = (int(fields[at + i], 16) for i in (2, 3, 4))
+        with open(binary, "rb") as f:
+            f.seek(offset)
+            data = f.read(size)
+        default = struct.pack("<Q", GANG_BANG_DEFAULT)
+        hits = [i for i in range(0, size - 7, 8) if data[i : i + 8] == default]
+        if len(hits) != 1:
+            yield False
+            return
+        maps = Path(f"/proc/{self.pid}/maps").read_text().splitlines()
+        base = next(
+            int(line.split("-")[0], 16)
+            for line in maps
+            if line.split()[-1] == binary and int(line.split()[2], 16) == 0
+        )
+        with open(f"/proc/{self.pid}/mem", "r+b", buffering=0) as mem:
+            mem.seek(base + vaddr + hits[0])
+            mem.write(struct.pack("<Q", min_size))
+            try:
+                yield True
+            finally:
+                mem.seek(base + vaddr + hits[0])
+                mem.write(default)
 
     def stop(self) -> None:
         """Export every pool and stop the daemon; its namespace and mounts go with it."""
