@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -17,8 +19,8 @@ from uvfs_fs.ext2 import Ext2FileSystem
 
 from uvfs import Attr
 
-from .conftest import open_image
-from .images import debugfs, make_image
+from .conftest import debugfs_field, open_image
+from .images import ACL_ACCESS, debugfs, make_image
 
 pytestmark = pytest.mark.slow
 
@@ -92,6 +94,11 @@ async def test_driver_equals_kernel(
         debugfs(image, f"sif /{rel} {field} {value}", "-w")
     root = kernel_mount(image, fstype)
 
+    await compare_with_kernel(image, root)
+
+
+async def compare_with_kernel(image: Path, root: Path) -> None:
+    """Every node and statfs of `image` through the driver against the kernel's mount `root`."""
     img, fs = await open_image(image)
     with img:
         ours: dict[str, Attr] = {}
@@ -161,3 +168,62 @@ async def test_driver_equals_kernel(
             vfs.f_ffree,
             vfs.f_namemax,
         )
+
+
+@contextmanager
+def writable_loop_mount(image: Path, mountpoint: Path) -> Iterator[Path]:
+    """The kernel's read-write loop mount of `image`, unmounted whatever happens."""
+    mountpoint.mkdir()
+    subprocess.run(
+        ["mount", "-t", "ext4", "-o", "loop", str(image), str(mountpoint)],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", str(mountpoint)], capture_output=True, check=False)
+
+
+def kernel_writes(root: Path) -> None:
+    """Files only the kernel makes: preallocated, punched, fragmented, a kernel htree."""
+    with open(root / "prealloc", "wb") as f:  # uninitialized extents, one written into
+        os.posix_fallocate(f.fileno(), 0, 1 << 20)
+        f.seek(300_000)
+        f.write(b"written" * 100)
+    (root / "keep_size").write_bytes(b"k" * 5000)
+    subprocess.run(["fallocate", "-n", "-l", "1M", str(root / "keep_size")], check=True)
+    (root / "punched").write_bytes(bytes(range(256)) * 256)
+    subprocess.run(
+        ["fallocate", "-p", "-o", "4096", "-l", "20000", str(root / "punched")], check=True
+    )
+    with open(root / "fragmented", "wb") as f:  # 400 extents: a tree of depth 2 at 1 KiB
+        for i in range(400):
+            f.seek(i * 2048)
+            f.write(bytes([i % 251 + 1]) * 1024)
+    big = root / "big_dir"
+    big.mkdir()
+    for i in range(1500):
+        (big / f"a-rather-long-file-name-to-fill-blocks-{i:05d}").write_bytes(b"%d" % i)
+    (root / "attrs").write_bytes(b"")
+    os.setxattr(root / "attrs", "user.small", b"in the inode")
+    os.setxattr(root / "attrs", "user.large", bytes(range(256)) * 3)
+    os.setxattr(root / "attrs", "system.posix_acl_access", ACL_ACCESS)
+    os.symlink("short", root / "fast")
+    os.symlink("long/" * 40, root / "slow")
+    os.link(root / "attrs", big / "hard")
+    os.mknod(root / "dev", stat.S_IFBLK | 0o600, os.makedev(259, 300))
+
+
+async def test_kernel_written_image(tmp_path: Path, kernel_mount) -> None:
+    image = tmp_path / "image"
+    subprocess.run(
+        ["mke2fs", "-q", "-F", "-t", "ext4", "-b", "1024", str(image), "64M"], check=True
+    )
+    with writable_loop_mount(image, tmp_path / "rw") as root:
+        kernel_writes(root)
+    extents = debugfs(image, "ex /fragmented")
+    assert max(int(line.split("/")[0]) for line in extents.splitlines()[1:]) == 2  # depth 2
+    assert "Uninit" in debugfs(image, "ex /prealloc")
+    assert debugfs_field(debugfs(image, "stat /big_dir"), "Flags:") & 0x1000  # htree
+    await compare_with_kernel(image, kernel_mount(image, "ext4"))
