@@ -88,6 +88,14 @@ from uvfs_fs.ext2.superblock import (
     ext2_super_block,
 )
 from uvfs_fs.ext2.truncate import truncate_blocks
+from uvfs_fs.ext2.xattr_build import (
+    RawEntry,
+    build_block,
+    build_ibody,
+    parse_block_raw,
+    parse_ibody_raw,
+    split_name,
+)
 
 from uvfs import LRU
 from uvfs._api import (
@@ -1224,6 +1232,86 @@ class WritableExt2(Ext2FileSystem):
             )
             await self._end()
         return self._attr(inode)
+
+    # --- extended attributes ------------------------------------------------------------------
+
+    async def _raw_xattrs(self, inode: Inode) -> tuple[list[RawEntry], list[RawEntry]]:
+        block = parse_block_raw(bytes(await self._block(inode.file_acl))) if inode.file_acl else []
+        return parse_ibody_raw(inode.xattr_ibody), block
+
+    async def setxattr(self, ino: int, name: bytes, value: bytes, flags: int) -> None:
+        """Set `name` (user.*, trusted.*, security.*): in the inode if it fits, else its block."""
+        index, suffix = split_name(name)
+        async with self._lock:
+            await self._begin()
+            inode = await self._inode(ino)
+            ibody, block = await self._raw_xattrs(inode)
+            key = (index, suffix)
+            exists = any((e.index, e.name) == key for e in ibody + block)
+            if flags & os.XATTR_CREATE and exists:
+                raise FSError(errno.EEXIST)
+            if flags & os.XATTR_REPLACE and not exists:
+                raise FSError(errno.ENODATA)
+            ibody = [e for e in ibody if (e.index, e.name) != key]
+            block = [e for e in block if (e.index, e.name) != key]
+            new = RawEntry(index, suffix, value)
+            if build_ibody([*ibody, new], len(inode.xattr_ibody)) is not None:
+                ibody.append(new)
+            else:
+                block.append(new)
+            await self._store_xattrs(inode, ibody, block)
+            await self._end()
+
+    async def removexattr(self, ino: int, name: bytes) -> None:
+        """Remove `name`; ENODATA when it is not set."""
+        index, suffix = split_name(name)
+        async with self._lock:
+            await self._begin()
+            inode = await self._inode(ino)
+            ibody, block = await self._raw_xattrs(inode)
+            kept_ibody = [e for e in ibody if (e.index, e.name) != (index, suffix)]
+            kept_block = [e for e in block if (e.index, e.name) != (index, suffix)]
+            if len(kept_ibody) + len(kept_block) == len(ibody) + len(block):
+                raise FSError(errno.ENODATA)
+            await self._store_xattrs(inode, kept_ibody, kept_block)
+            await self._end()
+
+    async def _store_xattrs(
+        self, inode: Inode, ibody: list[RawEntry], block: list[RawEntry]
+    ) -> None:
+        """Write both areas; the block is rewritten in place unless shared (then copied)."""
+        bs = self.geo.block_size
+        area = build_ibody(ibody, len(inode.xattr_ibody))
+        data = build_block(block, bs) if block else None
+        if area is None or (block and data is None):
+            raise FSError(errno.ENOSPC, "extended attributes do not fit")
+        file_acl, blocks_512 = inode.file_acl, inode.blocks_512
+        old = await self._block(file_acl) if file_acl else None
+        shared = old is not None and int.from_bytes(old[4:8], "little") > 1
+        if data is not None and old is not None and not shared:
+            old[:] = data
+            self._changed(file_acl)
+        elif data is not None:
+            await self._reserve(1)
+            new_block, _ = await self._alloc_blocks(self._group_goal(inode.ino), 1)
+            self._new_block(new_block, bytearray(data))
+            if file_acl:
+                self._free_blocks(await self._drop_xattr_block(file_acl))
+            else:
+                blocks_512 += bs // 512
+            file_acl = new_block
+        elif file_acl:
+            self._free_blocks(await self._drop_xattr_block(file_acl))
+            file_acl, blocks_512 = 0, blocks_512 - bs // 512
+        await self._put(
+            replace(
+                inode,
+                xattr_ibody=area,
+                file_acl=file_acl,
+                blocks_512=blocks_512,
+                ctime_ns=time.time_ns(),
+            )
+        )
 
 
 def _word(feature: str) -> int:

@@ -424,6 +424,9 @@ def test_mounted_posix_calls(tmp_path: Path, mount, kernel_mount, block_size: in
         (mnt / ("n" * 256)).write_bytes(b"")
     assert e.value.errno == errno.ENAMETOOLONG
     (mnt / ("n" * 255)).write_bytes(b"long name")
+    os.setxattr(mnt / "hard", "user.mounted", b"value" * 100)
+    os.setxattr(mnt / "renamed", "user.dir", b"d")
+    os.removexattr(mnt / "renamed", "user.dir")
     st = os.statvfs(mnt)
     seen = snapshot(mnt)
     run_uvfs("umount", str(mnt))
@@ -431,7 +434,10 @@ def test_mounted_posix_calls(tmp_path: Path, mount, kernel_mount, block_size: in
     dumped = subprocess.run(["dumpe2fs", "-h", str(image)], capture_output=True, text=True).stdout
     assert f"Free blocks:              {st.f_bfree}\n" in dumped
     assert f"Free inodes:              {st.f_ffree}\n" in dumped
-    assert snapshot(kernel_mount(image)) == seen
+    view = kernel_mount(image)
+    assert snapshot(view) == seen
+    assert os.getxattr(view / "renamed" / "file", "user.mounted") == b"value" * 100
+    assert os.listxattr(view / "renamed") == []
 
 
 @pytest.mark.slow
@@ -461,4 +467,61 @@ def test_mounted_as_a_normal_user(tmp_path: Path, mount) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     run_uvfs("umount", str(mnt))
+    fsck(image)
+
+
+@pytest.mark.parametrize("inode_size", [128, 256])
+async def test_extended_attributes(tmp_path: Path, inode_size: int) -> None:
+    image = fresh_image(tmp_path / "img", block_size=1024, size_mb=8,
+                        extra=("-I", str(inode_size)))  # fmt: skip
+    async with open_rw(image) as fs:
+        a, _ = await fs.create(fs.root, b"f", 0o644, 0, ROOT)
+        b, _ = await fs.create(fs.root, b"g", 0o644, 0, ROOT)
+        await fs.setxattr(a.ino, b"user.small", b"v", 0)  # in the inode when it has room
+        await fs.setxattr(a.ino, b"user.big", b"B" * 600, 0)  # only a block holds this
+        await fs.setxattr(a.ino, b"trusted.t", b"", 0)
+        await fs.setxattr(b.ino, b"user.other", b"x" * 40, 0)
+        assert sorted(await fs.listxattr(a.ino)) == [b"trusted.t", b"user.big", b"user.small"]
+        assert await fs.getxattr(a.ino, b"user.big") == b"B" * 600
+        assert (await fs.getattr(a.ino)).blocks == 2  # the attribute block
+        flags = os.XATTR_CREATE
+        assert await errno_of(fs.setxattr(a.ino, b"user.small", b"w", flags)) == errno.EEXIST
+        flags = os.XATTR_REPLACE
+        assert await errno_of(fs.setxattr(a.ino, b"user.none", b"w", flags)) == errno.ENODATA
+        assert await errno_of(fs.removexattr(a.ino, b"user.none")) == errno.ENODATA
+        assert await errno_of(fs.setxattr(a.ino, b"user.huge", bytes(2000), 0)) == errno.ENOSPC
+        assert await errno_of(fs.setxattr(a.ino, b"system.x", b"", 0)) == errno.ENOTSUP
+        await fs.setxattr(a.ino, b"user.small", b"replaced", os.XATTR_REPLACE)
+        await fs.removexattr(a.ino, b"user.big")
+        await fs.removexattr(a.ino, b"trusted.t")
+        assert await fs.listxattr(a.ino) == [b"user.small"]
+        assert await fs.getxattr(a.ino, b"user.small") == b"replaced"
+        if inode_size == 128:  # no in-inode area: the block stays for user.small
+            assert (await fs.getattr(a.ino)).blocks == 2
+        else:
+            assert (await fs.getattr(a.ino)).blocks == 0  # the emptied block was freed
+        await fs.unlink(fs.root, b"g")
+        fs.forget(b.ino)
+    fsck(image)
+    assert "user.small" in debugfs(image, "ea_list /f")
+
+
+async def test_changing_attributes_mke2fs_wrote(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for name in ("one", "two"):
+        (tree / name).write_bytes(b"")
+        try:
+            os.setxattr(tree / name, "user.shared", b"s" * 300)
+        except OSError as e:
+            pytest.skip(f"no user xattrs here: {e}")
+    image = tmp_path / "img"
+    subprocess.run(["mke2fs", "-q", "-F", "-t", "ext2", "-b", "1024", "-d", str(tree), str(image),
+                    "8M"], check=True, capture_output=True)  # fmt: skip
+    async with open_rw(image) as fs:
+        one = await fs.lookup(fs.root, b"one")
+        await fs.setxattr(one.ino, b"user.shared", b"changed", 0)
+        two = await fs.lookup(fs.root, b"two")
+        assert await fs.getxattr(two.ino, b"user.shared") == b"s" * 300
+        await fs.removexattr(two.ino, b"user.shared")
     fsck(image)
