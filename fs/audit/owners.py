@@ -112,7 +112,10 @@ def load_python_env(python: str) -> PythonEnv:
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise EnvError(f"{python} cannot describe its environment: {last}")
-    return PythonEnv.from_json(json.loads(done.stdout))
+    try:
+        return PythonEnv.from_json(json.loads(done.stdout))
+    except (KeyError, TypeError, ValueError):  # ran, said nothing sensible: no Python 3.8+
+        raise EnvError(f"{python} cannot describe its environment: is it Python 3.8+?") from None
 
 
 def python_files(env: PythonEnv) -> Iterator[tuple[str, str]]:

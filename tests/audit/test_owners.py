@@ -180,8 +180,10 @@ def test_python_env_of_this_interpreter() -> None:
 def test_bad_interpreter_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(EnvError, match=r"cannot run .*/nope: No such file"):
         load_python_env(str(tmp_path / "nope"))
-    with pytest.raises(EnvError, match="cannot describe its environment"):
+    with pytest.raises(EnvError, match="cannot describe its environment: no output"):
         load_python_env("/bin/false")
+    with pytest.raises(EnvError, match=r"cannot describe its environment: is it Python 3\.8\+"):
+        load_python_env("/bin/true")
 
 
 def test_python_owner_is_canonical() -> None:
