@@ -47,8 +47,8 @@ CHAIN_END = 0xFFFF
 ZAP_FLAG_HASH64 = 1 << 0
 ZAP_FLAG_UINT64_KEY = 1 << 1
 ZFS_CRC64_POLY = 0xC96C5795D7870F42
-MAX_ZAP_BLOCK_SHIFT = 24  # a ZAP block is at most 16 MiB (large_blocks)
-LEAF_CACHE = 8  # parsed leaves kept per open fat ZAP
+MAX_ZAP_BLOCK_SHIFT = 20  # 1 MiB: fat ZAPs use 16 KiB blocks, micro ZAPs at most 1 MiB
+LEAF_CACHE_BYTES = 128 * 1024  # parsed leaves kept per open fat ZAP (8 of 16 KiB)
 
 
 def _crc64_table() -> tuple[int, ...]:
@@ -297,12 +297,14 @@ class Zap:
         self.phys: ZapPhys | None = None
         self.byteorder = "<"
         self.block0 = b""
-        self._leaves: Lru[int, ZapLeaf] = Lru(LEAF_CACHE)
+        self._leaves: Lru[int, ZapLeaf] = Lru(max(1, LEAF_CACHE_BYTES // dn.datablksz))
 
     @classmethod
     async def open(cls, objset: ObjectSet, obj: int | DnodePhys) -> Zap:
         """The ZAP in object `obj` (or the already-read dnode)."""
         dn = obj if isinstance(obj, DnodePhys) else await objset.dnode(obj)
+        if dn.datablksz > 1 << MAX_ZAP_BLOCK_SHIFT:
+            raise FSError(errno.EIO, f"zap: {dn.datablksz}-byte blocks")
         zap = cls(objset, dn)
         block = await zap._block(0)
         if block is None:

@@ -59,7 +59,7 @@ MAX_SYMLINK = 1 << 16
 XATTR_SIZE_MAX = 1 << 16  # Linux's limit on one value
 MAX_PATH_DEPTH = 256
 ZNODE_CACHE = 8192
-ZAP_CACHE = 256
+ZAP_CACHE = 64  # open ZAPs (directories, xattr directories) kept: each holds its block 0
 MAX_CONFIG = 16 << 20
 
 
