@@ -185,22 +185,24 @@ def writable_loop_mount(image: Path, mountpoint: Path) -> Iterator[Path]:
         subprocess.run(["umount", str(mountpoint)], capture_output=True, check=False)
 
 
-def kernel_writes(root: Path) -> None:
+def kernel_writes(root: Path, extents: bool) -> None:
     """Files only the kernel makes: preallocated, punched, fragmented, a kernel htree."""
-    with open(root / "prealloc", "wb") as f:  # uninitialized extents, one written into
-        os.posix_fallocate(f.fileno(), 0, 1 << 20)
-        f.seek(300_000)
-        f.write(b"written" * 100)
-    (root / "keep_size").write_bytes(b"k" * 5000)
-    subprocess.run(["fallocate", "-n", "-l", "1M", str(root / "keep_size")], check=True)
-    (root / "punched").write_bytes(bytes(range(256)) * 256)
-    subprocess.run(
-        ["fallocate", "-p", "-o", "4096", "-l", "20000", str(root / "punched")], check=True
-    )
-    with open(root / "fragmented", "wb") as f:  # 400 extents: a tree of depth 2 at 1 KiB
+    if extents:
+        with open(root / "prealloc", "wb") as f:  # uninitialized extents, one written into
+            os.posix_fallocate(f.fileno(), 0, 1 << 20)
+            f.seek(300_000)
+            f.write(b"written" * 100)
+        (root / "keep_size").write_bytes(b"k" * 5000)
+        subprocess.run(["fallocate", "-n", "-l", "1M", str(root / "keep_size")], check=True)
+        (root / "punched").write_bytes(bytes(range(256)) * 256)
+        punch = ["fallocate", "-p", "-o", "4096", "-l", "20000", str(root / "punched")]
+        subprocess.run(punch, check=True)
+    with open(root / "fragmented", "wb") as f:  # 400 extents: depth 2 at 1 KiB, 1 at 4 KiB
         for i in range(400):
-            f.seek(i * 2048)
-            f.write(bytes([i % 251 + 1]) * 1024)
+            f.seek(i * 8192)
+            f.write(bytes([i % 251 + 1]) * 4096)
+        f.seek(70 << 20)  # past 64 MiB: triple indirect at 1 KiB
+        f.write(b"far away")
     big = root / "big_dir"
     big.mkdir()
     for i in range(1500):
@@ -215,15 +217,25 @@ def kernel_writes(root: Path) -> None:
     os.mknod(root / "dev", stat.S_IFBLK | 0o600, os.makedev(259, 300))
 
 
-async def test_kernel_written_image(tmp_path: Path, kernel_mount) -> None:
+@pytest.mark.parametrize(
+    ("fstype", "block_size"), [("ext4", 1024), ("ext4", 4096), ("ext2", 1024), ("ext3", 2048)]
+)
+async def test_kernel_written_image(
+    tmp_path: Path, kernel_mount, fstype: str, block_size: int
+) -> None:
     image = tmp_path / "image"
     subprocess.run(
-        ["mke2fs", "-q", "-F", "-t", "ext4", "-b", "1024", str(image), "64M"], check=True
+        ["mke2fs", "-q", "-F", "-t", fstype, "-b", str(block_size), str(image), "64M"],
+        check=True,
     )
     with writable_loop_mount(image, tmp_path / "rw") as root:
-        kernel_writes(root)
-    extents = debugfs(image, "ex /fragmented")
-    assert max(int(line.split("/")[0]) for line in extents.splitlines()[1:]) == 2  # depth 2
-    assert "Uninit" in debugfs(image, "ex /prealloc")
+        kernel_writes(root, extents=fstype == "ext4")
+    if fstype == "ext4":
+        extents = debugfs(image, "ex /fragmented")
+        depth = max(int(line.split("/")[0]) for line in extents.splitlines()[1:])
+        assert depth == (2 if block_size == 1024 else 1)
+        assert "Uninit" in debugfs(image, "ex /prealloc")
+    else:
+        assert "(TIND)" in debugfs(image, "stat /fragmented") or block_size > 1024
     assert debugfs_field(debugfs(image, "stat /big_dir"), "Flags:") & 0x1000  # htree
-    await compare_with_kernel(image, kernel_mount(image, "ext4"))
+    await compare_with_kernel(image, kernel_mount(image, fstype))
