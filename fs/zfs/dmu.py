@@ -19,14 +19,15 @@ byte order is the one its pointer gives, which is how big-endian pools read here
 
 Blocks come through `BlockCache`, one per mount: a bounded LRU (by bytes) of verified,
 decompressed blocks keyed by their block pointer, so the indirect blocks above a file being
-read sequentially, dnode blocks and ZAP leaves are read from disk once. Each object set
-also keeps its most recently used dnode blocks and parsed dnodes, so the tree walk and
-parse for a file's dnode happen once however many requests name the file.
+read sequentially, dnode blocks and ZAP leaves are read from disk once. It also keeps the
+most recently used dnode blocks and parsed dnodes of every object set, so the tree walk
+and parse for a file's dnode happen once however many requests name the file.
 """
 
 from __future__ import annotations
 
 import errno
+import itertools
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
@@ -43,8 +44,8 @@ DMU_OST_META = 1
 DMU_OST_ZFS = 2
 OBJSET_PHYS_SIZE_V1 = 1024
 CACHE_BYTES = 64 << 20  # per mount: enough for a few hundred 128 KiB records
-DNODE_CACHE = 4096  # parsed dnodes kept per object set
-DNODE_BLOCK_CACHE = 256  # dnode blocks (with their byte order) kept per object set
+DNODE_CACHE = 16384  # parsed dnodes kept per mount (about 1.5 KiB each)
+DNODE_BLOCK_CACHE = 1024  # dnode blocks (with their byte order) kept per mount
 READ_PARALLEL = 4  # blocks of one read in flight at once: two cores, and reads to overlap
 PARALLEL_MIN_BLOCK = 32 * 1024
 
@@ -134,6 +135,15 @@ class BlockCache:
         self._bytes = 0
         self._hits = 0
         self._misses = 0
+        # Mount-wide, keyed by (object set number, object or block id), so that browsing
+        # many snapshots does not multiply them.
+        self.dnodes: Lru[tuple[int, int], DnodePhys] = Lru(DNODE_CACHE)
+        self.dnode_blocks: Lru[tuple[int, int], tuple[bytes, str]] = Lru(DNODE_BLOCK_CACHE)
+        self._objsets = itertools.count()
+
+    def objset_number(self) -> int:
+        """A number for a new object set's entries in the dnode caches (never reused)."""
+        return next(self._objsets)
 
     async def read(self, bp: BlockPtr) -> bytes:
         """The logical bytes of `bp` (a non-hole pointer)."""
@@ -247,9 +257,7 @@ class ObjectSet:
         self.cache = cache
         self.phys = phys
         self.meta = phys.os_meta_dnode
-        self._dnodes: Lru[int, DnodePhys] = Lru(DNODE_CACHE)
-        # Skips the meta dnode's tree walk (often 6 levels) for neighbouring objects.
-        self._dnode_blocks: Lru[int, tuple[bytes, str]] = Lru(DNODE_BLOCK_CACHE)
+        self.number = cache.objset_number()
 
     @classmethod
     async def open(cls, cache: BlockCache, bp: BlockPtr) -> ObjectSet:
@@ -262,22 +270,24 @@ class ObjectSet:
         """The dnode of object `obj`; ENOENT when the slot is free or out of range."""
         if not 0 < obj < DN_MAX_OBJECT:
             raise FSError(errno.ENOENT, f"object {obj} out of range")
-        dn = self._dnodes.get(obj)
+        dn = self.cache.dnodes.get((self.number, obj))
         if dn is not None:
             return dn
         bsz = self.meta.datablksz
         if bsz < DNODE_MIN_SIZE:
             raise FSError(errno.EIO, "meta dnode blocks smaller than a dnode")
         blkid, at = divmod(obj << DNODE_SHIFT, bsz)
-        block = self._dnode_blocks.get(blkid) or await read_block(self.cache, self.meta, blkid)
+        # The block cache skips the meta dnode's tree walk (often 6 levels) for neighbours.
+        key = (self.number, blkid)
+        block = self.cache.dnode_blocks.get(key) or await read_block(self.cache, self.meta, blkid)
         if block is None:
             raise FSError(errno.ENOENT, f"object {obj} is not allocated")
-        self._dnode_blocks.put(blkid, block)
+        self.cache.dnode_blocks.put(key, block)
         data, byteorder = block
         dn = parse_dnode(memoryview(data)[at:], byteorder)
         if dn.dn_type == DMU_OT_NONE:
             raise FSError(errno.ENOENT, f"object {obj} is free")
-        self._dnodes.put(obj, dn)
+        self.cache.dnodes.put((self.number, obj), dn)
         return dn
 
     async def read(self, dn: DnodePhys, offset: int, size: int) -> bytes:
