@@ -69,10 +69,10 @@ class Leaf:
             struct.pack_into(f"{self.bo}H", self.block, at + 22, nxt)
         return chunks[0]
 
-    def add(self, name: bytes, intlen: int, ints: list[int], h: int = 0) -> None:
+    def add(self, name: bytes, intlen: int, ints: list[int], h: int | None = None) -> None:
         """Add an entry; with its hash `h`, also at the head of its hash chain."""
         entry = self._chunk()
-        slot = (h >> (64 - self.hash_shift - self.prefix_len)) & ((1 << self.hash_shift) - 1)
+        slot = ((h or 0) >> (64 - self.hash_shift - self.prefix_len)) & ((1 << self.hash_shift) - 1)
         (head,) = struct.unpack_from(f"{self.bo}H", self.block, 48 + 2 * slot)
         name_chunk = self._array(name + b"\0")
         value = b"".join(v.to_bytes(intlen, "big") for v in ints)
@@ -83,15 +83,15 @@ class Leaf:
             self.first + entry * 24,
             252,
             intlen,
-            head if h else 0xFFFF,
+            0xFFFF if h is None else head,
             name_chunk,
             len(name) + 1,
             value_chunk,
             len(ints),
             0,
-            h,
+            h or 0,
         )
-        if h:
+        if h is not None:
             struct.pack_into(f"{self.bo}H", self.block, 48 + 2 * slot, entry)
 
 
@@ -269,3 +269,23 @@ async def test_fat_zap_with_external_pointer_table() -> None:
     with pytest.raises(FSError) as e:
         await zap.lookup(b"name-300")
     assert e.value.errno == errno.ENOENT
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    names=st.sets(st.binary(min_size=1, max_size=40).filter(lambda b: b"\0" not in b), max_size=60),
+    salt=st.integers(1, (1 << 64) - 1),
+    bo=st.sampled_from("<>"),
+)
+def test_leaf_lookup_agrees_with_listing(names: set[bytes], salt: int, bo: str) -> None:
+    leaf = Leaf(bo)
+    for i, n in enumerate(sorted(names)):
+        leaf.add(n, 8, [i], zap_hash(salt, n))
+    zl = ZapLeaf(bytes(leaf.block), bo)
+    listed = {e.name: e.int() for e in zl.entries()}
+    assert set(listed) == names
+    for n in names:
+        found = zl.lookup(zap_hash(salt, n), n)
+        assert found is not None and found.int() == listed[n]
+    absent = b"\xff" * 41
+    assert zl.lookup(zap_hash(salt, absent), absent) is None
