@@ -15,7 +15,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from uvfs_fs.ext2.writable import DRIVER, WritableExt2
 
 from uvfs import (
     RENAME_EXCHANGE,
@@ -27,6 +26,7 @@ from uvfs import (
     SetAttr,
     Write,
 )
+from uvfs_fs.ext2.writable import DRIVER, WritableExt2
 
 from ..conftest import run_uvfs
 from .images import debugfs
@@ -525,3 +525,25 @@ async def test_changing_attributes_mke2fs_wrote(tmp_path: Path) -> None:
         assert await fs.getxattr(two.ino, b"user.shared") == b"s" * 300
         await fs.removexattr(two.ino, b"user.shared")
     fsck(image)
+
+
+async def test_indexed_directories_become_linear_when_changed(tmp_path: Path) -> None:
+    """e2fsck -D gives big directories an htree index; changing one drops the stale index."""
+    tree = tmp_path / "tree"
+    (tree / "big").mkdir(parents=True)
+    for i in range(400):
+        (tree / "big" / f"name-{i:04d}-{'p' * 30}").write_bytes(b"")
+    image = tmp_path / "img"
+    subprocess.run(["mke2fs", "-q", "-F", "-t", "ext2", "-b", "1024", "-d", str(tree), str(image),
+                    "8M"], check=True, capture_output=True)  # fmt: skip
+    subprocess.run(["e2fsck", "-fyD", str(image)], capture_output=True)
+    assert "Flags: 0x1000" in debugfs(image, "stat /big")  # EXT2_INDEX_FL
+    async with open_rw(image) as fs:
+        big = await fs.lookup(fs.root, b"big")
+        for i in range(0, 400, 2):
+            await fs.unlink(big.ino, f"name-{i:04d}-{'p' * 30}".encode())
+        await fs.create(big.ino, b"added", 0o644, 0, ROOT)
+        assert len(await fs.readdir(big.ino)) == 201
+    fsck(image)
+    assert "Flags: 0x0" in debugfs(image, "stat /big")
+    assert "added" in debugfs(image, "ls /big")
