@@ -42,6 +42,9 @@ COMPRESS_NAMES = (
 )  # fmt: skip
 
 ZLE_LEVEL = 64
+# Algorithms decoded in C with the GIL released: worth a worker thread for big blocks.
+RELEASES_GIL = frozenset({*range(ZIO_COMPRESS_GZIP_1, ZIO_COMPRESS_GZIP_9 + 1),
+                          ZIO_COMPRESS_LZ4, ZIO_COMPRESS_ZSTD})  # fmt: skip
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 

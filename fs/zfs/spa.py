@@ -72,6 +72,8 @@ SUPPORTED_FEATURES_FOR_READ = frozenset(
     }
 )
 
+_NUMERIC_FIELDS = ("pool_guid", "guid", "txg", "version", "vdev_children", "state")
+
 POOL_STATES = ("ACTIVE", "EXPORTED", "DESTROYED", "SPARE", "L2CACHE", "UNINITIALIZED",
                "UNAVAIL", "POTENTIALLY_ACTIVE")  # fmt: skip
 
@@ -158,6 +160,18 @@ def probe_label(head: bytes) -> bool:
     return False
 
 
+def _well_formed(config: dict[str, NvValue]) -> bool:
+    # Checksummed labels are well formed unless crafted; the fields read as numbers below
+    # must be numbers, or the label counts as invalid.
+    tree = config.get("vdev_tree")
+    return (
+        isinstance(tree, dict)
+        and all(isinstance(config.get(k, 0), int) for k in _NUMERIC_FIELDS)
+        and all(isinstance(tree.get(k, 0), int) for k in ("id", "ashift"))
+        and 0 <= tree.get("id", 0) < MAX_TOP_LEVEL_VDEVS  # type: ignore[operator]
+    )
+
+
 async def _read_member(image: ImageFile) -> _Member | None:
     configs: list[dict[str, NvValue]] = []
     uberblocks: list[Uberblock] = []
@@ -166,7 +180,7 @@ async def _read_member(image: ImageFile) -> _Member | None:
             continue
         label = await image.read(offset, VDEV_LABEL_SIZE)
         config = parse_label(label, offset)
-        if config is None or not isinstance(config.get("vdev_tree"), dict):
+        if config is None or not _well_formed(config):
             continue
         configs.append(config)
         ashift = int(config["vdev_tree"].get("ashift", 9))  # type: ignore[union-attr]

@@ -81,11 +81,13 @@ class LeafVdev(Vdev):
     async def read_raw(self, offset: int, size: int) -> bytes | None:
         """The bytes at allocatable `offset`, or None when absent or unreadable."""
         self.stats.leaf_reads += 1
-        if self.image is None:
+        start = offset + VDEV_LABEL_START_SIZE
+        # A hostile DVA may point anywhere, up to 2^72: past the image is a lost read.
+        if self.image is None or start + size > self.image.size:
             self.stats.leaf_errors += 1
             return None
         try:
-            return await self.image.read(offset + VDEV_LABEL_START_SIZE, size)
+            return await self.image.read(start, size)
         except (FSError, OSError):
             self.stats.leaf_errors += 1
             return None
@@ -175,6 +177,13 @@ class VdevTreeError(ValueError):
     """The vdev_tree nvlist does not describe a usable vdev."""
 
 
+def _number(tree: dict, key: str, default: int) -> int:
+    value = tree.get(key, default)
+    if not isinstance(value, int):
+        raise VdevTreeError(f"vdev {key} is {value!r}, not a number")
+    return value
+
+
 def build_vdev(tree: dict, images: dict[int, ImageFile], stats: VdevStats, ashift: int = 9) -> Vdev:
     """The vdev described by a ``vdev_tree`` nvlist, with leaves matched to `images` by guid.
 
@@ -184,13 +193,15 @@ def build_vdev(tree: dict, images: dict[int, ImageFile], stats: VdevStats, ashif
         stats: counters the vdevs update.
         ashift: inherited from the parent (top-level vdevs carry their own).
     """
+    if not isinstance(tree, dict):
+        raise VdevTreeError(f"vdev tree entry is a {type(tree).__name__}, not an nvlist")
     vtype = tree.get("type")
     common = {
         "type": str(vtype),
-        "guid": int(tree.get("guid", 0)),
-        "id": int(tree.get("id", 0)),
+        "guid": _number(tree, "guid", 0),
+        "id": _number(tree, "id", 0),
         "stats": stats,
-        "ashift": int(tree.get("ashift", ashift)),
+        "ashift": _number(tree, "ashift", ashift),
         "path": str(tree.get("path", "")),
     }
     if not ASHIFT_MIN <= common["ashift"] <= ASHIFT_MAX:
@@ -206,7 +217,7 @@ def build_vdev(tree: dict, images: dict[int, ImageFile], stats: VdevStats, ashif
             raise VdevTreeError(f"{vtype} vdev {common['guid']} has no children")
         return MirrorVdev(**common, children=children)
     if vtype in ("raidz", "raidz1", "raidz2", "raidz3"):
-        nparity = int(tree.get("nparity", 1))
+        nparity = _number(tree, "nparity", 1)
         if not 1 <= nparity <= VDEV_RAIDZ_MAXPARITY or len(children) <= nparity:
             raise VdevTreeError(f"raidz vdev {common['guid']}: {nparity} parity, "
                                 f"{len(children)} children")  # fmt: skip

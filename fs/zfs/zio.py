@@ -12,7 +12,9 @@ for a pool opened read-only:
 3. the verified physical bytes are decompressed to `lsize`.
 
 Nothing passing is EIO. Checksums and decompression of blocks of 64 KiB or more run in a
-worker thread: hashlib, numpy, zlib, lz4 and zstandard release the GIL there. A block
+worker thread when the work is done in C without the GIL (hashlib, numpy, blake3, zlib,
+lz4, zstandard), so other requests proceed meanwhile; lzjb and zle are Python loops that
+hold the GIL, so they run inline. A block
 whose checksum function cannot be computed here (skein, edonr; blake3 without the salt)
 is returned unverified and counted. In a block of an encrypted dataset (the crypt bit,
 objsets aside) the last two checksum words hold its MAC and the first two the checksum
@@ -39,7 +41,7 @@ from uvfs_fs.zfs.checksum import (
     eck_byteorder,
     verify_embedded,
 )
-from uvfs_fs.zfs.compress import CompressError, decompress
+from uvfs_fs.zfs.compress import RELEASES_GIL, CompressError, decompress
 from uvfs_fs.zfs.vdev import Vdev, VdevStats
 
 from uvfs._api import FSError
@@ -65,8 +67,8 @@ def _crypt_words(func: int, got: tuple[int, int, int, int]) -> tuple[int, int]:
     return got[0] ^ got[2], got[1] ^ got[3]
 
 
-async def _cpu(size: int, fn: Callable[..., T], *args: object) -> T:
-    if size < THREAD_MIN:
+async def _cpu(size: int, fn: Callable[..., T], *args: object, gil_free: bool = True) -> T:
+    if size < THREAD_MIN or not gil_free:
         return fn(*args)
     return await trio.to_thread.run_sync(fn, *args)
 
@@ -101,7 +103,10 @@ async def zio_read(
     else:
         physical = await _read_physical(vdevs, bp, stats, salt, 0)
     try:
-        return await _cpu(bp.lsize, decompress, bp.compress, physical, bp.lsize)
+        return await _cpu(
+            bp.lsize, decompress, bp.compress, physical, bp.lsize,
+            gil_free=bp.compress in RELEASES_GIL,
+        )  # fmt: skip
     except CompressError as e:
         raise _eio(bp, str(e)) from None
 

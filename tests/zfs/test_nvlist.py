@@ -31,6 +31,33 @@ def _packed(*pairs: bytes) -> bytes:
     return bytes([1, 1, 0, 0]) + _list(*pairs)
 
 
+def encode_nvlist(config: dict) -> bytes:
+    """A packed XDR nvlist of ints (uint64), strs, True (boolean), lists of ints, dicts."""
+
+    def pairs(d: dict) -> bytes:
+        out = b""
+        for name, v in d.items():
+            if v is True:
+                out += _pair(name, nv.DATA_TYPE_BOOLEAN, 0, b"")
+            elif isinstance(v, int):
+                out += _pair(name, nv.DATA_TYPE_UINT64, 1, struct.pack(">Q", v))
+            elif isinstance(v, str):
+                out += _pair(name, nv.DATA_TYPE_STRING, 1, _s(v))
+            elif isinstance(v, dict):
+                out += _pair(name, nv.DATA_TYPE_NVLIST, 1, _list(pairs(v)))
+            else:
+                out += _pair(name, nv.DATA_TYPE_UINT64_ARRAY, len(v),
+                             struct.pack(f">{len(v)}Q", *v))  # fmt: skip
+        return out
+
+    return _packed(pairs(config))
+
+
+def test_encoder_round_trip() -> None:
+    config = {"a": 1, "b": "x", "c": True, "d": {"e": [1, 2]}}
+    assert unpack_nvlist(encode_nvlist(config)) == config
+
+
 def test_every_type() -> None:
     raw = _packed(
         _pair("flag", nv.DATA_TYPE_BOOLEAN, 0, b""),

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import os
 import random
+import struct
 import subprocess
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from conftest import PoolFactory, unpack_testdata
+from test_nvlist import encode_nvlist
+from uvfs_fs.zfs.checksum import ZEC_MAGIC, ZIO_CHECKSUM_LABEL, compute
+from uvfs_fs.zfs.label import VDEV_PHYS_OFFSET, VDEV_PHYS_SIZE, label_offsets
 from uvfs_fs.zfs.spa import Pool, describe_pool, open_pool, probe_label
 from zfsfuse import PoolRecord, ZfsFuse, object_contents, walk_pool
 
@@ -267,3 +271,38 @@ async def test_real_world_damaged_raidz(tmp_path: Path) -> None:
     damaged = await open_pool(_open(paths))
     assert [v.data async for v in walk_pool(damaged)] == want
     assert damaged.statistics().reconstructions > 0
+
+
+def _write_labels(path: Path, config: dict) -> None:
+    """Write `config` as the nvlist of all four labels of `path`, with valid checksums."""
+    nvlist = encode_nvlist(config)
+    with open(path, "r+b") as f:
+        for offset in label_offsets(os.path.getsize(path)):
+            start = offset + VDEV_PHYS_OFFSET
+            body = nvlist + bytes(VDEV_PHYS_SIZE - 40 - len(nvlist)) + struct.pack("<Q", ZEC_MAGIC)
+            words = compute(ZIO_CHECKSUM_LABEL, body + struct.pack("<4Q", start, 0, 0, 0), "<")
+            f.seek(start)
+            f.write(body + struct.pack("<4Q", *words))
+
+
+@pytest.mark.parametrize(
+    ("top", "tree", "message"),
+    [
+        ({"txg": "soon"}, {}, "no valid ZFS label"),
+        ({}, {"ashift": 60}, "ashift 60 out of range"),
+        ({}, {"type": "draid"}, "unsupported vdev type 'draid'"),
+        ({}, {"children": [7]}, "vdev tree entry is a int"),
+        ({"version": 29}, {}, "unsupported ZFS pool version 29$"),
+        ({"features_for_read": {"com.example:warp": True, "org.illumos:lz4_compress": True}},
+         {}, "unsupported read feature.s.: com.example:warp$"),
+    ],
+)  # fmt: skip
+async def test_crafted_labels_are_refused(
+    top: dict, tree: dict, message: str, zfs_pool: PoolFactory, tmp_path: Path
+) -> None:
+    (path,) = _copy(_record(zfs_pool, "single"), tmp_path / "copy")
+    vdev_tree = {"type": "file", "id": 0, "guid": 1, "ashift": 9} | tree
+    config = {"name": "crafted", "pool_guid": 5, "guid": 1, "version": 5000, "txg": 9}
+    _write_labels(path, config | top | {"vdev_tree": vdev_tree})
+    with pytest.raises(Refusal, match=message):
+        await open_pool(_open([path]))

@@ -55,6 +55,8 @@ def test_mirror_and_raidz_redundancy() -> None:
         {"type": "mirror", "children": [_leaf(i) for i in range(300)]},
         {"type": "mirror", "children": "not a list"},
         {"type": "file", "ashift": 60},
+        {"type": "file", "guid": "not a number"},
+        {"type": "mirror", "children": [7]},
     ],
 )
 def test_bad_trees(tree: dict) -> None:

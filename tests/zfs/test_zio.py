@@ -13,7 +13,7 @@ from pathlib import Path
 import lz4.block
 import pytest
 from conftest import PoolFactory
-from test_spa import _nicenum, _zdb_counts
+from test_spa import POOLS, _nicenum, _zdb_counts, populate
 from uvfs_fs.zfs import checksum as ck
 from uvfs_fs.zfs.blkptr import parse_blkptr
 from uvfs_fs.zfs.label import VDEV_LABEL_START_SIZE
@@ -209,3 +209,29 @@ async def test_real_gang_blocks(
     objects = await object_contents(pool)
     for name, want in record.files.items():
         assert any(got[: len(want)] == want for got in objects), name
+
+
+async def test_hostile_block_pointers(zfs_pool: PoolFactory) -> None:
+    """Random and bit-flipped pointers read as bytes of lsize or EIO, nothing else."""
+    layout, props, ashift = POOLS["raidz1"]
+    record = zfs_pool("raidz1", layout, props, populate, ashift=ashift)
+    pool = await open_pool([ImageFile(str(p)) for p in record.vdevs])
+    indirect = [v.data async for v in walk_pool(pool) if v.level > 0]
+    real = [b[i : i + 128] for b in indirect for i in range(0, len(b), 128) if any(b[i : i + 128])]
+    assert len(real) > 10
+    rng = random.Random(11)
+    cases = [rng.randbytes(128) for _ in range(100)]
+    for _ in range(400):
+        raw = bytearray(rng.choice(real))
+        for _ in range(rng.randint(1, 4)):
+            raw[rng.randrange(128)] ^= 1 << rng.randrange(8)
+        cases.append(bytes(raw))
+    for raw in cases:
+        for order in "<>":
+            bp = parse_blkptr(raw, order)
+            try:
+                data = await pool.read_bp(bp)
+            except FSError as e:
+                assert e.errno == errno.EIO
+            else:
+                assert len(data) == bp.lsize
