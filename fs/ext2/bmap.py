@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Protocol
 
 import numpy as np
+
 from uvfs_fs.ext2.blockmap import EXT2_NDIR_BLOCKS, indirect_path
 
 

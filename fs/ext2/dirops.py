@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 
+from uvfs._api import FSError
 from uvfs_fs.ext2.dirent import (
     EXT2_FT_DIR,
     EXT2_NAME_LEN,
@@ -22,8 +23,6 @@ from uvfs_fs.ext2.dirent import (
     encode_rec_len,
     ext2_dir_entry_2,
 )
-
-from uvfs._api import FSError
 
 _HEAD = ext2_dir_entry_2.size  # 8 bytes before the name
 

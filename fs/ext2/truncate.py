@@ -10,6 +10,7 @@ and leaf arrays are handled as numpy slices.
 from __future__ import annotations
 
 import numpy as np
+
 from uvfs_fs.ext2.blockmap import EXT2_NDIR_BLOCKS
 from uvfs_fs.ext2.bmap import Pointers
 

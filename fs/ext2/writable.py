@@ -47,6 +47,21 @@ from dataclasses import replace
 
 import numpy as np
 import trio
+
+from uvfs import LRU
+from uvfs._api import (
+    RENAME_EXCHANGE,
+    RENAME_NOREPLACE,
+    Attr,
+    Caller,
+    DirEntry,
+    FSError,
+    MountOptions,
+    Refusal,
+    SetAttr,
+    StatFS,
+)
+from uvfs._image import ImageFile
 from uvfs_fs.ext2 import Ext2Driver
 from uvfs_fs.ext2.alloc import GroupStats, block_groups, orlov_group, other_group
 from uvfs_fs.ext2.bitmap import Bitmap
@@ -96,21 +111,6 @@ from uvfs_fs.ext2.xattr_build import (
     parse_ibody_raw,
     split_name,
 )
-
-from uvfs import LRU
-from uvfs._api import (
-    RENAME_EXCHANGE,
-    RENAME_NOREPLACE,
-    Attr,
-    Caller,
-    DirEntry,
-    FSError,
-    MountOptions,
-    Refusal,
-    SetAttr,
-    StatFS,
-)
-from uvfs._image import ImageFile
 
 FLUSH_SECONDS = 5.0
 DIRTY_LIMIT = 32 << 20  # bytes of dirty metadata that trigger a flush
@@ -284,11 +284,12 @@ class WritableExt2(Ext2FileSystem):
     def _new_block(self, block: int, content: bytearray) -> bytearray:
         """Install `content` as the new metadata block `block` (just allocated)."""
         self._blocks[block] = content
-        self._dirty.add(block)
+        self._changed(block)
         return content
 
     def _changed(self, block: int) -> None:
         self._dirty.add(block)
+        self._blocks.move_to_end(block)  # dirty blocks gather at the young end: no eviction scan
 
     def _trim_cache(self) -> None:
         limit = max(64, CLEAN_CACHE_BYTES // self.geo.block_size) + len(self._dirty)
@@ -314,7 +315,7 @@ class WritableExt2(Ext2FileSystem):
         return ptrs
 
     def changed(self, block: int) -> None:
-        self._dirty.add(block)
+        self._changed(block)
 
     async def new_indirect(self, goal: int) -> int:
         block, _ = await self._alloc_blocks(goal, 1)

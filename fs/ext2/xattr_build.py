@@ -17,9 +17,8 @@ import errno
 import struct
 from typing import NamedTuple
 
-from uvfs_fs.ext2.xattr import EXT2_EXT_ATTR_MAGIC
-
 from uvfs._api import FSError
+from uvfs_fs.ext2.xattr import EXT2_EXT_ATTR_MAGIC
 
 _HEADER = struct.Struct("<IIIII12x")  # h_magic, h_refcount, h_blocks, h_hash, h_checksum
 _ENTRY = struct.Struct("<BBHIII")  # e_name_len, e_name_index, e_value_offs, inum, size, hash

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from uvfs_fs.ext2.bitmap import Bitmap
 
 

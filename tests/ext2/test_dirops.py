@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 
 import pytest
+
+from uvfs import FSError
 from uvfs_fs.ext2.dirent import EXT2_FT_DIR, EXT2_FT_REG_FILE, dirent_rec_len, iter_dirents
 from uvfs_fs.ext2.dirops import (
     add_entry,
@@ -16,8 +18,6 @@ from uvfs_fs.ext2.dirops import (
     room,
     set_dotdot,
 )
-
-from uvfs import FSError
 
 BS = 1024
 

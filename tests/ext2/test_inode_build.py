@@ -7,6 +7,7 @@ import random
 from dataclasses import replace
 
 import pytest
+
 from uvfs_fs.ext2.inode import decode_inode, ext2_inode
 from uvfs_fs.ext2.inode_build import _BASE, blank_slot, encode_inode, encode_rdev, encode_time
 

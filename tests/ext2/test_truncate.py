@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from uvfs_fs.ext2.bmap import missing_indirect, set_run
-from uvfs_fs.ext2.truncate import truncate_blocks
 
 from uvfs import SetAttr
+from uvfs_fs.ext2.bmap import missing_indirect, set_run
+from uvfs_fs.ext2.truncate import truncate_blocks
 
 from .images import debugfs
 from .writing import ROOT, fresh_image, fsck, open_rw

@@ -8,6 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
+from uvfs import FSError
 from uvfs_fs.ext2.xattr import parse_block, parse_ibody
 from uvfs_fs.ext2.xattr_build import (
     RawEntry,
@@ -18,8 +20,6 @@ from uvfs_fs.ext2.xattr_build import (
     parse_block_raw,
     split_name,
 )
-
-from uvfs import FSError
 
 from .images import debugfs
 

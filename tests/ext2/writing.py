@@ -10,9 +10,8 @@ import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from uvfs_fs.ext2.writable import WritableExt2
-
 from uvfs import Caller, ImageFile, MountOptions
+from uvfs_fs.ext2.writable import WritableExt2
 
 ROOT = Caller(uid=0, gid=0)
 # The mount's driver until the ext2 entry point opens WritableExt2 itself.
