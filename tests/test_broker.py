@@ -27,7 +27,6 @@ class TreeFS:
 
     def __init__(self) -> None:
         self.children: dict[bytes, int] = {b"one": 1, b"five": 5}
-        self.forgotten: list[int] = []
 
     async def getattr(self, ino: int) -> Attr:
         if ino == self.root:
@@ -49,12 +48,20 @@ class TreeFS:
             raise ValueError("a bug in the driver")
         return b"abc"[offset : offset + size]
 
+
+class ForgettingTreeFS(TreeFS):
+    """TreeFS that keeps node state while the kernel holds references (implements Forget)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forgotten: list[int] = []
+
     def forget(self, ino: int) -> None:
         self.forgotten.append(ino)
 
 
-def broker(read_only: bool = True) -> tuple[Broker, TreeFS]:
-    fs = TreeFS()
+def broker(read_only: bool = True) -> tuple[Broker, ForgettingTreeFS]:
+    fs = ForgettingTreeFS()
     return Broker(fs, read_only=read_only, cache=None, mount_id=0), fs
 
 
@@ -233,6 +240,20 @@ async def test_read_only_mounts_remember_names_attributes_and_listings() -> None
 async def test_writable_mounts_ask_the_driver_every_time() -> None:
     fs = CountingTreeFS()
     b = Broker(fs, read_only=False, cache=None, mount_id=0)
+    await b.getattr(5)
+    await b.getattr(5)
+    assert fs.calls == ["getattr", "getattr"]
+
+
+async def test_a_driver_that_forgets_nodes_gets_no_remembered_answers() -> None:
+    """An answer kept past a forget would name a node the driver has dropped."""
+
+    class Forgetting(CountingTreeFS):
+        def forget(self, ino: int) -> None:
+            pass
+
+    fs = Forgetting()
+    b = Broker(fs, read_only=True, cache=None, mount_id=0)
     await b.getattr(5)
     await b.getattr(5)
     assert fs.calls == ["getattr", "getattr"]

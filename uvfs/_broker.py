@@ -17,8 +17,10 @@ allows; entry *i* of the snapshot has offset *i + 1*.
 On a read-only mount nothing the driver says can change, so the broker also remembers
 attributes, names (found or missing) and directory listings in a bounded LRU: after the
 kernel lets them go (memory pressure, a dropped cache), they are answered again without
-the driver. On a writable mount every change passes through the kernel, whose own caches
-the broker's timeouts keep short, so the broker keeps no metadata there.
+the driver. Not for a driver that implements `Forget`: its inode numbers are valid only
+while the kernel holds them, so an answer remembered past a forget would name a node the
+driver has dropped (ESTALE). On a writable mount every change passes through the kernel,
+whose own caches the broker's timeouts keep short, so the broker keeps no metadata there.
 
 Errors: a driver fails with `FSError`, which passes through. Anything else a driver raises
 is a bug in the driver: it is logged with its traceback and the request fails with EIO; the
@@ -80,6 +82,13 @@ class Timeouts:
     entry: float  # name -> inode
     attr: float  # inode -> attributes
     negative: float  # "no such name"; 0 disables caching it
+    directory_entry: float | None = None  # name -> inode for directories; None: `entry`
+
+    def for_entry(self, mode: int) -> float:
+        """How long the kernel may keep a name that leads to a node of `mode`."""
+        if self.directory_entry is not None and stat.S_ISDIR(mode):
+            return self.directory_entry
+        return self.entry
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,26 +128,33 @@ class Broker:
     """
 
     def __init__(
-        self, fs: api.FileSystem, *, read_only: bool, cache: BufferCache | None, mount_id: int
+        self,
+        fs: api.FileSystem,
+        *,
+        read_only: bool,
+        cache: BufferCache | None,
+        mount_id: int,
+        timeouts: Timeouts | None = None,
     ) -> None:
         self.fs = fs
+        self._protocols: dict[type, bool] = {}
         self.read_only = read_only
         self.cache = cache
         self.mount_id = mount_id
-        self.timeouts = (
+        self.timeouts = timeouts or (
             Timeouts(entry=300.0, attr=300.0, negative=300.0)
             if read_only
             else Timeouts(entry=1.0, attr=1.0, negative=0.0)
         )
         self._root = fs.root
-        self._protocols: dict[type, bool] = {}
         self._lookups: dict[int, int] = {}
         self._files: dict[int, _OpenFile] = {}
         self._dirs: dict[int, _OpenDir] = {}
         self._handles = itertools.count(1)
         self._requests = 0
         self._errors = 0
-        self._metadata: LRU[tuple, Any] | None = LRU(METADATA_ENTRIES) if read_only else None
+        remember = read_only and not self._supports(api.Forget)
+        self._metadata: LRU[tuple, Any] | None = LRU(METADATA_ENTRIES) if remember else None
         self._metadata_hits = 0
         self._metadata_misses = 0
 

@@ -53,7 +53,7 @@ class FuseOperations(pyfuse3.Operations):
         entry = pyfuse3.EntryAttributes()
         entry.st_ino = attr.ino
         entry.generation = attr.generation
-        entry.entry_timeout = self.broker.timeouts.entry
+        entry.entry_timeout = self.broker.timeouts.for_entry(attr.mode)
         entry.attr_timeout = self.broker.timeouts.attr
         entry.st_mode = attr.mode
         entry.st_nlink = attr.nlink

@@ -81,7 +81,7 @@ async def serve(
     subtype: str = "uvfs",
     cache: BufferCache | None = None,
     mount_id: int = 0,
-    entry_timeout: float | None = None,
+    timeouts: Timeouts | None = None,
     task_status: trio.TaskStatus[Broker] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Mount `filesystem` at `mountpoint` and serve it until unmounted or cancelled.
@@ -95,13 +95,13 @@ async def serve(
         subtype: what /proc/mounts shows after "fuse.".
         cache: the buffer cache to read through; None passes reads straight to the driver.
         mount_id: this mount's key in `cache`.
-        entry_timeout: overrides how long the kernel caches names, attributes and misses
-            (0 makes every access reach the driver).
+        timeouts: how long the kernel may cache names, attributes and misses (zeros make
+            every access reach the driver); default: long when read-only, short otherwise.
         task_status: receives the `Broker` once the mount is live.
     """
-    broker = Broker(filesystem, read_only=read_only, cache=cache, mount_id=mount_id)
-    if entry_timeout is not None:
-        broker.timeouts = Timeouts(entry=entry_timeout, attr=entry_timeout, negative=entry_timeout)
+    broker = Broker(
+        filesystem, read_only=read_only, cache=cache, mount_id=mount_id, timeouts=timeouts
+    )
     target = os.path.realpath(mountpoint)  # now: once mounted, resolving it would deadlock
     options = {f"fsname={fsname}", f"subtype={subtype}", *fuse_options}
     if read_only:

@@ -230,7 +230,7 @@ async def serve_and_run(
     step = [sys.executable, "-m", "uvfs_fs.audit.namespace", plan.mountpoint, plan.root]
     step += [plan.layers if plan.writable else "-", *plan.watched, "--"]
     async with trio.open_nursery() as nursery:
-        broker = await nursery.start(
+        await nursery.start(
             functools.partial(
                 serve,
                 fs,
@@ -243,9 +243,14 @@ async def serve_and_run(
                 + (["allow_other"] if os.getuid() == 0 else []),
                 fsname="uvfs-audit",
                 subtype="audit",
+                # Every lookup of a file, hit or miss, must reach the recorder; a directory's
+                # name may be cached, since its first lookup is recorded and path walks
+                # through it would otherwise cost most of the audit's overhead.
+                timeouts=Timeouts(
+                    entry=0.0, attr=ATTR_TIMEOUT, negative=0.0, directory_entry=ATTR_TIMEOUT
+                ),
             )
         )
-        broker.timeouts = Timeouts(entry=0.0, attr=ATTR_TIMEOUT, negative=0.0)
         try:
             await trio.run_process(
                 [*step, *plan.startup],
