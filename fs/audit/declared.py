@@ -22,6 +22,7 @@ from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
+
 from uvfs_fs.audit.owners import DebPackage, PythonEnv, deb_closure, python_owner
 
 _DEB_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]+")

@@ -34,9 +34,8 @@ import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from uvfs_fs.audit.recorder import Access, Kind, Recorder, classify_open
-
 from uvfs._api import Attr, Caller, DirEntry, FSError, SetAttr, StatFS
+from uvfs_fs.audit.recorder import Access, Kind, Recorder, classify_open
 
 ROOT_INO = 1
 _DEV_SHIFT = 56

@@ -40,11 +40,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import trio
-from uvfs_fs.audit.passthrough import Passthrough
-from uvfs_fs.audit.recorder import Access, Kind, Recorder
 
 from uvfs._broker import Timeouts
 from uvfs._mount import MountFailed, serve
+from uvfs_fs.audit.passthrough import Passthrough
+from uvfs_fs.audit.recorder import Access, Kind, Recorder
 
 # What the kernel may cache. Names: nothing, so that every lookup, hit or miss, reaches the
 # recorder; a cached name would also hide the first stat of a file the kernel learnt from

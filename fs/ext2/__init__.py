@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from uvfs_fs.ext2.filesystem import Ext2FileSystem, read_superblock
-from uvfs_fs.ext2.superblock import EXT2_SUPER_MAGIC, SUPERBLOCK_OFFSET, describe
-
 from uvfs._api import MountOptions, Refusal
 from uvfs._image import ImageFile
+from uvfs_fs.ext2.filesystem import Ext2FileSystem, read_superblock
+from uvfs_fs.ext2.superblock import EXT2_SUPER_MAGIC, SUPERBLOCK_OFFSET, describe
 
 _MAGIC_OFFSET = SUPERBLOCK_OFFSET + 0x38  # s_magic
 

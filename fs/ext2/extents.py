@@ -19,10 +19,10 @@ import errno
 from bisect import bisect_right
 
 from construct import Int16ul, Int32ul, Struct
-from uvfs_fs.ext2.blockmap import ReadBlock, Run, append_run
-from uvfs_fs.ext2.record import FastRecord
 
 from uvfs._api import FSError
+from uvfs_fs.ext2.blockmap import ReadBlock, Run, append_run
+from uvfs_fs.ext2.record import FastRecord
 
 EXT4_EXT_MAGIC = 0xF30A
 EXT4_MAX_EXTENT_DEPTH = 5

@@ -26,6 +26,9 @@ from collections.abc import Sequence
 from typing import Generic, TypeVar
 
 from construct import Container
+
+from uvfs._api import Attr, DirEntry, FSError, MountOptions, Refusal, StatFS
+from uvfs._image import ImageFile
 from uvfs_fs.ext2 import csum, xattr
 from uvfs_fs.ext2.blockmap import Run, map_indirect
 from uvfs_fs.ext2.dirent import EXT2_NAME_LEN, decode_rec_len, iter_dirents
@@ -46,9 +49,6 @@ from uvfs_fs.ext2.superblock import (
     ext2_super_block,
     geometry,
 )
-
-from uvfs._api import Attr, DirEntry, FSError, MountOptions, Refusal, StatFS
-from uvfs._image import ImageFile
 
 EXT2_ROOT_INO = 2
 EXT4_CRC32C_CHKSUM = 1  # s_checksum_type

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from construct import Int16ul, Int32ul, Struct
+
 from uvfs_fs.ext2.record import FastRecord
 from uvfs_fs.ext2.superblock import Geometry
 

@@ -15,9 +15,9 @@ import stat
 from dataclasses import dataclass
 
 from construct import Bytes, Int16ul, Int32ul, Struct
-from uvfs_fs.ext2.record import FastRecord
 
 from uvfs._api import FSError
+from uvfs_fs.ext2.record import FastRecord
 
 EXT2_N_BLOCKS = 15  # i_block[] holds 15 32-bit words: 60 bytes
 

@@ -22,6 +22,7 @@ import zlib
 
 import lz4.block
 import zstandard
+
 from uvfs_fs.zfs.lzjb import LzjbError, lzjb_decompress
 
 # enum zio_compress

@@ -20,6 +20,8 @@ import errno
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from uvfs._api import FSError, Refusal
+from uvfs._image import ImageFile
 from uvfs_fs.zfs.blkptr import BlockPtr
 from uvfs_fs.zfs.label import (
     VDEV_LABEL_SIZE,
@@ -34,9 +36,6 @@ from uvfs_fs.zfs.nvlist import NvValue
 from uvfs_fs.zfs.uberblock import Uberblock, parse_ring
 from uvfs_fs.zfs.vdev import HoleVdev, RaidzVdev, Vdev, VdevStats, VdevTreeError, build_vdev
 from uvfs_fs.zfs.zio import zio_read
-
-from uvfs._api import FSError, Refusal
-from uvfs._image import ImageFile
 
 SPA_VERSION_FEATURES = 5000
 SPA_VERSION_MAX_NUMBERED = 28

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import construct as cs
+
 from uvfs_fs.zfs.blkptr import BlockPtr, parse_blkptr
 from uvfs_fs.zfs.checksum import ZIO_CHECKSUM_LABEL, verify_embedded
 

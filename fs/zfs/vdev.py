@@ -18,11 +18,10 @@ import itertools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from uvfs_fs.zfs.label import VDEV_LABEL_START_SIZE
-from uvfs_fs.zfs.raidz import VDEV_RAIDZ_MAXPARITY, raidz_map, reconstruct
-
 from uvfs._api import FSError
 from uvfs._image import ImageFile
+from uvfs_fs.zfs.label import VDEV_LABEL_START_SIZE
+from uvfs_fs.zfs.raidz import VDEV_RAIDZ_MAXPARITY, raidz_map, reconstruct
 
 Check = Callable[[bytes], Awaitable[bool]]
 MAX_CHILDREN = 255  # raidz allows at most 255 children; mirrors far fewer

@@ -30,6 +30,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import trio
+
+from uvfs._api import FSError
 from uvfs_fs.zfs.blkptr import BP_EMBEDDED_TYPE_DATA, DVA, BlockPtr, parse_blkptrs
 from uvfs_fs.zfs.checksum import (
     ZIO_CHECKSUM_BLAKE3,
@@ -43,8 +45,6 @@ from uvfs_fs.zfs.checksum import (
 )
 from uvfs_fs.zfs.compress import RELEASES_GIL, CompressError, decompress
 from uvfs_fs.zfs.vdev import Vdev, VdevStats
-
-from uvfs._api import FSError
 
 SPA_MAXBLOCKSIZE = 16 * 1024 * 1024
 SPA_GANGBLOCKSIZE = 512

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from uvfs_fs.audit.cli import build_parser, guess_python, main
 
 

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from uvfs_fs.audit.cli import main
 from uvfs_fs.audit.recorder import Access
 from uvfs_fs.audit.runner import run

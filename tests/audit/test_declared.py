@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
+
 from uvfs_fs.audit.declared import (
     DeclarationError,
     declared_owners,

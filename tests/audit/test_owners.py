@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from uvfs_fs.audit.owners import (
     BASELINE_PYTHON,
     Debian,

@@ -11,10 +11,10 @@ import pytest
 import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from uvfs_fs.audit.passthrough import ROOT_INO, Passthrough
-from uvfs_fs.audit.recorder import Access, Kind, Recorder
 
 from uvfs._api import Caller, FSError, SetAttr
+from uvfs_fs.audit.passthrough import ROOT_INO, Passthrough
+from uvfs_fs.audit.recorder import Access, Kind, Recorder
 
 CALLER = Caller(uid=0, gid=0)
 

@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 
 import pytest
-from uvfs_fs.ext2 import DRIVER, Ext2FileSystem
 
 from uvfs import Attr, ImageFile, MountOptions
+from uvfs_fs.ext2 import DRIVER, Ext2FileSystem
 
 from .images import debugfs, make_image, make_tree
 

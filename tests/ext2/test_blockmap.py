@@ -6,6 +6,8 @@ import errno
 
 import numpy as np
 import pytest
+
+from uvfs import FSError
 from uvfs_fs.ext2.blockmap import (
     Run,
     append_pointers,
@@ -14,8 +16,6 @@ from uvfs_fs.ext2.blockmap import (
     map_indirect,
     max_indirect_blocks,
 )
-
-from uvfs import FSError
 
 
 def test_indirect_paths() -> None:

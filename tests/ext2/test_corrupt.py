@@ -11,9 +11,9 @@ from collections.abc import Awaitable
 from pathlib import Path
 
 import pytest
-from uvfs_fs.ext2 import DRIVER, Ext2FileSystem
 
 from uvfs import FSError, ImageFile, MountOptions, Refusal
+from uvfs_fs.ext2 import DRIVER, Ext2FileSystem
 
 from .conftest import open_image, resolve
 from .images import debugfs

@@ -6,6 +6,8 @@ import errno
 import struct
 
 import pytest
+
+from uvfs import FSError
 from uvfs_fs.ext2.dirent import (
     EXT2_FT_DIR,
     EXT2_FT_REG_FILE,
@@ -16,8 +18,6 @@ from uvfs_fs.ext2.dirent import (
     iter_dirents,
     pack_dirent,
 )
-
-from uvfs import FSError
 
 BS = 1024
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 
 import pytest
+
+from uvfs import FSError
 from uvfs_fs.ext2.blockmap import Run
 from uvfs_fs.ext2.extents import (
     EXT4_EXT_MAGIC,
@@ -14,8 +16,6 @@ from uvfs_fs.ext2.extents import (
     map_extents,
     parse_node,
 )
-
-from uvfs import FSError
 
 BS = 1024
 ROOT_MAX = 4  # entries that fit in i_block after the header

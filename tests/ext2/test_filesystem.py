@@ -10,11 +10,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from uvfs_fs.ext2 import DRIVER, Ext2FileSystem
-from uvfs_fs.ext2.filesystem import _LRU
 
 from uvfs import Attr, DriverType, FSError, ImageFile, MountOptions, StatFS, Write
 from uvfs._api import PROBE_SIZE
+from uvfs_fs.ext2 import DRIVER, Ext2FileSystem
+from uvfs_fs.ext2.filesystem import _LRU
 
 from .conftest import debugfs_field, debugfs_stat, open_image, resolve
 from .images import FAST_SYMLINK, HUGE_FILE, HUGE_SIZE, ODD_NAMES, debugfs, make_image

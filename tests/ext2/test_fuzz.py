@@ -18,9 +18,9 @@ from typing import TypeVar
 
 import pytest
 import trio
-from uvfs_fs.ext2 import DRIVER
 
 from uvfs import FSError, ImageFile, MountOptions, Refusal
+from uvfs_fs.ext2 import DRIVER
 
 from .images import debugfs
 

@@ -7,6 +7,8 @@ import os
 import stat
 
 import pytest
+
+from uvfs import FSError
 from uvfs_fs.ext2.inode import (
     EXT4_HUGE_FILE_FL,
     decode_inode,
@@ -14,8 +16,6 @@ from uvfs_fs.ext2.inode import (
     ext2_inode,
     ext2_inode_large_extra,
 )
-
-from uvfs import FSError
 
 from .test_superblock import offsets
 

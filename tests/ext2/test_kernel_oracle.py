@@ -15,9 +15,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from uvfs_fs.ext2 import Ext2FileSystem
 
 from uvfs import Attr
+from uvfs_fs.ext2 import Ext2FileSystem
 
 from .conftest import debugfs_field, open_image
 from .images import ACL_ACCESS, debugfs, make_image

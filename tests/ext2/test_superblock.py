@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 from construct import Container
+
+from uvfs import Refusal
 from uvfs_fs.ext2.superblock import (
     SUPPORTED_INCOMPAT,
     ext2_super_block,
     feature_names,
     geometry,
 )
-
-from uvfs import Refusal
 
 # Offsets from e2fsprogs' lib/ext2fs/ext2_fs.h (its /*xxx*/ markers and the fields between).
 OFFSETS = {

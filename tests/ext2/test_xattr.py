@@ -6,6 +6,8 @@ import errno
 import struct
 
 import pytest
+
+from uvfs import FSError
 from uvfs_fs.ext2.xattr import (
     EXT2_EXT_ATTR_MAGIC,
     acl_to_xattr,
@@ -14,8 +16,6 @@ from uvfs_fs.ext2.xattr import (
     parse_block,
     parse_ibody,
 )
-
-from uvfs import FSError
 
 from .images import ACL_ACCESS
 

@@ -3,6 +3,7 @@
 import struct
 
 import pytest
+
 from uvfs_fs.zfs.blkptr import BLKPTR_SIZE, DVA, parse_blkptr, parse_blkptrs
 
 

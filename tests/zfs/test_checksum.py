@@ -9,6 +9,7 @@ import struct
 
 import blake3
 import pytest
+
 from uvfs_fs.zfs import checksum as ck
 
 DATA = random.Random(1).randbytes(8192)

@@ -9,6 +9,7 @@ import zlib
 import lz4.block
 import pytest
 import zstandard
+
 from uvfs_fs.zfs import compress as c
 from uvfs_fs.zfs.compress import CompressError, decompress, zle_decompress
 from uvfs_fs.zfs.lzjb import LzjbError, lzjb_decompress

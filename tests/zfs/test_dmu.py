@@ -8,13 +8,13 @@ import struct
 from pathlib import Path
 
 import pytest
+from zfsfuse import PoolRecord
+
+from uvfs import FSError, ImageFile
 from uvfs_fs.zfs.dmu import BlockCache, Lru, ObjectSet, parse_objset, read_block, read_object
 from uvfs_fs.zfs.dsl import parse_dsl_dataset, parse_dsl_dir
 from uvfs_fs.zfs.spa import Pool, open_pool
 from uvfs_fs.zfs.zap import Zap
-from zfsfuse import PoolRecord
-
-from uvfs import FSError, ImageFile
 
 
 @pytest.mark.parametrize("bo", ["<", ">"])

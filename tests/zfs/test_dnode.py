@@ -8,6 +8,8 @@ import struct
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from uvfs import FSError
 from uvfs_fs.zfs.dnode import (
     DMU_OT_PLAIN_FILE_CONTENTS,
     DMU_OT_ZNODE,
@@ -15,8 +17,6 @@ from uvfs_fs.zfs.dnode import (
     DNODE_FLAG_USED_BYTES,
     parse_dnode,
 )
-
-from uvfs import FSError
 
 
 def blkptr(bo: str, *, offset: int = 0, lsize: int = 512, level: int = 0, birth: int = 7) -> bytes:

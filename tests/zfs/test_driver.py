@@ -8,8 +8,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from uvfs_fs.zfs import DRIVER, ZfsFileSystem
-from uvfs_fs.zfs.zpl import OBJ_BITS, OBJ_MASK
 from zfsfuse import PoolRecord, ZfsFuse
 
 from uvfs import (
@@ -28,6 +26,8 @@ from uvfs import (
     Write,
 )
 from uvfs._api import PROBE_SIZE
+from uvfs_fs.zfs import DRIVER, ZfsFileSystem
+from uvfs_fs.zfs.zpl import OBJ_BITS, OBJ_MASK
 
 VDEV_LABEL_START_SIZE = 4 << 20  # two labels and the boot block precede allocatable space
 

@@ -7,12 +7,12 @@ import struct
 from pathlib import Path
 
 import pytest
-from uvfs_fs.zfs.dmu import BlockCache, ObjectSet
-from uvfs_fs.zfs.dsl import list_datasets, parse_dsl_dataset, parse_dsl_dir
-from uvfs_fs.zfs.spa import open_pool
 from zfsfuse import PoolRecord, ZfsFuse
 
 from uvfs import FSError, ImageFile
+from uvfs_fs.zfs.dmu import BlockCache, ObjectSet
+from uvfs_fs.zfs.dsl import list_datasets, parse_dsl_dataset, parse_dsl_dir
+from uvfs_fs.zfs.spa import open_pool
 
 
 @pytest.mark.parametrize("bo", ["<", ">"])

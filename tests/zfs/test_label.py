@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from conftest import PoolFactory
 from test_spa import POOLS, populate
+
 from uvfs_fs.zfs.label import (
     VDEV_LABEL_SIZE,
     VDEV_PHYS_OFFSET,

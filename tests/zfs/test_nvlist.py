@@ -6,6 +6,7 @@ import struct
 
 import pytest
 from conftest import PoolFactory
+
 from uvfs_fs.zfs import nvlist as nv
 from uvfs_fs.zfs.label import VDEV_PHYS_OFFSET, VDEV_PHYS_SIZE
 from uvfs_fs.zfs.nvlist import NvlistError, unpack_nvlist

@@ -6,6 +6,7 @@ import itertools
 import random
 
 import pytest
+
 from uvfs_fs.zfs.raidz import (
     RaidzCol,
     generate_parity,

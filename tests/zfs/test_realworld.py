@@ -9,9 +9,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from uvfs_fs.zfs import DRIVER, ZfsFileSystem
 
 from uvfs import Attr, FSError, ImageFile, MountOptions, Refusal
+from uvfs_fs.zfs import DRIVER, ZfsFileSystem
 
 TESTDATA = Path("/work/shared/testdata/zfs")
 pytestmark = pytest.mark.skipif(

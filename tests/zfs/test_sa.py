@@ -8,9 +8,9 @@ import struct
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from uvfs_fs.zfs.sa import SA_MAGIC, make_registry, parse_sa, registry_entry
 
 from uvfs import FSError
+from uvfs_fs.zfs.sa import SA_MAGIC, make_registry, parse_sa, registry_entry
 
 # The registry values ZFS on Linux writes (name -> num | bswap << 16 | length << 24).
 REGISTERED = {

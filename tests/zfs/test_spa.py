@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 from conftest import PoolFactory, unpack_testdata
 from test_nvlist import encode_nvlist
-from uvfs_fs.zfs.checksum import ZEC_MAGIC, ZIO_CHECKSUM_LABEL, compute
-from uvfs_fs.zfs.label import VDEV_PHYS_OFFSET, VDEV_PHYS_SIZE, label_offsets
-from uvfs_fs.zfs.spa import Pool, describe_pool, open_pool, probe_label
 from zfsfuse import PoolRecord, ZfsFuse, object_contents, walk_pool
 
 from uvfs import Refusal
 from uvfs._image import ImageFile
+from uvfs_fs.zfs.checksum import ZEC_MAGIC, ZIO_CHECKSUM_LABEL, compute
+from uvfs_fs.zfs.label import VDEV_PHYS_OFFSET, VDEV_PHYS_SIZE, label_offsets
+from uvfs_fs.zfs.spa import Pool, describe_pool, open_pool, probe_label
 
 TEXT = b"".join(b"line %d of a compressible text file\n" % i for i in range(6000))
 RANDOM = random.Random(42).randbytes(300_000)

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from conftest import PoolFactory, unpack_testdata
 from test_spa import POOLS, populate
+from zfsfuse import ZfsFuse
+
 from uvfs_fs.zfs import checksum as ck
 from uvfs_fs.zfs.label import VDEV_UBERBLOCK_OFFSET
 from uvfs_fs.zfs.uberblock import (
@@ -17,7 +19,6 @@ from uvfs_fs.zfs.uberblock import (
     parse_uberblock,
     uberblock_shift,
 )
-from zfsfuse import ZfsFuse
 
 
 def test_slot_sizes() -> None:

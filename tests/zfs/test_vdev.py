@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
+
+from uvfs._image import ImageFile
 from uvfs_fs.zfs.label import VDEV_LABEL_START_SIZE
 from uvfs_fs.zfs.raidz import generate_parity, raidz_map
 from uvfs_fs.zfs.vdev import (
@@ -16,8 +18,6 @@ from uvfs_fs.zfs.vdev import (
     VdevTreeError,
     build_vdev,
 )
-
-from uvfs._image import ImageFile
 
 
 def _leaf(guid: int) -> dict:

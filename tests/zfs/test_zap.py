@@ -9,6 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_dnode import blkptr
+
+from uvfs import FSError
 from uvfs_fs.zfs.blkptr import BlockPtr, parse_blkptr
 from uvfs_fs.zfs.dmu import BlockCache, ObjectSet, ObjsetPhys
 from uvfs_fs.zfs.dnode import DnodePhys
@@ -27,8 +29,6 @@ from uvfs_fs.zfs.zap import (
     zap_block_type,
     zap_hash,
 )
-
-from uvfs import FSError
 
 BS = 1 << 14  # a 16 KiB leaf: 512 hash slots, 469 chunks
 

@@ -14,16 +14,16 @@ import lz4.block
 import pytest
 from conftest import PoolFactory
 from test_spa import POOLS, _nicenum, _zdb_counts, populate
+from zfsfuse import ZfsFuse, object_contents, walk_pool
+
+from uvfs import FSError
+from uvfs._image import ImageFile
 from uvfs_fs.zfs import checksum as ck
 from uvfs_fs.zfs.blkptr import parse_blkptr
 from uvfs_fs.zfs.label import VDEV_LABEL_START_SIZE
 from uvfs_fs.zfs.spa import open_pool
 from uvfs_fs.zfs.vdev import LeafVdev, MirrorVdev, Vdev, VdevStats
 from uvfs_fs.zfs.zio import zio_read
-from zfsfuse import ZfsFuse, object_contents, walk_pool
-
-from uvfs import FSError
-from uvfs._image import ImageFile
 
 TEXT = b"".join(b"block data %d\n" % i for i in range(200))[:2048]
 

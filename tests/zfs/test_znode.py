@@ -7,9 +7,9 @@ import os
 import struct
 
 import pytest
-from uvfs_fs.zfs.znode import ZNODE_PHYS_SIZE, linux_rdev, parse_znode_phys, znode_from_sa
 
 from uvfs import FSError
+from uvfs_fs.zfs.znode import ZNODE_PHYS_SIZE, linux_rdev, parse_znode_phys, znode_from_sa
 
 
 def znode_phys(bo: str, *, mode: int, size: int, tail: bytes = b"", rdev: int = 0) -> bytes:

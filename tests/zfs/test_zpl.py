@@ -22,13 +22,13 @@ from pathlib import Path
 
 import pytest
 from trees import Node, differences, record_fs, record_os, xattr_daemon
+from zfsfuse import PoolRecord, ZfsFuse, build_pool
+
+from uvfs import Attr, FSError, ImageFile, MountOptions
 from uvfs_fs.zfs import DRIVER, ZfsFileSystem
 from uvfs_fs.zfs.zap import Zap
 from uvfs_fs.zfs.znode import Znode
 from uvfs_fs.zfs.zpl import OBJ_BITS, OBJ_MASK, _xattr_shown, _xattr_stored
-from zfsfuse import PoolRecord, ZfsFuse, build_pool
-
-from uvfs import Attr, FSError, ImageFile, MountOptions
 
 POOL = "rich"
 OLD_MTIME = 1_234_567_890

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import zfsfuse
+
 from uvfs_fs.zfs import ZfsFileSystem
 from uvfs_fs.zfs.zpl import OBJ_BITS, OBJ_MASK
 
