@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import random
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -150,4 +151,36 @@ def test_random_workload(tmp_path: Path, mount, kernel_mount, block_size: int, s
     run_uvfs("umount", str(mnt))
     fsck(image)
     assert snapshot(kernel_mount(image)) == seen
+    assert snapshot(kernel_mount(image), times=False) == snapshot(model, times=False)
+
+
+@pytest.mark.slow
+def test_parallel_workloads(tmp_path: Path, mount, kernel_mount) -> None:
+    """Four workloads at once, each in its own directory: requests interleave in the server."""
+    image = fresh_image(tmp_path / "img", block_size=1024, size_mb=128)
+    mnt = mount(image, options=RW, fstype=FSTYPE)
+    model = tmp_path / "model"
+    failures: list[str] = []
+
+    def worker(seed: int) -> None:
+        mine, theirs = mnt / f"w{seed}", model / f"w{seed}"
+        mine.mkdir()
+        theirs.mkdir(parents=True)
+        workload = Workload(seed)
+        for _ in range(OPERATIONS // 4):
+            what, do = workload.next()
+            a, b = outcome(do, mine), outcome(do, theirs)
+            if a != b:
+                failures.append(f"{what}: {a} != {b}")
+                return
+
+    threads = [threading.Thread(target=worker, args=(seed,)) for seed in range(10, 14)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
+    assert snapshot(mnt, times=False) == snapshot(model, times=False)
+    run_uvfs("umount", str(mnt))
+    fsck(image)
     assert snapshot(kernel_mount(image), times=False) == snapshot(model, times=False)
