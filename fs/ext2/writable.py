@@ -30,8 +30,9 @@ and inode it needs fails with ENOSPC having changed nothing.
 Unlinked files still open stay allocated (links 0) until the kernel forgets them
 (`forget`), or the unmount; their freeing happens under the lock at the next request.
 
-The superblock is marked not clean (s_state) while the volume is mounted writable and
-clean again by `close`, after everything else is on disk.
+The superblock is marked not clean (s_state) while the volume is mounted writable; `close`
+puts back the state it had at mount time once everything else is on disk, as the kernel
+does: clean, unless a volume that needed checking was mounted with ``force``.
 """
 
 from __future__ import annotations
@@ -169,6 +170,7 @@ class WritableExt2(Ext2FileSystem):
     def __init__(self, image: ImageFile, sb, geo) -> None:
         super().__init__(image, sb, geo)
         self._writable = False
+        self._mount_state = EXT2_VALID_FS  # s_state before we marked the volume in use
         self._lock = trio.Lock()
         self._blocks: OrderedDict[int, bytearray] = OrderedDict()
         self._dirty: set[int] = set()
@@ -236,6 +238,7 @@ class WritableExt2(Ext2FileSystem):
         self.stats = GroupStats(free_b, free_i, dirs)
         self._writable = True
         now = int(time.time())
+        self._mount_state = sb.s_state
         sb.s_state &= ~EXT2_VALID_FS
         sb.s_mnt_count = (sb.s_mnt_count + 1) & 0xFFFF
         sb.s_mtime = now & 0xFFFFFFFF
@@ -972,14 +975,14 @@ class WritableExt2(Ext2FileSystem):
             self._forgotten.add(ino)
 
     async def close(self) -> None:
-        """Free every unlinked inode, write everything back and mark the volume clean."""
+        """Free every unlinked inode, write everything back, restore the volume's state."""
         if not self._writable:
             return
         async with self._lock:
             self._forgotten |= self._orphans
             await self._begin()
             await self._flush()
-            self.sb.s_state |= EXT2_VALID_FS
+            self.sb.s_state = self._mount_state
             await self._write_super()
             await self.image.sync()
             self._writable = False
