@@ -6,6 +6,7 @@ mounts it for real and uses the operating system's own calls.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import hashlib
 import os
@@ -33,6 +34,14 @@ from .images import debugfs
 from .writing import FSTYPE, ROOT, RW, fresh_image, fsck, open_rw, snapshot
 
 BLOCK_SIZES = [1024, 4096]
+
+
+def renameat2(old: Path, new: Path, flags: int) -> int:
+    """renameat2(2) through libc (Python has no binding); the errno, or 0."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    at_fdcwd = -100
+    done = libc.renameat2(at_fdcwd, bytes(old), at_fdcwd, bytes(new), flags)
+    return ctypes.get_errno() if done else 0
 
 
 def state_on_disk(image: Path) -> int:
@@ -426,6 +435,12 @@ def test_mounted_posix_calls(tmp_path: Path, mount, kernel_mount, block_size: in
         (mnt / ("n" * 256)).write_bytes(b"")
     assert e.value.errno == errno.ENAMETOOLONG
     (mnt / ("n" * 255)).write_bytes(b"long name")
+    (mnt / "swap_a").write_bytes(b"a")
+    os.mkdir(mnt / "a" / "swap_b")
+    assert renameat2(mnt / "swap_a", mnt / "a" / "swap_b", RENAME_EXCHANGE) == 0
+    assert renameat2(mnt / "swap_a", mnt / "hard", RENAME_NOREPLACE) == errno.EEXIST
+    assert (mnt / "a" / "swap_b").read_bytes() == b"a"
+    assert (mnt / "swap_a").is_dir()
     os.setxattr(mnt / "hard", "user.mounted", b"value" * 100)
     os.setxattr(mnt / "renamed", "user.dir", b"d")
     os.removexattr(mnt / "renamed", "user.dir")
