@@ -34,7 +34,7 @@ from uvfs_fs.zfs.label import (
 )
 from uvfs_fs.zfs.nvlist import NvValue
 from uvfs_fs.zfs.uberblock import Uberblock, parse_ring
-from uvfs_fs.zfs.vdev import HoleVdev, RaidzVdev, Vdev, VdevStats, VdevTreeError, build_vdev
+from uvfs_fs.zfs.vdev import RaidzVdev, Vdev, VdevStats, VdevTreeError, build_vdev
 from uvfs_fs.zfs.zio import zio_read
 
 SPA_VERSION_FEATURES = 5000
@@ -214,20 +214,16 @@ def _top_level_vdevs(members: list[_Member], config: dict, stats: VdevStats) -> 
             vdev = build_vdev(trees[i], images, stats)
         except VdevTreeError as e:
             raise Refusal(f"pool {config.get('name')!r}: {e}") from None
-        if not vdev.readable() and not trees[i].get("is_log"):
+        if not vdev.readable() and not vdev.is_log:
             names = ", ".join(leaf.path or f"guid {leaf.guid}" for leaf in vdev.missing())
             raise Refusal(f"pool {config.get('name')!r}: missing member(s) {names}, "
                           f"more than {_vdev_kind(vdev)} vdev {i} can lose")  # fmt: skip
-        vdevs.append(vdev if vdev.readable() else HoleVdev(**_hole_args(vdev)))
+        vdevs.append(vdev)
     return vdevs
 
 
 def _vdev_kind(vdev: Vdev) -> str:
     return f"raidz{vdev.nparity}" if isinstance(vdev, RaidzVdev) else vdev.type
-
-
-def _hole_args(vdev: Vdev) -> dict:
-    return {"type": "hole", "guid": vdev.guid, "id": vdev.id, "stats": vdev.stats}
 
 
 async def open_pool(sources: Sequence[ImageFile]) -> Pool:
@@ -284,6 +280,8 @@ async def open_pool(sources: Sequence[ImageFile]) -> Pool:
 
 def _describe_vdev(vdev: Vdev, depth: int) -> list[str]:
     what = vdev.path or _vdev_kind(vdev)
+    if vdev.is_log:
+        what += "  (log)"
     state = ""
     if vdev.missing():
         state = "  (missing)" if not vdev.children else "  (degraded)"

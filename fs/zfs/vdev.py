@@ -51,6 +51,7 @@ class Vdev:
     children: list[Vdev] = field(default_factory=list)
     ashift: int = 9
     path: str = ""
+    is_log: bool = False  # a separate intent-log device: holds no pool data
 
     def missing(self) -> list[Vdev]:
         """The leaves below this vdev that have no image."""
@@ -202,6 +203,7 @@ def build_vdev(tree: dict, images: dict[int, ImageFile], stats: VdevStats, ashif
         "stats": stats,
         "ashift": _number(tree, "ashift", ashift),
         "path": str(tree.get("path", "")),
+        "is_log": bool(tree.get("is_log", 0)),
     }
     if not ASHIFT_MIN <= common["ashift"] <= ASHIFT_MAX:
         raise VdevTreeError(f"vdev {common['guid']}: ashift {common['ashift']} out of range")

@@ -250,8 +250,12 @@ async def test_real_world_pools(archive: str, tmp_path: Path) -> None:
     assert stats.checksum_errors == stats.unverified == 0
     if archive.startswith("testpool_zstd"):
         assert 16 in compressions  # zstd blocks read and decompressed
-    if archive.startswith("zol-0.7"):
-        assert [v.type for v in pool.vdevs] == ["file", "file"]  # the pool and its slog
+    if archive.startswith("zol-0.7"):  # the pool and its slog
+        assert [(v.type, v.is_log) for v in pool.vdevs] == [("file", False), ("file", True)]
+        assert describe_pool(pool)[-2].endswith("(log)  guid 17303288393200675481")
+        # Only the slog's own label says it is a log: without it, it is a missing vdev.
+        with pytest.raises(Refusal, match="top-level vdev 1 is missing"):
+            await open_pool(_open([p for p in paths if "slog" not in p.name]))
 
 
 async def test_real_world_refusals(tmp_path: Path) -> None:
