@@ -15,7 +15,7 @@ from uvfs import FSError, ImageFile, MountOptions, Refusal
 from .dmu import DMU_OST_ZFS, ObjectSet
 from .spa import describe_pool, open_pool, probe_label
 from .zap import Zap
-from .zpl import DatasetView, ZfsFileSystem
+from .zpl import ZFS_CANMOUNT_OFF, DatasetView, ZfsFileSystem
 
 __all__ = ["DRIVER", "ZfsDriver", "ZfsFileSystem"]
 
@@ -62,6 +62,8 @@ def _notes(fs: ZfsFileSystem, m: DatasetView) -> str:
     notes = [f"clone of {m.ds.origin}"] if m.ds.origin else []
     if m.os_type and m.os_type != DMU_OST_ZFS:
         notes.append("volume, not shown")
+    elif m.ds.props.get(b"canmount") == ZFS_CANMOUNT_OFF and not m.ds.is_snapshot:
+        notes.append("canmount=off, not shown")
     elif m.ds.encrypted:
         notes.append("encrypted, not readable here")
     elif m.error:

@@ -5,12 +5,13 @@ where the kernel's ZFS would mount it: at its `mountpoint` property (set or inhe
 that lies inside the root dataset's mountpoint and its parent directory exists (placed
 shortest mountpoint first, as `zfs mount -a` mounts), otherwise by name in its parent
 dataset's root directory. Its root replaces the (usually empty) directory of that name, or
-is added. Volumes have no place. Every filesystem's root has a hidden `.zfs` (absent from
-readdir, found by lookup, like snapdir=hidden) holding `snapshot/<name>/`, the snapshot's
-root. An encrypted dataset (no key here) is an empty directory whose lookups and listing
-fail with EACCES; a dataset whose object set cannot be read (or of a ZPL version above 5)
-fails with EIO; the rest of the pool reads normally. Like a read-only kernel import, the
-intent log is not replayed: what the last committed txg holds is what is shown.
+is added. Volumes and filesystems with canmount=off have no place. Every filesystem's root
+has a hidden `.zfs` (absent from readdir, found by lookup, like snapdir=hidden) holding
+`snapshot/<name>/`, the snapshot's root. An encrypted dataset (no key here) is an empty
+directory whose lookups and listing fail with EACCES; a dataset whose object set cannot be
+read (or of a ZPL version above 5) fails with EIO; the rest of the pool reads normally.
+Like a read-only kernel import, the intent log is not replayed: what the last committed
+txg holds is what is shown.
 
 Inode numbers. `ino = index << 48 | object`: `index` numbers the datasets and snapshots in
 the order `dsl.list_datasets` gives them (fixed at open, so stable for the mount), `object`
@@ -52,6 +53,7 @@ OBJ_MASK = (1 << OBJ_BITS) - 1
 OBJ_CTLDIR = OBJ_MASK  # <dataset root>/.zfs
 OBJ_SNAPDIR = OBJ_MASK - 1  # <dataset root>/.zfs/snapshot
 OBJ_SEALED = OBJ_MASK - 2  # the root of a dataset that cannot be read
+ZFS_CANMOUNT_OFF = 0
 ZFS_CTLDIR_NAME = b".zfs"
 ZFS_SNAPDIR_NAME = b"snapshot"
 LINUX_XATTR_PREFIXES = (b"user.", b"trusted.", b"security.", b"system.")
@@ -214,6 +216,8 @@ class ZfsFileSystem:
             await self._open_dataset(m)
             if m.ds.is_snapshot or m.os_type not in (0, DMU_OST_ZFS):
                 continue  # volumes have no place in the tree
+            if m.ds.props.get(b"canmount") == ZFS_CANMOUNT_OFF:
+                continue  # never mounted: its children still are, inside its parent's tree
             rel = self._relative(base, self._mountpoint(m))
             if rel:
                 inside.append((rel, m))

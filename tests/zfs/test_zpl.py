@@ -112,6 +112,10 @@ def _populate(root: Path, run: object, directory: Path) -> tuple[dict, dict, dic
     # after zzz (shortest mountpoint first, as `zfs mount -a` does).
     create("zzz")
     create("aaa", f"mountpoint={directory}/mnt/zzz/inner")
+    # Never mounted; its child is, in the root dataset's directory of that name.
+    create("container", "canmount=off")
+    create("container/kid")
+    write("container/kid/f", b"kid\n")
     create("snapfs")
     write("snapfs/keep", b"kept\n")
     write("snapfs/change", b"before\n")
@@ -219,6 +223,8 @@ async def test_clone_is_the_snapshot_plus_its_changes(built: Built) -> None:
     assert f"  {POOL}/clonefs  (clone of {POOL}/snapfs@s1, at /clonefs)" in info.splitlines()
     assert f"  {POOL}/aaa  (at /zzz/inner)" in info.splitlines()
     assert f"  {POOL}/outside  (at /outside)" in info.splitlines()
+    assert f"  {POOL}/container  (canmount=off, not shown)" in info.splitlines()
+    assert f"  {POOL}/container/kid  (at /container/kid)" in info.splitlines()
 
 
 async def test_snapdir_is_hidden_but_found(built: Built) -> None:
@@ -335,7 +341,9 @@ async def test_statfs(built: Built) -> None:
     st = await fs.statfs()
     size = 128 << 20
     assert st.block_size == 512
-    assert (st.blocks - st.blocks_free) * 512 == built.used - built.used % 512
+    # zfs's figure comes from an import whose own txgs (history, deferred frees) shift the
+    # root's used space by a few sectors before the export we read: not exact, but close.
+    assert abs((st.blocks - st.blocks_free) * 512 - built.used) <= 64 * 1024
     assert 0.9 * size < st.blocks * 512 <= size
     assert st.blocks_avail == st.blocks_free
     assert st.files > st.files_free > 0
