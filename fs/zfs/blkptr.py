@@ -29,7 +29,6 @@ from dataclasses import dataclass
 
 BLKPTR_SIZE = 128
 SPA_MINBLOCKSHIFT = 9
-BPE_PAYLOAD_SIZE = 112
 BP_EMBEDDED_TYPE_DATA = 0
 _PAYLOAD_WORDS = (0, 1, 2, 3, 4, 5, 7, 8, 9, 11, 12, 13, 14, 15)
 _WORDS = {"<": struct.Struct("<16Q"), ">": struct.Struct(">16Q")}

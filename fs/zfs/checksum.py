@@ -52,6 +52,12 @@ CHECKSUM_NAMES = (
     "sha256", "zilog2", "noparity", "sha512", "skein", "edonr", "blake3",
 )  # fmt: skip
 
+
+def checksum_name(func: int) -> str:
+    """The name of checksum function `func` (as zfs get checksum shows it)."""
+    return CHECKSUM_NAMES[func] if 0 <= func < len(CHECKSUM_NAMES) else f"checksum {func}"
+
+
 ZEC_MAGIC = 0x210DA7AB10C7A11  # zio_eck_t.zec_magic
 ZIO_ECK_SIZE = 40
 _MASK64 = (1 << 64) - 1

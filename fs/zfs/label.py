@@ -20,12 +20,10 @@ from uvfs_fs.zfs.checksum import ZIO_CHECKSUM_LABEL, ZIO_ECK_SIZE, verify_embedd
 from uvfs_fs.zfs.nvlist import NvlistError, NvValue, unpack_nvlist
 
 VDEV_LABEL_SIZE = 256 * 1024
-VDEV_LABELS = 4
 VDEV_PHYS_OFFSET = 16 * 1024
 VDEV_PHYS_SIZE = 112 * 1024
 VDEV_UBERBLOCK_OFFSET = 128 * 1024
 VDEV_LABEL_START_SIZE = 4 * 1024 * 1024  # 2 labels + 3.5 MiB boot block
-VDEV_LABEL_END_SIZE = 2 * VDEV_LABEL_SIZE
 
 
 def label_offsets(psize: int) -> list[int]:

@@ -39,6 +39,7 @@ from uvfs_fs.zfs.checksum import (
     ZIO_CHECKSUM_SHA256,
     ZIO_CHECKSUM_SHA512,
     ZIO_CHECKSUM_SKEIN,
+    checksum_name,
     compute,
     eck_byteorder,
     verify_embedded,
@@ -132,7 +133,7 @@ async def _read_physical(
             data = await vdevs[dva.vdev].read(dva.offset, bp.psize, check)
         if data is not None:
             return data
-    raise _eio(bp, "no copy passes its checksum")
+    raise _eio(bp, f"no copy passes its {checksum_name(bp.checksum)} checksum")
 
 
 async def _read_gang(

@@ -113,7 +113,7 @@ async def test_ditto_copy_and_mirror_side_recover(tmp_path: Path) -> None:
     raw = _bp([(0, 8192, 2048, False), (0, 16384, 2048, False)], 2048, 2048, cksum)
     assert await _read([lone], raw, stats) == TEXT
     raw = _bp([(0, 8192, 2048, False), (5, 0, 512, False)], 2048, 2048, cksum)
-    with pytest.raises(FSError, match="no copy passes"):
+    with pytest.raises(FSError, match="no copy passes its fletcher4 checksum"):
         await _read([lone], raw, stats)
 
 
