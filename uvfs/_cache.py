@@ -1,4 +1,4 @@
-"""The broker's buffer cache: file data by byte range, shared by all mounts.
+"""The broker's buffer cache: file data by byte range, shared by the mounts of a process.
 
 Theory of operation
 ===================
@@ -30,13 +30,21 @@ One LRU list holds every extent of every file of every mount; a hit or fill move
 extents it touches to the young end. After every change the cache evicts from the old end
 until its *charge* fits the budget. The charge is the cached bytes plus `EXTENT_CHARGE`
 per extent plus `FILE_CHARGE` per file that has extents: what the bookkeeping really costs
-(measured at ~235 B per extent and ~455 B per file on CPython 3.11), so that a budget
+(measured at ~267 B per extent, its last-use stamp included, and ~455 B per file on
+CPython 3.11), so that a budget
 filled with tiny extents cannot cost many times the budget. Hence at every moment
 ``bytes_cached <= charge <= budget``, and the memory the cache holds is at most about
 1.125 x budget (``bytearray`` over-allocates up to 1/8 when appended to) plus a few
 hundred bytes per in-flight request. A file without extents and without requests in
 flight is forgotten altogether, EOF knowledge included, so nothing outside the charge
 grows with the number of files ever read.
+
+A cache can also share a budget with the caches of other processes (each ``uvfs mount``
+is a process of its own): a `BudgetPool` (`uvfs._budget`) joined with `BufferCache.join`
+hears after every fill that the charge may have grown, and evicts through
+`BufferCache.shrink`, down to a charge and only extents last used before a given time.
+For that, every extent carries the `time.monotonic` of its last use, so `oldest_use`
+compares across processes. The cache still keeps within its own budget first.
 
 A single fill (the gaps one read fetched, or one write) larger than the whole budget only
 updates bytes already cached: it is answered, not kept, and does not flush the cache.
@@ -83,7 +91,8 @@ invalidated.
 
 Costs
 -----
-A full hit costs one checkpoint, a bisection and one copy of the bytes returned:
+A full hit costs one checkpoint, a bisection, one clock read (the extent's last-use stamp,
+~0.1 us) and one copy of the bytes returned:
 `test_hit_rate` in ``tests/test_cache.py`` measured ~105,000 hits/s of 128 KiB from a
 warm cache (~14 GB/s) on the quiet 2-core build machine, 25,000-35,000 with both cores
 busy, when the checkpoint (trio's yield) and the copy take ~10 us each. Fills, evictions and
@@ -100,7 +109,8 @@ from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from time import monotonic
+from typing import Protocol, TypeVar
 
 import trio
 
@@ -110,6 +120,7 @@ __all__ = [
     "EXTENT_CHARGE",
     "EXTENT_MAX",
     "FILE_CHARGE",
+    "BudgetPool",
     "BufferCache",
     "CacheStatistics",
     "FileKey",
@@ -119,7 +130,7 @@ FileKey = tuple[int, int]  # (mount id, inode)
 T = TypeVar("T")
 
 EXTENT_MAX = 1 << 20  # chunk size: extents never cross a multiple of it
-EXTENT_CHARGE = 256  # budget bytes charged per extent for its bookkeeping
+EXTENT_CHARGE = 288  # budget bytes charged per extent for its bookkeeping
 FILE_CHARGE = 512  # budget bytes charged per file that holds extents
 
 
@@ -173,14 +184,15 @@ _COUNTERS = _Counters.__slots__
 
 
 class _Extent:
-    """Cached bytes ``data`` of `file` from offset `start` on."""
+    """Cached bytes ``data`` of `file` from offset `start` on, last used at `used`."""
 
-    __slots__ = ("data", "file", "start")
+    __slots__ = ("data", "file", "start", "used")
 
     def __init__(self, file: _File, start: int, data: bytearray) -> None:
         self.file = file
         self.start = start
         self.data = data
+        self.used = 0.0  # last use (time.monotonic), stamped whenever moved to the LRU end
 
 
 class _File:
@@ -217,6 +229,13 @@ class _File:
         return min(start, eof) if eof is not None and end > eof else start
 
 
+class BudgetPool(Protocol):
+    """A budget that several caches share, each in a process of its own (`uvfs._budget`)."""
+
+    def grown(self) -> None:
+        """The cache grew and fits its own budget: `BufferCache.shrink` it if the pool is over."""
+
+
 class BufferCache:
     """Offset-range cache of file data for all mounts, within one memory budget.
 
@@ -234,6 +253,7 @@ class BufferCache:
         self._lru: OrderedDict[_Extent, None] = OrderedDict()  # oldest first
         self._mounts: dict[int, _Counters] = {}
         self._retired = _Counters()  # what unmounted mounts counted, for the totals
+        self._pool: BudgetPool | None = None
 
     # --- the API ----------------------------------------------------------------------------
 
@@ -352,6 +372,41 @@ class BufferCache:
         totals = {name: sum(getattr(part, name) for part in parts) for name in _COUNTERS}
         return CacheStatistics(budget=self._budget, **totals)
 
+    # --- a budget shared with other caches (uvfs._budget) ----------------------------------
+
+    @property
+    def charge(self) -> int:
+        """What the cached bytes and their bookkeeping cost now, in budget bytes."""
+        return self._charge
+
+    @property
+    def oldest_use(self) -> float:
+        """When the least recently used extent was last used (`time.monotonic`); inf if none."""
+        return next(iter(self._lru)).used if self._lru else math.inf
+
+    def shrink(self, limit: int, *, used_by: float = math.inf) -> int:
+        """Evict least recently used extents while the charge exceeds `limit`, as long as
+        the oldest was last used at or before `used_by`.
+
+        Returns:
+            The charge freed.
+        """
+        lru = self._lru
+        before = self._charge
+        while lru and self._charge > limit:
+            oldest = next(iter(lru))
+            if oldest.used > used_by:
+                break
+            file = oldest.file
+            self._remove(file, bisect_left(file.starts, oldest.start))
+            file.counters.evictions += 1
+            self._discard_if_idle(file)
+        return before - self._charge
+
+    def join(self, pool: BudgetPool | None) -> None:
+        """Tell `pool` whenever the charge may have grown (None: stop telling)."""
+        self._pool = pool
+
     # --- reads ------------------------------------------------------------------------------
 
     def _hit(self, file: _File, start: int, end: int) -> bytes | None:
@@ -368,12 +423,15 @@ class BufferCache:
         extent = extents[i]
         if end - extent.start <= len(extent.data):  # the common case: one extent has it all
             self._lru.move_to_end(extent)
+            extent.used = monotonic()
             return bytes(memoryview(extent.data)[start - extent.start : end - extent.start])
         segments = list(self._segments(file, start, end))
         if any(extent is None for _, _, extent in segments):
             return None
+        now = monotonic()
         for _, _, extent in segments:
             self._lru.move_to_end(extent)
+            extent.used = now
         return b"".join(
             memoryview(e.data)[pos - e.start : stop - e.start] for pos, stop, e in segments
         )
@@ -419,6 +477,7 @@ class BufferCache:
                     bytes(memoryview(extent.data)[pos - extent.start : stop - extent.start])
                 )
                 self._lru.move_to_end(extent)
+                extent.used = monotonic()
         generation, epoch = file.generation, file.epoch
         parts: list[bytes] = []
         fetched: list[tuple[int, bytes]] = []
@@ -527,6 +586,7 @@ class BufferCache:
                         pos - offset : stop - offset
                     ]
                     self._lru.move_to_end(extent)
+                    extent.used = monotonic()
                     pos = stop
                     continue
             stop = min(end, (pos // EXTENT_MAX + 1) * EXTENT_MAX)
@@ -568,6 +628,7 @@ class BufferCache:
             self._charge += EXTENT_CHARGE
         self._lru[extent] = None
         self._lru.move_to_end(extent)
+        extent.used = monotonic()
         self._account(file, len(piece))
 
     def _remove(self, file: _File, i: int) -> None:
@@ -586,14 +647,11 @@ class BufferCache:
         self._charge += nbytes
 
     def _evict(self) -> None:
-        """Evict least recently used extents until the charge fits the budget."""
-        lru = self._lru
-        while self._charge > self._budget:
-            oldest = next(iter(lru))
-            file = oldest.file
-            self._remove(file, bisect_left(file.starts, oldest.start))
-            file.counters.evictions += 1
-            self._discard_if_idle(file)
+        """Evict least recently used extents until the charge fits the budget, then let the
+        pool bring the charge of all the caches that share it within its budget."""
+        self.shrink(self._budget)
+        if self._pool is not None:
+            self._pool.grown()
 
     def _forget(self, file: _File) -> None:
         """Drop all of the file's data and EOF; in-flight operations will install nothing."""

@@ -30,6 +30,7 @@ import trio
 
 from uvfs import _api as api
 from uvfs import _registry, _runtime
+from uvfs._budget import share_budget
 from uvfs._cache import BufferCache
 from uvfs._control import query, serve_control
 from uvfs._image import ImageFile, ImageInUse
@@ -226,6 +227,8 @@ async def _serve_mount(
     cache = BufferCache(options.cache_size) if options.cache_size else None
     _, socket_path, log_path = _runtime.paths_for(args.mountpoint)
     async with trio.open_nursery() as nursery:
+        if cache is not None:  # one budget for all the user's mounts: see uvfs/_budget.py
+            await nursery.start(share_budget, cache)
 
         async def serve_then_stop(task_status: trio.TaskStatus[Any]) -> None:
             await serve(
@@ -439,7 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="OPT[,OPT...]",
         help="ro, rw (default), allow_other, default_permissions, debug, force, "
         "isolate (serve the driver from a process of its own), "
-        "cache_size=SIZE (default 256M; 0 disables the buffer cache)",
+        "cache_size=SIZE (default 256M; a user's mounts share the largest size any asked "
+        "for, none holding more than its own; 0 disables the buffer cache)",
     )
     p.add_argument(
         "-f",

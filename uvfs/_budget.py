@@ -1,0 +1,369 @@
+"""One cache budget for all the uvfs server processes of a user, kept in a shared table.
+
+Theory of operation
+===================
+
+Why a table
+-----------
+pyfuse3 keeps one FUSE session per process, so every ``uvfs mount`` is a server process
+with a `BufferCache` of its own. For them to keep to one budget, each process publishes
+what its cache costs in a small table that all of them map into memory: the file
+``cache-budget`` in the user's runtime directory (`uvfs._runtime.runtime_dir`, mode 0700,
+so only the user's own processes see it). A process can free only its own memory, so the
+table serves to agree on *who* evicts; each then evicts from its own cache.
+
+The table
+---------
+A 64-byte header (a magic and the number of slots), then `SLOTS` slots of 64 bytes, one
+cache line each, so that writers of different slots never share a line:
+
+==========  ============================================================================
+``pid``     the owning process; 0 marks a free slot
+``started`` its start time (field 22 of ``/proc/PID/stat``): a reused pid is not its owner
+``asked``   the budget of its own cache (``-o cache_size``)
+``charge``  its cache's `BufferCache.charge` when last published
+``oldest``  when its least recently used extent was last used (`BufferCache.oldest_use`),
+            inf when it has none. CLOCK_MONOTONIC is one clock for the whole machine
+            on Linux, so these compare across processes.
+==========  ============================================================================
+
+A process claims a slot when its mount starts and frees it when the mount ends, both under
+an exclusive ``flock`` of the file. Claiming first frees the slots of owners that died
+without freeing theirs (no such pid, a zombie, or a pid now owned by a process started at
+another time). In between, only the owner writes its slot, and only with aligned 8-byte
+stores (numpy element assignments), which no reader sees half-done; readers take no lock.
+What a reader sees may be a moment old: that costs one eviction too early or too late,
+which the next check corrects.
+
+The budget
+----------
+The shared budget is the largest ``cache_size`` any live mount asked for, and each cache
+also keeps within its own ``cache_size``. Rejected: the first mount's size (the budget
+would depend on the order of mounting, and a later mount asking for more would silently
+get less) and the smallest (one ``-o cache_size=8M`` mount would shrink every default
+mount's cache). With the largest, the default mounts of a user share 256 MiB instead of
+taking 256 MiB each, no mount holds more than it asked for, and the budget changes only
+when the mount with the largest size comes or goes.
+
+Eviction: the oldest evicts
+---------------------------
+The caches evict as if their LRU lists were merged into one. When the total charge exceeds
+the budget, the extent that has gone unused longest is the tail of the process with the
+smallest ``oldest``; that process evicts from its tail until the total fits or its tail is
+younger than the next process's tail. Then the next process is the oldest, and it is told
+to go on. Up to the staleness of the table, the extents evicted are those a single merged
+LRU list would evict.
+
+A process is told through a *nudge*: each binds a unix datagram socket
+``cache-budget.<slot>`` beside the table. A process whose cache grew (`BudgetPool.grown`,
+after every fill) checks the table, and when the total is over the budget and another
+process holds the oldest tail, sends it one byte. The nudged process wakes at once, idle
+or not, checks the table and evicts. Every process also checks every `PERIOD` seconds:
+that publishes what hits and invalidations changed (a hit on the tail makes it younger;
+neither is worth a table write on the hit path) and makes up for a nudge lost to a full
+socket queue.
+
+The bound
+---------
+The total exceeds the budget from a fill until the nudged process has evicted: well under
+a millisecond, unless the oldest process is busy, stopped or hung. So that no process can
+make the excess grow without bound, a process that fills while the total exceeds the
+budget by more than `SLACK_FRACTION` (1/8) evicts from its own tail down to that line,
+giving up LRU order only then. Hence, at every moment, the total charge is at most
+``budget * 9/8`` plus the bytes of the fills that ran between another process's table read
+and its publishing (at most one request, <= 1 MiB, per process filling at that instant),
+and a nudge round trip later it is within the budget again, if the oldest process runs.
+With the cache's own bound (memory <= 1.125 x charge), the memory of all caches together
+stays below ~1.27 x budget plus a request per process. `test_budget.py` measures it under
+a random multi-process load.
+
+Dead owners
+-----------
+A process killed with SIGKILL leaves its slot, and its charge would shrink the budget of
+the others. Nobody listens on its socket any more, so the first nudge to it fails; the
+nudger then frees the slot under the lock if its owner is really gone. A dead owner whose
+tail is not the oldest becomes the oldest as the others' tails move on. Claims free dead
+slots too.
+
+Costs and limits
+----------------
+A hit pays nothing here beyond the cache stamping its extent with the clock (~1% of a
+128 KiB hit). A fill pays one check of the table (a copy of 8 KiB and a few numpy
+reductions, ~15 us, next to a driver call). An idle process wakes twice a second. At most
+`SLOTS` mounts share a budget: one that finds no free slot keeps a budget of its own and
+says so. Processes in different time namespaces (containers) read CLOCK_MONOTONIC with
+different offsets; sharing a runtime directory across them would skew whose tail is
+oldest (not the bound).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import math
+import mmap
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import trio
+
+from uvfs import _runtime
+from uvfs._cache import BufferCache
+
+__all__ = ["PERIOD", "SLACK_FRACTION", "SLOTS", "BudgetTable", "share_budget"]
+
+log = logging.getLogger("uvfs.budget")
+
+SLOTS = 128
+PERIOD = 0.5  # seconds between checks without a nudge
+SLACK_FRACTION = 1 / 8  # how far over the budget a fill may push the total before LRU yields
+
+_MAGIC = b"uvfsbgt1"
+_HEADER = 64
+_SLOT = np.dtype(
+    {
+        "names": ["pid", "started", "asked", "charge", "oldest"],
+        "formats": ["<i8", "<i8", "<i8", "<i8", "<f8"],
+        "itemsize": 64,
+    }
+)
+_SIZE = _HEADER + SLOTS * _SLOT.itemsize
+
+
+def _start_time(pid: int) -> int | None:
+    """When live process `pid` started (clock ticks since boot); None if dead or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # After the command: state (field 3) ... starttime (field 22).
+    return None if fields[0] in "ZXx" else int(fields[19])
+
+
+class BudgetTable:
+    """The table of caches sharing one budget, mapped into this process.
+
+    Args:
+        path: the table's file; created (mode 0600) if missing.
+
+    Raises:
+        ValueError: the file exists but is not such a table.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            with self._locked(fd):
+                size = os.fstat(fd).st_size
+                if size == 0:
+                    os.ftruncate(fd, _SIZE)
+                    os.pwrite(fd, _MAGIC + SLOTS.to_bytes(8, "little"), 0)
+                elif size != _SIZE or os.pread(fd, 16, 0) != _MAGIC + SLOTS.to_bytes(8, "little"):
+                    raise ValueError(f"{path}: not a uvfs cache budget table")
+            self._map = mmap.mmap(fd, _SIZE)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        slots = np.ndarray(SLOTS, _SLOT, buffer=self._map, offset=_HEADER)
+        # One view per field: element stores through them are single aligned 8-byte stores.
+        self.pid = slots["pid"]
+        self.started = slots["started"]
+        self.asked = slots["asked"]
+        self.charge = slots["charge"]
+        self.oldest = slots["oldest"]
+
+    def close(self) -> None:
+        del self.pid, self.started, self.asked, self.charge, self.oldest  # views of the map
+        self._map.close()
+        os.close(self._fd)
+
+    def __enter__(self) -> BudgetTable:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _locked(fd: int) -> Iterator[None]:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def socket_path(self, slot: int) -> str:
+        """Where the owner of `slot` listens for nudges."""
+        return f"{self.path}.{slot}"
+
+    def claim(self, asked: int, inbox: socket.socket) -> int | None:
+        """Take a free slot for this process's cache of budget `asked`, binding `inbox` to
+        its nudge socket; None if every slot is taken by a live process."""
+        with self._locked(self._fd):
+            for slot in np.flatnonzero(self.pid):
+                self._free_if_dead(int(slot))
+            free = np.flatnonzero(self.pid == 0)
+            if not len(free):
+                return None
+            slot = int(free[0])
+            address = self.socket_path(slot)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(address)  # left by an owner that died
+            inbox.bind(address)
+            pid = os.getpid()
+            self.started[slot] = _start_time(pid) or 0
+            self.asked[slot] = asked
+            self.charge[slot] = 0
+            self.oldest[slot] = math.inf
+            self.pid[slot] = pid  # last: readers take a slot with a pid as complete
+            return slot
+
+    def release(self, slot: int) -> None:
+        """Free `slot` (ours): its charge no longer counts."""
+        with self._locked(self._fd):
+            self.charge[slot] = 0
+            self.pid[slot] = 0
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.socket_path(slot))
+
+    def reap(self, slot: int) -> None:
+        """Free `slot` if its owner is dead (a nudge to it found nobody listening)."""
+        with self._locked(self._fd):
+            self._free_if_dead(slot)
+
+    def _free_if_dead(self, slot: int) -> None:
+        pid = int(self.pid[slot])
+        if pid and _start_time(pid) != self.started[slot]:
+            log.info("cache budget: freeing slot %d of dead process %d", slot, pid)
+            self.charge[slot] = 0
+            self.pid[slot] = 0
+
+
+class _Share:
+    """One cache's membership of the table: publishes, checks, evicts, nudges (a
+    `BudgetPool`)."""
+
+    def __init__(self, table: BudgetTable, slot: int, cache: BufferCache) -> None:
+        self.table = table
+        self.slot = slot
+        self.cache = cache
+        self.outbox = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.outbox.setblocking(False)
+
+    def grown(self) -> None:
+        self.settle(filling=True)
+
+    def publish(self) -> None:
+        self.table.charge[self.slot] = self.cache.charge
+        self.table.oldest[self.slot] = self.cache.oldest_use
+
+    def settle(self, *, filling: bool) -> None:
+        """Publish this cache's state; evict from it if it holds the oldest tail of a table
+        over its budget, else nudge the one that does. When `filling`, keep the excess
+        within the slack at this cache's expense."""
+        table, me, cache = self.table, self.slot, self.cache
+        self.publish()
+        live = table.pid != 0
+        budget = int(table.asked[live].max())
+        excess = int(table.charge[live].sum()) - budget
+        if excess <= 0:
+            return
+        oldest = np.where(live, table.oldest, math.inf)
+        first = int(oldest.argmin())
+        if first == me:
+            oldest[me] = math.inf
+            runner_up = float(oldest.min())  # inf: nobody else holds anything
+            excess -= cache.shrink(cache.charge - excess, used_by=runner_up)
+            self.publish()
+            if excess <= 0 or runner_up == math.inf:
+                return
+            first = int(oldest.argmin())
+        self.nudge(first)
+        slack = int(budget * SLACK_FRACTION)
+        if filling and excess > slack:
+            cache.shrink(cache.charge - (excess - slack))
+            self.publish()
+
+    def nudge(self, slot: int) -> None:
+        """Tell the owner of `slot` to check the table now."""
+        try:
+            self.outbox.sendto(b"!", self.table.socket_path(slot))
+        except BlockingIOError:
+            pass  # its queue is full of nudges it has yet to read
+        except (ConnectionRefusedError, FileNotFoundError):
+            self.table.reap(slot)  # nobody listens: perhaps nobody lives
+
+    async def serve(self, inbox: socket.socket, period: float) -> None:
+        """Check the table when nudged, and every `period` seconds, until cancelled."""
+        while True:
+            with trio.move_on_after(period):
+                await trio.lowlevel.wait_readable(inbox)
+            with contextlib.suppress(BlockingIOError):
+                while True:  # one check answers every nudge received so far
+                    inbox.recv(16)
+            self.settle(filling=False)
+
+
+async def share_budget(
+    cache: BufferCache,
+    *,
+    path: Path | None = None,
+    period: float = PERIOD,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Share the budget of `cache` with the caches of the user's other processes, until
+    cancelled; then its charge no longer counts.
+
+    If the table is unusable or full, `cache` keeps a budget of its own, with a warning.
+
+    Args:
+        cache: this process's cache; the budget it was made with is what it asks for.
+        path: the table; default ``cache-budget`` in the runtime directory.
+        period: seconds between checks when not nudged.
+        task_status: started once the cache is in the table (or on its own).
+    """
+    path = path or _runtime.runtime_dir() / "cache-budget"
+    asked = cache.statistics().budget
+    try:
+        table = BudgetTable(path)
+    except (OSError, ValueError) as e:
+        log.warning("cache budget not shared (%s): this mount keeps %d bytes of its own", e, asked)
+        task_status.started()
+        return
+    with table, socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as inbox:
+        inbox.setblocking(False)
+        slot = table.claim(asked, inbox)
+        if slot is None:
+            log.warning(
+                "cache budget not shared (all %d slots of %s taken): this mount keeps %d "
+                "bytes of its own",
+                SLOTS,
+                path,
+                asked,
+            )
+            task_status.started()
+            return
+        share = _Share(table, slot, cache)
+        cache.join(share)
+        try:
+            live = table.pid != 0
+            log.info(
+                "cache budget: %d bytes shared by %d mounts (this one asked for %d)",
+                int(table.asked[live].max()),
+                int(np.count_nonzero(live)),
+                asked,
+            )
+            task_status.started()
+            await share.serve(inbox, period)
+        finally:
+            cache.join(None)
+            share.outbox.close()
+            trio.lowlevel.notify_closing(inbox)
+            table.release(slot)
