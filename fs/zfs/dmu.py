@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import errno
 import itertools
-from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Protocol
 
 import trio
 from construct import Bytes, Int64ub, Int64ul, Struct
 
-from uvfs import FSError
+from uvfs import LRU, FSError
 
 from .blkptr import BLKPTR_SIZE, BlockPtr, parse_blkptr
 from .dnode import DMU_OT_NONE, DN_MAX_OBJECT, DNODE_MIN_SIZE, DNODE_SHIFT, DnodePhys, parse_dnode
@@ -48,31 +47,6 @@ DNODE_CACHE = 16384  # parsed dnodes kept per mount (about 1.5 KiB each)
 DNODE_BLOCK_CACHE = 1024  # dnode blocks (with their byte order) kept per mount
 READ_PARALLEL = 4  # blocks of one read in flight at once: two cores, and reads to overlap
 PARALLEL_MIN_BLOCK = 32 * 1024
-
-K = TypeVar("K")
-V = TypeVar("V")
-
-
-class Lru(Generic[K, V]):
-    """A bounded mapping that forgets its least recently used entry."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._items: OrderedDict[K, V] = OrderedDict()
-
-    def get(self, key: K) -> V | None:
-        """The value for `key` (now the most recently used), or None."""
-        value = self._items.get(key)
-        if value is not None:
-            self._items.move_to_end(key)
-        return value
-
-    def put(self, key: K, value: V) -> None:
-        """Remember `value` for `key`, forgetting the oldest entry when full."""
-        self._items[key] = value
-        self._items.move_to_end(key)
-        if len(self._items) > self.capacity:
-            self._items.popitem(last=False)
 
 
 def _objset_tail(u64: type) -> Struct:
@@ -115,8 +89,7 @@ class CacheStatistics:
 
     hits: int
     misses: int
-    blocks: int
-    bytes: int
+    blocks: int  # held now
 
 
 class BlockCache:
@@ -131,14 +104,13 @@ class BlockCache:
         self.pool = pool
         self.capacity = capacity
         # Keyed by where and when a block was written: cheaper to hash than the BlockPtr.
-        self._blocks: OrderedDict[tuple[int, ...], bytes] = OrderedDict()
-        self._bytes = 0
+        self._blocks: LRU[tuple[int, ...], bytes] = LRU(capacity)
         self._hits = 0
         self._misses = 0
         # Mount-wide, keyed by (object set number, object or block id), so that browsing
         # many snapshots does not multiply them.
-        self.dnodes: Lru[tuple[int, int], DnodePhys] = Lru(DNODE_CACHE)
-        self.dnode_blocks: Lru[tuple[int, int], tuple[bytes, str]] = Lru(DNODE_BLOCK_CACHE)
+        self.dnodes: LRU[tuple[int, int], DnodePhys] = LRU(DNODE_CACHE)
+        self.dnode_blocks: LRU[tuple[int, int], tuple[bytes, str]] = LRU(DNODE_BLOCK_CACHE)
         self._objsets = itertools.count()
 
     def objset_number(self) -> int:
@@ -154,23 +126,16 @@ class BlockCache:
         data = self._blocks.get(key)
         if data is not None:
             self._hits += 1
-            self._blocks.move_to_end(key)
             return data
         self._misses += 1
         data = await self.pool.read_bp(bp)
-        if len(data) > self.capacity:
-            return data
-        if key not in self._blocks:
-            self._blocks[key] = data
-            self._bytes += len(data)
-        while self._bytes > self.capacity:
-            _, old = self._blocks.popitem(last=False)
-            self._bytes -= len(old)
+        if len(data) <= self.capacity:
+            self._blocks.put(key, data, len(data))
         return data
 
     def statistics(self) -> CacheStatistics:
         """Hit and miss counts and what the cache holds now."""
-        return CacheStatistics(self._hits, self._misses, len(self._blocks), self._bytes)
+        return CacheStatistics(self._hits, self._misses, len(self._blocks))
 
 
 async def read_block(cache: BlockCache, dn: DnodePhys, blkid: int) -> tuple[bytes, str] | None:

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 from construct import Bytes, Int8ul, Int16ub, Int16ul, Int32ub, Int32ul, Int64ub, Int64ul, Struct
 
-from uvfs import FSError
+from uvfs import LRU, FSError
 
-from .dmu import Lru, ObjectSet, read_block
+from .dmu import ObjectSet, read_block
 from .dnode import DnodePhys
 
 ZBT_LEAF = (1 << 63) + 0
@@ -297,7 +297,7 @@ class Zap:
         self.phys: ZapPhys | None = None
         self.byteorder = "<"
         self.block0 = b""
-        self._leaves: Lru[int, ZapLeaf] = Lru(max(1, LEAF_CACHE_BYTES // dn.datablksz))
+        self._leaves: LRU[int, ZapLeaf] = LRU(max(1, LEAF_CACHE_BYTES // dn.datablksz))
 
     @classmethod
     async def open(cls, objset: ObjectSet, obj: int | DnodePhys) -> Zap:

@@ -36,9 +36,9 @@ import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from uvfs import Attr, DirEntry, FSError, StatFS
+from uvfs import LRU, Attr, DirEntry, FSError, StatFS
 
-from .dmu import DMU_OST_ZFS, BlockCache, Lru, ObjectSet
+from .dmu import DMU_OST_ZFS, BlockCache, ObjectSet
 from .dnode import DMU_OT_SA, DMU_OT_ZNODE, DnodePhys
 from .dsl import Dataset, list_datasets
 from .nvlist import NvlistError, unpack_nvlist
@@ -110,8 +110,8 @@ class ZfsFileSystem:
         # (dataset index, directory object) -> {name: dataset index mounted there}
         self.mounts: dict[tuple[int, int], dict[bytes, int]] = {}
         self.root = 0
-        self._znodes: Lru[int, tuple[Znode, DnodePhys]] = Lru(ZNODE_CACHE)
-        self._zaps: Lru[int, Zap] = Lru(ZAP_CACHE)
+        self._znodes: LRU[int, tuple[Znode, DnodePhys]] = LRU(ZNODE_CACHE)
+        self._zaps: LRU[int, Zap] = LRU(ZAP_CACHE)
         self._size: int | None = None
 
     @classmethod
