@@ -82,7 +82,7 @@ def encode_inode(inode: Inode, slot: bytes, *, huge_file: bool) -> bytes:
         inode.size >> 32,
         old[16],  # i_faddr
         (inode.blocks_512 >> 32) if huge_file else old[17],
-        inode.file_acl >> 32,
+        (inode.file_acl >> 32) or old[18],  # h_i_mode_high on Hurd volumes: kept
         inode.uid >> 16,
         inode.gid >> 16,
         *old[21:],  # checksum and reserved halves

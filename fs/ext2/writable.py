@@ -129,6 +129,7 @@ WRITE_INCOMPAT = frozenset({"filetype", "meta_bg", "flex_bg"})
 
 # jbd2 journal superblock (big-endian): magic at 0, s_start at 0x1c (0: nothing to replay)
 JBD2_MAGIC = 0xC03B3998
+EXT2_OS_LINUX = 0  # s_creator_os
 
 _FILE_TYPES = {
     stat.S_IFREG: EXT2_FT_REG_FILE,
@@ -224,6 +225,9 @@ class WritableExt2(Ext2FileSystem):
                 f"ext2: cannot write a volume with feature(s) {', '.join(refused)}; "
                 "mount it read-only (-o ro)"
             )
+        if sb.s_creator_os != EXT2_OS_LINUX:
+            raise Refusal("ext2: only volumes made for Linux are writable (the inode's osd2 "
+                          "fields differ); mount it read-only (-o ro)")  # fmt: skip
         if "has_journal" in names:
             await self._check_journal_empty()
         free_b, free_i, dirs = [], [], []
@@ -449,7 +453,10 @@ class WritableExt2(Ext2FileSystem):
         return inode
 
     def _decode(self, ino: int, raw: bytes) -> Inode:
-        return decode_inode(raw, ino, huge_file=self._huge_file, block_size=self.geo.block_size)
+        # Writable volumes have neither 64bit nor large_dir (see WRITE_INCOMPAT).
+        return decode_inode(
+            raw, ino, huge_file=self._huge_file, block_size=self.geo.block_size, has_64bit=False
+        )
 
     def _slot(self, ino: int) -> tuple[int, int]:
         """(inode table block, byte offset in it) of inode `ino`."""

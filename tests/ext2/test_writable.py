@@ -334,6 +334,15 @@ async def test_ext4_features_refuse_writing(tmp_path: Path) -> None:
         assert "read-only" in str(e.value)
 
 
+async def test_hurd_volumes_refuse_writing(tmp_path: Path) -> None:
+    image = fresh_image(tmp_path / "img", block_size=1024, size_mb=8, extra=("-o", "hurd"))
+    with (
+        ImageFile(str(image), writable=True) as file,
+        pytest.raises(Refusal, match="made for Linux"),
+    ):
+        await WritableExt2.load(file, MountOptions(writable=True))
+
+
 async def test_ext3_with_empty_journal_is_written_as_ext2(tmp_path: Path) -> None:
     image = fresh_image(tmp_path / "img", block_size=1024, size_mb=16, fstype="ext3")
     async with open_rw(image) as fs:
