@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ._host import BenchError, exclusive
 from ._images import prepare
+from ._profile import Profiler
 from ._report import table, write_chart, write_json
 from ._results import Results
 from ._sizes import FULL, QUICK, TINY, Sizes
@@ -45,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"run only these ({'|'.join(SUITES)})",
     )
     parser.add_argument("--runs", type=int, help="runs per measurement (default 3, --quick 1)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="record uvfs cold runs with py-spy into RESULTS/profiles/ (slows them down)",
+    )
     parser.add_argument(
         "--workdir",
         type=Path,
@@ -96,7 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(e))
     try:
         args.results.mkdir(parents=True, exist_ok=True)
-        results = measure(sizes, args.workdir.resolve(), args.only)
+        profiler = Profiler(args.results / "profiles") if args.profile else None
+        results = measure(sizes, args.workdir.resolve(), args.only, profiler)
         write_json(results, args.results / "results.json")
         print(table(results))
         write_chart(results, args.results / "chart.png")
@@ -108,7 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def measure(sizes: Sizes, workdir: Path, suites: tuple[str, ...]) -> Results:
+def measure(
+    sizes: Sizes, workdir: Path, suites: tuple[str, ...], profiler: Profiler | None = None
+) -> Results:
     """Build or reuse the images in `workdir` and run `suites` over them."""
     workdir.mkdir(parents=True, exist_ok=True)
     with exclusive(workdir):
@@ -116,9 +125,12 @@ def measure(sizes: Sizes, workdir: Path, suites: tuple[str, ...]) -> Results:
         meta = {"size": sizes.name, "runs": sizes.runs, "sizes": asdict(sizes), **host_facts()}
         results = Results(meta)
         started = time.monotonic()
-        run_suites(Bench(sizes, workdir, images, results), suites)
+        run_suites(Bench(sizes, workdir, images, results, profiler), suites)
     results.meta["seconds"] = round(time.monotonic() - started, 1)
     results.meta["load_at_end"] = os.getloadavg()
+    results.meta["profiled"] = profiler is not None
+    if profiler is not None:
+        results.profiles = profiler.summaries()
     return results
 
 

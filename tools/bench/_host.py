@@ -18,19 +18,26 @@ class BenchError(Exception):
     """A failure reported as one line (a missing tool, a command that failed)."""
 
 
-def run(args: Sequence[str | os.PathLike[str]], *, timeout: float = COMMAND_TIMEOUT) -> str:
-    """Run a command; its stdout, or a `BenchError` carrying the last line of its stderr."""
+def run(
+    args: Sequence[str | os.PathLike[str]],
+    *,
+    timeout: float = COMMAND_TIMEOUT,
+    label: str | None = None,
+) -> str:
+    """Run a command; its stdout, or a `BenchError` carrying the last line of its stderr.
+
+    The error starts with `label`, by default the program's name and first argument.
+    """
+    label = label or " ".join(str(a) for a in [Path(str(args[0])).name, *args[1:2]])
     try:
         done = subprocess.run(
             [str(a) for a in args], capture_output=True, text=True, timeout=timeout, check=False
         )
     except subprocess.TimeoutExpired:
-        raise BenchError(f"{args[0]}: no answer within {timeout:.0f} s") from None
+        raise BenchError(f"{label}: no answer within {timeout:.0f} s") from None
     if done.returncode != 0:
         lines = (done.stderr.strip() or done.stdout.strip() or "failed").splitlines()
-        raise BenchError(
-            f"{Path(str(args[0])).name} {args[1] if len(args) > 1 else ''}: {lines[-1]}"
-        )
+        raise BenchError(f"{label}: {lines[-1]}")
     return done.stdout
 
 

@@ -77,6 +77,7 @@ def table(results: Results) -> str:
             for row in lines
         ]
     out += _broker_cache_lines(results)
+    out += _profile_lines(results)
     out += [""] + [f"[{i}] {note}" for i, note in enumerate(notes, 1)]
     return "\n".join(out)
 
@@ -101,6 +102,16 @@ def _broker_cache_lines(results: Results) -> list[str]:
     ]  # fmt: skip
 
 
+def _profile_lines(results: Results) -> list[str]:
+    lines = []
+    for name, summary in results.profiles.items():
+        lines.append(f"\nuvfs server profile, {name} cold (share of py-spy samples)")
+        for kind in ("self", "inclusive"):
+            shown = ", ".join(f"{f} {share:.0%}" for f, share in summary[kind][:5])
+            lines.append(f"  {kind}: {shown}")
+    return lines
+
+
 def to_json(results: Results) -> dict[str, object]:
     """The results as plain data: every sample, medians, ratios and verdicts."""
     rows = []
@@ -122,7 +133,12 @@ def to_json(results: Results) -> dict[str, object]:
                 "met": verdict.met if verdict else None,
             }
         )
-    return {"meta": results.meta, "rows": rows, "broker_cache": results.broker_cache}
+    return {
+        "meta": results.meta,
+        "rows": rows,
+        "broker_cache": results.broker_cache,
+        "profiles": results.profiles,
+    }
 
 
 def write_json(results: Results, path: Path) -> None:

@@ -81,6 +81,7 @@ class Results:
     meta: dict[str, Any]
     measurements: list[Measurement] = field(default_factory=list)
     broker_cache: dict[str, Any] | None = None
+    profiles: dict[str, dict[str, list[tuple[str, float]]]] = field(default_factory=dict)
 
     def cell(self, suite: str, workload: str, phase: str, system: str) -> Measurement:
         """The measurement of that cell, created empty on first use."""

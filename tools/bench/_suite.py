@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ._host import BenchError, drop_caches, force_unmount_under, run
 from ._images import BIG_FILE, FILES_DIR, SEED, Images
+from ._profile import Profiler
 from ._results import UVFS, Results
 from ._sizes import MiB, Sizes
 from ._systems import Fuse2fsMount, KernelMount, Mount, UvfsMount
@@ -43,8 +44,16 @@ PROBE = ["-I", "-S", str(Path(__file__).with_name("_probe.py"))]
 class Bench:
     """One run of the suite over prepared images; fills `results`."""
 
-    def __init__(self, sizes: Sizes, workdir: Path, images: Images, results: Results) -> None:
+    def __init__(
+        self,
+        sizes: Sizes,
+        workdir: Path,
+        images: Images,
+        results: Results,
+        profiler: Profiler | None = None,
+    ) -> None:
         self.sizes, self.workdir, self.images, self.results = sizes, workdir, images, results
+        self.profiler = profiler
         self.mounts = workdir / "mnt"
 
     def mountpoint(self, system: str) -> Path:
@@ -123,7 +132,7 @@ class Bench:
                                 if self.sizes.remount:
                                     stack.enter_context(m)
                                 drop_caches()
-                                cold.samples.append(self.probe(workload, m.root))
+                                cold.samples.append(self._cold(f"{suite}-{workload}", m))
                                 warm.samples.append(self.probe(workload, m.root))
                         except BenchError as e:
                             cold.error = warm.error = str(e)
@@ -131,6 +140,14 @@ class Bench:
         finally:
             for m in held.values():
                 m.unmount()
+
+    def _cold(self, name: str, m: Mount) -> float:
+        """The cold run of workload `name` (``suite-workload``), under py-spy for uvfs if asked."""
+        workload = name.rpartition("-")[2]
+        if self.profiler is None or not isinstance(m, UvfsMount):
+            return self.probe(workload, m.root)
+        with self.profiler.record(m.stats()["pid"], name.replace("/", "-")):
+            return self.probe(workload, m.root)
 
     def _progress(
         self, suite: str, workload: str, system: str, samples: list[float], error: str | None

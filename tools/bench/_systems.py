@@ -13,9 +13,17 @@ import sys
 from pathlib import Path
 from types import TracebackType
 
-from ._host import is_mounted, mount_options, run, wait_mounted
+from ._host import BenchError, is_mounted, mount_options, run, wait_mounted
 
 UVFS = [sys.executable, "-m", "uvfs.cli"]
+
+
+def _uvfs(command: str, *args: str | Path) -> str:
+    """Run ``uvfs COMMAND ARGS...``; its failure reads ``uvfs mount: <its one-line reason>``."""
+    try:
+        return run([*UVFS, command, *args], label=f"uvfs {command}")
+    except BenchError as e:
+        raise BenchError(str(e).replace(": uvfs: ", ": ", 1)) from None
 
 
 class Mount:
@@ -103,7 +111,7 @@ class UvfsMount(Mount):
         self, sources: list[Path], root: Path, *, writable: bool, fstype: str, options: str = ""
     ) -> None:
         mode = "rw" if writable else "ro"
-        run([*UVFS, "mount", "-t", fstype, "-o", f"{mode}{options}", *sources, root])
+        _uvfs("mount", "-t", fstype, "-o", f"{mode}{options}", *sources, root)
         super().__init__(root)
 
     @property
@@ -113,7 +121,7 @@ class UvfsMount(Mount):
 
     def stats(self) -> dict[str, int]:
         """The counters of ``uvfs stats``, e.g. ``cache.bytes_from_driver``, and ``pid``."""
-        lines = run([*UVFS, "stats", self.root]).splitlines()
+        lines = _uvfs("stats", self.root).splitlines()
         counters = {"pid": int(lines[0].rpartition("pid ")[2].rstrip(")"))}
         for line in lines[1:]:
             name, _, value = line.partition(": ")
@@ -122,4 +130,4 @@ class UvfsMount(Mount):
         return counters
 
     def _unmount(self) -> None:
-        run([*UVFS, "umount", self.root])
+        _uvfs("umount", self.root)
