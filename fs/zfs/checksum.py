@@ -113,7 +113,7 @@ def compute(func: int, data: bytes, byteorder: str, salt: bytes | None = None) -
         return struct.unpack(">4Q", hashlib.sha256(data).digest())
     if func == ZIO_CHECKSUM_SHA512:
         return struct.unpack(byteorder + "4Q", hashlib.new("sha512_256", data).digest())
-    if func == ZIO_CHECKSUM_BLAKE3 and _blake3 is not None and salt is not None:
+    if func == ZIO_CHECKSUM_BLAKE3 and _blake3 is not None and salt and len(salt) == 32:
         digest = _blake3.blake3(data, key=salt).digest()
         return struct.unpack(byteorder + "4Q", digest)
     return None

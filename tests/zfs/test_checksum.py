@@ -58,6 +58,7 @@ def test_digest_word_order() -> None:
     b3 = blake3.blake3(DATA, key=salt).digest()
     assert ck.compute(ck.ZIO_CHECKSUM_BLAKE3, DATA, "<", salt) == struct.unpack("<4Q", b3)
     assert ck.compute(ck.ZIO_CHECKSUM_BLAKE3, DATA, "<") is None  # no salt yet
+    assert ck.compute(ck.ZIO_CHECKSUM_BLAKE3, DATA, "<", b"short") is None
     for unverifiable in (ck.ZIO_CHECKSUM_SKEIN, ck.ZIO_CHECKSUM_EDONR, ck.ZIO_CHECKSUM_OFF, 99):
         assert ck.compute(unverifiable, DATA, "<", salt) is None
 

@@ -310,3 +310,17 @@ async def test_crafted_labels_are_refused(
     _write_labels(path, config | top | {"vdev_tree": vdev_tree})
     with pytest.raises(Refusal, match=message):
         await open_pool(_open([path]))
+
+
+async def test_uberblocks_from_any_member(zfs_pool: PoolFactory, tmp_path: Path) -> None:
+    record = _record(zfs_pool, "stripe")
+    paths = _copy(record, tmp_path / "copy")
+    want = (await open_pool(_open(record.vdevs))).uberblock
+    size = os.path.getsize(paths[0])
+    with open(paths[0], "r+b") as f:  # member 0 keeps its configs but loses every ring
+        for offset in label_offsets(size):
+            f.seek(offset + 128 * 1024)
+            f.write(bytes(128 * 1024))
+    pool = await open_pool(_open(paths))
+    assert pool.uberblock.ub_txg == want.ub_txg and pool.uberblock.offset == want.offset
+    await _assert_files(pool, record.files)
