@@ -157,6 +157,22 @@ class ZfsFuse:
                 mem.seek(base + vaddr + hits[0])
                 mem.write(default)
 
+    def export(self, pool: str) -> None:
+        """Export `pool`, waiting out a mount still busy with the kernel's last releases.
+
+        FUSE sends RELEASE after close(2) returns, so right after populating, the unmount
+        inside ``zpool export`` can find the mount busy for a moment.
+        """
+        for _ in range(20):
+            try:
+                self.run("zpool", "export", pool)
+                return
+            except subprocess.CalledProcessError as e:
+                if b"busy" not in e.stderr:
+                    raise
+                time.sleep(0.25)
+        self.run("zpool", "export", "-f", pool)
+
     def stop(self) -> None:
         """Export every pool and stop the daemon; its namespace and mounts go with it."""
         if self._proc is None:
@@ -236,7 +252,7 @@ def build_pool(
     try:
         files = populate(daemon.visible(directory / "mnt")) if populate else None
     finally:
-        daemon.run("zpool", "export", name)
+        daemon.export(name)
     config = daemon.run("zdb", "-e", "-p", str(directory), name)
     return PoolRecord(
         name, directory, vdevs, tuple(layout), dict(properties or {}), config, files or {}
