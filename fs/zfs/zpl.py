@@ -36,6 +36,8 @@ import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import trio
+
 from uvfs import LRU, Attr, DirEntry, FSError, StatFS
 
 from .dmu import DMU_OST_ZFS, BlockCache, ObjectSet
@@ -63,6 +65,7 @@ MAX_PATH_DEPTH = 256
 ZNODE_CACHE = 8192
 ZAP_CACHE = 64  # open ZAPs (directories, xattr directories) kept: each holds its block 0
 MAX_CONFIG = 16 << 20
+YIELD_EVERY = 256  # directory entries between checkpoints while listing a big directory
 
 
 @dataclass(slots=True)
@@ -415,7 +418,9 @@ class ZfsFileSystem:
             raise FSError(errno.ENOTDIR)
         mounted = self.mounts.get((m.index, obj), {})
         out = []
-        for e in await (await self._zap(m, obj)).entries():
+        for i, e in enumerate(await (await self._zap(m, obj)).entries()):
+            if i % YIELD_EVERY == YIELD_EVERY - 1:
+                await trio.lowlevel.checkpoint()  # cached entries never yield: let others run
             if e.name not in mounted:
                 out.append(DirEntry(e.name, await self._attr(m, e.int() & OBJ_MASK)))
         for name, index in mounted.items():
