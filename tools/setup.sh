@@ -26,6 +26,12 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# Normal users mount through /dev/fuse, which stock Debian creates read-write for all
+# (crw-rw-rw-); some containers create it root-only. Restore the stock mode.
+if [ "$(id -u)" -eq 0 ] && [ -c /dev/fuse ] && [ "$(stat -c %a /dev/fuse)" != 666 ]; then
+  chmod 0666 /dev/fuse
+fi
+
 # zfs-fuse's package starts its daemon; tests start their own, so leave none running.
 if pgrep -x zfs-fuse >/dev/null && [ -f /etc/init.d/zfs-fuse ] && [ "$(id -u)" -eq 0 ]; then
   /etc/init.d/zfs-fuse stop >/dev/null 2>&1 || true
