@@ -6,8 +6,8 @@ name, which is split off into a record of its own; a removed name is merged into
 record before it (its rec_len grows over it), or, first in its block, just marked unused.
 So records never move, every block stays a chain ending exactly at the block's end, and
 a name is always 255 bytes or less (ENAMETOOLONG otherwise: fuse2fs corrupts its directory
-on a 256-byte name). The functions take a `bytearray` holding one directory block and
-change it in place; `dirent` parses what they write.
+on a 256-byte name). A `DirBlock` wraps a `bytearray` holding one directory block and
+changes it in place; `dirent` parses what it writes.
 """
 
 from __future__ import annotations
@@ -86,78 +86,90 @@ def first_block(ino: int, parent: int, block_size: int, *, filetype: bool) -> by
     return block
 
 
-def _room(records: list[tuple[int, int, int, int]]) -> int:
-    best = 0
-    for _, inode, rec_len, name_len in records:
-        free = rec_len - ((_HEAD + name_len + 3) & ~3) if inode else rec_len
-        best = max(best, free)
-    return best
+class DirBlock:
+    """One directory block being edited, and its record chain parsed once.
 
+    The parsed chain (offset, inode, rec_len, name_len per record) is kept in step with
+    every change, so an edit costs one pass over it rather than a parse of the bytes:
+    the same walk the kernel makes, without re-reading 4 KiB through Python per name.
 
-def room(block: bytearray) -> int:
-    """The largest record a new name could take in `block` (compare with dirent_rec_len)."""
-    return _room(_records(block))
-
-
-def add_entry(block: bytearray, inode: int, name: bytes, file_type: int) -> int | None:
-    """Add `name` -> `inode` in the first record with room.
-
-    Returns:
-        The block's `room` afterwards, or None (and nothing changed) when it is full.
+    Args:
+        data: the block, changed in place by the methods.
     """
-    need = dirent_rec_len(len(name))
-    records = _records(block)
-    for i, (offset, used, rec_len, name_len) in enumerate(records):
-        if not used and rec_len >= need:
-            _put(block, offset, inode, name, file_type, rec_len)
-            records[i] = (offset, inode, rec_len, len(name))
-            return _room(records)
-        actual = dirent_rec_len(name_len)
-        if used and rec_len - actual >= need:
-            ext2_dir_entry_2.pack_into(
-                block, offset, used, encode_rec_len(actual, len(block)), name_len, block[offset + 7]
-            )
-            _put(block, offset + actual, inode, name, file_type, rec_len - actual)
-            records[i : i + 1] = [
-                (offset, used, actual, name_len),
-                (offset + actual, inode, rec_len - actual, len(name)),
-            ]
-            return _room(records)
-    return None
 
+    __slots__ = ("data", "records")
 
-def remove_entry(block: bytearray, name: bytes) -> int | None:
-    """Remove `name`, merging its record into the one before; its inode, or None if absent."""
-    previous = None
-    for offset, inode, rec_len, name_len in _records(block):
-        if inode and name_len == len(name) and _name_at(block, offset, name_len) == name:
-            if previous is None:
-                ext2_dir_entry_2.pack_into(
-                    block, offset, 0, encode_rec_len(rec_len, len(block)), 0, 0
-                )
-            else:
-                prev_offset, prev_len = previous
-                merged = encode_rec_len(prev_len + rec_len, len(block))
-                block[prev_offset + 4 : prev_offset + 6] = merged.to_bytes(2, "little")
-            return inode
-        previous = offset, rec_len
-    return None
+    def __init__(self, data: bytearray) -> None:
+        self.data = data
+        self.records = _records(data)
 
+    def room(self) -> int:
+        """The largest record a new name could take here (compare with dirent_rec_len)."""
+        return max(
+            (rec_len - ((_HEAD + name_len + 3) & ~3) if inode else rec_len)
+            for _, inode, rec_len, name_len in self.records
+        )
 
-def retarget_entry(block: bytearray, name: bytes, inode: int, file_type: int) -> bool:
-    """Point the existing `name` at `inode` (rename over a target); False if absent."""
-    for offset, used, _, name_len in _records(block):
-        if used and name_len == len(name) and _name_at(block, offset, name_len) == name:
-            block[offset : offset + 4] = inode.to_bytes(4, "little")
-            block[offset + 7] = file_type
-            return True
-    return False
+    def add(self, inode: int, name: bytes, file_type: int) -> bool:
+        """Add `name` -> `inode` in the first record with room; False when the block is full."""
+        need = dirent_rec_len(len(name))
+        block, records = self.data, self.records
+        for i, (offset, used, rec_len, name_len) in enumerate(records):
+            if not used and rec_len >= need:
+                _put(block, offset, inode, name, file_type, rec_len)
+                records[i] = (offset, inode, rec_len, len(name))
+                return True
+            actual = (_HEAD + name_len + 3) & ~3
+            if used and rec_len - actual >= need:
+                raw = encode_rec_len(actual, len(block))
+                block[offset + 4 : offset + 6] = raw.to_bytes(2, "little")
+                _put(block, offset + actual, inode, name, file_type, rec_len - actual)
+                records[i : i + 1] = [
+                    (offset, used, actual, name_len),
+                    (offset + actual, inode, rec_len - actual, len(name)),
+                ]
+                return True
+        return False
 
+    def _find(self, name: bytes) -> int | None:
+        block, size = self.data, len(name)
+        for i, (offset, inode, _, name_len) in enumerate(self.records):
+            if inode and name_len == size and _name_at(block, offset, name_len) == name:
+                return i
+        return None
 
-def set_dotdot(block: bytearray, parent: int) -> None:
-    """Point ".." (the second record of a directory's first block) at `parent`."""
-    records = _records(block)
-    offset, _, _, name_len = records[1] if len(records) > 1 else (0, 0, 0, 0)
-    if _name_at(block, offset, name_len) != b"..":
-        raise FSError(errno.EIO, "directory's first block has no '..' second")
-    block[offset : offset + 4] = parent.to_bytes(4, "little")
+    def remove(self, name: bytes) -> int | None:
+        """Remove `name`, merging its record into the one before; its inode, or None."""
+        i = self._find(name)
+        if i is None:
+            return None
+        block, records = self.data, self.records
+        offset, inode, rec_len, _ = records[i]
+        if i == 0:
+            ext2_dir_entry_2.pack_into(block, offset, 0, encode_rec_len(rec_len, len(block)), 0, 0)
+            records[0] = (offset, 0, rec_len, 0)
+        else:
+            prev_offset, prev_inode, prev_len, prev_name_len = records[i - 1]
+            merged = encode_rec_len(prev_len + rec_len, len(block))
+            block[prev_offset + 4 : prev_offset + 6] = merged.to_bytes(2, "little")
+            records[i - 1 : i + 1] = [(prev_offset, prev_inode, prev_len + rec_len, prev_name_len)]
+        return inode
+
+    def retarget(self, name: bytes, inode: int, file_type: int) -> bool:
+        """Point the existing `name` at `inode` (rename over a target); False if absent."""
+        i = self._find(name)
+        if i is None:
+            return False
+        offset, _, rec_len, name_len = self.records[i]
+        self.data[offset : offset + 4] = inode.to_bytes(4, "little")
+        self.data[offset + 7] = file_type
+        self.records[i] = (offset, inode, rec_len, name_len)
+        return True
+
+    def set_dotdot(self, parent: int) -> None:
+        """Point ".." (the second record of a directory's first block) at `parent`."""
+        if len(self.records) < 2 or _name_at(self.data, self.records[1][0], 2) != b"..":
+            raise FSError(errno.EIO, "directory's first block has no '..' second")
+        offset, _, rec_len, name_len = self.records[1]
+        self.data[offset : offset + 4] = parent.to_bytes(4, "little")
+        self.records[1] = (offset, parent, rec_len, name_len)

@@ -80,14 +80,10 @@ from uvfs_fs.ext2.dirent import (
     iter_dirents,
 )
 from uvfs_fs.ext2.dirops import (
-    add_entry,
+    DirBlock,
     check_name,
     empty_block,
     first_block,
-    remove_entry,
-    retarget_entry,
-    room,
-    set_dotdot,
 )
 from uvfs_fs.ext2.filesystem import EXT2_ROOT_INO, Ext2FileSystem
 from uvfs_fs.ext2.group_desc import decode_group_desc, desc_location, group_first_block
@@ -153,12 +149,13 @@ def _kill_priv(mode: int) -> int:
 class _Dir:
     """A directory being edited: names -> (inode, logical block), and room per block."""
 
-    __slots__ = ("names", "phys", "room")
+    __slots__ = ("blocks", "names", "phys", "room")
 
     def __init__(self) -> None:
         self.names: dict[bytes, tuple[int, int]] = {}
         self.phys: list[int] = []  # physical block of each logical block (0: a hole)
         self.room: list[int] = []  # largest record a new name could take, per block
+        self.blocks: list[DirBlock | None] = []  # parsed blocks, None until edited
 
 
 class WritableExt2(Ext2FileSystem):
@@ -581,6 +578,7 @@ class WritableExt2(Ext2FileSystem):
             for lblk in range(run.logical, run.logical + run.count):
                 phys = run.physical + lblk - run.logical if run.physical else 0
                 d.phys.append(phys)
+                d.blocks.append(None)
                 if not phys:
                     d.room.append(0)  # a hole in a directory holds no names, takes none
                     continue
@@ -589,11 +587,19 @@ class WritableExt2(Ext2FileSystem):
                     if child > self.geo.inodes_count:
                         raise FSError(errno.EIO, f"directory {ino}: entry for inode {child}")
                     d.names.setdefault(name, (child, lblk))
-                d.room.append(room(block))
+                d.room.append(DirBlock(block).room())
         self._wdirs[ino] = d
         while len(self._wdirs) > 4096:
             self._wdirs.popitem(last=False)
         return d
+
+    async def _dir_block(self, d: _Dir, lblk: int) -> DirBlock:
+        """Block `lblk` of directory `d`, parsed once and kept while its buffer is cached."""
+        data = await self._block(d.phys[lblk])
+        block = d.blocks[lblk]
+        if block is None or block.data is not data:
+            block = d.blocks[lblk] = DirBlock(data)
+        return block
 
     async def _dir_need(self, dir_inode: Inode, d: _Dir, name: bytes) -> int:
         """Blocks adding `name` would allocate (0, or 1 and the indirect blocks)."""
@@ -613,11 +619,10 @@ class WritableExt2(Ext2FileSystem):
         size = inode.size
         for lblk, free in enumerate(d.room):
             if free >= need:
-                block = await self._block(d.phys[lblk])
-                left = add_entry(block, child, name, ft)
-                if left is None:
+                block = await self._dir_block(d, lblk)
+                if not block.add(child, name, ft):
                     raise FSError(errno.EIO, f"directory {dir_ino}: room count was wrong")
-                d.room[lblk] = left
+                d.room[lblk] = block.room()
                 self._changed(d.phys[lblk])
                 break
         else:
@@ -625,13 +630,14 @@ class WritableExt2(Ext2FileSystem):
             last = next((p for p in reversed(d.phys) if p), 0)
             goal = last + 1 if last else self._group_goal(dir_ino)
             phys, _ = await self._alloc_blocks(goal, 1)
-            block = self._new_block(phys, empty_block(self.geo.block_size))
-            left = add_entry(block, child, name, ft)
+            block = DirBlock(self._new_block(phys, empty_block(self.geo.block_size)))
+            block.add(child, name, ft)
             pointers = np.frombuffer(bytearray(i_block), dtype="<u4")
             created = await set_run(pointers, lblk, phys, 1, self._per_block, self)
             i_block = pointers.tobytes()
             d.phys.append(phys)
-            d.room.append(left or 0)
+            d.blocks.append(block)
+            d.room.append(block.room())
             size += self.geo.block_size
             blocks_512 += (1 + created) * (self.geo.block_size // 512)
         d.names[name] = (child, lblk)
@@ -651,18 +657,18 @@ class WritableExt2(Ext2FileSystem):
     async def _dir_remove(self, dir_ino: int, name: bytes) -> None:
         d = await self._dir(dir_ino)
         _, lblk = d.names.pop(name)
-        block = await self._block(d.phys[lblk])
-        if remove_entry(block, name) is None:
+        block = await self._dir_block(d, lblk)
+        if block.remove(name) is None:
             raise FSError(errno.EIO, f"directory {dir_ino}: {name!r} missing from its block")
-        d.room[lblk] = room(block)
+        d.room[lblk] = block.room()
         self._changed(d.phys[lblk])
         await self._touch_dir(dir_ino)
 
     async def _dir_retarget(self, dir_ino: int, name: bytes, child: int, mode: int) -> None:
         d = await self._dir(dir_ino)
         _, lblk = d.names[name]
-        block = await self._block(d.phys[lblk])
-        if not retarget_entry(block, name, child, self._ft(mode)):
+        block = await self._dir_block(d, lblk)
+        if not block.retarget(name, child, self._ft(mode)):
             raise FSError(errno.EIO, f"directory {dir_ino}: {name!r} missing from its block")
         d.names[name] = (child, lblk)
         self._changed(d.phys[lblk])
@@ -685,8 +691,7 @@ class WritableExt2(Ext2FileSystem):
         d = await self._dir(dir_ino)
         if not d.phys or not d.phys[0]:
             raise FSError(errno.EIO, f"directory {dir_ino} has no first block")
-        block = await self._block(d.phys[0])
-        set_dotdot(block, parent)
+        (await self._dir_block(d, 0)).set_dotdot(parent)
         self._changed(d.phys[0])
         d.names[b".."] = (parent, 0)
 
