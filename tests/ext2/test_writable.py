@@ -573,3 +573,33 @@ async def test_indexed_directories_become_linear_when_changed(tmp_path: Path) ->
     fsck(image)
     assert "Flags: 0x0" in debugfs(image, "stat /big")
     assert "added" in debugfs(image, "ls /big")
+
+
+async def test_freed_blocks_wait_for_the_flush_before_reuse(tmp_path: Path) -> None:
+    """A block freed since the last flush still belongs to its old file on disk: not reused."""
+    image = fresh_image(tmp_path / "img", block_size=1024, size_mb=8)
+    async with open_rw(image) as fs:
+        a, _ = await fs.create(fs.root, b"a", 0o644, 0, ROOT)
+        await fs.write(a.ino, 0, 0, b"a" * 8192)
+        await fs.fsync(a.ino, 0, False)
+        old = await blocks_of(fs, a.ino, 8)
+        free = (await fs.statfs()).blocks_free
+        await fs.setattr(a.ino, SetAttr(size=0), ROOT)
+        assert (await fs.statfs()).blocks_free == free + 8  # counted free at once
+        b, _ = await fs.create(fs.root, b"b", 0o644, 0, ROOT)
+        await fs.write(b.ino, 0, 0, b"b" * 8192)
+        new = await blocks_of(fs, b.ino, 8)
+        assert not old & new
+        await fs.fsync(b.ino, 0, False)
+        c, _ = await fs.create(fs.root, b"c", 0o644, 0, ROOT)
+        await fs.write(c.ino, 0, 0, b"c" * 8192)
+        assert (
+            await blocks_of(fs, c.ino, 8) == old
+        )  # after the flush they are the first free ones again
+    fsck(image)
+
+
+async def blocks_of(fs: WritableExt2, ino: int, count: int) -> set[int]:
+    """The physical blocks holding the first `count` logical blocks of `ino`."""
+    runs = await fs._map(await fs._inode(ino), 0, count)
+    return {block for r in runs if r.physical for block in range(r.physical, r.physical + r.count)}
