@@ -48,6 +48,7 @@ from dataclasses import replace
 
 import numpy as np
 import trio
+from construct import Container
 
 from uvfs import LRU
 from uvfs._api import (
@@ -97,6 +98,7 @@ from uvfs_fs.ext2.superblock import (
     INCOMPAT,
     RO_COMPAT,
     SUPERBLOCK_OFFSET,
+    Geometry,
     ext2_super_block,
 )
 from uvfs_fs.ext2.truncate import truncate_blocks
@@ -165,7 +167,7 @@ class WritableExt2(Ext2FileSystem):
     everything back and marks the volume clean.
     """
 
-    def __init__(self, image: ImageFile, sb, geo) -> None:
+    def __init__(self, image: ImageFile, sb: Container, geo: Geometry) -> None:
         super().__init__(image, sb, geo)
         self._writable = False
         self._mount_state = EXT2_VALID_FS  # s_state before we marked the volume in use
@@ -185,8 +187,8 @@ class WritableExt2(Ext2FileSystem):
         self._rng = random.Random()
         self._per_block = geo.block_size // 4
         self._max_blocks = max_indirect_blocks(self._per_block)
-        self._bitmap_blocks: list[tuple[int, int, int]] = []  # (block bitmap, inode bitmap, table)
-        self.stats = GroupStats([], [], [])
+        self._group_blocks: list[tuple[int, int, int]] = []  # (block bitmap, inode bitmap, table)
+        self._stats = GroupStats([], [], [])
 
     @classmethod
     async def load(cls, image: ImageFile, options: MountOptions) -> WritableExt2:
@@ -232,11 +234,11 @@ class WritableExt2(Ext2FileSystem):
             block, offset = desc_location(geo, group)
             raw = await self._block(block)
             d = decode_group_desc(bytes(raw[offset : offset + geo.desc_size]), geo.desc_size)
-            self._bitmap_blocks.append((d.block_bitmap, d.inode_bitmap, d.inode_table))
+            self._group_blocks.append((d.block_bitmap, d.inode_bitmap, d.inode_table))
             free_b.append(d.free_blocks_count)
             free_i.append(d.free_inodes_count)
             dirs.append(d.used_dirs_count)
-        self.stats = GroupStats(free_b, free_i, dirs)
+        self._stats = GroupStats(free_b, free_i, dirs)
         self._writable = True
         now = int(time.time())
         self._mount_state = sb.s_state
@@ -333,7 +335,7 @@ class WritableExt2(Ext2FileSystem):
         bm = self._bitmaps.get(key)
         if bm is None:
             geo = self.geo
-            block_bitmap, inode_bitmap, _ = self._bitmap_blocks[group]
+            block_bitmap, inode_bitmap, _ = self._group_blocks[group]
             where = block_bitmap if kind == "b" else inode_bitmap
             raw = await self.image.read(where * geo.block_size, geo.block_size)
             if kind == "b":
@@ -355,7 +357,7 @@ class WritableExt2(Ext2FileSystem):
         geo = self.geo
         goal = min(max(goal, geo.first_data_block), geo.blocks_count - 1)
         goal_group = self._group_of_block(goal)
-        for group in block_groups(self.stats, goal_group):
+        for group in block_groups(self._stats, goal_group):
             bm = await self._bitmap("b", group)
             base = group_first_block(geo, group)
             start = goal - base if group == goal_group else 0
@@ -366,7 +368,7 @@ class WritableExt2(Ext2FileSystem):
                 continue
             index, count = found
             bm.set_range(index, count)
-            self.stats.free_blocks[group] -= count
+            self._stats.free_blocks[group] -= count
             self._mark("b", group)
             return base + index, count
         raise FSError(errno.ENOSPC)
@@ -391,7 +393,7 @@ class WritableExt2(Ext2FileSystem):
             if not bm.bits[mine].all():
                 raise FSError(errno.EIO, f"group {group}: freeing blocks already free")
             bm.bits[mine] = False
-            self.stats.free_blocks[group] += len(mine)
+            self._stats.free_blocks[group] += len(mine)
             self._mark("b", group)
 
     async def _alloc_inode(self, parent: int, is_dir: bool) -> int:
@@ -399,7 +401,7 @@ class WritableExt2(Ext2FileSystem):
         parent_group = (parent - 1) // geo.inodes_per_group
         if is_dir:
             group = orlov_group(
-                self.stats,
+                self._stats,
                 parent_group,
                 top_level=parent == EXT2_ROOT_INO,
                 inodes_per_group=geo.inodes_per_group,
@@ -407,7 +409,7 @@ class WritableExt2(Ext2FileSystem):
                 rng=self._rng,
             )
         else:
-            group = other_group(self.stats, parent_group)
+            group = other_group(self._stats, parent_group)
         if group is None:
             raise FSError(errno.ENOSPC)
         bm = await self._bitmap("i", group)
@@ -415,18 +417,18 @@ class WritableExt2(Ext2FileSystem):
         if index is None:
             raise FSError(errno.EIO, f"group {group} counts free inodes its bitmap lacks")
         bm.set_range(index)
-        self.stats.free_inodes[group] -= 1
-        self.stats.used_dirs[group] += is_dir
+        self._stats.free_inodes[group] -= 1
+        self._stats.used_dirs[group] += is_dir
         self._mark("i", group)
         return group * geo.inodes_per_group + index + 1
 
     async def _reserve(self, blocks: int, inodes: int = 0) -> None:
         """ENOSPC unless `blocks` blocks and `inodes` inodes can be allocated now."""
-        if int(self.stats.free_inodes.sum()) < inodes:
+        if int(self._stats.free_inodes.sum()) < inodes:
             raise FSError(errno.ENOSPC)
-        if int(self.stats.free_blocks.sum()) < blocks and self._deferred:
+        if int(self._stats.free_blocks.sum()) < blocks and self._deferred:
             await self._flush()  # makes the blocks freed since the last flush usable
-        if int(self.stats.free_blocks.sum()) < blocks:
+        if int(self._stats.free_blocks.sum()) < blocks:
             raise FSError(errno.ENOSPC)
 
     # --- inodes ---------------------------------------------------------------------------
@@ -460,7 +462,7 @@ class WritableExt2(Ext2FileSystem):
         geo = self.geo
         group, index = divmod(ino - 1, geo.inodes_per_group)
         block, offset = divmod(index * geo.inode_size, geo.block_size)
-        return self._bitmap_blocks[group][2] + block, offset
+        return self._group_blocks[group][2] + block, offset
 
     async def _put(self, inode: Inode, *, fresh: bool = False) -> Inode:
         """Store `inode` in its table slot (over a blank slot when `fresh`)."""
@@ -516,8 +518,8 @@ class WritableExt2(Ext2FileSystem):
         group, index = divmod(inode.ino - 1, geo.inodes_per_group)
         bm = await self._bitmap("i", group)
         bm.clear_range(index)
-        self.stats.free_inodes[group] += 1
-        self.stats.used_dirs[group] -= stat.S_ISDIR(inode.mode)
+        self._stats.free_inodes[group] += 1
+        self._stats.used_dirs[group] -= stat.S_ISDIR(inode.mode)
         self._mark("i", group)
         self._orphans.discard(inode.ino)
         self._forgotten.discard(inode.ino)
@@ -698,7 +700,7 @@ class WritableExt2(Ext2FileSystem):
     def _group_goal(self, ino: int) -> int:
         """Where the blocks of inode `ino` start looking: its group, after the inode table."""
         group = (ino - 1) // self.geo.inodes_per_group
-        table = self._bitmap_blocks[group][2]
+        table = self._group_blocks[group][2]
         itable_blocks = -(-self.geo.inodes_per_group * self.geo.inode_size // self.geo.block_size)
         first = group_first_block(self.geo, group)
         last = first + self.geo.blocks_per_group
@@ -744,8 +746,8 @@ class WritableExt2(Ext2FileSystem):
 
     def _count_into_super(self) -> None:
         pending = len(self._deferred)
-        self.sb.s_free_blocks_count = int(self.stats.free_blocks.sum()) + pending
-        self.sb.s_free_inodes_count = int(self.stats.free_inodes.sum())
+        self.sb.s_free_blocks_count = int(self._stats.free_blocks.sum()) + pending
+        self.sb.s_free_inodes_count = int(self._stats.free_inodes.sum())
 
     async def _flush(self) -> None:
         """Write every change back: data made durable first, then metadata, then the sync."""
@@ -754,9 +756,9 @@ class WritableExt2(Ext2FileSystem):
         for group in sorted(self._dirty_groups):
             block, offset = desc_location(geo, group)
             raw = await self._block(block)
-            free_b = int(self.stats.free_blocks[group])
-            free_i = int(self.stats.free_inodes[group])
-            dirs = int(self.stats.used_dirs[group])
+            free_b = int(self._stats.free_blocks[group])
+            free_i = int(self._stats.free_inodes[group])
+            dirs = int(self._stats.used_dirs[group])
             raw[offset + 0x0C : offset + 0x12] = b"".join(
                 (v & 0xFFFF).to_bytes(2, "little") for v in (free_b, free_i, dirs)
             )
@@ -768,7 +770,7 @@ class WritableExt2(Ext2FileSystem):
         self._dirty_groups.clear()
         writes: dict[int, bytes] = {}
         for kind, group in self._dirty_bitmaps:
-            where = self._bitmap_blocks[group][0 if kind == "b" else 1]
+            where = self._group_blocks[group][0 if kind == "b" else 1]
             writes[where] = self._bitmaps[kind, group].to_block()
         self._dirty_bitmaps.clear()
         for block in self._dirty:
