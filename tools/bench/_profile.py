@@ -2,8 +2,9 @@
 
 ``--profile`` records each uvfs cold run (the server process, not the probe) with
 ``py-spy record --format raw``: one line per distinct stack, ``frame;frame;... count``.
-`summarise` turns that into the functions that were on top of the stack most often (self
-time) and the uvfs functions that were anywhere on it most often (inclusive time).
+`summarise` charges each sample to a layer (driver, cache, image I/O, pyfuse3 ...: the
+innermost frame that belongs to one) and lists the functions most often on top of the
+stack while the server was busy.
 py-spy stops the server briefly at each sample, so profiled runs are slower than others.
 """
 
@@ -21,7 +22,24 @@ from pathlib import Path
 from ._host import BenchError
 
 RATE = 200  # samples per second
-OURS = ("uvfs/", "uvfs_fs/", "fs/")  # py-spy's short file names of our packages
+# Where a sample is charged: the innermost frame whose file (as py-spy shortens it)
+# starts with one of these. pyfuse3's own frame is its C side: reading requests from
+# /dev/fuse and writing replies, i.e. the kernel round trip and the copies.
+LAYERS = (
+    ("uvfs/_image.py", "image I/O"),
+    ("fs/", "driver"),
+    ("uvfs/_cache.py", "cache"),
+    ("uvfs/_rangelock.py", "cache"),
+    ("uvfs/_broker.py", "broker"),
+    ("uvfs/_fuse.py", "glue"),
+    ("_pyfuse3.py", "pyfuse3"),
+    ("trio/", "trio"),
+)
+# Leaf frames that mean waiting: the event loop in epoll, a parked worker thread.
+IDLE = (
+    "EpollIOManager.get_events (trio/_core/_io_epoll.py)",
+    "WorkerThread._work (trio/_core/_thread_cache.py)",
+)
 
 
 class Profiler:
@@ -58,26 +76,38 @@ class Profiler:
         return {name: summarise(raw) for name, raw in self.recorded.items() if raw.exists()}
 
 
-def summarise(raw: Path, top: int = 8) -> dict[str, list[tuple[str, float]]]:
-    """The `top` functions by self time and the `top` of ours by inclusive time.
+def _file(frame: str) -> str:
+    """``f (uvfs/_cache.py)`` -> ``uvfs/_cache.py``."""
+    return frame.rpartition(" (")[2].rstrip(")")
 
-    Each as (``function (file)``, fraction of all samples).
+
+def _layer(frames: list[str]) -> str:
+    """The layer of the innermost frame that belongs to one, or "idle" when waiting."""
+    if frames[-1] in IDLE:
+        return "idle"
+    for frame in reversed(frames):
+        for prefix, layer in LAYERS:
+            if _file(frame).startswith(prefix):
+                return layer
+    return "other"
+
+
+def summarise(raw: Path, top: int = 6) -> dict[str, list[tuple[str, float]]]:
+    """Shares of the samples: by layer, and the `top` functions by self time while busy.
+
+    Each list holds (name, fraction); layers share all samples, functions the busy ones.
     """
+    layers: Counter[str] = Counter()
     own: Counter[str] = Counter()
-    inclusive: Counter[str] = Counter()
-    total = 0
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         frames = stack.split(";")
-        n = int(count)
-        total += n
-        own[frames[-1]] += n
-        for frame in set(frames):
-            if any(f"({prefix}" in frame for prefix in OURS):
-                inclusive[frame] += n
-    if not total:
-        return {"self": [], "inclusive": []}
+        layer = _layer(frames)
+        layers[layer] += int(count)
+        if layer != "idle":
+            own[frames[-1]] += int(count)
+    total, busy = sum(layers.values()), sum(own.values())
     return {
-        "self": [(f, n / total) for f, n in own.most_common(top)],
-        "inclusive": [(f, n / total) for f, n in inclusive.most_common(top)],
+        "layers": [(name, n / total) for name, n in layers.most_common()],
+        "self": [(f, n / busy) for f, n in own.most_common(top)],
     }

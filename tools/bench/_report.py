@@ -106,8 +106,8 @@ def _profile_lines(results: Results) -> list[str]:
     lines = []
     for name, summary in results.profiles.items():
         lines.append(f"\nuvfs server profile, {name} cold (share of py-spy samples)")
-        for kind in ("self", "inclusive"):
-            shown = ", ".join(f"{f} {share:.0%}" for f, share in summary[kind][:5])
+        for kind in ("layers", "self"):
+            shown = ", ".join(f"{f} {share:.0%}" for f, share in summary[kind])
             lines.append(f"  {kind}: {shown}")
     return lines
 
