@@ -33,6 +33,25 @@ Unlinked files still open stay allocated (links 0) until the kernel forgets them
 The superblock is marked not clean (s_state) while the volume is mounted writable; `close`
 puts back the state it had at mount time once everything else is on disk, as the kernel
 does: clean, unless a volume that needed checking was mounted with ``force``.
+
+What is written. Only what this module keeps consistent: ext2 and ext3 volumes made for
+Linux, without extents, 64bit, metadata checksums, uninit_bg, quota or bigalloc (ext4
+volumes refuse a writable mount and say so; read-only they mount as before). An htree
+directory that is changed loses its index flag and is read linearly from then on, which
+e2fsck accepts (``e2fsck -D`` rebuilds the index). Extended attributes of the user,
+trusted and security namespaces are set in the inode when it has room, else in the
+attribute block, which is copied first when other inodes share it.
+
+Permissions are the kernel's: with ``default_permissions`` it checks modes, sticky
+directories and ownership before a request arrives, and clears setuid/setgid on writes
+and truncation by others; this module clears them on chown. Without that option every
+caller may do everything.
+
+Limits of the API: there is no timer, so "periodic" write-back happens at the end of the
+first change after `FLUSH_SECONDS`; an idle mount keeps its last changes in memory until
+the next request, fsync or unmount. fsync covers the whole volume (directory entries
+included), which is also what fsync of a directory needs: the broker does not pass
+fsyncdir on.
 """
 
 from __future__ import annotations
