@@ -57,6 +57,7 @@ fsyncdir on.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import random
 import stat
@@ -130,6 +131,8 @@ from uvfs_fs.ext2.xattr_build import (
     split_name,
 )
 
+log = logging.getLogger("uvfs.ext2")
+
 FLUSH_SECONDS = 5.0
 DIRTY_LIMIT = 32 << 20  # bytes of dirty metadata that trigger a flush
 CLEAN_CACHE_BYTES = 32 << 20
@@ -165,6 +168,10 @@ def _kill_priv(mode: int) -> int:
     if mode & stat.S_IXGRP:
         mode &= ~stat.S_ISGID
     return mode
+
+
+class ReadOnlyVolume(Refusal):
+    """The volume can be read but not written here (a feature this writer does not keep)."""
 
 
 class _Dir:
@@ -239,12 +246,12 @@ class WritableExt2(Ext2FileSystem):
             | {n for n in names if _word(n) == INCOMPAT and n not in WRITE_INCOMPAT}
         )
         if refused:
-            raise Refusal(
+            raise ReadOnlyVolume(
                 f"ext2: cannot write a volume with feature(s) {', '.join(refused)}; "
                 "mount it read-only (-o ro)"
             )
         if sb.s_creator_os != EXT2_OS_LINUX:
-            raise Refusal("ext2: only volumes made for Linux are writable (the inode's osd2 "
+            raise ReadOnlyVolume("ext2: only volumes made for Linux are writable (the inode's osd2 "
                           "fields differ); mount it read-only (-o ro)")  # fmt: skip
         if "has_journal" in names:
             await self._check_journal_empty()
@@ -1363,13 +1370,23 @@ class WritableExt2Driver(Ext2Driver):
     """The ext2 driver type, opening images read-write when asked (see module docstring)."""
 
     async def open(self, sources: Sequence[ImageFile], options: MountOptions) -> Ext2FileSystem:
+        """`WritableExt2` for a writable mount; read-only when only reading is possible.
+
+        A volume with features this writer does not keep (ext4) opens read-only, so the
+        mount goes on read-only with a warning, as for a driver that cannot write; a
+        journal to replay or an unclean state refuses the mount.
+        """
         if not options.writable:
             return await super().open(sources, options)
         if len(sources) != 1:
             raise Refusal(f"ext2 takes exactly one image, not {len(sources)}")
-        return await WritableExt2.load(sources[0], options)
+        try:
+            return await WritableExt2.load(sources[0], options)
+        except ReadOnlyVolume as e:
+            log.warning("%s: %s", sources[0].path, e)
+            return await super().open(sources, replace(options, writable=False))
 
 
 DRIVER = WritableExt2Driver()
 
-__all__ = ["DRIVER", "WritableExt2", "WritableExt2Driver"]
+__all__ = ["DRIVER", "ReadOnlyVolume", "WritableExt2", "WritableExt2Driver"]

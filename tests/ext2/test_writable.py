@@ -27,7 +27,7 @@ from uvfs import (
     SetAttr,
     Write,
 )
-from uvfs_fs.ext2.writable import DRIVER, WritableExt2
+from uvfs_fs.ext2.writable import DRIVER, ReadOnlyVolume, WritableExt2
 
 from ..conftest import run_uvfs
 from .images import debugfs
@@ -329,9 +329,12 @@ async def test_read_only_opens_never_write(tmp_path: Path) -> None:
 async def test_ext4_features_refuse_writing(tmp_path: Path) -> None:
     image = fresh_image(tmp_path / "img", block_size=4096, size_mb=16, fstype="ext4")
     with ImageFile(str(image), writable=True) as file:
-        with pytest.raises(Refusal, match="extent") as e:
+        with pytest.raises(ReadOnlyVolume, match="extent") as e:
             await WritableExt2.load(file, MountOptions(writable=True))
         assert "read-only" in str(e.value)
+        # Through the driver type the volume opens read-only: the mount goes on so.
+        fs = await DRIVER.open([file], MountOptions(writable=True))
+        assert not isinstance(fs, Write)
 
 
 async def test_hurd_volumes_refuse_writing(tmp_path: Path) -> None:
@@ -603,3 +606,16 @@ async def blocks_of(fs: WritableExt2, ino: int, count: int) -> set[int]:
     """The physical blocks holding the first `count` logical blocks of `ino`."""
     runs = await fs._map(await fs._inode(ino), 0, count)
     return {block for r in runs if r.physical for block in range(r.physical, r.physical + r.count)}
+
+
+@pytest.mark.slow
+def test_ext4_mounts_read_only(tmp_path: Path, mount) -> None:
+    image = fresh_image(tmp_path / "img", block_size=4096, size_mb=16, fstype="ext4")
+    before = hashlib.sha256(image.read_bytes()).digest()
+    mnt = mount(image, options=RW, fstype=FSTYPE)
+    with pytest.raises(OSError) as e:
+        (mnt / "new").write_bytes(b"")
+    assert e.value.errno == errno.EROFS
+    assert sorted(os.listdir(mnt)) == ["lost+found"]
+    run_uvfs("umount", str(mnt))
+    assert hashlib.sha256(image.read_bytes()).digest() == before
