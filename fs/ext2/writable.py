@@ -1176,6 +1176,8 @@ class WritableExt2(Ext2FileSystem):
             await self._begin()
             src_ino, src = await self._lookup_entry(old_parent, old_name)
             check_name(new_name)
+            if stat.S_ISDIR(src.mode) and old_parent != new_parent:
+                await self._not_below(new_parent, src_ino)
             dst_entry = (await self._dir(new_parent)).names.get(new_name)
             if flags & RENAME_EXCHANGE:
                 if dst_entry is None:
@@ -1188,6 +1190,15 @@ class WritableExt2(Ext2FileSystem):
             elif dst_entry[0] != src_ino:
                 await self._replace(old_parent, old_name, src, new_parent, new_name)
             await self._end()
+
+    async def _not_below(self, ino: int, ancestor: int) -> None:
+        """EINVAL when directory `ino` is `ancestor` or inside it (the kernel checks too)."""
+        seen = 0
+        while ino != EXT2_ROOT_INO:
+            if ino == ancestor or seen > self.geo.inodes_count:
+                raise FSError(errno.EINVAL)
+            ino = (await self._dir(ino)).names[b".."][0]
+            seen += 1
 
     async def _moved_dir(self, inode: Inode, old_parent: int, new_parent: int) -> None:
         """A directory changed parents: its ".." and both parents' link counts follow."""

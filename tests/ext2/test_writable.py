@@ -200,6 +200,7 @@ async def test_rename_cases(tmp_path: Path) -> None:
         flags = RENAME_NOREPLACE
         assert await errno_of(fs.rename(fs.root, b"x", fs.root, b"a", flags)) == errno.EEXIST
         assert await errno_of(fs.rename(fs.root, b"nope", fs.root, b"q", 0)) == errno.ENOENT
+        assert await errno_of(fs.rename(fs.root, b"b", sub.ino, b"loop", 0)) == errno.EINVAL
         # Exchange a file and a directory in different parents.
         await fs.rename(b.ino, b"f2", fs.root, b"x", RENAME_EXCHANGE)
         assert (await fs.lookup(fs.root, b"x")).ino == f1.ino
