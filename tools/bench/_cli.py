@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
 from ._host import BenchError, exclusive
 from ._images import prepare
@@ -46,6 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"run only these ({'|'.join(SUITES)})",
     )
     parser.add_argument("--runs", type=int, help="runs per measurement (default 3, --quick 1)")
+    parser.add_argument(
+        "--ext2-type",
+        default="ext2",
+        metavar="TYPE",
+        help="uvfs mount -t for the ext2 and write suites (default ext2; e.g. "
+        "uvfs_fs.ext2.writable:DRIVER for a driver under development)",
+    )
     parser.add_argument(
         "--profile",
         action="store_true",
@@ -103,7 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.results.mkdir(parents=True, exist_ok=True)
         profiler = Profiler(args.results / "profiles") if args.profile else None
-        results = measure(sizes, args.workdir.resolve(), args.only, profiler)
+        bench_options = {"profiler": profiler, "ext2_type": args.ext2_type}
+        results = measure(sizes, args.workdir.resolve(), args.only, bench_options)
         write_json(results, args.results / "results.json")
         print(table(results))
         write_chart(results, args.results / "chart.png")
@@ -116,18 +125,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def measure(
-    sizes: Sizes, workdir: Path, suites: tuple[str, ...], profiler: Profiler | None = None
+    sizes: Sizes, workdir: Path, suites: tuple[str, ...], options: dict[str, Any]
 ) -> Results:
-    """Build or reuse the images in `workdir` and run `suites` over them."""
+    """Build or reuse the images in `workdir` and run `suites` over them.
+
+    `options` are `Bench`'s keyword arguments (profiler, ext2_type).
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     with exclusive(workdir):
         images = prepare(workdir, sizes)
-        meta = {"size": sizes.name, "runs": sizes.runs, "sizes": asdict(sizes), **host_facts()}
+        meta = {
+            "size": sizes.name,
+            "runs": sizes.runs,
+            "sizes": asdict(sizes),
+            "uvfs_ext2_type": options["ext2_type"],
+            **host_facts(),
+        }
         results = Results(meta)
         started = time.monotonic()
-        run_suites(Bench(sizes, workdir, images, results, profiler), suites)
+        run_suites(Bench(sizes, workdir, images, results, **options), suites)
     results.meta["seconds"] = round(time.monotonic() - started, 1)
     results.meta["load_at_end"] = os.getloadavg()
+    profiler = options["profiler"]
     results.meta["profiled"] = profiler is not None
     if profiler is not None:
         results.profiles = profiler.summaries()

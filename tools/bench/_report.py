@@ -183,7 +183,7 @@ def write_chart(results: Results, path: Path) -> None:
                 verdict = results.verdict(suite, workload, phase)
                 if system == UVFS and verdict and verdict.ratio is not None:
                     colour = "green" if verdict.met else "red"
-                    ax.annotate(f"{verdict.ratio:.2g}x", (x + offset, value), ha="center",
+                    ax.annotate(f"{verdict.ratio:.3g}x", (x + offset, value), ha="center",
                                 va="bottom", fontsize=7, color=colour)  # fmt: skip
         ax.set_xticks(range(len(rows)), [f"{w}\n{p}" for w, p in rows], fontsize=8)
         ax.set_yscale("log")
@@ -191,13 +191,16 @@ def write_chart(results: Results, path: Path) -> None:
         ax.set_title(f"{suite}: lower is better", loc="left")
         ax.grid(axis="y", which="both", alpha=0.3)
         ax.margins(y=0.15)
-        # Drawn from patches: a system with no bar at all (every cell failed) still shows.
-        handles = [Patch(color=SYSTEM_COLOURS[s], label=s) for s in systems]
-        ax.legend(handles=handles, loc="upper right", fontsize=8)
+    # One legend for all panels, drawn from patches: a system whose every cell failed shows.
+    systems = dict.fromkeys(s for suite in suites for s in results.systems(suite))
+    handles = [Patch(color=SYSTEM_COLOURS[s], label=s) for s in systems]
+    fig.legend(handles=handles, loc="upper right", ncols=len(handles), fontsize=9)
     fig.suptitle(
         f"uvfs benchmark ({results.meta['size']}, median of {results.meta['runs']}); "
-        "uvfs / target baseline above the uvfs bars"
+        "uvfs / target baseline above the uvfs bars",
+        x=0.01,
+        ha="left",
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -51,9 +51,11 @@ class Bench:
         images: Images,
         results: Results,
         profiler: Profiler | None = None,
+        ext2_type: str = "ext2",
     ) -> None:
         self.sizes, self.workdir, self.images, self.results = sizes, workdir, images, results
         self.profiler = profiler
+        self.ext2_type = ext2_type  # uvfs mount -t for the ext2 and write suites
         self.mounts = workdir / "mnt"
 
     def mountpoint(self, system: str) -> Path:
@@ -165,7 +167,7 @@ class Bench:
                 "kernel": lambda: KernelMount(image, self.mountpoint("kernel"), writable=False),
                 "fuse2fs": lambda: Fuse2fsMount(image, self.mountpoint("fuse2fs"), writable=False),
                 UVFS: lambda: UvfsMount(
-                    [image], self.mountpoint(UVFS), writable=False, fstype="ext2"
+                    [image], self.mountpoint(UVFS), writable=False, fstype=self.ext2_type
                 ),
             },
         )
@@ -184,7 +186,7 @@ class Bench:
                 [self.images.ext2],
                 self.mountpoint(UVFS),
                 writable=False,
-                fstype="ext2",
+                fstype=self.ext2_type,
                 options=f",cache_size={budget}M",
             ) as m:
                 drop_caches()
@@ -236,7 +238,7 @@ class Bench:
             shutil.rmtree(scratch, ignore_errors=True)
 
     def _writable_uvfs(self, image: Path) -> Mount:
-        m = UvfsMount([image], self.mountpoint(UVFS), writable=True, fstype="ext2")
+        m = UvfsMount([image], self.mountpoint(UVFS), writable=True, fstype=self.ext2_type)
         if m.read_only:
             m.unmount()
             raise BenchError(READ_ONLY_DRIVER)
