@@ -9,6 +9,8 @@ import zlib
 import lz4.block
 import pytest
 import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from uvfs_fs.zfs import compress as c
 from uvfs_fs.zfs.compress import CompressError, decompress, zle_decompress
@@ -93,3 +95,14 @@ def test_off_empty_unknown() -> None:
     assert decompress(c.ZIO_COMPRESS_EMPTY, b"", 3) == bytes(3)
     with pytest.raises(CompressError, match="unknown compression 99"):
         decompress(99, b"", 1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([2, 3, 4, 5, 13, 14, 15, 16, 40]), st.binary(max_size=300),
+       st.integers(1, 4096))  # fmt: skip
+def test_random_blocks_decompress_or_fail_cleanly(compress: int, src: bytes, lsize: int) -> None:
+    try:
+        out = decompress(compress, src, lsize)
+    except CompressError:
+        return
+    assert len(out) == lsize

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import struct
 
 import pytest
 from conftest import PoolFactory
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from uvfs_fs.zfs import nvlist as nv
 from uvfs_fs.zfs.label import VDEV_PHYS_OFFSET, VDEV_PHYS_SIZE
@@ -129,3 +132,12 @@ def test_real_label_matches_zdb(zfs_pool: PoolFactory) -> None:
     assert config["guid"] == tree["children"][1]["guid"]
     for child in tree["children"]:
         assert f"guid: {child['guid']}\n" in record.config
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=600), st.integers(0, 200))
+def test_random_bytes_never_escape(tail: bytes, cut: int) -> None:
+    real = encode_nvlist({"name": "tank", "vdev_tree": {"children": [1, 2]}, "ok": True})
+    for raw in (bytes([1, 1, 0, 0]) + tail, real[:cut] + tail, real[: len(real) - cut]):
+        with contextlib.suppress(NvlistError):
+            unpack_nvlist(raw)

@@ -6,6 +6,8 @@ import itertools
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from uvfs_fs.zfs.raidz import (
     RaidzCol,
@@ -77,3 +79,19 @@ def test_too_many_losses() -> None:
     parity = generate_parity(data, 1, 512)
     with pytest.raises(ValueError, match="more lost"):
         reconstruct([None, None], parity, [512, 512])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 1 << 30), st.integers(1, 256), st.integers(9, 13), st.integers(2, 16),
+       st.integers(1, 3))  # fmt: skip
+def test_map_invariants(sector: int, sectors: int, ashift: int, dcols: int, nparity: int) -> None:
+    if dcols <= nparity:
+        return
+    rm = raidz_map(sector << ashift, sectors << ashift, ashift, dcols, nparity)
+    data = rm.cols[nparity:]
+    assert sum(c.size for c in data) == sectors << ashift  # every data sector once
+    assert all(c.size == rm.cols[0].size for c in rm.cols[:nparity])  # parity is widest
+    assert len({(c.devidx, c.offset) for c in rm.cols}) == len(rm.cols)  # no overlap
+    assert 0 <= rm.nskip <= nparity
+    total = sum(c.size >> ashift for c in rm.cols) + rm.nskip
+    assert total % (nparity + 1) == 0
