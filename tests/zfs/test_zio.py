@@ -12,6 +12,7 @@ from pathlib import Path
 
 import lz4.block
 import pytest
+import trio
 from conftest import PoolFactory
 from test_spa import POOLS, _nicenum, _zdb_counts, populate
 from zfsfuse import ZfsFuse, object_contents, walk_pool
@@ -235,3 +236,19 @@ async def test_hostile_block_pointers(zfs_pool: PoolFactory) -> None:
                 assert e.errno == errno.EIO
             else:
                 assert len(data) == bp.lsize
+
+
+async def test_concurrent_reads_agree(zfs_pool: PoolFactory) -> None:
+    layout, props, ashift = POOLS["raidz2"]
+    record = zfs_pool("raidz2", layout, props, populate, ashift=ashift)
+    pool = await open_pool([ImageFile(str(p)) for p in record.vdevs])
+    visited = [v async for v in walk_pool(pool)]
+    got: dict[int, bytes] = {}
+
+    async def fetch(i: int) -> None:
+        got[i] = await pool.read_bp(visited[i].bp)
+
+    async with trio.open_nursery() as nursery:
+        for i in range(len(visited)):
+            nursery.start_soon(fetch, i)
+    assert [got[i] for i in range(len(visited))] == [v.data for v in visited]
