@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -94,9 +95,14 @@ def _enter_private_namespace(argv: Sequence[str]) -> None:
     os.execvp("unshare", ["unshare", "--mount", "--propagation", "private", *command])
 
 
+def _stop(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops a run as Ctrl-C does: everything is unmounted
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop)
     sizes = TINY if args.tiny else QUICK if args.quick else FULL
     if args.runs is not None:
         if args.runs < 1:
@@ -132,6 +138,12 @@ def measure(
     `options` are `Bench`'s keyword arguments (profiler, ext2_type).
     """
     workdir.mkdir(parents=True, exist_ok=True)
+    # uvfs servers keep their records, logs and the cache-budget table they share in the
+    # runtime directory: a private one keeps our mounts' caches from sharing a budget with
+    # the user's other mounts (a test suite running meanwhile), and their logs at hand.
+    runtime = workdir / "runtime"
+    runtime.mkdir(mode=0o700, exist_ok=True)
+    os.environ["XDG_RUNTIME_DIR"] = str(runtime)
     with exclusive(workdir):
         images = prepare(workdir, sizes)
         meta = {

@@ -35,6 +35,7 @@ SUITES = ("ext2", "write", "zfs")
 UVFS_ZFS_TYPE = "uvfs_fs.zfs:DRIVER"
 READ_ONLY_DRIVER = "read-only driver"
 
+PAGE = 4096  # the random reads' size
 MountFactory = Callable[[], Mount]
 # The probe needs only the standard library: -I -S skip site-packages and the editable
 # install's import hooks, a quarter of a second per run once the page cache is dropped.
@@ -77,7 +78,8 @@ class Bench:
         except subprocess.TimeoutExpired:
             raise BenchError(f"timed out after {self.sizes.timeout:g} s") from None
         if done.returncode != 0:
-            raise BenchError(done.stderr.strip().splitlines()[-1])
+            reason = done.stderr.strip() or f"exit status {done.returncode}"
+            raise BenchError(reason.splitlines()[-1])
         seconds, check = done.stdout.split()
         if expect is not None and int(check) != expect:
             raise BenchError(f"wrong answer: {check} instead of {expect}")
@@ -90,11 +92,8 @@ class Bench:
             case "seqread":
                 return [root / BIG_FILE], size
             case "randread":
-                return [
-                    root / BIG_FILE,
-                    self.sizes.random_reads,
-                    SEED,
-                ], self.sizes.random_reads * 4096
+                count = self.sizes.random_reads
+                return [root / BIG_FILE, count, SEED], count * PAGE
             case "find":
                 return [root / FILES_DIR], self.sizes.files
             case "du":
@@ -134,7 +133,7 @@ class Bench:
                                 if self.sizes.remount:
                                     stack.enter_context(m)
                                 drop_caches()
-                                cold.samples.append(self._cold(f"{suite}-{workload}", m))
+                                cold.samples.append(self._cold(suite, workload, m))
                                 warm.samples.append(self.probe(workload, m.root))
                         except BenchError as e:
                             cold.error = warm.error = str(e)
@@ -143,12 +142,11 @@ class Bench:
             for m in held.values():
                 m.unmount()
 
-    def _cold(self, name: str, m: Mount) -> float:
-        """The cold run of workload `name` (``suite-workload``), under py-spy for uvfs if asked."""
-        workload = name.rpartition("-")[2]
+    def _cold(self, suite: str, workload: str, m: Mount) -> float:
+        """The cold run of `workload` on `m`; with a profiler, a uvfs server is recorded."""
         if self.profiler is None or not isinstance(m, UvfsMount):
             return self.probe(workload, m.root)
-        with self.profiler.record(m.stats()["pid"], name.replace("/", "-")):
+        with self.profiler.record(m.stats()["pid"], f"{suite}-{workload}".replace("/", "-")):
             return self.probe(workload, m.root)
 
     def _progress(
@@ -195,12 +193,9 @@ class Bench:
                 drop_caches(1)
                 record["second_read_seconds"] = self.probe("seqread", m.root)
                 after = m.stats()
-            record["before"], record["after"] = before, after
-            record["delta"] = {k: after[k] - before[k] for k in after if k != "pid"}
-            record["driver_untouched"] = (
-                record["delta"]["cache.misses"] == 0
-                and record["delta"]["cache.bytes_from_driver"] == 0
-            )
+            delta = {k: after[k] - before[k] for k in after if k != "pid"}
+            untouched = delta["cache.misses"] == 0 and delta["cache.bytes_from_driver"] == 0
+            record.update(before=before, after=after, delta=delta, driver_untouched=untouched)
         except BenchError as e:
             record["error"] = str(e)
         self.results.broker_cache = record
@@ -309,11 +304,19 @@ def run_suites(bench: Bench, suites: tuple[str, ...]) -> None:
         force_unmount_under(bench.mounts)
 
 
+def _git(*args: str) -> str:
+    return subprocess.run(["git", "-C", REPO, *args], capture_output=True, text=True).stdout
+
+
 def host_facts() -> dict[str, object]:
-    """What the numbers depend on: kernel, CPUs, load, the commit measured."""
-    commit = subprocess.run(
-        ["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
+    """What the numbers depend on: kernel, CPUs, load, the code measured.
+
+    The commit gets ``+dirty`` when uvfs or its drivers have uncommitted changes: the
+    numbers then measure the working tree as it was during the run.
+    """
+    commit = _git("rev-parse", "--short", "HEAD").strip()
+    if _git("status", "--porcelain", "--", "uvfs", "fs").strip():
+        commit += "+dirty"
     return {
         "kernel": os.uname().release,
         "cpus": os.cpu_count(),

@@ -8,6 +8,7 @@ put it there (the kernel flushes its page cache, FUSE servers write back and exi
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
@@ -44,7 +45,13 @@ class Mount:
         error: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.unmount()
+        if kind is None:
+            self.unmount()
+            return
+        # Leaving on an error or Ctrl-C: unmount, but never let a failure to do so (a
+        # probe still holding the mount busy) replace the reason we are leaving.
+        with contextlib.suppress(BenchError):
+            self.unmount()
 
     def unmount(self) -> None:
         """Unmount and wait until the server is done; does nothing the second time."""
