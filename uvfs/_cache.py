@@ -232,8 +232,13 @@ class _File:
 class BudgetPool(Protocol):
     """A budget that several caches share, each in a process of its own (`uvfs._budget`)."""
 
+    crowded: bool  # a fill took the pool too far over its budget: `wait_room` before answering
+
     def grown(self) -> None:
         """The cache grew and fits its own budget: `BufferCache.shrink` it if the pool is over."""
+
+    async def wait_room(self) -> None:
+        """Return once the pool is back within its slack, evicting from this cache if need be."""
 
 
 class BufferCache:
@@ -292,9 +297,11 @@ class BufferCache:
         file = self._enter(key)
         try:
             async with file.lock.read(offset, end):
-                return await self._read_locked(file, offset, end, fetch)
+                data = await self._read_locked(file, offset, end, fetch)
         finally:
             self._leave(file)
+        await self._pace()
+        return data
 
     async def write(
         self,
@@ -543,11 +550,13 @@ class BufferCache:
                     if file.generation == generation:
                         update(file, result)
                         self._evict()
-                    return result
+                    break
         finally:
             file.changing -= 1
             file.epoch += 1
             self._leave(file)
+        await self._pace()
+        return result
 
     def _set_eof(self, file: _File, eof: int) -> None:
         """The file ends at `eof`: drop the cached bytes at or past it."""
@@ -645,6 +654,12 @@ class BufferCache:
     def _account(self, file: _File, nbytes: int) -> None:
         file.counters.bytes_cached += nbytes
         self._charge += nbytes
+
+    async def _pace(self) -> None:
+        """Hold a fill's answer back while the pool is crowded: the fill's reader, not the
+        other processes, then waits for room (see `uvfs._budget`)."""
+        if self._pool is not None and self._pool.crowded:
+            await self._pool.wait_room()
 
     def _evict(self) -> None:
         """Evict least recently used extents until the charge fits the budget, then let the
