@@ -9,14 +9,18 @@ covers it, an ``_extra`` word (two epoch bits for dates past 2038, 30 bits of ns
 from __future__ import annotations
 
 import os
-import struct
 
-from uvfs_fs.ext2.inode import EXT2_GOOD_OLD_INODE_SIZE, Inode, ext2_inode_large_extra
+from uvfs_fs.ext2.inode import (
+    EXT2_GOOD_OLD_INODE_SIZE,
+    Inode,
+    ext2_inode,
+    ext2_inode_large_extra,
+)
+from uvfs_fs.ext2.record import FastRecord
 
-# The 128-byte ext2_inode (see `inode.ext2_inode` for the field names), for fast packing.
-_BASE = struct.Struct("<HHIIIIIHHIII60sIIIIHHHHHH")
-_EXTRA_TIMES = struct.Struct("<III")  # i_ctime_extra, i_mtime_extra, i_atime_extra at 0x84
-_CRTIME = struct.Struct("<II")  # i_crtime, i_crtime_extra at 0x90
+# The records as struct-backed namedtuples: packing is on every inode change.
+_INODE = FastRecord(ext2_inode, "ext2_inode")
+_LARGE = FastRecord(ext2_inode_large_extra, "ext2_inode_large_extra")
 _EXTRA = ext2_inode_large_extra.sizeof()  # 32: what new large inodes cover, as the kernel
 _SECOND = 1_000_000_000
 _S32_MIN, _S32_MAX = -(1 << 31), (1 << 31) - 1
@@ -53,44 +57,43 @@ def encode_rdev(rdev: int) -> bytes:
 def encode_inode(inode: Inode, slot: bytes, *, huge_file: bool) -> bytes:
     """`inode` written over `slot` (the s_inode_size bytes it came from, or `blank_slot`)."""
     out = bytearray(slot)
-    old = _BASE.unpack_from(out)
-    extra_isize = 0
-    if len(out) > EXT2_GOOD_OLD_INODE_SIZE:
-        extra_isize = int.from_bytes(out[0x80:0x82], "little")
+    b = _INODE.unpack(out)
+    x = _LARGE.unpack(out[EXT2_GOOD_OLD_INODE_SIZE:].ljust(_LARGE.size, b"\0"))
+    extra_isize = x.i_extra_isize if len(out) > EXT2_GOOD_OLD_INODE_SIZE else 0
     has_ns = extra_isize >= 0x10  # i_ctime_extra .. i_atime_extra all covered
     atime, atime_x = encode_time(inode.atime_ns, extra=has_ns)
     ctime, ctime_x = encode_time(inode.ctime_ns, extra=has_ns)
     mtime, mtime_x = encode_time(inode.mtime_ns, extra=has_ns)
-    _BASE.pack_into(
-        out,
-        0,
-        inode.mode,
-        inode.uid & 0xFFFF,
-        inode.size & 0xFFFFFFFF,
-        atime,
-        ctime,
-        mtime,
-        inode.dtime,
-        inode.gid & 0xFFFF,
-        inode.links_count,
-        inode.blocks_512 & 0xFFFFFFFF,
-        inode.flags,
-        old[11],  # l_i_version
-        inode.i_block,
-        inode.generation,
-        inode.file_acl & 0xFFFFFFFF,
-        inode.size >> 32,
-        old[16],  # i_faddr
-        (inode.blocks_512 >> 32) if huge_file else old[17],
-        (inode.file_acl >> 32) or old[18],  # h_i_mode_high on Hurd volumes: kept
-        inode.uid >> 16,
-        inode.gid >> 16,
-        *old[21:],  # checksum and reserved halves
+    b = b._replace(
+        i_mode=inode.mode,
+        i_uid=inode.uid & 0xFFFF,
+        l_i_uid_high=inode.uid >> 16,
+        i_gid=inode.gid & 0xFFFF,
+        l_i_gid_high=inode.gid >> 16,
+        i_size=inode.size & 0xFFFFFFFF,
+        i_size_high=inode.size >> 32,
+        i_atime=atime,
+        i_ctime=ctime,
+        i_mtime=mtime,
+        i_dtime=inode.dtime,
+        i_links_count=inode.links_count,
+        i_blocks=inode.blocks_512 & 0xFFFFFFFF,
+        l_i_blocks_hi=(inode.blocks_512 >> 32) if huge_file else b.l_i_blocks_hi,
+        i_flags=inode.flags,
+        i_block=inode.i_block,
+        i_generation=inode.generation,
+        i_file_acl=inode.file_acl & 0xFFFFFFFF,
+        # h_i_mode_high on Hurd volumes: kept unless a 64bit block number needs it.
+        l_i_file_acl_high=(inode.file_acl >> 32) or b.l_i_file_acl_high,
     )
+    _INODE.struct.pack_into(out, 0, *b)
     if has_ns:
-        _EXTRA_TIMES.pack_into(out, 0x84, ctime_x, mtime_x, atime_x)
+        x = x._replace(i_ctime_extra=ctime_x, i_mtime_extra=mtime_x, i_atime_extra=atime_x)
         if extra_isize >= 0x18 and inode.crtime_ns:
-            _CRTIME.pack_into(out, 0x90, *encode_time(inode.crtime_ns, extra=True))
+            crtime, crtime_x = encode_time(inode.crtime_ns, extra=True)
+            x = x._replace(i_crtime=crtime, i_crtime_extra=crtime_x)
+        covered = _LARGE.struct.pack(*x)[:extra_isize]  # fields past i_extra_isize do not exist
+        out[EXT2_GOOD_OLD_INODE_SIZE : EXT2_GOOD_OLD_INODE_SIZE + len(covered)] = covered
     ibody_at = EXT2_GOOD_OLD_INODE_SIZE + extra_isize
     if len(out) > ibody_at:
         out[ibody_at:] = inode.xattr_ibody.ljust(len(out) - ibody_at, b"\0")

@@ -805,15 +805,7 @@ class WritableExt2(Ext2FileSystem):
         if self._data_written:
             await self.image.sync()
             self._data_written = False
-        bs = geo.block_size
-        order = sorted(writes)
-        i = 0
-        while i < len(order):
-            j = i + 1
-            while j < len(order) and order[j] == order[j - 1] + 1:
-                j += 1
-            await self.image.write(order[i] * bs, b"".join(writes[b] for b in order[i:j]))
-            i = j
+        await self._write_runs([(block * geo.block_size, data) for block, data in writes.items()])
         self._count_into_super()
         await self._write_super()
         await self.image.sync()
@@ -951,7 +943,12 @@ class WritableExt2(Ext2FileSystem):
         )
 
     async def _write_data(self, pieces: list[tuple[int, bytes | memoryview]]) -> None:
-        """Write file data, joining pieces that are contiguous on disk into one write."""
+        """Write file data (made durable by the next flush, before any metadata)."""
+        await self._write_runs(pieces)
+        self._data_written = True
+
+    async def _write_runs(self, pieces: list[tuple[int, bytes | memoryview]]) -> None:
+        """Write (byte offset, bytes) pieces, joining those contiguous on disk into one write."""
         pieces.sort(key=lambda p: p[0])
         i = 0
         while i < len(pieces):
@@ -965,7 +962,6 @@ class WritableExt2(Ext2FileSystem):
                 j += 1
             await self.image.write(start, parts[0] if len(parts) == 1 else b"".join(parts))
             i = j
-        self._data_written = True
 
     async def _truncate(self, inode: Inode, size: int, *, kill: bool) -> Inode:
         if size > self._max_size():
