@@ -107,9 +107,15 @@ from uvfs_fs.ext2.dirops import (
     first_block,
 )
 from uvfs_fs.ext2.filesystem import EXT2_ROOT_INO, Ext2FileSystem
-from uvfs_fs.ext2.group_desc import decode_group_desc, desc_location, group_first_block
+from uvfs_fs.ext2.group_desc import (
+    decode_group_desc,
+    desc_location,
+    ext2_group_desc,
+    group_first_block,
+)
 from uvfs_fs.ext2.inode import EXT4_EXTENTS_FL, Inode, decode_inode
 from uvfs_fs.ext2.inode_build import blank_slot, encode_inode, encode_rdev
+from uvfs_fs.ext2.record import FastRecord
 from uvfs_fs.ext2.superblock import (
     COMPAT,
     EXT2_GOOD_OLD_REV,
@@ -150,6 +156,8 @@ WRITE_INCOMPAT = frozenset({"filetype", "meta_bg", "flex_bg"})
 # jbd2 journal superblock (big-endian): magic at 0, s_start at 0x1c (0: nothing to replay)
 JBD2_MAGIC = 0xC03B3998
 EXT2_OS_LINUX = 0  # s_creator_os
+
+_GROUP_DESC = FastRecord(ext2_group_desc, "ext2_group_desc")
 
 _FILE_TYPES = {
     stat.S_IFREG: EXT2_FT_REG_FILE,
@@ -782,16 +790,13 @@ class WritableExt2(Ext2FileSystem):
         for group in sorted(self._dirty_groups):
             block, offset = desc_location(geo, group)
             raw = await self._block(block)
-            free_b = int(self._stats.free_blocks[group])
-            free_i = int(self._stats.free_inodes[group])
-            dirs = int(self._stats.used_dirs[group])
-            raw[offset + 0x0C : offset + 0x12] = b"".join(
-                (v & 0xFFFF).to_bytes(2, "little") for v in (free_b, free_i, dirs)
+            # 32-byte descriptors only: writable volumes are not 64bit (WRITE_INCOMPAT).
+            desc = _GROUP_DESC.unpack(raw, offset)._replace(
+                bg_free_blocks_count=int(self._stats.free_blocks[group]),
+                bg_free_inodes_count=int(self._stats.free_inodes[group]),
+                bg_used_dirs_count=int(self._stats.used_dirs[group]),
             )
-            if geo.desc_size >= 64:
-                raw[offset + 0x2C : offset + 0x32] = b"".join(
-                    (v >> 16).to_bytes(2, "little") for v in (free_b, free_i, dirs)
-                )
+            _GROUP_DESC.struct.pack_into(raw, offset, *desc)
             self._changed(block)
         self._dirty_groups.clear()
         writes: dict[int, bytes] = {}
