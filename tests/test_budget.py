@@ -168,6 +168,28 @@ async def test_a_full_table_leaves_the_cache_a_budget_of_its_own(tmp_path: Path,
         assert cache.statistics().bytes_cached == 3 * PIECE  # over the others' budget: alone
 
 
+async def test_the_periodic_check_publishes_hits_and_invalidations(tmp_path: Path) -> None:
+    path = tmp_path / "b"
+    cache = BufferCache(1 << 20)
+    with BudgetTable(path) as table:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(share_budget, cache, path=path, period=0.01))
+            for i in range(2):
+                await cache.read((1, 1), i * EXTENT_MAX, PIECE, fetch)
+            assert (table.charge[0], table.oldest[0]) == (cost(2, 1), cache.oldest_use)
+            await cache.read((1, 1), 0, 10, fetch)  # a hit: the tail is now the second extent
+            assert table.oldest[0] < cache.oldest_use
+            with trio.fail_after(5):
+                while table.oldest[0] != cache.oldest_use:
+                    await trio.sleep(0.001)
+            cache.invalidate((1, 1))
+            with trio.fail_after(5):
+                while table.charge[0] or table.oldest[0] != math.inf:
+                    await trio.sleep(0.001)
+            nursery.cancel_scope.cancel()
+        assert table.pid[0] == 0  # freed when the service ends
+
+
 # --- who evicts -------------------------------------------------------------------------------
 
 
@@ -191,6 +213,27 @@ async def test_an_idle_process_with_the_oldest_tail_is_nudged_to_evict(tmp_path:
             assert extents(b) == [(1, i * EXTENT_MAX) for i in range(4)]
             assert [a.statistics().evictions, b.statistics().evictions] == [3, 0]
             assert table.charge[:2].tolist() == [cost(2, 1), cost(4, 1)]
+
+
+async def test_the_budget_is_the_largest_asked_for(tmp_path: Path, caplog) -> None:
+    path = tmp_path / "b"
+    small, large = BufferCache(cost(2, 1)), BufferCache(cost(6, 2))
+    with BudgetTable(path) as table, caplog.at_level(logging.INFO, logger="uvfs.budget"):
+        async with sharing(path, small, large):
+            for i in range(4):
+                await small.read((1, 1), i * EXTENT_MAX, PIECE, fetch)
+            assert extents(small) == [(1, 2 * EXTENT_MAX), (1, 3 * EXTENT_MAX)]  # its own
+            for i in range(5):
+                await large.read((2, 1), i * EXTENT_MAX, PIECE, fetch)
+            await settled(table, cost(6, 2))
+            assert extents(small) == [(1, 3 * EXTENT_MAX)]
+            assert extents(large) == [(1, i * EXTENT_MAX) for i in range(5)]
+    assert caplog.messages == [
+        f"cache budget: {cost(2, 1)} bytes for the 1 mount(s) of this user; "
+        f"this one asked for {cost(2, 1)}",
+        f"cache budget: {cost(6, 2)} bytes for the 2 mount(s) of this user; "
+        f"this one asked for {cost(6, 2)}",
+    ]
 
 
 @pytest.mark.parametrize("seed", range(3))

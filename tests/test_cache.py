@@ -463,6 +463,74 @@ async def test_memory_stays_within_the_budget(size: int) -> None:
     assert used <= 1.15 * budget, used
 
 
+# --- what a budget shared across processes uses (uvfs._budget) ------------------------------
+
+
+async def test_shrink_evicts_the_oldest_down_to_a_charge_and_a_time() -> None:
+    driver = Driver(pattern(1000))
+    cache = BufferCache(1 << 20)
+    assert (cache.charge, cache.oldest_use) == (0, math.inf)
+    before = time.monotonic()
+    for ino in range(4):
+        await cache.read((1, ino), 0, 1000, driver.fetch)
+    stamps = [e.used for e in cache._lru]
+    assert before <= stamps[0] < stamps[1] < stamps[2] < stamps[3] <= time.monotonic()
+    assert cache.charge == 4 * cost(1000)
+    await cache.read((1, 0), 0, 10, driver.fetch)  # a hit: file 0 is now the youngest
+    assert cache.oldest_use == stamps[1]
+    assert [e.file.key[1] for e in cache._lru] == [1, 2, 3, 0]
+    assert cache.shrink(3 * cost(1000)) == cost(1000)  # down to a charge
+    assert cache.shrink(0, used_by=stamps[2]) == cost(1000)  # only what was used by then
+    assert cache.shrink(0, used_by=stamps[2]) == 0
+    assert [e.file.key[1] for e in cache._lru] == [3, 0]
+    assert cache.shrink(-1) == 2 * cost(1000)  # everything, and no further
+    assert (cache.charge, cache.oldest_use, cache._files) == (0, math.inf, {})
+    assert cache.statistics().evictions == 4
+
+
+class Pool:
+    """A fake `BudgetPool`: records the charge at each `grown`, and holds answers back
+    while `crowded`, until `room` is set."""
+
+    def __init__(self, cache: BufferCache) -> None:
+        self.cache = cache
+        self.grown_at: list[int] = []
+        self.crowded = False
+        self.room = trio.Event()
+        self.waits = 0
+
+    def grown(self) -> None:
+        self.grown_at.append(self.cache.charge)
+
+    async def wait_room(self) -> None:
+        self.waits += 1
+        await self.room.wait()
+        self.crowded = False
+
+
+async def test_a_pool_hears_of_every_fill_and_may_hold_answers_back() -> None:
+    driver = Driver(pattern(10000))
+    cache = BufferCache(1 << 20)
+    pool = Pool(cache)
+    cache.join(pool)
+    await cache.read(KEY, 0, 1000, driver.fetch)  # a fill
+    await cache.read(KEY, 0, 1000, driver.fetch)  # a hit: no news
+    await cache.write(KEY, 1000, b"x", driver.store)
+    assert pool.grown_at == [cost(1000), cost(1001)]
+    pool.crowded = True
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(cache.read, KEY, 5000, 100, driver.fetch)
+        await trio.testing.wait_all_tasks_blocked()
+        # Fetched and installed, but not answered until the pool has room.
+        assert (pool.waits, extents(cache)) == (1, [(0, 1001), (5000, 5100)])
+        assert await cache.read(KEY, 0, 10, driver.fetch) == driver.tail[:10]  # hits go on
+        pool.room.set()
+    assert (pool.waits, pool.crowded) == (1, False)
+    cache.join(None)
+    await cache.read(KEY, 8000, 10, driver.fetch)
+    assert len(pool.grown_at) == 3
+
+
 # --- coherence with writers, truncates and cancellation ---------------------------------------
 
 

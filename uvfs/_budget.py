@@ -392,7 +392,7 @@ async def share_budget(
         try:
             live = table.pid != 0
             log.info(
-                "cache budget: %d bytes shared by %d mounts (this one asked for %d)",
+                "cache budget: %d bytes for the %d mount(s) of this user; this one asked for %d",
                 int(table.asked[live].max()),
                 int(np.count_nonzero(live)),
                 asked,
