@@ -25,6 +25,7 @@ from uvfs_fs.zfs.raidz import VDEV_RAIDZ_MAXPARITY, raidz_map, reconstruct
 
 Check = Callable[[bytes], Awaitable[bool]]
 MAX_CHILDREN = 255  # raidz allows at most 255 children; mirrors far fewer
+MAX_RECONSTRUCTIONS = 1024  # raidz column sets tried per block (raidz3 over 15: 575)
 ASHIFT_MIN, ASHIFT_MAX = 9, 16  # 512 B .. 64 KiB sectors (ASHIFT_MAX upstream)
 
 
@@ -140,25 +141,29 @@ class RaidzVdev(Vdev):
         lost = {i for i, col in enumerate(cols) if col is None}
         suspects = [i for i in range(len(cols)) if i not in lost]
         # Lost columns are known bad; any further bad ones are found by trying every set
-        # of suspects that the parity left over can cover, smallest sets first.
-        for extra in range(np_ - len(lost) + 1):
-            for guess in itertools.combinations(suspects, extra):
-                bad = lost | set(guess)
-                if not any(i >= np_ for i in bad):
-                    continue  # the data columns are as read: already checked
-                try:
-                    rebuilt = reconstruct(
-                        [None if np_ + i in bad else d for i, d in enumerate(data)],
-                        [None if j in bad else p for j, p in enumerate(parity)],
-                        sizes,
-                    )
-                except ValueError:
-                    continue
-                whole = b"".join(rebuilt)[:size]
-                if check is None or await check(whole):
-                    self.stats.reconstructions += 1
-                    return whole
-                self.stats.checksum_errors += 1
+        # of suspects that the parity left over can cover, smallest sets first, up to a
+        # bound (a damaged block on a wide raidz3 would otherwise cost millions of tries).
+        # Sets without a data column leave the data as read: already checked.
+        guesses = (
+            lost | set(guess)
+            for extra in range(np_ - len(lost) + 1)
+            for guess in itertools.combinations(suspects, extra)
+        )
+        useful = (bad for bad in guesses if any(i >= np_ for i in bad))
+        for bad in itertools.islice(useful, MAX_RECONSTRUCTIONS):
+            try:
+                rebuilt = reconstruct(
+                    [None if np_ + i in bad else d for i, d in enumerate(data)],
+                    [None if j in bad else p for j, p in enumerate(parity)],
+                    sizes,
+                )
+            except ValueError:
+                continue
+            whole = b"".join(rebuilt)[:size]
+            if check is None or await check(whole):
+                self.stats.reconstructions += 1
+                return whole
+            self.stats.checksum_errors += 1
         return None
 
 

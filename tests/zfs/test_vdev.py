@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +11,7 @@ from uvfs._image import ImageFile
 from uvfs_fs.zfs.label import VDEV_LABEL_START_SIZE
 from uvfs_fs.zfs.raidz import generate_parity, raidz_map
 from uvfs_fs.zfs.vdev import (
+    MAX_RECONSTRUCTIONS,
     HoleVdev,
     LeafVdev,
     MirrorVdev,
@@ -64,8 +66,7 @@ def test_bad_trees(tree: dict) -> None:
         build_vdev(tree, {}, VdevStats())
 
 
-async def test_raidz_reads_within_redundancy_only(tmp_path) -> None:
-
+async def test_raidz_reads_within_redundancy_only(tmp_path: Path) -> None:
     data = random.Random(3).randbytes(8 * 512)
     rm = raidz_map(0, len(data), 9, 5, 2)
     cols, pos = [], 0
@@ -95,3 +96,21 @@ async def test_raidz_reads_within_redundancy_only(tmp_path) -> None:
     assert stats.reconstructions == 1
     three_gone = {g: im for g, im in two_gone.items() if g != 5}
     assert await build_vdev(tree, three_gone, stats).read(0, len(data), check) is None
+
+
+async def test_raidz_reconstruction_tries_are_bounded(tmp_path: Path) -> None:
+    images = {}
+    for g in range(1, 41):  # raidz3 over 40: C(40, 3) sets would be 9880 tries
+        path = tmp_path / f"d{g}"
+        with open(path, "wb") as f:
+            f.truncate(VDEV_LABEL_START_SIZE + 65536)
+        images[g] = ImageFile(str(path))
+    tree = {"type": "raidz", "nparity": 3, "ashift": 9,
+            "children": [_leaf(g) for g in range(1, 41)]}  # fmt: skip
+
+    async def never(block: bytes) -> bool:
+        return False
+
+    stats = VdevStats()
+    assert await build_vdev(tree, images, stats).read(0, 37 * 512, never) is None
+    assert stats.checksum_errors == 1 + MAX_RECONSTRUCTIONS
