@@ -14,13 +14,14 @@ for a pool opened read-only:
 Nothing passing is EIO. Checksums and decompression of blocks of 64 KiB or more run in a
 worker thread when the work is done in C without the GIL (hashlib, numpy, blake3, zlib,
 lz4, zstandard), so other requests proceed meanwhile; lzjb and zle are Python loops that
-hold the GIL, so they run inline. A block
-whose checksum function cannot be computed here (skein, edonr; blake3 without the salt)
-is returned unverified and counted. In a block of an encrypted dataset (the crypt bit,
-objsets aside) the last two checksum words hold its MAC and the first two the checksum
-of the stored bytes, folded with its last two words for non-dedup functions
-(zio_checksum_handle_crypt); only those are compared. Its bytes are returned as stored:
-decrypting is not this layer's job (an encrypted block then fails to decompress: EIO).
+hold the GIL, so they run inline. A block whose checksum function cannot be computed
+here (off, skein, edonr; blake3 without the salt) is returned unverified and counted.
+
+In a block of an encrypted dataset (the crypt bit, objsets aside) the last two checksum
+words hold its MAC and the first two the checksum of the stored bytes, folded with its
+last two words for non-dedup functions (zio_checksum_handle_crypt); only those are
+compared. Its bytes are returned as stored: decrypting is not this layer's job (an
+encrypted block then fails to decompress: EIO).
 """
 
 from __future__ import annotations
