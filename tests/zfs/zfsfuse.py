@@ -6,6 +6,8 @@ or a host daemon, never meet; commands run inside it with nsenter, and the datas
 mounts are visible to this process under ``/proc/<pid>/root``. `build_pool` creates a
 pool from a layout and properties, lets a callback populate the mounted dataset and
 exports the pool, so its files can be read by our code and by ``zdb -e``.
+`ZfsFuse.gang_blocks` makes the daemon write gang blocks, which it otherwise only does on
+a fragmented, nearly full pool.
 
 `walk_pool` is the oracle-side traversal: it reads every block reachable from the active
 uberblock (the MOS and each dataset's object set, every dnode's block tree) through
