@@ -132,7 +132,7 @@ def python(function: str, *args: object) -> subprocess.Popen[str]:
     )
 
 
-def test_concurrent_claims_from_many_processes_get_distinct_slots(tmp_path: Path) -> None:
+def test_processes_claim_distinct_slots_and_the_killed_lose_theirs(tmp_path: Path) -> None:
     path = tmp_path / "b"
     procs = [python("_claim_and_hold", path) for _ in range(4)]
     try:
@@ -140,7 +140,13 @@ def test_concurrent_claims_from_many_processes_get_distinct_slots(tmp_path: Path
         assert sorted(slots) == list(range(4))
         with BudgetTable(path) as table:
             assert [table.pid[s] for s in slots] == [p.pid for p in procs]
-            for p in procs:
+            procs[1].kill()  # SIGKILL: no release
+            procs[1].wait()
+            assert table.pid[slots[1]] == procs[1].pid
+            with inbox() as sock:
+                assert table.claim(1, sock) == slots[1]  # freed, socket and all, and taken
+                table.release(slots[1])
+            for p in procs[:1] + procs[2:]:
                 p.communicate("")
                 assert p.returncode == 0
             assert not table.pid.any()
