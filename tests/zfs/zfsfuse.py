@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import struct
@@ -57,10 +58,12 @@ class ZfsFuse:
 
     Args:
         workdir: a scratch directory for its /etc/zfs and log.
+        options: more zfs-fuse options, e.g. ``["-x"]`` to allow extended attributes.
     """
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, options: Sequence[str] = ()) -> None:
         self.workdir = workdir
+        self.options = list(options)
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -76,7 +79,7 @@ class ZfsFuse:
         script = (
             "mount -t tmpfs tmpfs /run && mkdir -p /run/lock && "
             f"mount --bind {etc} /etc/zfs && "
-            f"exec {ZFS_FUSE} -n --no-kstat-mount -p /run/zfs-fuse.pid"
+            f"exec {ZFS_FUSE} {shlex.join(self.options)} -n --no-kstat-mount -p /run/zfs-fuse.pid"
         )
         log = open(self.workdir / "daemon.log", "wb")  # noqa: SIM115 - the daemon keeps it
         self._proc = subprocess.Popen(
