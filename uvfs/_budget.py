@@ -74,6 +74,10 @@ if it is stopped or hung. Fills may push the total up to ``budget * (1 + SLACK_F
 request that made it (a read, write or truncate) does not answer until the total is back
 within the line: it checks again (and nudges again) every ``PATIENCE / 50`` seconds, and
 after `PATIENCE` evicts the overflow from its own tail, giving up LRU order only then.
+The process it waited for in vain (stopped, hung, or starved of CPU) is then *deaf*:
+until its ``oldest`` changes (it evicted or published), later fills beyond the line evict
+their overflow at once instead of waiting again, so a stopped mount costs the others one
+wait, not one per fill.
 Holding the request back, rather than evicting at once, keeps the order across processes
 on a busy machine: a reader that fills more than the slack while the idle oldest process
 waits for a CPU would otherwise evict its own new data instead of the old data of the idle
@@ -277,6 +281,8 @@ class _Share:
         self.slot = slot
         self.cache = cache
         self.crowded = False  # the last fill left the total beyond budget + slack
+        self.awaited = -1  # the slot last nudged to make room
+        self.deaf: tuple[int, float] | None = None  # (slot, oldest): let a wait run out
         self.outbox = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.outbox.setblocking(False)
 
@@ -284,7 +290,12 @@ class _Share:
         self.outbox.close()
 
     def grown(self) -> None:
-        if self.settle() > 0:
+        overflow = self.settle()
+        if overflow <= 0:
+            return
+        if self.deaf == self._awaited_state():
+            self._pay(overflow)  # it let us wait in vain and has not stirred since
+        else:
             self.crowded = True
 
     async def wait_room(self) -> None:
@@ -293,9 +304,17 @@ class _Share:
         while (overflow := self.settle()) > 0 and trio.current_time() < deadline:
             await trio.sleep(PATIENCE / 50)
         if overflow > 0:
-            self.cache.shrink(self.cache.charge - overflow)
-            self.publish()
+            self.deaf = self._awaited_state()
+            self._pay(overflow)
         self.crowded = False
+
+    def _awaited_state(self) -> tuple[int, float]:
+        return self.awaited, float(self.table.oldest[self.awaited])
+
+    def _pay(self, overflow: int) -> None:
+        """Evict `overflow` from this cache's own tail: the oldest process does not."""
+        self.cache.shrink(self.cache.charge - overflow)
+        self.publish()
 
     def publish(self) -> None:
         self.table.charge[self.slot] = self.cache.charge
@@ -328,6 +347,7 @@ class _Share:
             first = int(oldest.argmin())
         if not self.nudge(first):
             return self.settle()  # its owner was dead, and its charge no longer counts
+        self.awaited = first
         return excess - slack
 
     def nudge(self, slot: int) -> bool:
