@@ -44,7 +44,10 @@ is a process of its own): a `BudgetPool` (`uvfs._budget`) joined with `BufferCac
 hears after every fill that the charge may have grown, and evicts through
 `BufferCache.shrink`, down to a charge and only extents last used before a given time.
 For that, every extent carries the `time.monotonic` of its last use, so `oldest_use`
-compares across processes. The cache still keeps within its own budget first.
+compares across processes. The cache still keeps within its own budget first. While the
+pool is ``crowded`` (too far over its budget), a miss, write or truncate waits
+in `BudgetPool.wait_room` before it answers: after installing, holding no lock, so only
+that request waits; hits never do.
 
 A single fill (the gaps one read fetched, or one write) larger than the whole budget only
 updates bytes already cached: it is answered, not kept, and does not flush the cache.
