@@ -79,6 +79,9 @@ class ZfsFuse:
         script = (
             "mount -t tmpfs tmpfs /run && mkdir -p /run/lock && "
             f"mount --bind {etc} /etc/zfs && "
+            # zfs-fuse keeps its pool list (zpool.cache) here: a shared one would make every
+            # daemon import, and write to, the pools of all the others.
+            "mkdir -p /var/lib/zfs && mount -t tmpfs tmpfs /var/lib/zfs && "
             f"exec {ZFS_FUSE} {shlex.join(self.options)} -n --no-kstat-mount -p /run/zfs-fuse.pid"
         )
         log = open(self.workdir / "daemon.log", "wb")  # noqa: SIM115 - the daemon keeps it
