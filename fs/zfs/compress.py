@@ -3,7 +3,7 @@
 `decompress` turns a block's physical bytes into its `lsize` logical bytes by enum
 zio_compress. Framing differs per algorithm:
 
-* lzjb: a raw stream (lzjb.py);
+* lzjb: a raw stream (_lzjb.c, a C extension: the format is a byte loop);
 * zle (zero-length encoding, zle.c, level 64): a length byte ``n`` below 64 means ``n + 1``
   literal bytes follow, otherwise ``n - 63`` zero bytes;
 * gzip-1..9: a zlib stream (with header), trailing sector padding ignored;
@@ -23,7 +23,8 @@ import zlib
 import lz4.block
 import zstandard
 
-from uvfs_fs.zfs.lzjb import LzjbError, lzjb_decompress
+from uvfs_fs.zfs._lzjb import LzjbError
+from uvfs_fs.zfs._lzjb import decompress as lzjb_decompress
 
 # enum zio_compress
 ZIO_COMPRESS_INHERIT = 0
@@ -44,7 +45,7 @@ COMPRESS_NAMES = (
 
 ZLE_LEVEL = 64
 # Algorithms decoded in C with the GIL released: worth a worker thread for big blocks.
-RELEASES_GIL = frozenset({*range(ZIO_COMPRESS_GZIP_1, ZIO_COMPRESS_GZIP_9 + 1),
+RELEASES_GIL = frozenset({ZIO_COMPRESS_LZJB, *range(ZIO_COMPRESS_GZIP_1, ZIO_COMPRESS_GZIP_9 + 1),
                           ZIO_COMPRESS_LZ4, ZIO_COMPRESS_ZSTD})  # fmt: skip
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 

@@ -13,8 +13,8 @@ for a pool opened read-only:
 
 Nothing passing is EIO. Checksums and decompression of blocks of 64 KiB or more run in a
 worker thread when the work is done in C without the GIL (hashlib, numpy, blake3, zlib,
-lz4, zstandard), so other requests proceed meanwhile; lzjb and zle are Python loops that
-hold the GIL, so they run inline. A block whose checksum function cannot be computed
+lz4, zstandard, our lzjb), so other requests proceed meanwhile; zle is a Python loop that
+holds the GIL, so it runs inline. A block whose checksum function cannot be computed
 here (off, skein, edonr; blake3 without the salt) is returned unverified and counted.
 
 In a block of an encrypted dataset (the crypt bit, objsets aside) the last two checksum

@@ -13,8 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from uvfs_fs.zfs import compress as c
+from uvfs_fs.zfs._lzjb import LzjbError
+from uvfs_fs.zfs._lzjb import decompress as lzjb_decompress
 from uvfs_fs.zfs.compress import CompressError, decompress, zle_decompress
-from uvfs_fs.zfs.lzjb import LzjbError, lzjb_decompress
 
 TEXT = b"".join(b"record %d, compressible\n" % i for i in range(4000))
 

@@ -150,18 +150,13 @@ def differences(ours: dict[str, Node], theirs: dict[str, Node]) -> list[str]:
 def xattr_daemon(workdir: Path) -> Iterator[zfsfuse.ZfsFuse]:
     """A zfs-fuse daemon started with -x (xattrs on), stopped on the way out.
 
-    The shared session daemon runs without -x: zfs-fuse then refuses setxattr. This one
-    also gets a private /var/lib/zfs, where Debian's zfs-fuse keeps zpool.cache: shared,
-    it would make the daemon import (and write to) pools other daemons have open.
+    The shared session daemon runs without -x: zfs-fuse then refuses setxattr.
     """
     reason = zfsfuse.available()
     if reason:
         pytest.skip(reason)
-    daemon = zfsfuse.ZfsFuse(workdir)
-    private = f'mount -t tmpfs tmpfs /var/lib/zfs && exec {zfsfuse.ZFS_FUSE} -x "$@"'
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(zfsfuse, "ZFS_FUSE", f"sh -c '{private}' zfs-fuse")
-        daemon.start()
+    daemon = zfsfuse.ZfsFuse(workdir, options=["-x"])
+    daemon.start()
     try:
         yield daemon
     finally:
