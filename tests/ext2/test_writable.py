@@ -13,6 +13,7 @@ import os
 import stat
 import struct
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -620,3 +621,28 @@ def test_ext4_mounts_read_only(tmp_path: Path, mount) -> None:
     assert sorted(os.listdir(mnt)) == ["lost+found"]
     run_uvfs("umount", str(mnt))
     assert hashlib.sha256(image.read_bytes()).digest() == before
+
+
+@pytest.mark.slow
+def test_mounted_unlinked_open_file(tmp_path: Path, mount) -> None:
+    """Unlinked while open: readable until closed, freed once the kernel forgets it."""
+    image = fresh_image(tmp_path / "img", block_size=4096, size_mb=64)
+    mnt = mount(image, options=RW, fstype=FSTYPE)
+    free = os.statvfs(mnt).f_bfree
+    fd = os.open(mnt / "x", os.O_CREAT | os.O_RDWR)
+    try:
+        os.write(fd, b"x" * 10_000_000)
+        os.unlink(mnt / "x")
+        assert os.pread(fd, 3, 9_999_997) == b"xxx"
+        assert os.statvfs(mnt).f_bfree < free - 2400
+    finally:
+        os.close(fd)
+    deadline = time.monotonic() + 10
+    while True:
+        os.chmod(mnt, 0o755)  # the change after the kernel's forget frees the inode
+        if os.statvfs(mnt).f_bfree == free or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert os.statvfs(mnt).f_bfree == free
+    run_uvfs("umount", str(mnt))
+    fsck(image)
