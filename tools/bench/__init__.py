@@ -4,6 +4,7 @@ Run it as root with ``python -m tools.bench`` (``make bench``; ``--quick`` for a
 Modules, bottom up: ``_sizes`` (how big), ``_host`` (commands, page cache, mount table),
 ``_images`` (the cached tree, ext2 images and tar), ``_systems`` and ``_zfs`` (each system
 as a mount that unmounts itself), ``_probe`` (one timed workload in a child process),
-``_results`` (the cells and targets), ``_suite`` (what runs when), ``_report`` (table,
-JSON, chart) and ``_cli``.
+``_results`` (the cells and targets), ``_suite`` (what runs when), ``_profile`` (py-spy
+of the uvfs server), ``_report`` (table, JSON, chart) and ``_cli``. README.md gives the
+method and the reasons behind it.
 """

@@ -11,7 +11,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
 
 from ._host import BenchError, exclusive
 from ._images import prepare
@@ -117,8 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.results.mkdir(parents=True, exist_ok=True)
         profiler = Profiler(args.results / "profiles") if args.profile else None
-        bench_options = {"profiler": profiler, "ext2_type": args.ext2_type}
-        results = measure(sizes, args.workdir.resolve(), args.only, bench_options)
+        results = measure(
+            sizes, args.workdir.resolve(), args.only, profiler=profiler, ext2_type=args.ext2_type
+        )
         write_json(results, args.results / "results.json")
         print(table(results))
         write_chart(results, args.results / "chart.png")
@@ -131,12 +131,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def measure(
-    sizes: Sizes, workdir: Path, suites: tuple[str, ...], options: dict[str, Any]
+    sizes: Sizes,
+    workdir: Path,
+    suites: tuple[str, ...],
+    *,
+    profiler: Profiler | None,
+    ext2_type: str,
 ) -> Results:
-    """Build or reuse the images in `workdir` and run `suites` over them.
-
-    `options` are `Bench`'s keyword arguments (profiler, ext2_type).
-    """
+    """Build or reuse the images in `workdir` and run `suites` over them (see `Bench`)."""
     workdir.mkdir(parents=True, exist_ok=True)
     # uvfs servers keep their records, logs and the cache-budget table they share in the
     # runtime directory: a private one keeps our mounts' caches from sharing a budget with
@@ -150,15 +152,14 @@ def measure(
             "size": sizes.name,
             "runs": sizes.runs,
             "sizes": asdict(sizes),
-            "uvfs_ext2_type": options["ext2_type"],
+            "uvfs_ext2_type": ext2_type,
             **host_facts(),
         }
         results = Results(meta)
         started = time.monotonic()
-        run_suites(Bench(sizes, workdir, images, results, **options), suites)
+        run_suites(Bench(sizes, workdir, images, results, profiler, ext2_type), suites)
     results.meta["seconds"] = round(time.monotonic() - started, 1)
     results.meta["load_at_end"] = os.getloadavg()
-    profiler = options["profiler"]
     results.meta["profiled"] = profiler is not None
     if profiler is not None:
         results.profiles = profiler.summaries()

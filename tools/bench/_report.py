@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from ._host import BenchError
 from ._results import UVFS, Results
@@ -14,10 +15,9 @@ SHORT_ERROR = 20  # an error this short is shown in its cell, a longer one as a 
 SYSTEM_COLOURS = {UVFS: "#d62728", "kernel": "#7f7f7f", "fuse2fs": "#1f77b4", "zfs-fuse": "#2ca02c"}
 
 
-def workload_label(workload: str, meta: dict[str, object]) -> str:
+def workload_label(workload: str, meta: dict[str, Any]) -> str:
     """What a workload does, with this run's sizes."""
     sizes = meta["sizes"]
-    assert isinstance(sizes, dict)
     file_mib = sizes["file_bytes"] // MiB
     files = f"{sizes['files']:,} files"
     return {
@@ -77,9 +77,20 @@ def table(results: Results) -> str:
             for row in lines
         ]
     out += _broker_cache_lines(results)
+    out += ["", _target_count(results)]
     out += _profile_lines(results)
     out += [""] + [f"[{i}] {note}" for i, note in enumerate(notes, 1)]
     return "\n".join(out)
+
+
+def _target_count(results: Results) -> str:
+    """``targets: 9 met, 21 NOT MET`` over every row with a target and the broker cache."""
+    verdicts = [results.verdict(*row) for row in results.rows()]
+    met = [v.met for v in verdicts if v is not None]
+    if results.broker_cache is not None:
+        met.append(bool(results.broker_cache.get("driver_untouched")))
+    counts = {"met": met.count(True), "NOT MET": met.count(False), "unknown": met.count(None)}
+    return "targets: " + ", ".join(f"{n} {word}" for word, n in counts.items() if n)
 
 
 def _broker_cache_lines(results: Results) -> list[str]:
