@@ -109,6 +109,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sizes = replace(sizes, runs=args.runs)
     if os.geteuid() != 0:
         return _fail("needs root: loop mounts, dropping the page cache and zfs-fuse")
+    for option, path in (("--workdir", args.workdir), ("--results", args.results)):
+        if path.exists() and not path.is_dir():
+            return _fail(f"{option} {path}: not a directory")
     try:
         _enter_private_namespace(argv)
     except BenchError as e:
@@ -122,8 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_json(results, args.results / "results.json")
         print(table(results))
         write_chart(results, args.results / "chart.png")
-    except (BenchError, OSError) as e:
+    except BenchError as e:
         return _fail(str(e))
+    except OSError as e:
+        return _fail(f"{e.filename}: {e.strerror}" if e.filename else str(e))
     except KeyboardInterrupt:
         return _fail("interrupted (everything was unmounted)", 130)
     print(f"\nbench: wrote {args.results / 'results.json'} and {args.results / 'chart.png'}")
