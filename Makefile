@@ -16,9 +16,7 @@ test: setup lint
 	.venv/bin/python -m pytest -q -p no:cacheprovider
 
 bench: setup
-	.venv/bin/python -m pip install -q -e '.[bench]'
 	.venv/bin/python -m tools.bench
 
 bench-quick: setup
-	.venv/bin/python -m pip install -q -e '.[bench]'
 	.venv/bin/python -m tools.bench --quick

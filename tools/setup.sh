@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what uvfs needs on Debian, idempotently: the apt packages that are missing, then a
-# .venv holding the project and its test extras. Safe to run any number of times.
+# .venv holding the project and its test and benchmark extras. Safe to run any number of times.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,6 +43,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[test]'
+  .venv/bin/python -m pip install -q -e '.[test,bench]'
   touch "$stamp"
 fi

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Iterator, Sequence
 
 import pyfuse3
+import trio
 
 from uvfs._api import Attr, Caller, FSError, SetAttr
 from uvfs._broker import Broker
@@ -35,6 +36,12 @@ class FuseOperations(pyfuse3.Operations):
     def __init__(self, broker: Broker) -> None:
         super().__init__()
         self.broker = broker
+        self.initialized = trio.Event()
+
+    def init(self) -> None:
+        # Called while the kernel's INIT request is answered; the reply goes out before
+        # any other task runs, so a task woken by this event sees an initialized mount.
+        self.initialized.set()
 
     @contextlib.contextmanager
     def _answer(self) -> Iterator[None]:

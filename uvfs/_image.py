@@ -19,7 +19,7 @@ import trio
 
 from uvfs._api import FSError
 
-# Below this, a pread of page-cached data costs less than handing it to a thread.
+# Below this, writing to the page cache costs less than handing the write to a thread.
 _THREAD_THRESHOLD = 256 * 1024
 
 
@@ -49,6 +49,7 @@ class ImageFile:
             except BlockingIOError:
                 raise ImageInUse(f"{path}: image is in use by another uvfs mount") from None
             self.size = os.lseek(self._fd, 0, os.SEEK_END)
+            self._nowait = True
         except BaseException:
             os.close(self._fd)
             raise
@@ -60,11 +61,31 @@ class ImageFile:
             raise FSError(errno.EIO, f"{self.path}: {size} bytes at {offset} run past the image")
         return data
 
+    def _read_cached(self, offset: int, size: int) -> bytes:
+        """What the page cache holds of the range from its start; maybe less, maybe none."""
+        if not self._nowait:
+            return b""
+        buffer = bytearray(size)
+        try:
+            done = os.preadv(self._fd, [buffer], offset, os.RWF_NOWAIT)
+        except BlockingIOError:
+            return b""
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            self._nowait = False  # a file system without RWF_NOWAIT: always use a thread
+            return b""
+        del buffer[done:]
+        return bytes(buffer)
+
     async def read(self, offset: int, size: int) -> bytes:
-        """`read_sync`, in a worker thread when large enough to be worth it."""
-        if size < _THREAD_THRESHOLD:
-            return self.read_sync(offset, size)
-        return await trio.to_thread.run_sync(self.read_sync, offset, size)
+        """`read_sync` without blocking the trio loop: what is not cached is read in a
+        worker thread."""
+        data = self._read_cached(offset, size)
+        if len(data) == size:
+            return data
+        rest = await trio.to_thread.run_sync(self.read_sync, offset + len(data), size - len(data))
+        return data + rest
 
     def write_sync(self, offset: int, data: bytes) -> None:
         """Write all of `data` at `offset`."""

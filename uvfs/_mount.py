@@ -60,7 +60,10 @@ def _mount_device(target: str) -> str | None:
     return device
 
 
-def _raise_read_ahead(target: str) -> None:
+async def _raise_read_ahead(initialized: trio.Event, target: str) -> None:
+    """Raise the mount's read-ahead once the kernel has its INIT reply, which would
+    otherwise cut it back to the 128 KiB libfuse asks for."""
+    await initialized.wait()
     device = _mount_device(target)
     if device is None:
         return
@@ -106,14 +109,17 @@ async def serve(
     options = {f"fsname={fsname}", f"subtype={subtype}", *fuse_options}
     if read_only:
         options.add("ro")
+    operations = FuseOperations(broker)
     try:
-        pyfuse3.init(FuseOperations(broker), mountpoint, options)
+        pyfuse3.init(operations, mountpoint, options)
     except RuntimeError as e:
         raise MountFailed(f"{mountpoint}: cannot mount: {e}") from None
     try:
-        _raise_read_ahead(target)
-        task_status.started(broker)
-        await pyfuse3.main()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_raise_read_ahead, operations.initialized, target)
+            task_status.started(broker)
+            await pyfuse3.main()
+            nursery.cancel_scope.cancel()
     finally:
         pyfuse3.close(unmount=True)
         with trio.CancelScope(shield=True):
