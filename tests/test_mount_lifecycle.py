@@ -53,3 +53,25 @@ def test_a_terminated_server_unmounts_cleanly(mount, hello_dir: Path) -> None:
     assert _gone(pid)
     assert not os.path.ismount(mnt)
     assert _left_behind(mnt) == []
+
+
+def test_umount_finishes_even_when_another_namespace_holds_the_mount(
+    mount, hello_dir: Path
+) -> None:
+    """An unshare made while mounted copies the mount; our unmount must still end the
+    server (and so write everything back) instead of waiting for that copy to go."""
+    import subprocess
+
+    mnt = mount(hello_dir / "empty.img", fstype="hello_driver:DRIVER", options="ro",
+                cwd=hello_dir)  # fmt: skip
+    pid = _server_pid(mnt)
+    holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sleep", "60"])
+    try:
+        time.sleep(0.2)  # the copy exists once unshare has run
+        started = time.monotonic()
+        run_uvfs("umount", str(mnt))
+        assert _gone(pid)
+        assert time.monotonic() - started < 10
+    finally:
+        holder.kill()
+        holder.wait()

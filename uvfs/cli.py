@@ -374,13 +374,32 @@ def cmd_umount(args: argparse.Namespace) -> int:
         reason = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"
         raise UserError(f"{args.mountpoint}: {reason.removeprefix('fusermount3: ')}")
     if record is not None:
-        # Wait until the server has written everything back and closed the image.
-        deadline = time.monotonic() + args.timeout
-        while _alive(record.pid):
-            if time.monotonic() > deadline:
-                raise UserError(f"server {record.pid} still writing back after {args.timeout}s")
-            time.sleep(0.02)
+        _wait_for_server(record.pid, args.timeout)
     return 0
+
+
+# How long a server may take to see its unmount before it is told to stop.
+_UNMOUNT_GRACE = 2.0
+
+
+def _wait_for_server(pid: int, timeout: float) -> None:
+    """Wait until the server has written everything back and closed the image.
+
+    A copy of the mount in another mount namespace (made by an unshare while we were
+    mounted) keeps the connection alive after our unmount, so the kernel never tells the
+    server; after a grace period it gets SIGTERM, which stops it the same orderly way.
+    """
+    start = time.monotonic()
+    told = False
+    while _alive(pid):
+        waited = time.monotonic() - start
+        if waited > timeout:
+            raise UserError(f"server {pid} still writing back after {timeout:g}s")
+        if not told and waited > _UNMOUNT_GRACE:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            told = True
+        time.sleep(0.02)
 
 
 def _alive(pid: int) -> bool:
