@@ -32,7 +32,7 @@ ZFS_READS = ("seqread", "find", "du")
 WRITES = ("untar", "write", "rmtree")  # in this order: rm -rf removes what tar made
 SUITES = ("ext2", "write", "zfs")
 # The zfs driver by module path: it mounts whether or not its entry point is registered.
-UVFS_ZFS_TYPE = "uvfs_fs.zfs:DRIVER"
+UVFS_ZFS_TYPE = "zfs"
 READ_ONLY_DRIVER = "read-only driver"
 
 PAGE = 4096  # the random reads' size

@@ -34,28 +34,16 @@ class PoolFiles:
 
 @contextlib.contextmanager
 def private_daemon(workdir: Path) -> Iterator[ZfsFuse]:
-    """A running zfs-fuse with its own /var/lib/zfs, stopped (pools exported) on leaving.
-
-    Debian's zfs-fuse keeps zpool.cache in /var/lib/zfs. Shared, a daemon started by another
-    session imports the pools listed there, ours included, while we have them open: both
-    write, and the pool is damaged (seen here). A tmpfs over it in the daemon's namespace
-    keeps the cache private; the test harness's `ZfsFuse` does not do it (yet), so its
-    command is wrapped for the start.
-    """
+    """A running zfs-fuse in a namespace of its own (its own zpool.cache, so it never
+    imports another daemon's pools), stopped (pools exported) on leaving."""
     reason = zfsfuse.available()
     if reason:
         raise BenchError(reason)
     daemon = ZfsFuse(workdir)
-    command = zfsfuse.ZFS_FUSE
-    zfsfuse.ZFS_FUSE = (
-        f"sh -c 'mount -t tmpfs tmpfs /var/lib/zfs && exec {command} \"$@\"' zfs-fuse"
-    )
     try:
         daemon.start()
     except RuntimeError as e:
         raise BenchError(f"zfs-fuse: {e}") from None
-    finally:
-        zfsfuse.ZFS_FUSE = command
     try:
         yield daemon
     finally:
