@@ -20,17 +20,33 @@ import pytest
 from ..conftest import run_uvfs
 from .writing import FSTYPE, RW, fresh_image, fsck, snapshot
 
-OPERATIONS = 3000
-CHECK_EVERY = 250
+OPERATIONS = 6000
+CHECK_EVERY = 500
 
 
 class Workload:
-    """Picks operations on paths that exist (mostly) and applies them to a tree."""
+    """Picks operations on paths that exist (mostly) and applies them to a tree.
 
-    def __init__(self, seed: int) -> None:
+    Args:
+        seed: for the random choices.
+        model: the model tree, consulted to forget paths that no longer exist.
+    """
+
+    def __init__(self, seed: int, model: Path) -> None:
         self.rng = random.Random(seed)
+        self.model = model
         self.files: list[str] = []
         self.dirs: list[str] = [""]
+
+    def _pick(self, pool: list[str]) -> str | None:
+        """A path of `pool` that still exists in the model (gone ones are dropped)."""
+        while pool:
+            i = self.rng.randrange(len(pool))
+            if pool[i] == "" or os.path.lexists(self.model / pool[i]):
+                return pool[i]
+            pool[i] = pool[-1]
+            pool.pop()
+        return None
 
     def name(self) -> str:
         rng = self.rng
@@ -39,12 +55,15 @@ class Workload:
         return "".join(rng.choice("abcdefgh") for _ in range(rng.randrange(1, 12)))
 
     def new_path(self) -> str:
-        parent = self.rng.choice(self.dirs)
+        parent = self._pick(self.dirs) or ""
         return f"{parent}/{self.name()}" if parent else self.name()
 
     def any_path(self) -> str:
-        pool = self.files + self.dirs[1:]
-        return self.rng.choice(pool) if pool and self.rng.random() < 0.9 else self.new_path()
+        if self.rng.random() < 0.9:
+            found = self._pick(self.files if self.rng.random() < 0.7 else self.dirs)
+            if found:
+                return found
+        return self.new_path()
 
     def data(self) -> bytes:
         size = self.rng.choice([1, 100, 1000, 4096, 5000, 70000, 300000])
@@ -58,11 +77,12 @@ class Workload:
         rng = self.rng
         kind = rng.choices(
             ["write", "append", "trunc_open", "truncate", "mkdir", "rmdir", "unlink",
-             "rename", "link", "symlink", "chmod", "fsync", "utime"],
-            weights=[20, 5, 3, 6, 8, 4, 6, 8, 3, 3, 3, 1, 2],
+             "rename", "link", "symlink", "chmod", "fsync", "utime", "setxattr",
+             "removexattr"],
+            weights=[20, 5, 3, 6, 8, 4, 6, 8, 3, 3, 3, 1, 2, 3, 1],
         )[0]  # fmt: skip
         if kind in ("write", "append", "trunc_open"):
-            path = rng.choice(self.files) if self.files and rng.random() < 0.7 else self.new_path()
+            path = (self._pick(self.files) if rng.random() < 0.7 else None) or self.new_path()
             data, offset = self.data(), self.offset()
             flags = os.O_WRONLY | os.O_CREAT
             flags |= {"append": os.O_APPEND, "trunc_open": os.O_TRUNC}.get(kind, 0)
@@ -84,7 +104,7 @@ class Workload:
             self.dirs.append(path)
             return f"mkdir {path}", lambda root: os.mkdir(root / path)
         if kind == "rmdir":
-            path = rng.choice(self.dirs[1:] or [self.new_path()])
+            path = self._pick(self.dirs) or self.new_path()
             return f"rmdir {path}", lambda root: os.rmdir(root / path)
         if kind == "unlink":
             path = self.any_path()
@@ -109,6 +129,16 @@ class Workload:
         if kind == "chmod":
             path, mode = self.any_path(), rng.choice([0o644, 0o600, 0o755, 0o2755, 0o1777])
             return f"chmod {path} {mode:o}", lambda root: os.chmod(root / path, mode)
+        if kind in ("setxattr", "removexattr"):
+            path, name = self.any_path(), f"user.{rng.choice('abc')}"
+            value = rng.randbytes(rng.choice([0, 10, 100, 250]))  # three fit one 1 KiB block
+            if kind == "setxattr":
+                return f"setxattr {path} {name}", lambda root: os.setxattr(
+                    root / path, name, value, follow_symlinks=False
+                )
+            return f"removexattr {path} {name}", lambda root: os.removexattr(
+                root / path, name, follow_symlinks=False
+            )
         if kind == "utime":
             path, ns = self.any_path(), rng.randrange(0, 2**31) * 10**9 + rng.randrange(10**9)
             return f"utime {path}", lambda root: os.utime(root / path, ns=(ns, ns))
@@ -138,7 +168,7 @@ def test_random_workload(tmp_path: Path, mount, kernel_mount, block_size: int, s
     mnt = mount(image, options=RW, fstype=FSTYPE)
     model = tmp_path / "model"
     model.mkdir()
-    workload = Workload(seed)
+    workload = Workload(seed, model)
     done: list[str] = []
     for step in range(1, OPERATIONS + 1):
         what, do = workload.next()
@@ -166,7 +196,7 @@ def test_parallel_workloads(tmp_path: Path, mount, kernel_mount) -> None:
         mine, theirs = mnt / f"w{seed}", model / f"w{seed}"
         mine.mkdir()
         theirs.mkdir(parents=True)
-        workload = Workload(seed)
+        workload = Workload(seed, model)
         for _ in range(OPERATIONS // 4):
             what, do = workload.next()
             a, b = outcome(do, mine), outcome(do, theirs)

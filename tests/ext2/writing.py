@@ -74,7 +74,12 @@ def snapshot(root: Path, *, times: bool = True) -> dict[str, tuple]:
                 content = None
             size = 0 if kind == stat.S_IFDIR else st.st_size
             mtime = st.st_mtime_ns if times and kind != stat.S_IFLNK else 0
+            xattrs = (
+                ()
+                if kind == stat.S_IFLNK
+                else tuple((name, os.getxattr(path, name)) for name in sorted(os.listxattr(path)))
+            )
             out[os.fsdecode(rel)] = (st.st_mode, size, st.st_nlink, st.st_uid, st.st_gid,
-                                     st.st_rdev, mtime, content)  # fmt: skip
+                                     st.st_rdev, mtime, content, xattrs)  # fmt: skip
         dirnames[:] = [d for d in dirnames if not (Path(dirpath) / d).is_symlink()]
     return out
