@@ -11,7 +11,7 @@ import pytest
 
 from uvfs import Attr, DirEntry, FSError
 from uvfs._api import Caller
-from uvfs._broker import ROOT, Broker
+from uvfs._broker import ROOT, Broker, Timeouts
 
 CALLER = Caller(uid=0, gid=0)
 
@@ -116,11 +116,13 @@ async def test_a_listing_is_a_snapshot_until_read_again_from_the_start() -> None
     assert [e.name for e in await b.readdir(fh, 0)][-1] == b"late"
 
 
-async def test_missing_names_are_cacheable_on_read_only_mounts_only() -> None:
-    b, _ = broker(read_only=True)
-    assert await b.lookup(ROOT, b"nope") is None
-    assert b.timeouts.negative > 0
-    b, _ = broker(read_only=False)
+async def test_missing_names_are_cacheable_unless_negative_timeouts_are_zero() -> None:
+    for read_only in (True, False):
+        b, _ = broker(read_only=read_only)
+        assert await b.lookup(ROOT, b"nope") is None
+        assert b.timeouts.negative > 0
+    b = Broker(ForgettingTreeFS(), read_only=False, cache=None, mount_id=0,
+               timeouts=Timeouts(entry=0, attr=0, negative=0))  # fmt: skip
     with pytest.raises(FSError) as excinfo:
         await b.lookup(ROOT, b"nope")
     assert excinfo.value.errno == errno.ENOENT

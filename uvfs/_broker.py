@@ -19,8 +19,9 @@ attributes, names (found or missing) and directory listings in a bounded LRU: af
 kernel lets them go (memory pressure, a dropped cache), they are answered again without
 the driver. Not for a driver that implements `Forget`: its inode numbers are valid only
 while the kernel holds them, so an answer remembered past a forget would name a node the
-driver has dropped (ESTALE). On a writable mount every change passes through the kernel,
-whose own caches the broker's timeouts keep short, so the broker keeps no metadata there.
+driver has dropped (ESTALE). On a writable mount the broker keeps no metadata: every
+change passes through the kernel, which keeps its own name and attribute caches (and
+cached misses) coherent as it makes them, so those caches may hold a minute there.
 
 Errors: a driver fails with `FSError`, which passes through. Anything else a driver raises
 is a bug in the driver: it is logged with its traceback and the request fails with EIO; the
@@ -144,7 +145,7 @@ class Broker:
         self.timeouts = timeouts or (
             Timeouts(entry=300.0, attr=300.0, negative=300.0)
             if read_only
-            else Timeouts(entry=1.0, attr=1.0, negative=0.0)
+            else Timeouts(entry=60.0, attr=60.0, negative=60.0)
         )
         self._root = fs.root
         self._lookups: dict[int, int] = {}
