@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import errno
 import stat
-from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Generic, TypeVar
 
 from construct import Container
 
 from uvfs._api import Attr, DirEntry, FSError, MountOptions, Refusal, StatFS
 from uvfs._image import ImageFile
+from uvfs._lru import LRU
 from uvfs_fs.ext2 import csum, xattr
 from uvfs_fs.ext2.blockmap import Run, map_indirect
 from uvfs_fs.ext2.dirent import EXT2_NAME_LEN, decode_rec_len, iter_dirents
@@ -60,35 +59,6 @@ DESC_CACHE_ENTRIES = 4096
 DIR_CACHE_NAMES = 1 << 20  # names held by all cached directories together
 DIR_MAX_NAMES = 1 << 24  # more in one directory is taken for corruption (repeated blocks)
 MAP_CHUNK_BLOCKS = 1024  # directory scans map this many blocks at a time
-
-_K = TypeVar("_K")
-_V = TypeVar("_V")
-
-
-class _LRU(Generic[_K, _V]):
-    """A least-recently-used map bounded by total weight; the newest entry always stays."""
-
-    def __init__(self, capacity: int) -> None:
-        self._capacity = capacity
-        self._items: OrderedDict[_K, tuple[_V, int]] = OrderedDict()
-        self._weight = 0
-
-    def get(self, key: _K) -> _V | None:
-        item = self._items.get(key)
-        if item is None:
-            return None
-        self._items.move_to_end(key)
-        return item[0]
-
-    def put(self, key: _K, value: _V, weight: int = 1) -> None:
-        old = self._items.pop(key, None)
-        if old is not None:
-            self._weight -= old[1]
-        self._items[key] = (value, weight)
-        self._weight += weight
-        while self._weight > self._capacity and len(self._items) > 1:
-            _, (_, dropped) = self._items.popitem(last=False)
-            self._weight -= dropped
 
 
 class _Directory:
@@ -125,10 +95,10 @@ class Ext2FileSystem:
         self._filetype = "filetype" in geo.features
         self._huge_file = "huge_file" in geo.features
         self._itable_blocks = -(-geo.inodes_per_group * geo.inode_size // geo.block_size)
-        self._meta: _LRU[int, bytes] = _LRU(max(16, META_CACHE_BYTES // geo.block_size))
-        self._descs: _LRU[int, GroupDesc] = _LRU(DESC_CACHE_ENTRIES)
-        self._inodes: _LRU[int, Inode] = _LRU(INODE_CACHE_ENTRIES)
-        self._dirs: _LRU[int, _Directory] = _LRU(DIR_CACHE_NAMES)
+        self._meta: LRU[int, bytes] = LRU(max(16, META_CACHE_BYTES // geo.block_size))
+        self._descs: LRU[int, GroupDesc] = LRU(DESC_CACHE_ENTRIES)
+        self._inodes: LRU[int, Inode] = LRU(INODE_CACHE_ENTRIES)
+        self._dirs: LRU[int, _Directory] = LRU(DIR_CACHE_NAMES)
         # metadata_csum: the checksum seed; None when the volume has no checksums
         self._csum_seed: int | None = None
         if "metadata_csum" in geo.features:

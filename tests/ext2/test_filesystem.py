@@ -14,7 +14,6 @@ import pytest
 from uvfs import Attr, DriverType, FSError, ImageFile, MountOptions, StatFS, Write
 from uvfs._api import PROBE_SIZE
 from uvfs_fs.ext2 import DRIVER, Ext2FileSystem
-from uvfs_fs.ext2.filesystem import _LRU
 
 from .conftest import debugfs_field, debugfs_stat, open_image, resolve
 from .images import FAST_SYMLINK, HUGE_FILE, HUGE_SIZE, ODD_NAMES, debugfs, make_image
@@ -386,15 +385,3 @@ def test_probe(ext4_image: Path) -> None:
     assert not DRIVER.probe(b"")
     assert isinstance(DRIVER, DriverType)
     assert DRIVER.name == "ext2"
-
-
-def test_caches_are_bounded_lrus() -> None:
-    cache: _LRU[int, str] = _LRU(10)
-    for key in range(5):
-        cache.put(key, str(key), weight=3)
-    assert [cache.get(k) for k in range(5)] == [None, None, "2", "3", "4"]  # 9 of 10 held
-    assert cache.get(2) == "2"  # now the most recent: 3 goes next
-    cache.put(9, "9", weight=3)
-    assert (cache.get(3), cache.get(2), cache.get(9)) == (None, "2", "9")
-    cache.put(7, "huge", weight=100)  # heavier than the whole cache: kept alone
-    assert (cache.get(7), cache.get(2)) == ("huge", None)
