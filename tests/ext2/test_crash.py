@@ -32,7 +32,8 @@ while True:
     try:
         action = rng.random()
         if action < 0.6:
-            with open(path, "ab" if rng.random() < 0.5 else "wb") as f:
+            grow = os.path.exists(path) and os.path.getsize(path) < 1_000_000
+            with open(path, "ab" if grow and rng.random() < 0.5 else "wb") as f:
                 f.write(rng.randbytes(rng.randrange(1, 200_000)))
         elif action < 0.8:
             os.truncate(path, rng.randrange(0, 50_000))
@@ -60,7 +61,7 @@ def test_kill_9_keeps_every_fsynced_file(
     tmp_path: Path, mount, kernel_mount, block_size: int, seed: int
 ) -> None:
     rng = random.Random(seed)
-    image = fresh_image(tmp_path / "img", block_size=block_size, size_mb=64)
+    image = fresh_image(tmp_path / "img", block_size=block_size, size_mb=256)
     mnt = mount(image, options=RW, fstype=FSTYPE)
     record = find(os.path.realpath(mnt))
     assert record is not None
@@ -69,7 +70,7 @@ def test_kill_9_keeps_every_fsynced_file(
     try:
         (mnt / "kept").mkdir()
         deadline = time.monotonic() + rng.uniform(1.0, 3.0)
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and len(synced) < 200:
             name = f"kept/file{len(synced)}"
             synced[name] = rng.randbytes(rng.randrange(0, 300_000))
             fsync_file(mnt / name, synced[name])
