@@ -1,6 +1,6 @@
 # The two commands of the README: `make demo` and `make test`. Both install what is missing.
 
-.PHONY: setup demo test lint bench bench-quick
+.PHONY: setup demo test lint bench bench-quick conformance
 
 setup:
 	@tools/setup.sh
@@ -20,3 +20,10 @@ bench: setup
 
 bench-quick: setup
 	.venv/bin/python -m tools.bench --quick
+
+# pjdfstest and fsx are third-party code, built by hand outside the repository
+# (tools/conformance/README.md says how); this runs them against a read-write mount.
+PJDFSTEST ?= /tmp/pjdfstest
+FSX ?= /tmp/fsx/fsx
+conformance: setup
+	.venv/bin/python -m tools.conformance --pjdfstest $(PJDFSTEST) --fsx $(FSX) --fsx-ops 100000 --json conformance.json

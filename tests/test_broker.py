@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import stat
+from dataclasses import replace
 
 import pytest
 
 from uvfs import Attr, DirEntry, FSError
-from uvfs._api import Caller
+from uvfs._api import Caller, SetAttr
 from uvfs._broker import ROOT, Broker, Timeouts
 
 CALLER = Caller(uid=0, gid=0)
@@ -259,3 +261,40 @@ async def test_a_driver_that_forgets_nodes_gets_no_remembered_answers() -> None:
     await b.getattr(5)
     await b.getattr(5)
     assert fs.calls == ["getattr", "getattr"]
+
+
+class FileFS(TreeFS):
+    """TreeFS whose node 5 is a writable file of `data`, truncated by setattr."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.data = bytearray(b"old contents")
+
+    async def getattr(self, ino: int) -> Attr:
+        base = await super().getattr(ino)
+        return replace(base, size=len(self.data)) if ino == 5 else base
+
+    async def read(self, ino: int, handle: int, offset: int, size: int) -> bytes:
+        return bytes(self.data[offset : offset + size])
+
+    async def write(self, ino: int, handle: int, offset: int, data: bytes) -> int:
+        self.data[offset : offset + len(data)] = data
+        return len(data)
+
+    async def setattr(self, ino: int, changes: SetAttr, caller: Caller) -> Attr:
+        if changes.size is not None:
+            del self.data[changes.size :]
+        return await self.getattr(ino)
+
+
+async def test_open_with_o_trunc_leaves_no_stale_bytes_in_the_cache() -> None:
+    from uvfs._cache import BufferCache
+
+    fs = FileFS()
+    b = Broker(fs, read_only=False, cache=BufferCache(1 << 20), mount_id=0)
+    fh = await b.open(5, os.O_RDWR, CALLER)
+    assert await b.read(fh, 0, 100) == b"old contents"  # now cached
+    fh = await b.open(5, os.O_WRONLY | os.O_TRUNC, CALLER)
+    assert fs.data == b""  # the broker truncated: this driver has no open of its own
+    await b.write(fh, 0, b"new")
+    assert await b.read(fh, 0, 100) == b"new"

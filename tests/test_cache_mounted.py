@@ -64,3 +64,28 @@ def test_cache_size_zero_sends_every_read_to_the_driver(mount, tmp_path: Path) -
     mnt = mount(image, options="ro,cache_size=0")
     assert (mnt / "small").read_bytes() == b"x" * 10000
     assert not any(key.startswith("cache.") for key in stats(mnt))
+
+
+def test_rewriting_a_file_through_a_writable_mount_never_shows_old_bytes(
+    mount, tmp_path: Path
+) -> None:
+    """O_TRUNC (the kernel leaves it to open), truncate up and overwrite, all through the
+    broker's cache: every read shows exactly what was written last."""
+    need("mke2fs")
+    image = tmp_path / "image"
+    subprocess.run(["mke2fs", "-q", "-F", "-t", "ext2", str(image), "8M"], check=True)
+    mnt = mount(image, options="rw")
+    f = mnt / "f"
+    f.write_bytes(b"hello\nappended\n")
+    assert f.read_bytes() == b"hello\nappended\n"
+    f.write_bytes(b"new")  # open(O_TRUNC)
+    assert f.read_bytes() == b"new"
+    os.truncate(f, 20)
+    assert f.read_bytes() == b"new" + bytes(17)
+    evict_from_kernel(f)  # the broker's cache must agree with what the kernel showed
+    assert f.read_bytes() == b"new" + bytes(17)
+    with open(f, "r+b") as handle:
+        handle.seek(18)
+        handle.write(b"zz")
+    evict_from_kernel(f)
+    assert f.read_bytes() == b"new" + bytes(15) + b"zz"

@@ -158,7 +158,11 @@ class Open(Protocol):
     """Absent: opening always succeeds and the handle passed to `read` is 0."""
 
     async def open(self, ino: int, flags: int, caller: Caller) -> int:
-        """Open file `ino` with open(2) `flags`; returns a handle the driver chooses."""
+        """Open file `ino` with open(2) `flags`; returns a handle the driver chooses.
+
+        With O_TRUNC in `flags` the driver truncates the file to zero bytes: the kernel
+        leaves that to open (absent, the broker truncates through `setattr`).
+        """
         ...
 
 

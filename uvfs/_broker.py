@@ -36,6 +36,7 @@ import errno
 import functools
 import itertools
 import logging
+import os
 import stat
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
@@ -327,10 +328,24 @@ class Broker:
 
     # --- files ------------------------------------------------------------------------------
 
+    async def _open(self, ino: int, flags: int, caller: Caller) -> int:
+        if self._supports(api.Open):
+            return await self.fs.open(ino, flags, caller)
+        if flags & os.O_TRUNC:
+            await self._need(api.SetAttrs, errno.EROFS).setattr(ino, SetAttr(size=0), caller)
+        return 0
+
     @_request
     async def open(self, ino: int, flags: int, caller: Caller) -> int:
         ino = self._swap(ino)
-        handle = await self.fs.open(ino, flags, caller) if self._supports(api.Open) else 0
+        if flags & os.O_TRUNC and self.cache is not None:
+            # libfuse's atomic O_TRUNC leaves the truncation to open: the cache must hear
+            # of it, or it would answer reads with the file's old bytes.
+            handle = await self.cache.truncate(
+                (self.mount_id, ino), 0, lambda: self._open(ino, flags, caller)
+            )
+        else:
+            handle = await self._open(ino, flags, caller)
         fh = next(self._handles)
         self._files[fh] = _OpenFile(ino, handle)
         return fh

@@ -14,11 +14,8 @@ from uvfs import Caller, ImageFile, MountOptions
 from uvfs_fs.ext2.writable import WritableExt2
 
 ROOT = Caller(uid=0, gid=0)
-# The mount's driver until the ext2 entry point opens WritableExt2 itself.
-FSTYPE = "uvfs_fs.ext2.writable:DRIVER"
-# Without the broker's buffer cache until it drops what an O_TRUNC open empties (the
-# kernel leaves that truncation to open(), which the cache does not see).
-RW = "rw,cache_size=0"
+FSTYPE = "ext2"  # the registered driver: WritableExt2 for rw mounts
+RW = "rw"
 
 
 def fresh_image(

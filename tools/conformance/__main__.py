@@ -27,7 +27,7 @@ from pathlib import Path
 
 UVFS = [sys.executable, "-m", "uvfs.cli"]
 # The writable ext2 driver, until the ext2 entry point opens it for rw mounts itself.
-DEFAULT_TYPE = "uvfs_fs.ext2.writable:DRIVER"
+DEFAULT_TYPE = "ext2"
 
 
 @dataclass
