@@ -39,6 +39,7 @@ PUBLIC = [
     "StatFS",
     "StatFs",
     "SymLink",
+    "Sync",
     "Unlink",
     "Write",
 ]

@@ -75,3 +75,20 @@ def test_umount_finishes_even_when_another_namespace_holds_the_mount(
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_an_idle_writable_mount_writes_its_changes_back(mount, tmp_path: Path) -> None:
+    """No fsync, no unmount, no further request: a few seconds later the change is on the
+    image all the same (the broker asks the driver to write back periodically)."""
+    import subprocess
+
+    from uvfs._mount import WRITE_BACK_SECONDS
+
+    image = tmp_path / "image"
+    subprocess.run(["mke2fs", "-q", "-F", "-t", "ext2", str(image), "8M"], check=True)
+    mnt = mount(image, options="rw")
+    (mnt / "note").write_bytes(b"written back\n")
+    time.sleep(2 * WRITE_BACK_SECONDS + 1)  # the driver flushes what waited 5 s
+    seen = subprocess.run(["debugfs", "-R", "cat /note", str(image)], capture_output=True,
+                          check=True).stdout  # fmt: skip
+    assert seen == b"written back\n"

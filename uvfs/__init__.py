@@ -37,6 +37,7 @@ from uvfs._api import (
     StatFS,
     StatFs,
     SymLink,
+    Sync,
     Unlink,
     Write,
 )
@@ -80,6 +81,7 @@ __all__ = [
     "StatFS",
     "StatFs",
     "SymLink",
+    "Sync",
     "Unlink",
     "Write",
 ]

@@ -349,6 +349,16 @@ class Fsync(Protocol):
 
 
 @runtime_checkable
+class Sync(Protocol):
+    """Absent: the driver writes back only when asked to (fsync, unmount) or on its own."""
+
+    async def sync(self) -> None:
+        """Write back what has waited long enough; called every few seconds while mounted
+        writable, so an idle mount does not keep changes in memory indefinitely."""
+        ...
+
+
+@runtime_checkable
 class SetXattr(Protocol):
     """Absent: setxattr fails with ENOTSUP."""
 

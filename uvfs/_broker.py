@@ -383,6 +383,17 @@ class Broker:
             await self.fs.fsync(f.ino, f.handle, datasync)
 
     @_request
+    async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        if self._supports(api.Fsync):
+            await self.fs.fsync(self._dirs[fh].ino, 0, datasync)
+
+    @_request
+    async def sync(self) -> None:
+        """Let the driver write back what has waited (the mount calls this periodically)."""
+        if self._supports(api.Sync):
+            await self.fs.sync()
+
+    @_request
     async def release(self, fh: int) -> None:
         f = self._files.pop(fh)
         if self._supports(api.Release):

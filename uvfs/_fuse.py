@@ -153,6 +153,10 @@ class FuseOperations(pyfuse3.Operations):
                     break
                 self.broker.entry_sent(entry)
 
+    async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        with self._answer():
+            await self.broker.fsyncdir(fh, datasync)
+
     async def releasedir(self, fh: int) -> None:
         with self._answer():
             self.broker.releasedir(fh)

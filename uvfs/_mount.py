@@ -13,6 +13,7 @@ only the blocked loop can give. Touch it from another process, or from a worker 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING
 import pyfuse3
 import trio
 
-from uvfs._api import FileSystem
+from uvfs._api import FileSystem, FSError
 from uvfs._broker import Broker, Timeouts
 from uvfs._fuse import FuseOperations
 
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     from uvfs._cache import BufferCache
 
 log = logging.getLogger("uvfs.mount")
+
+WRITE_BACK_SECONDS = 5.0  # how often a writable mount's driver may write back (`Sync`)
 
 # Sequential reads arrive in requests of the mount's read-ahead size; 1 MiB instead of the
 # default 128 KiB cuts round trips eightfold (only root may change it).
@@ -72,6 +75,14 @@ async def _raise_read_ahead(initialized: trio.Event, target: str) -> None:
             f.write(str(_READ_AHEAD_KB))
     except OSError as e:
         log.debug("cannot raise read-ahead of %s: %s", target, e)
+
+
+async def _write_back(broker: Broker) -> None:
+    """Give the driver its chance to write back every `WRITE_BACK_SECONDS`."""
+    while True:
+        await trio.sleep(WRITE_BACK_SECONDS)
+        with contextlib.suppress(FSError):  # logged by the broker; the next try may work
+            await broker.sync()
 
 
 async def serve(
@@ -117,6 +128,8 @@ async def serve(
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_raise_read_ahead, operations.initialized, target)
+            if not read_only:
+                nursery.start_soon(_write_back, broker)
             task_status.started(broker)
             await pyfuse3.main()
             nursery.cancel_scope.cancel()

@@ -47,11 +47,10 @@ directories and ownership before a request arrives, and clears setuid/setgid on 
 and truncation by others; this module clears them on chown. Without that option every
 caller may do everything.
 
-Limits of the API: there is no timer, so "periodic" write-back happens at the end of the
-first change after `FLUSH_SECONDS`; an idle mount keeps its last changes in memory until
-the next request, fsync or unmount. fsync covers the whole volume (directory entries
-included), which is also what fsync of a directory needs: the broker does not pass
-fsyncdir on.
+Periodic write-back: the broker calls `sync` every few seconds, which flushes what has
+waited `FLUSH_SECONDS`, so an idle mount does not keep changes in memory. fsync covers the
+whole volume (directory entries included), which is also what fsync of a directory
+needs.
 """
 
 from __future__ import annotations
@@ -1009,6 +1008,19 @@ class WritableExt2(Ext2FileSystem):
         async with self._lock:
             await self._begin()
             await self._flush()
+
+    async def sync(self) -> None:
+        """Write back what has waited `FLUSH_SECONDS` (the broker asks every few seconds)."""
+        if not self._writable:
+            return
+        async with self._lock:
+            waiting = (
+                self._dirty or self._dirty_bitmaps or self._dirty_groups or self._data_written
+                or self._deferred or self._forgotten
+            )  # fmt: skip
+            if waiting and time.monotonic() - self._last_flush >= FLUSH_SECONDS:
+                await self._begin()
+                await self._flush()
 
     def forget(self, ino: int) -> None:
         """The kernel let go of `ino`: an unlinked inode may now be freed (next request)."""
