@@ -110,3 +110,21 @@ def test_an_isolated_ext2_mount_shows_the_same_view(mount, tmp_path: Path) -> No
     isolated = mount(image, options="ro,isolate")
     assert len(_children_named(_server_pid(isolated), "uvfs._isolation")) == 1
     assert view(isolated) == inside
+
+
+def test_every_operation_of_the_api_crosses_the_process_boundary() -> None:
+    import typing
+
+    from uvfs import _api
+    from uvfs._isolation import OPERATIONS
+
+    protocols = {
+        name: proto
+        for name, proto in vars(_api).items()
+        if isinstance(proto, type) and getattr(proto, "_is_protocol", False)
+        and proto not in (typing.Protocol, _api.FileSystem, _api.DriverType)
+    }  # fmt: skip
+    forwarded = set(OPERATIONS.values())
+    assert {name for name, proto in protocols.items() if proto not in forwarded} == set()
+    for operation, proto in OPERATIONS.items():
+        assert hasattr(proto, operation)

@@ -48,7 +48,7 @@ OPERATIONS: dict[str, type] = {
     "listxattr": api.ListXattr, "forget": api.Forget, "close": api.Close, "write": api.Write,
     "create": api.Create, "mknod": api.MkNod, "mkdir": api.MkDir, "symlink": api.SymLink,
     "link": api.Link, "unlink": api.Unlink, "rmdir": api.RmDir, "rename": api.Rename,
-    "setattr": api.SetAttrs, "fsync": api.Fsync, "setxattr": api.SetXattr,
+    "setattr": api.SetAttrs, "fsync": api.Fsync, "sync": api.Sync, "setxattr": api.SetXattr,
     "removexattr": api.RemoveXattr,
 }  # fmt: skip
 
