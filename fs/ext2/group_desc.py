@@ -16,7 +16,7 @@ from uvfs_fs.ext2.record import FastRecord
 from uvfs_fs.ext2.superblock import Geometry
 
 # fmt: off
-ext2_group_desc = Struct(
+_EXT2_FIELDS = (  # the 32-byte descriptor; a 64bit volume's adds the high halves
     "bg_block_bitmap" / Int32ul,            # 0x00
     "bg_inode_bitmap" / Int32ul,            # 0x04
     "bg_inode_table" / Int32ul,             # 0x08
@@ -29,21 +29,11 @@ ext2_group_desc = Struct(
     "bg_inode_bitmap_csum_lo" / Int16ul,    # 0x1a
     "bg_itable_unused" / Int16ul,           # 0x1c
     "bg_checksum" / Int16ul,                # 0x1e
-).compile()
+)
+ext2_group_desc = Struct(*_EXT2_FIELDS).compile()
 
 ext4_group_desc = Struct(
-    "bg_block_bitmap" / Int32ul,            # 0x00
-    "bg_inode_bitmap" / Int32ul,            # 0x04
-    "bg_inode_table" / Int32ul,             # 0x08
-    "bg_free_blocks_count" / Int16ul,       # 0x0c
-    "bg_free_inodes_count" / Int16ul,       # 0x0e
-    "bg_used_dirs_count" / Int16ul,         # 0x10
-    "bg_flags" / Int16ul,                   # 0x12
-    "bg_exclude_bitmap_lo" / Int32ul,       # 0x14
-    "bg_block_bitmap_csum_lo" / Int16ul,    # 0x18
-    "bg_inode_bitmap_csum_lo" / Int16ul,    # 0x1a
-    "bg_itable_unused" / Int16ul,           # 0x1c
-    "bg_checksum" / Int16ul,                # 0x1e
+    *_EXT2_FIELDS,
     "bg_block_bitmap_hi" / Int32ul,         # 0x20
     "bg_inode_bitmap_hi" / Int32ul,         # 0x24
     "bg_inode_table_hi" / Int32ul,          # 0x28
