@@ -57,3 +57,12 @@ def test_one_writer_or_many_readers(image: Path) -> None:
             ImageFile(str(image))
     with ImageFile(str(image)), ImageFile(str(image)), pytest.raises(ImageInUse):
         ImageFile(str(image), writable=True)
+
+
+async def test_a_full_disk_is_enospc_for_the_request() -> None:
+    """The image's own disk filling up is the request's ENOSPC, not a driver bug's EIO."""
+    with ImageFile("/dev/full", writable=True) as f:
+        with pytest.raises(FSError) as excinfo:
+            await f.write(0, b"x" * 4096)
+        assert excinfo.value.errno == errno.ENOSPC
+        assert "No space left on device" in str(excinfo.value)

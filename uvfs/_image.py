@@ -10,10 +10,12 @@ of the image is an I/O error (EIO): a truncated image must not read as zeros.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
 import stat
+from collections.abc import Iterator
 
 import trio
 
@@ -21,6 +23,18 @@ from uvfs._api import FSError
 
 # Below this, writing to the page cache costs less than handing the write to a thread.
 _THREAD_THRESHOLD = 256 * 1024
+
+
+@contextlib.contextmanager
+def _as_fserror(path: str) -> Iterator[None]:
+    """An I/O failure of the image (a full disk, a failing device) is the request's errno,
+    not a driver bug: ENOSPC reaches the user as ENOSPC."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno is None:
+            raise
+        raise FSError(e.errno, f"{path}: {os.strerror(e.errno)}") from None
 
 
 class ImageInUse(Exception):
@@ -56,7 +70,8 @@ class ImageFile:
 
     def read_sync(self, offset: int, size: int) -> bytes:
         """Exactly `size` bytes at `offset`, or EIO when the image ends first."""
-        data = os.pread(self._fd, size, offset)
+        with _as_fserror(self.path):
+            data = os.pread(self._fd, size, offset)
         if len(data) != size:
             raise FSError(errno.EIO, f"{self.path}: {size} bytes at {offset} run past the image")
         return data
@@ -92,10 +107,11 @@ class ImageFile:
         if not self.writable:
             raise FSError(errno.EROFS, f"{self.path}: image is open read-only")
         view = memoryview(data)
-        while view:
-            written = os.pwrite(self._fd, view, offset)
-            view = view[written:]
-            offset += written
+        with _as_fserror(self.path):
+            while view:
+                written = os.pwrite(self._fd, view, offset)
+                view = view[written:]
+                offset += written
         self.size = max(self.size, offset)
 
     async def write(self, offset: int, data: bytes) -> None:
@@ -108,7 +124,8 @@ class ImageFile:
     async def sync(self) -> None:
         """Make every write so far durable (fdatasync)."""
         if self.writable:
-            await trio.to_thread.run_sync(os.fdatasync, self._fd)
+            with _as_fserror(self.path):
+                await trio.to_thread.run_sync(os.fdatasync, self._fd)
 
     def close(self) -> None:
         """Release the lock and the file."""
