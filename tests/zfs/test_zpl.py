@@ -341,9 +341,11 @@ async def test_statfs(built: Built) -> None:
     st = await fs.statfs()
     size = 128 << 20
     assert st.block_size == 512
-    # zfs's figure comes from an import whose own txgs (history, deferred frees) shift the
-    # root's used space by a few sectors before the export we read: not exact, but close.
-    assert abs((st.blocks - st.blocks_free) * 512 - built.used) <= 64 * 1024
+    # zfs's figure comes from an import whose own txgs (pool history, deferred frees) shift
+    # the root's used space before the export we read: up to ~300 KiB seen here. Within
+    # 1 MiB still tells the root's used space from the other figures (referenced, a
+    # child's, the pool's).
+    assert abs((st.blocks - st.blocks_free) * 512 - built.used) <= 1 << 20
     assert 0.9 * size < st.blocks * 512 <= size
     assert st.blocks_avail == st.blocks_free
     assert st.files > st.files_free > 0
