@@ -148,7 +148,7 @@ async def test_a_driver_bug_is_eio_for_that_request_and_the_broker_goes_on(caplo
     [
         (lambda b: b.readlink(ROOT), errno.EINVAL),
         (lambda b: b.getxattr(ROOT, b"user.x"), errno.ENODATA),
-        (lambda b: b.setxattr(ROOT, b"user.x", b"1", 0), errno.ENOTSUP),
+        (lambda b: b.setxattr(ROOT, b"user.x", b"1", 0, CALLER), errno.ENOTSUP),
         (lambda b: b.removexattr(ROOT, b"user.x"), errno.ENOTSUP),
         (lambda b: b.mkdir(ROOT, b"d", 0o755, CALLER), errno.EROFS),
         (lambda b: b.unlink(ROOT, b"one"), errno.EROFS),

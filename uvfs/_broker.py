@@ -23,6 +23,14 @@ driver has dropped (ESTALE). On a writable mount the broker keeps no metadata: e
 change passes through the kernel, which keeps its own name and attribute caches (and
 cached misses) coherent as it makes them, so those caches may hold a minute there.
 
+Permissions are the kernel's: every mount asks it to check modes (``default_permissions``)
+and, for a driver that keeps extended attributes, POSIX ACLs too, exactly as it does for
+ext4. What FUSE leaves to the filesystem the broker does for every driver: a new node in a
+setgid directory takes the directory's group (a directory also the setgid bit), inherits
+the directory's default ACL or else the caller's umask, and a chmod or an access ACL keeps
+mode and ACL in step (`uvfs/_acl.py`). With ``fakeroot`` the mounting user's requests
+reach the driver as root's, and the kernel checks nothing (no other user is let in).
+
 Errors: a driver fails with `FSError`, which passes through. Anything else a driver raises
 is a bug in the driver: it is logged with its traceback and the request fails with EIO; the
 mount stays up. This module does not import pyfuse3 (the glue in `_fuse.py` does), so it can
@@ -42,6 +50,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
+from uvfs import _acl
 from uvfs import _api as api
 from uvfs._api import Attr, Caller, DirEntry, FSError, SetAttr, StatFS
 from uvfs._lru import LRU
@@ -91,6 +100,21 @@ class Timeouts:
         if self.directory_entry is not None and stat.S_ISDIR(mode):
             return self.directory_entry
         return self.entry
+
+
+def in_group(caller: Caller, gid: int) -> bool:
+    """Whether `gid` is the caller's group or one of its supplementary groups (which FUSE
+    does not pass on, so they are read from /proc while the request is in flight)."""
+    if caller.gid == gid:
+        return True
+    try:
+        with open(f"/proc/{caller.pid}/status") as f:
+            for line in f:
+                if line.startswith("Groups:"):
+                    return str(gid) in line.split()[1:]
+    except OSError:
+        pass  # the caller is gone: it is no member of anything any more
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +172,8 @@ class Broker:
             if read_only
             else Timeouts(entry=60.0, attr=60.0, negative=60.0)
         )
+        # The kernel applies POSIX ACLs only when the driver can show them as xattrs.
+        self.acls = self._supports(api.GetXattr)
         self._root = fs.root
         self._lookups: dict[int, int] = {}
         self._files: dict[int, _OpenFile] = {}
@@ -272,12 +298,14 @@ class Broker:
         fs = self._need(api.SetAttrs, errno.EROFS)
         ino = self._swap(ino)
         if changes.size is None or self.cache is None:
-            return self.to_kernel(await fs.setattr(ino, changes, caller))
-        return self.to_kernel(
-            await self.cache.truncate(
+            attr = await fs.setattr(ino, changes, caller)
+        else:
+            attr = await self.cache.truncate(
                 (self.mount_id, ino), changes.size, lambda: fs.setattr(ino, changes, caller)
             )
-        )
+        if changes.mode is not None and self.acls and not stat.S_ISLNK(attr.mode):
+            await self._chmod_acl(ino, attr.mode)
+        return self.to_kernel(attr)
 
     @_request
     async def readlink(self, ino: int) -> bytes:
@@ -401,32 +429,80 @@ class Broker:
 
     # --- creating and removing names --------------------------------------------------------
 
+    async def _inherit(
+        self, parent: int, mode: int, caller: Caller
+    ) -> tuple[_acl.Inherited, Caller]:
+        """The mode and ACLs a node made with `mode` under `parent` gets, and the caller
+        whose group it takes (a setgid directory's own)."""
+        directory = await self.fs.getattr(parent)
+        if directory.mode & stat.S_ISGID:
+            caller = replace(caller, gid=directory.gid)
+            if stat.S_ISDIR(mode):
+                mode |= stat.S_ISGID
+        if not self.acls:
+            return _acl.Inherited(mode), caller  # the kernel applied the umask
+        try:
+            default = await self.fs.getxattr(parent, _acl.DEFAULT)
+        except FSError as e:
+            if e.errno not in (errno.ENODATA, errno.ENOTSUP):
+                raise
+            default = None
+        return _acl.inherit(default, mode, caller.umask), caller
+
+    async def _store_acls(self, ino: int, inherited: _acl.Inherited) -> None:
+        for name, value in ((_acl.ACCESS, inherited.access), (_acl.DEFAULT, inherited.default)):
+            if value is not None:
+                await self._need(api.SetXattr, errno.ENOTSUP).setxattr(ino, name, value, 0)
+
+    async def _chmod_acl(self, ino: int, mode: int) -> None:
+        """Keep the node's access ACL in step with its new mode, as chmod(2) does."""
+        try:
+            value = await self.fs.getxattr(ino, _acl.ACCESS)
+        except FSError as e:
+            if e.errno in (errno.ENODATA, errno.ENOTSUP):
+                return
+            raise
+        await self.fs.setxattr(
+            ino, _acl.ACCESS, _acl.encode(_acl.chmod(_acl.decode(value), mode)), 0
+        )
+
     @_request
     async def create(
         self, parent: int, name: bytes, mode: int, flags: int, caller: Caller
     ) -> tuple[Attr, int]:
         fs = self._need(api.Create, errno.EROFS)
-        attr, handle = await fs.create(self._swap(parent), name, mode, flags, caller)
+        parent = self._swap(parent)
+        new, caller = await self._inherit(parent, mode, caller)
+        attr, handle = await fs.create(parent, name, new.mode, flags, caller)
         fh = next(self._handles)
         self._files[fh] = _OpenFile(attr.ino, handle)
+        await self._store_acls(attr.ino, new)
         return self._created(attr), fh
 
     @_request
     async def mknod(self, parent: int, name: bytes, mode: int, rdev: int, caller: Caller) -> Attr:
         fs = self._need(api.MkNod, errno.EROFS)
-        return self._created(await fs.mknod(self._swap(parent), name, mode, rdev, caller))
+        parent = self._swap(parent)
+        new, caller = await self._inherit(parent, mode, caller)
+        attr = await fs.mknod(parent, name, new.mode, rdev, caller)
+        await self._store_acls(attr.ino, new)
+        return self._created(attr)
 
     @_request
     async def mkdir(self, parent: int, name: bytes, mode: int, caller: Caller) -> Attr:
         fs = self._need(api.MkDir, errno.EROFS)
-        return self._created(
-            await fs.mkdir(self._swap(parent), name, (mode & 0o7777) | stat.S_IFDIR, caller)
-        )
+        parent = self._swap(parent)
+        new, caller = await self._inherit(parent, (mode & 0o7777) | stat.S_IFDIR, caller)
+        attr = await fs.mkdir(parent, name, new.mode, caller)
+        await self._store_acls(attr.ino, new)
+        return self._created(attr)
 
     @_request
     async def symlink(self, parent: int, name: bytes, target: bytes, caller: Caller) -> Attr:
         fs = self._need(api.SymLink, errno.EROFS)
-        return self._created(await fs.symlink(self._swap(parent), name, target, caller))
+        parent = self._swap(parent)
+        _, caller = await self._inherit(parent, stat.S_IFLNK | 0o777, caller)
+        return self._created(await fs.symlink(parent, name, target, caller))
 
     @_request
     async def link(self, ino: int, new_parent: int, new_name: bytes) -> Attr:
@@ -462,9 +538,31 @@ class Broker:
         return await self.fs.listxattr(self._swap(ino))
 
     @_request
-    async def setxattr(self, ino: int, name: bytes, value: bytes, flags: int) -> None:
+    async def setxattr(
+        self, ino: int, name: bytes, value: bytes, flags: int, caller: Caller
+    ) -> None:
         fs = self._need(api.SetXattr, errno.ENOTSUP)
-        await fs.setxattr(self._swap(ino), name, value, flags)
+        ino = self._swap(ino)
+        if name != _acl.ACCESS or not self.acls:
+            await fs.setxattr(ino, name, value, flags)
+            return
+        # An access ACL sets the mode's rwx bits; one that says no more is not stored.
+        attr = await fs.getattr(ino)
+        mode, extended = _acl.mode_from_acl(_acl.decode(value), attr.mode)
+        if caller.uid != 0 and not in_group(caller, attr.gid):
+            mode &= ~stat.S_ISGID
+        if extended:
+            await fs.setxattr(ino, name, value, flags)
+        else:
+            try:
+                await self._need(api.RemoveXattr, errno.ENOTSUP).removexattr(ino, name)
+            except FSError as e:
+                if e.errno != errno.ENODATA:
+                    raise
+        if mode != attr.mode:
+            await self._need(api.SetAttrs, errno.EROFS).setattr(
+                ino, SetAttr(mode=mode & 0o7777), caller
+            )
 
     @_request
     async def removexattr(self, ino: int, name: bytes) -> None:

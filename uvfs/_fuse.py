@@ -22,21 +22,30 @@ from uvfs._broker import Broker
 log = logging.getLogger("uvfs.fuse")
 
 
-def _caller(ctx: pyfuse3.RequestContext) -> Caller:
-    return Caller(uid=ctx.uid, gid=ctx.gid, pid=ctx.pid, umask=ctx.umask)
-
-
 class FuseOperations(pyfuse3.Operations):
-    """pyfuse3's request handlers, each a thin translation to a `Broker` call."""
+    """pyfuse3's request handlers, each a thin translation to a `Broker` call.
+
+    Args:
+        broker: the mount's broker.
+        fakeroot: the uid whose requests reach the driver as root's (``-o fakeroot``), or
+            None. The kernel is then not asked to check permissions, so no ACLs either.
+    """
 
     supports_dot_lookup = False  # no NFS export: the kernel never looks up "." or ".."
     enable_writeback_cache = False  # writes go through, so the broker's cache sees each one
-    enable_acl = False
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, fakeroot: int | None = None) -> None:
         super().__init__()
         self.broker = broker
+        self.fakeroot = fakeroot
+        # Read by pyfuse3 at INIT: the kernel then checks ACLs and leaves the umask to us.
+        self.enable_acl = broker.acls and fakeroot is None
         self.initialized = trio.Event()
+
+    def _caller(self, ctx: pyfuse3.RequestContext) -> Caller:
+        if ctx.uid == self.fakeroot:
+            return Caller(uid=0, gid=0, pid=ctx.pid, umask=ctx.umask)
+        return Caller(uid=ctx.uid, gid=ctx.gid, pid=ctx.pid, umask=ctx.umask)
 
     def init(self) -> None:
         # Called while the kernel's INIT request is answered; the reply goes out before
@@ -122,7 +131,7 @@ class FuseOperations(pyfuse3.Operations):
             mtime_ns=attr.st_mtime_ns if fields.update_mtime else None,
         )
         with self._answer():
-            return self._entry(await self.broker.setattr(inode, changes, _caller(ctx)))
+            return self._entry(await self.broker.setattr(inode, changes, self._caller(ctx)))
 
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
         with self._answer():
@@ -165,7 +174,7 @@ class FuseOperations(pyfuse3.Operations):
 
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         with self._answer():
-            return self._file_info(await self.broker.open(inode, flags, _caller(ctx)))
+            return self._file_info(await self.broker.open(inode, flags, self._caller(ctx)))
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
         with self._answer():
@@ -190,7 +199,7 @@ class FuseOperations(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         with self._answer():
-            attr, fh = await self.broker.create(parent_inode, name, mode, flags, _caller(ctx))
+            attr, fh = await self.broker.create(parent_inode, name, mode, flags, self._caller(ctx))
             return self._file_info(fh), self._entry(attr)
 
     # --- creating and removing names --------------------------------------------------------
@@ -200,20 +209,22 @@ class FuseOperations(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         with self._answer():
             return self._entry(
-                await self.broker.mknod(parent_inode, name, mode, rdev, _caller(ctx))
+                await self.broker.mknod(parent_inode, name, mode, rdev, self._caller(ctx))
             )
 
     async def mkdir(
         self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         with self._answer():
-            return self._entry(await self.broker.mkdir(parent_inode, name, mode, _caller(ctx)))
+            return self._entry(await self.broker.mkdir(parent_inode, name, mode, self._caller(ctx)))
 
     async def symlink(
         self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         with self._answer():
-            return self._entry(await self.broker.symlink(parent_inode, name, target, _caller(ctx)))
+            return self._entry(
+                await self.broker.symlink(parent_inode, name, target, self._caller(ctx))
+            )
 
     async def link(
         self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
@@ -256,7 +267,7 @@ class FuseOperations(pyfuse3.Operations):
     ) -> None:
         # pyfuse3 does not pass setxattr(2)'s XATTR_CREATE/XATTR_REPLACE flags on.
         with self._answer():
-            await self.broker.setxattr(inode, name, value, 0)
+            await self.broker.setxattr(inode, name, value, 0, self._caller(ctx))
 
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         with self._answer():

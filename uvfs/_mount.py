@@ -96,6 +96,7 @@ async def serve(
     cache: BufferCache | None = None,
     mount_id: int = 0,
     timeouts: Timeouts | None = None,
+    fakeroot: bool = False,
     task_status: trio.TaskStatus[Broker] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Mount `filesystem` at `mountpoint` and serve it until unmounted or cancelled.
@@ -111,6 +112,8 @@ async def serve(
         mount_id: this mount's key in `cache`.
         timeouts: how long the kernel may cache names, attributes and misses (zeros make
             every access reach the driver); default: long when read-only, short otherwise.
+        fakeroot: the mounting user acts as root inside the filesystem. Only for a mount
+            no other user can enter (no allow_other): the kernel then checks nothing.
         task_status: receives the `Broker` once the mount is live.
     """
     broker = Broker(
@@ -120,7 +123,13 @@ async def serve(
     options = {f"fsname={fsname}", f"subtype={subtype}", *fuse_options}
     if read_only:
         options.add("ro")
-    operations = FuseOperations(broker)
+    if fakeroot:
+        options.discard("default_permissions")
+    else:
+        # The kernel checks every request against modes and ACLs, as it does for ext4:
+        # the only way to check a path walk whose names it has cached.
+        options.add("default_permissions")
+    operations = FuseOperations(broker, os.getuid() if fakeroot else None)
     try:
         pyfuse3.init(operations, mountpoint, options)
     except RuntimeError as e:

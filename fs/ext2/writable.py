@@ -42,10 +42,10 @@ e2fsck accepts (``e2fsck -D`` rebuilds the index). Extended attributes of the us
 trusted and security namespaces are set in the inode when it has room, else in the
 attribute block, which is copied first when other inodes share it.
 
-Permissions are the kernel's: with ``default_permissions`` it checks modes, sticky
-directories and ownership before a request arrives, and clears setuid/setgid on writes
-and truncation by others; this module clears them on chown. Without that option every
-caller may do everything.
+Permissions are the kernel's and the broker's (uvfs/_broker.py): the kernel checks modes,
+ACLs, sticky directories and ownership before a request arrives, and clears setuid/setgid
+on writes and truncation by others; the broker gives new nodes their group in setgid
+directories, their inherited ACLs and umask. This module clears setuid/setgid on chown.
 
 Periodic write-back: the broker calls `sync` every few seconds, which flushes what has
 waited `FLUSH_SECONDS`, so an idle mount does not keep changes in memory. fsync covers the
@@ -134,6 +134,7 @@ from uvfs_fs.ext2.xattr_build import (
     parse_block_raw,
     parse_ibody_raw,
     split_name,
+    stored_value,
 )
 
 log = logging.getLogger("uvfs.ext2")
@@ -513,18 +514,12 @@ class WritableExt2(Ext2FileSystem):
     ) -> Inode:
         ino = await self._alloc_inode(parent.ino, stat.S_ISDIR(mode))
         now = time.time_ns()
-        gid = caller.gid
-        if parent.mode & stat.S_ISGID:
-            # BSD group semantics in a setgid directory; subdirectories inherit the bit.
-            gid = parent.gid
-            if stat.S_ISDIR(mode):
-                mode |= stat.S_ISGID
         blank = self._decode(ino, blank_slot(self.geo.inode_size))
         inode = replace(
             blank,
             mode=mode,
             uid=caller.uid,
-            gid=gid,
+            gid=caller.gid,
             links_count=1,
             atime_ns=now,
             mtime_ns=now,
@@ -1308,7 +1303,8 @@ class WritableExt2(Ext2FileSystem):
         return parse_ibody_raw(inode.xattr_ibody), block
 
     async def setxattr(self, ino: int, name: bytes, value: bytes, flags: int) -> None:
-        """Set `name` (user.*, trusted.*, security.*): in the inode if it fits, else its block."""
+        """Set `name` (user.*, trusted.*, security.*, the POSIX ACLs): in the inode if it
+        fits, else in its block."""
         index, suffix = split_name(name)
         async with self._lock:
             await self._begin()
@@ -1322,7 +1318,7 @@ class WritableExt2(Ext2FileSystem):
                 raise FSError(errno.ENODATA)
             ibody = [e for e in ibody if (e.index, e.name) != key]
             block = [e for e in block if (e.index, e.name) != key]
-            new = RawEntry(index, suffix, value)
+            new = RawEntry(index, suffix, stored_value(index, value))
             if build_ibody([*ibody, new], len(inode.xattr_ibody)) is not None:
                 ibody.append(new)
             else:

@@ -95,6 +95,23 @@ def acl_to_xattr(disk: bytes) -> bytes:
     return b"".join(out)
 
 
+def xattr_to_acl(value: bytes) -> bytes:
+    """The kernel's posix_acl xattr value, re-encoded in ext4's compact on-disk form."""
+    if len(value) < _acl_header.size or (len(value) - _acl_header.size) % _acl_entry.size:
+        raise FSError(errno.EINVAL)
+    if _acl_header.unpack_from(value)[0] != POSIX_ACL_XATTR_VERSION:
+        raise FSError(errno.EINVAL)
+    out = [_acl_header.pack(EXT4_ACL_VERSION)]
+    for tag, perm, ident in _acl_entry.iter_unpack(value[_acl_header.size :]):
+        if tag in (ACL_USER, ACL_GROUP):
+            out.append(_acl_entry.pack(tag, perm, ident))
+        elif tag in (ACL_USER_OBJ, ACL_GROUP_OBJ, ACL_MASK, ACL_OTHER):
+            out.append(_acl_entry_short.pack(tag, perm))
+        else:
+            raise FSError(errno.EINVAL)
+    return b"".join(out)
+
+
 def _parse_entries(region: bytes, entries_at: int) -> list[tuple[bytes, bytes]]:
     """(name, value) of every shown entry from `entries_at` to the 4-byte zero end marker.
 

@@ -18,7 +18,13 @@ import struct
 from typing import NamedTuple
 
 from uvfs._api import FSError
-from uvfs_fs.ext2.xattr import EXT2_EXT_ATTR_MAGIC
+from uvfs_fs.ext2.xattr import (
+    EXT2_ATTR_INDEX_POSIX_ACL_ACCESS,
+    EXT2_ATTR_INDEX_POSIX_ACL_DEFAULT,
+    EXT2_EXT_ATTR_MAGIC,
+    NAME_PREFIXES,
+    xattr_to_acl,
+)
 
 _HEADER = struct.Struct("<IIIII12x")  # h_magic, h_refcount, h_blocks, h_hash, h_checksum
 _ENTRY = struct.Struct("<BBHIII")  # e_name_len, e_name_index, e_value_offs, inum, size, hash
@@ -27,6 +33,16 @@ _MASK = 0xFFFFFFFF
 
 # Namespaces a caller may set: the ones whose values are plain bytes on disk too.
 _SETTABLE = {b"user.": 1, b"trusted.": 4, b"security.": 6}
+# The two ACLs: whole names with an empty suffix, stored in ext4's compact form.
+_ACLS = {
+    NAME_PREFIXES[index]: index
+    for index in (EXT2_ATTR_INDEX_POSIX_ACL_ACCESS, EXT2_ATTR_INDEX_POSIX_ACL_DEFAULT)
+}
+
+
+def stored_value(index: int, value: bytes) -> bytes:
+    """What is written on disk for a value set through the xattr API."""
+    return xattr_to_acl(value) if index in _ACLS.values() else value
 
 
 class RawEntry(NamedTuple):
@@ -39,6 +55,8 @@ class RawEntry(NamedTuple):
 
 def split_name(full: bytes) -> tuple[int, bytes]:
     """``b"user.color"`` -> (1, b"color"); ENOTSUP for namespaces that cannot be set here."""
+    if full in _ACLS:
+        return _ACLS[full], b""
     for prefix, index in _SETTABLE.items():
         if full.startswith(prefix) and len(full) > len(prefix):
             suffix = full[len(prefix) :]

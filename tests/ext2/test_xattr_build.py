@@ -28,7 +28,9 @@ def test_names() -> None:
     assert split_name(b"user.color") == (1, b"color")
     assert split_name(b"trusted.t") == (4, b"t")
     assert split_name(b"security.selinux") == (6, b"selinux")
-    for bad in (b"system.posix_acl_access", b"user.", b"other.x"):
+    assert split_name(b"system.posix_acl_access") == (2, b"")
+    assert split_name(b"system.posix_acl_default") == (3, b"")
+    for bad in (b"system.posix_acl_other", b"system.data", b"user.", b"other.x"):
         with pytest.raises(FSError) as e:
             split_name(bad)
         assert e.value.errno == errno.ENOTSUP
