@@ -5,14 +5,16 @@ zio_compress. Framing differs per algorithm:
 
 * lzjb: a raw stream (_lzjb.c, a C extension: the format is a byte loop);
 * zle (zero-length encoding, zle.c, level 64): a length byte ``n`` below 64 means ``n + 1``
-  literal bytes follow, otherwise ``n - 63`` zero bytes;
+  literal bytes follow, otherwise ``n - 63`` zero bytes (decoded by _zle.c;
+  `zle_decompress` is the Python reference);
 * gzip-1..9: a zlib stream (with header), trailing sector padding ignored;
 * lz4 (lz4_zfs.c): a 4-byte big-endian length, then one raw LZ4 block of that length;
 * zstd (zfs_zstd.c): a 4-byte big-endian length and a 4-byte version/level word, then a
   zstd frame of that length, written without the frame magic (ZSTD_f_zstd1_magicless).
 
-Any failure, including output of the wrong length, is `CompressError`. lz4, zlib and
-zstandard release the GIL, so callers run big blocks in a worker thread.
+Any failure, including output of the wrong length, is `CompressError`. Every decoder is
+C; lzjb, zlib and zstandard release the GIL and run below 1 GB/s (`THREADED`), so callers
+run their big blocks in a worker thread; the others cost less than the thread would.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import zstandard
 
 from uvfs_fs.zfs._lzjb import LzjbError
 from uvfs_fs.zfs._lzjb import decompress as lzjb_decompress
+from uvfs_fs.zfs._zle import ZleError
+from uvfs_fs.zfs._zle import decompress as zle_decompress_c
 
 # enum zio_compress
 ZIO_COMPRESS_INHERIT = 0
@@ -44,9 +48,10 @@ COMPRESS_NAMES = (
 )  # fmt: skip
 
 ZLE_LEVEL = 64
-# Algorithms decoded in C with the GIL released: worth a worker thread for big blocks.
-RELEASES_GIL = frozenset({ZIO_COMPRESS_LZJB, *range(ZIO_COMPRESS_GZIP_1, ZIO_COMPRESS_GZIP_9 + 1),
-                          ZIO_COMPRESS_LZ4, ZIO_COMPRESS_ZSTD})  # fmt: skip
+# Algorithms decoded in C with the GIL released, slowly enough to be worth a worker thread
+# for big blocks (lz4 and zle decode at several GB/s: a thread would cost more).
+THREADED = frozenset({ZIO_COMPRESS_LZJB, *range(ZIO_COMPRESS_GZIP_1, ZIO_COMPRESS_GZIP_9 + 1),
+                      ZIO_COMPRESS_ZSTD})  # fmt: skip
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
@@ -55,7 +60,7 @@ class CompressError(ValueError):
 
 
 def zle_decompress(src: bytes, lsize: int) -> bytes:
-    """Decode a zero-length-encoded block to exactly `lsize` bytes."""
+    """Decode a zero-length-encoded block to exactly `lsize` bytes (the reference of _zle.c)."""
     out = bytearray()
     s = 0
     n = len(src)
@@ -116,14 +121,14 @@ def decompress(compress: int, src: bytes, lsize: int) -> bytes:
         elif ZIO_COMPRESS_GZIP_1 <= compress <= ZIO_COMPRESS_GZIP_9:
             out = _gzip(src, lsize)
         elif compress == ZIO_COMPRESS_ZLE:
-            out = zle_decompress(src, lsize)
+            out = zle_decompress_c(src, lsize)
         elif compress == ZIO_COMPRESS_LZ4:
             out = _lz4(src, lsize)
         elif compress == ZIO_COMPRESS_ZSTD:
             out = _zstd(src, lsize)
         else:
             raise CompressError(f"unknown compression {compress}")
-    except (LzjbError, zlib.error, lz4.block.LZ4BlockError, zstandard.ZstdError,
+    except (LzjbError, ZleError, zlib.error, lz4.block.LZ4BlockError, zstandard.ZstdError,
             struct.error) as e:  # fmt: skip
         raise CompressError(f"{_name(compress)}: {e}") from None
     if len(out) != lsize:

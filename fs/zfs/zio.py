@@ -11,11 +11,12 @@ for a pool opened read-only:
    and concatenated, form the block;
 3. the verified physical bytes are decompressed to `lsize`.
 
-Nothing passing is EIO. Checksums and decompression of blocks of 64 KiB or more run in a
-worker thread when the work is done in C without the GIL (hashlib, numpy, blake3, zlib,
-lz4, zstandard, our lzjb), so other requests proceed meanwhile; zle is a Python loop that
-holds the GIL, so it runs inline. A block whose checksum function cannot be computed
-here (off, skein, edonr; blake3 without the salt) is returned unverified and counted.
+Nothing passing is EIO. All checksums and decoders are C that releases the GIL. The slow
+ones (sha256, sha512, blake3; lzjb, gzip, zstd) run in a worker thread for blocks of 64 KiB
+or more, so other requests proceed meanwhile and both cores work; the fast ones (fletcher,
+lz4, zle: several GB/s) run inline up to 1 MiB, since a thread hop costs more than they do.
+A block whose checksum function cannot be computed here (off, skein, edonr; blake3 without
+the salt) is returned unverified and counted.
 
 In a block of an encrypted dataset (the crypt bit, objsets aside) the last two checksum
 words hold its MAC and the first two the checksum of the stored bytes, folded with its
@@ -35,6 +36,7 @@ import trio
 from uvfs._api import FSError
 from uvfs_fs.zfs.blkptr import BP_EMBEDDED_TYPE_DATA, DVA, BlockPtr, parse_blkptrs
 from uvfs_fs.zfs.checksum import (
+    INLINE,
     ZIO_CHECKSUM_BLAKE3,
     ZIO_CHECKSUM_GANG_HEADER,
     ZIO_CHECKSUM_SHA256,
@@ -45,14 +47,15 @@ from uvfs_fs.zfs.checksum import (
     eck_byteorder,
     verify_embedded,
 )
-from uvfs_fs.zfs.compress import RELEASES_GIL, CompressError, decompress
+from uvfs_fs.zfs.compress import THREADED, CompressError, decompress
 from uvfs_fs.zfs.vdev import Vdev, VdevStats
 
 SPA_MAXBLOCKSIZE = 16 * 1024 * 1024
 SPA_GANGBLOCKSIZE = 512
 SPA_GBH_NBLKPTRS = 3
 GANG_MAX_DEPTH = 8  # gang children may be gangs; upstream nests a few levels at most
-THREAD_MIN = 64 * 1024
+THREAD_MIN = 64 * 1024  # slow functions go to a worker thread from this block size
+INLINE_MAX = 1 << 20  # fast functions stay inline up to this one
 
 DMU_OT_OBJSET = 11
 # Functions strong enough for dedup keep their first two words as is in encrypted blocks;
@@ -69,8 +72,8 @@ def _crypt_words(func: int, got: tuple[int, int, int, int]) -> tuple[int, int]:
     return got[0] ^ got[2], got[1] ^ got[3]
 
 
-async def _cpu(size: int, fn: Callable[..., T], *args: object, gil_free: bool = True) -> T:
-    if size < THREAD_MIN or not gil_free:
+async def _cpu(size: int, fn: Callable[..., T], *args: object, slow: bool) -> T:
+    if size < (THREAD_MIN if slow else INLINE_MAX):
         return fn(*args)
     return await trio.to_thread.run_sync(fn, *args)
 
@@ -107,7 +110,7 @@ async def zio_read(
     try:
         return await _cpu(
             bp.lsize, decompress, bp.compress, physical, bp.lsize,
-            gil_free=bp.compress in RELEASES_GIL,
+            slow=bp.compress in THREADED,
         )  # fmt: skip
     except CompressError as e:
         raise _eio(bp, str(e)) from None
@@ -117,7 +120,10 @@ async def _read_physical(
     vdevs: Sequence[Vdev], bp: BlockPtr, stats: VdevStats, salt: bytes | None, depth: int
 ) -> bytes:
     async def check(data: bytes) -> bool:
-        got = await _cpu(len(data), compute, bp.checksum, data, bp.byteorder, salt)
+        got = await _cpu(
+            len(data), compute, bp.checksum, data, bp.byteorder, salt,
+            slow=bp.checksum not in INLINE,
+        )  # fmt: skip
         if got is None:
             stats.unverified += 1
             return True

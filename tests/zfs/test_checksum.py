@@ -9,7 +9,10 @@ import struct
 
 import blake3
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from uvfs_fs.zfs import _fletcher
 from uvfs_fs.zfs import checksum as ck
 
 DATA = random.Random(1).randbytes(8192)
@@ -45,6 +48,22 @@ def test_fletcher_matches_the_loops(order: str) -> None:
     assert ck.fletcher4(ones, order) == _fletcher4_loop(ones, order)
     assert ck.compute(ck.ZIO_CHECKSUM_FLETCHER_4, DATA, order) == _fletcher4_loop(DATA, order)
     assert ck.compute(ck.ZIO_CHECKSUM_FLETCHER_2, DATA, order) == _fletcher2_loop(DATA, order)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=2048), st.sampled_from("<>"))
+def test_c_fletcher_matches_the_reference(data: bytes, order: str) -> None:
+    """_fletcher.c gives numpy's words for any length and order (a partial word ignored)."""
+    big = order == ">"
+    assert _fletcher.fletcher4(data, big) == ck.fletcher4(data, order)
+    assert _fletcher.fletcher2(data, big) == ck.fletcher2(data, order)
+
+
+def test_c_fletcher_wraps_on_big_blocks() -> None:
+    ones = b"\xff" * (16 << 20)  # the largest block: every sum wraps many times
+    for order in "<>":
+        assert _fletcher.fletcher4(ones, order == ">") == ck.fletcher4(ones, order)
+        assert _fletcher.fletcher2(ones, order == ">") == ck.fletcher2(ones, order)
 
 
 def test_digest_word_order() -> None:

@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 from uvfs_fs.zfs import compress as c
 from uvfs_fs.zfs._lzjb import LzjbError
 from uvfs_fs.zfs._lzjb import decompress as lzjb_decompress
+from uvfs_fs.zfs._zle import ZleError
+from uvfs_fs.zfs._zle import decompress as zle_c
 from uvfs_fs.zfs.compress import CompressError, decompress, zle_decompress
 
 TEXT = b"".join(b"record %d, compressible\n" % i for i in range(4000))
@@ -54,6 +56,50 @@ def test_zle() -> None:
     for bad, lsize in [(stream, 12), (stream, 14), (bytes([5]) + b"ab", 6)]:
         with pytest.raises(CompressError):
             zle_decompress(bad, lsize)
+        with pytest.raises(CompressError, match="zle: "):
+            decompress(c.ZIO_COMPRESS_ZLE, bad, lsize)
+
+
+def _zle_stream(runs: list[tuple[bool, bytes]]) -> bytes:
+    out = bytearray()
+    for zero, chunk in runs:
+        n = len(chunk)
+        out += bytes([n + 63]) if zero else bytes([n - 1]) + chunk
+    return bytes(out)
+
+
+_RUN = st.one_of(
+    st.binary(min_size=1, max_size=64).map(lambda b: (False, b)),
+    st.integers(1, 192).map(lambda n: (True, bytes(n))),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_RUN, max_size=40), st.integers(-3, 3))
+def test_c_zle_matches_the_reference(runs: list[tuple[bool, bytes]], slack: int) -> None:
+    """_zle.c decodes well-formed streams as the Python loop does, and refuses the same
+    streams when the logical size is off (too short or too long)."""
+    stream = _zle_stream(runs)
+    lsize = max(sum(len(chunk) for _, chunk in runs) + slack, 0)
+    try:
+        want = zle_decompress(stream, lsize)
+    except CompressError:
+        with pytest.raises(ZleError):
+            zle_c(stream, lsize)
+        return
+    assert zle_c(stream, lsize) == want
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300), st.integers(0, 4096))
+def test_c_zle_agrees_on_random_bytes(src: bytes, lsize: int) -> None:
+    try:
+        want = zle_decompress(src, lsize)
+    except CompressError:
+        with pytest.raises(ZleError):
+            zle_c(src, lsize)
+        return
+    assert zle_c(src, lsize) == want
 
 
 def test_gzip_levels_and_padding() -> None:
