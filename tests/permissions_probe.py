@@ -14,7 +14,9 @@ import json
 import os
 import stat
 import struct
+import subprocess
 import sys
+from pathlib import Path
 
 
 def acl(entries: list[list[int]]) -> bytes:
@@ -101,6 +103,17 @@ def run(op: str, *args):
         os.umask(int(args[0], 8))
         return None
     raise ValueError(f"unknown operation {op}")
+
+
+def probe(root: Path, user: list[str], ops: list) -> list:
+    """Run `ops` in `root` as `user` (setpriv's options) and return their outcomes."""
+    done = subprocess.run(
+        ["setpriv", *user, "/usr/bin/python3", __file__, str(root), json.dumps(ops)],
+        capture_output=True, text=True, timeout=60, check=False, cwd="/",
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"probe failed: {done.stderr}")
+    return json.loads(done.stdout)
 
 
 def main() -> None:

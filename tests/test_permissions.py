@@ -20,10 +20,10 @@ import pytest
 
 from tests.conftest import force_unmount, need, run_uvfs
 from tests.ext2.writing import fresh_image, fsck
+from tests.permissions_probe import probe
 
 pytestmark = pytest.mark.slow
 
-PROBE = Path(__file__).with_name("permissions_probe.py")
 ROOT = ["--reuid=0", "--regid=0", "--clear-groups"]
 U1 = ["--reuid=1001", "--regid=1001", "--groups=3000"]  # a member of group 3000
 U2 = ["--reuid=1002", "--regid=1002", "--clear-groups"]
@@ -120,16 +120,6 @@ def place() -> Iterator[Path]:
         force_unmount(mountpoint)
         subprocess.run(["umount", str(mountpoint)], capture_output=True, check=False)
     shutil.rmtree(directory, ignore_errors=True)
-
-
-def probe(mnt: Path, user: list[str], ops: list) -> list:
-    """Run `ops` as `user` in `mnt` and return one outcome per operation."""
-    done = subprocess.run(
-        ["setpriv", *user, "/usr/bin/python3", str(PROBE), str(mnt), json.dumps(ops)],
-        capture_output=True, text=True, timeout=60, check=False, cwd="/",
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
 
 
 def script(mnt: Path, steps: list[tuple[list[str], list]]) -> list:
