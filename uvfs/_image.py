@@ -6,6 +6,9 @@ mounted writable cannot be mounted a second time, writable or not, and an image 
 read-only cannot be mounted writable. Reads and writes are positional (pread/pwrite): no
 shared file offset, so concurrent requests need no lock here. A read that runs past the end
 of the image is an I/O error (EIO): a truncated image must not read as zeros.
+
+A block device (/dev/loopN, /dev/sdX) is a source like a file: its size comes from lseek to
+the end (st_size is 0 for a device) and its logical sector size from the BLKSSZGET ioctl.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from collections.abc import Iterator
 import trio
 
 from uvfs._api import FSError
+
+# linux/fs.h: _IO(0x12, 104), the logical sector size of a block device.
+_BLKSSZGET = 0x1268
 
 # Below this, writing to the page cache costs less than handing the write to a thread.
 _THREAD_THRESHOLD = 256 * 1024
@@ -63,6 +69,10 @@ class ImageFile:
             except BlockingIOError:
                 raise ImageInUse(f"{path}: image is in use by another uvfs mount") from None
             self.size = os.lseek(self._fd, 0, os.SEEK_END)
+            self.sector_size = 512  # what partition tables count in, unless the device says
+            if stat.S_ISBLK(mode):
+                answer = fcntl.ioctl(self._fd, _BLKSSZGET, b"\0" * 4)
+                self.sector_size = int.from_bytes(answer, "little")
             self._nowait = True
         except BaseException:
             os.close(self._fd)

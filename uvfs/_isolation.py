@@ -29,12 +29,15 @@ import sys
 import traceback
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, ExitStack, asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from uvfs import _api as api
 from uvfs._api import FSError, MountOptions, Refusal
+
+if TYPE_CHECKING:
+    from uvfs._source import Source
 
 log = logging.getLogger("uvfs.isolation")
 
@@ -166,7 +169,7 @@ def _proxy_class(operations: Sequence[str]) -> type[_Proxy]:
 
 @asynccontextmanager
 async def isolated(
-    driver: str, sources: Sequence[str], options: MountOptions
+    driver: str, sources: Sequence[Source], options: MountOptions
 ) -> AsyncIterator[api.FileSystem]:
     """Open `sources` with `driver` (a name or ``module:attribute``) in a child process.
 
@@ -224,7 +227,8 @@ async def _answer(channel: _Channel, fs: Any, request: int, operation: str, args
 
 async def _serve_child(sock: socket.socket) -> None:
     from uvfs import _registry
-    from uvfs._image import ImageFile, ImageInUse
+    from uvfs._image import ImageInUse
+    from uvfs._source import open_source
 
     channel = _Channel(trio.SocketStream(trio.socket.from_stdlib_socket(sock)))
     _, driver_name, sources, options = await channel.receive()
@@ -232,14 +236,14 @@ async def _serve_child(sock: socket.socket) -> None:
         try:
             driver = _registry.driver_named(driver_name)
             opened = [
-                images.enter_context(ImageFile(p, writable=options.writable)) for p in sources
+                images.enter_context(open_source(s, writable=options.writable)) for s in sources
             ]
             fs = await driver.open(opened, options)
         except (Refusal, ImageInUse) as e:
             await channel.send(("refused", str(e)))
             return
         except (FSError, OSError) as e:
-            await channel.send(("refused", f"{sources[0]}: cannot read image: {e}"))
+            await channel.send(("refused", f"{sources[0].path}: cannot read image: {e}"))
             return
         operations = [name for name, protocol in OPERATIONS.items() if isinstance(fs, protocol)]
         await channel.send(("ready", fs.root, operations))

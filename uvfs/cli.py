@@ -21,7 +21,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,9 +33,11 @@ from uvfs import _registry, _runtime
 from uvfs._budget import share_budget
 from uvfs._cache import BufferCache
 from uvfs._control import query, serve_control
-from uvfs._image import ImageFile, ImageInUse
+from uvfs._image import ImageInUse
 from uvfs._isolation import isolated
 from uvfs._mount import MountFailed, serve, unescape_mount_field
+from uvfs._source import Source, Survey, choose, open_container, open_source, survey
+from uvfs._window import BlockDevice
 
 log = logging.getLogger("uvfs")
 
@@ -60,6 +62,7 @@ class Options:
     isolate: bool = False  # serve the driver from a process of its own
     fuse: tuple[str, ...] = ()
     cache_size: int = DEFAULT_CACHE_SIZE
+    partition: int | None = None  # which partition of a disk; None: see uvfs/_source.py
 
 
 def parse_size(text: str) -> int:
@@ -75,6 +78,7 @@ def parse_size(text: str) -> int:
 def parse_options(text: str | None) -> Options:
     """Parse mount(8)-style ``-o`` options; an unknown one is a `UserError` naming it."""
     writable, force, isolate, fuse, cache_size = True, False, False, [], DEFAULT_CACHE_SIZE
+    partition = None
     for item in filter(None, (text or "").split(",")):
         name, _, value = item.partition("=")
         if name in ("ro", "rw") and not value:
@@ -87,12 +91,17 @@ def parse_options(text: str | None) -> Options:
             fuse.append(name)
         elif name == "cache_size" and value:
             cache_size = parse_size(value)
+        elif name == "partition" and value:
+            if not value.isdigit() or int(value) < 1:
+                raise UserError(f"bad partition number '{value}' (expected 1, 2, ...)")
+            partition = int(value)
         else:
             known = (
-                "ro, rw, allow_other, default_permissions, debug, force, isolate, cache_size=SIZE"
+                "ro, rw, allow_other, default_permissions, debug, force, isolate, "
+                "cache_size=SIZE, partition=N"
             )
             raise UserError(f"unknown mount option '{item}' (known: {known})")
-    return Options(writable, force, isolate, tuple(fuse), cache_size)
+    return Options(writable, force, isolate, tuple(fuse), cache_size, partition)
 
 
 # --- opening images ---------------------------------------------------------------------------
@@ -122,23 +131,49 @@ def _check_mountpoint(path: str) -> None:
         raise UserError(f"mountpoint {path}: something is already mounted there")
 
 
-def _open_image(path: str, writable: bool) -> ImageFile:
+@contextlib.contextmanager
+def _opening(path: str) -> Iterator[None]:
     try:
-        return ImageFile(path, writable=writable)
+        yield
     except ImageInUse as e:
         raise UserError(str(e)) from None
     except OSError as e:
         raise UserError(f"{path}: {os.strerror(e.errno or errno.EIO)}") from None
 
 
+def _open_source(source: Source, writable: bool) -> BlockDevice:
+    with _opening(source.path):
+        return open_source(source, writable=writable)
+
+
 @contextlib.contextmanager
-def open_images(paths: Sequence[str], writable: bool) -> Iterator[list[ImageFile]]:
+def open_sources(sources: Sequence[Source], writable: bool) -> Iterator[list[BlockDevice]]:
     """Open every source, closing those already open if a later one fails."""
     with contextlib.ExitStack() as stack:
-        yield [stack.enter_context(_open_image(p, writable)) for p in paths]
+        yield [stack.enter_context(_open_source(s, writable)) for s in sources]
 
 
-def _driver_for(fstype: str | None, image: ImageFile) -> api.DriverType:
+def resolve_sources(
+    paths: Sequence[str], partition: int | None, tell: Callable[[str], None]
+) -> tuple[list[Source], str | None]:
+    """Which partition of each path to open (see uvfs/_source.py), telling the user what
+    was chosen or worked around; and why the mount must be read-only, if it must."""
+    sources, read_only = [], None
+    for path in paths:
+        with _opening(path), open_container(path, writable=False) as device:
+            found = survey(device)
+        for warning in found.warnings:
+            tell(warning)
+        source, note = choose(path, found, partition)
+        if note is not None:
+            tell(note)
+        if found.container == "qcow2":
+            read_only = f"{path} is a qcow2 image, which uvfs only reads: mounting read-only"
+        sources.append(source)
+    return sources, read_only
+
+
+def _driver_for(fstype: str | None, image: BlockDevice) -> api.DriverType:
     return _registry.driver_named(fstype) if fstype else _registry.detect(image)
 
 
@@ -181,22 +216,26 @@ async def _mount(args: argparse.Namespace, options: Options, progress: _Progress
     _check_mountpoint(args.mountpoint)
     # Resolved now: once mounted, resolving it from this process would wait on itself.
     args.mountpoint = os.path.realpath(args.mountpoint)
+    sources, read_only = resolve_sources(args.sources, options.partition, progress.warn)
     writable = options.writable
     if writable and not all(_writable(s) for s in args.sources):
         writable = False
         progress.warn(f"{args.sources[0]} is write-protected, mounting read-only")
-    with open_images(args.sources, writable=False) as images:
+    if writable and read_only:
+        writable = False
+        progress.warn(read_only)
+    with open_sources(sources, writable=False) as images:
         driver = _driver_for(args.type, images[0])
     spec = args.type or driver.name
     async with contextlib.AsyncExitStack() as stack:
-        fs = await _open_filesystem(stack, spec, driver, args.sources, writable, options)
+        fs = await _open_filesystem(stack, spec, driver, sources, writable, options)
         if writable and not isinstance(fs, api.Write):
             progress.warn(
                 f"the {driver.name} driver cannot write, mounting {args.sources[0]} read-only"
             )
             writable = False
             await stack.aclose()  # reopen read-only, so the image's bytes cannot change
-            fs = await _open_filesystem(stack, spec, driver, args.sources, writable, options)
+            fs = await _open_filesystem(stack, spec, driver, sources, writable, options)
         await _serve_mount(args, options, driver, fs, writable, progress)
 
 
@@ -204,7 +243,7 @@ async def _open_filesystem(
     stack: contextlib.AsyncExitStack,
     spec: str,
     driver: api.DriverType,
-    sources: Sequence[str],
+    sources: Sequence[Source],
     writable: bool,
     options: Options,
 ) -> api.FileSystem:
@@ -212,7 +251,7 @@ async def _open_filesystem(
     mount_options = api.MountOptions(writable=writable, force=options.force)
     if options.isolate:
         return await stack.enter_async_context(isolated(spec, sources, mount_options))
-    images = [stack.enter_context(_open_image(p, writable)) for p in sources]
+    images = [stack.enter_context(_open_source(s, writable)) for s in sources]
     return await driver.open(images, mount_options)
 
 
@@ -412,10 +451,49 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _human(size: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.1f} {unit}" if unit != "B" else f"{size} B"
+        size /= 1024
+    raise AssertionError
+
+
+def _partition_listing(found: Survey, disk_size: int) -> str:
+    """A disk's partitions as ``uvfs info`` shows them: one line each, numbered as the
+    kernel numbers /dev/sdaN, with the filesystem found in each."""
+    table = found.table
+    assert table is not None
+    ss = table.sector_size
+    container = " (qcow2 image)" if found.container == "qcow2" else ""
+    lines = [
+        f"type: {table.scheme} partition table, {ss}-byte sectors, "
+        f"{_human(disk_size)} disk{container}",
+        f"{'number':<7} {'start':>10} {'sectors':>10} {'size':>10}  {'type':<24} filesystem",
+    ]
+    for p in table.partitions:
+        kind = "(logical partitions)" if p.container else found.found.get(p.number, "none")
+        lines.append(
+            f"{p.number:<7} {p.start // ss:>10} {p.size // ss:>10} {_human(p.size):>10}  "
+            f"{p.type_name:<24} {kind}"
+        )
+    return "\n".join(lines)
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     for source in args.sources:
         _check_source(source)
-    with open_images(args.sources, writable=False) as images:
+    if len(args.sources) == 1 and args.partition is None:
+        path = args.sources[0]
+        with _opening(path), open_container(path, writable=False) as device:
+            found, disk_size = survey(device), device.size
+        if found.table is not None:
+            for warning in found.warnings:
+                warn(warning)
+            print(_partition_listing(found, disk_size))
+            return 0
+    sources, _ = resolve_sources(args.sources, args.partition, warn)
+    with open_sources(sources, writable=False) as images:
         driver = _driver_for(args.type, images[0])
         print(f"type: {driver.name}")
         print(trio.run(driver.describe, images))
@@ -480,8 +558,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=300.0, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_umount)
 
-    p = sub.add_parser("info", help="show the type and a summary of an image")
+    p = sub.add_parser(
+        "info", help="show the type and a summary of an image, or a disk's partitions"
+    )
     p.add_argument("-t", dest="type", metavar="TYPE")
+    p.add_argument(
+        "-p", "--partition", type=int, metavar="N", help="summarise partition N of a disk"
+    )
     p.add_argument("sources", nargs="+", metavar="SOURCE")
     p.set_defaults(func=cmd_info)
 
