@@ -9,7 +9,8 @@ packages=(
   python3 python3-dev python3-venv gcc  # building pyfuse3 from source
   e2fsprogs fuse2fs                   # mke2fs -d, e2fsck, debugfs; fuse2fs to compare with
   zfs-fuse                            # zpool/zfs to build test pools, and the peer to compare
-  gdisk bzip2 util-linux              # sgdisk partitioned images, test data, unshare/mount
+  gdisk fdisk bzip2 util-linux        # sgdisk and sfdisk disks, test data, unshare/mount, losetup
+  qemu-utils                          # qemu-img and qemu-io make the qcow2 test images
 )
 missing=()
 for p in "${packages[@]}"; do
