@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from tools.bench._audit import COMMANDS
+from tools.bench._framework import WORKLOADS as FRAMEWORK
+from tools.bench._results import TARGETS, workload_ops
 from tools.bench._sizes import TINY
 from tools.bench._suite import READS, WRITES, ZFS_READS
 
@@ -26,7 +29,7 @@ def test_tiny_run_reports_every_workload_and_system(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "tools.bench", "--tiny", "--workdir", str(WORKDIR),
          "--results", str(tmp_path / "results")],
-        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+        cwd=REPO, capture_output=True, text=True, timeout=240, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     results = json.loads((tmp_path / "results" / "results.json").read_text())
@@ -40,6 +43,9 @@ def test_tiny_run_reports_every_workload_and_system(tmp_path: Path) -> None:
             for w in ZFS_READS
             for p in ("cold", "warm")
         },
+        **{("framework", w, "cold"): {"uvfs", "pyfuse3"} for w in FRAMEWORK},
+        **{("memory", w, "cold"): {"uvfs"} for w in ("bigread", "untar")},
+        **{("audit", w, "warm"): {"uvfs", "plain"} for w in COMMANDS},
     }
     assert {key: set(systems) for key, systems in cells.items()} == expected
     # The peers must have produced numbers (uvfs may still show n/a with its reason).
@@ -48,6 +54,20 @@ def test_tiny_run_reports_every_workload_and_system(tmp_path: Path) -> None:
             assert (cell["seconds"] is not None) != (cell["error"] is not None), (name, cell)
             if name != "uvfs":
                 assert cell["seconds"] is not None, (name, cell)
+    # Every uvfs server measured shows its requests and peak RSS (not the audit's overlay).
+    for (suite, workload, _), systems in cells.items():
+        uvfs = systems["uvfs"]
+        if uvfs["seconds"] is not None and suite != "audit":
+            assert len(uvfs["requests"]) == len(uvfs["peak_rss"]) == len(uvfs["samples"])
+            assert min(uvfs["peak_rss"]) > 10 << 20, (suite, workload, uvfs)
+    # On the null tree each system call is one request (plus the file's open and release).
+    sizes = results["meta"]["sizes"]
+    for workload in FRAMEWORK:
+        count = workload_ops(workload, sizes)[0]
+        requests = cells["framework", workload, "cold"]["uvfs"]["requests"]
+        assert all(count <= n <= count + 3 for n in requests), (workload, requests)
+    assert [t["text"] for t in results["targets"]] == [t.text for t in TARGETS]
+    assert "issue 10: " in done.stdout and " targets met" in done.stdout
     assert {"driver_untouched", "error"} & set(results["broker_cache"])
     assert (tmp_path / "results" / "chart.png").stat().st_size > 10_000
     assert "uvfs/kernel" in done.stdout

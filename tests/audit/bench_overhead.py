@@ -26,14 +26,27 @@ TIMER = (
 )
 
 
-def _timed(prefix: list[str], command: list[str]) -> tuple[float, float]:
-    """(the command's wall time, the whole invocation's wall time)."""
+class CommandFailed(Exception):
+    """The timed command (or the audit around it) exited with a failure."""
+
+
+def audit_prefix(report: Path) -> list[str]:
+    """What runs a command under ``uvfs audit``, writing its JSON report to `report`."""
+    return [sys.executable, "-m", "uvfs_fs.audit", "--quiet", "--json", str(report), "--"]
+
+
+def timed(prefix: list[str], command: list[str], **options: object) -> tuple[float, float]:
+    """(the command's wall time, the whole invocation's wall time); `options` go to
+    `subprocess.run` (cwd, env)."""
     t = time.perf_counter()
     done = subprocess.run(
-        [*prefix, sys.executable, "-c", TIMER, *command], capture_output=True, text=True
+        [*prefix, sys.executable, "-c", TIMER, *command],
+        capture_output=True,
+        text=True,
+        **options,  # type: ignore[call-overload]
     )
     if done.returncode != 0:
-        sys.exit(f"{' '.join(prefix + command)} failed:\n{done.stderr[-2000:]}")
+        raise CommandFailed(f"{' '.join(prefix + command)} failed:\n{done.stderr[-2000:]}")
     return float(done.stdout.split()[-1]), time.perf_counter() - t
 
 
@@ -44,14 +57,17 @@ def main() -> None:
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp, "report.json")
-        audit = [sys.executable, "-m", "uvfs_fs.audit", "--quiet", "--json", str(report), "--"]
-        _timed([], args.command), _timed(audit, args.command)  # warm the caches
-        plain, audited, total = [], [], []
-        for _ in range(args.runs):  # interleaved, so that load from elsewhere hits both
-            plain.append(_timed([], args.command)[0])
-            inside, whole = _timed(audit, args.command)
-            audited.append(inside)
-            total.append(whole)
+        audit = audit_prefix(report)
+        try:
+            timed([], args.command), timed(audit, args.command)  # warm the caches
+            plain, audited, total = [], [], []
+            for _ in range(args.runs):  # interleaved, so that load from elsewhere hits both
+                plain.append(timed([], args.command)[0])
+                inside, whole = timed(audit, args.command)
+                audited.append(inside)
+                total.append(whole)
+        except CommandFailed as e:
+            sys.exit(str(e))
         undeclared = len(json.loads(report.read_text())["undeclared"])
     print(f"command: {' '.join(args.command)}  ({args.runs} runs: min, median)")
     print(f"plain    {min(plain) * 1000:8.1f} {statistics.median(plain) * 1000:8.1f} ms")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ._host import BenchError, exclusive
 from ._images import prepare
+from ._memory import CACHE_BUDGET
 from ._profile import Profiler
 from ._report import table, write_chart, write_json
 from ._results import Results
@@ -158,6 +159,7 @@ def measure(
             "runs": sizes.runs,
             "sizes": asdict(sizes),
             "uvfs_ext2_type": ext2_type,
+            "cache_budget": CACHE_BUDGET,
             **host_facts(),
         }
         results = Results(meta)

@@ -42,12 +42,16 @@ def _half_random(rng: random.Random, size: int) -> bytes:
     return b"".join(parts)
 
 
+def _write_big_file(path: Path, size: int, rng: random.Random) -> None:
+    with open(path, "wb") as f:
+        for offset in range(0, size, MiB):
+            f.write(_half_random(rng, min(MiB, size - offset)))
+
+
 def _make_tree(tree: Path, sizes: Sizes) -> None:
     rng = random.Random(SEED)
     tree.mkdir(parents=True)
-    with open(tree / BIG_FILE, "wb") as f:
-        for offset in range(0, sizes.file_bytes, MiB):
-            f.write(_half_random(rng, min(MiB, sizes.file_bytes - offset)))
+    _write_big_file(tree / BIG_FILE, sizes.file_bytes, rng)
     per_dir = -(-sizes.files // sizes.dirs)
     for i in range(sizes.files):
         directory = tree / FILES_DIR / f"d{i // per_dir:04d}"
@@ -79,3 +83,28 @@ def prepare(workdir: Path, sizes: Sizes) -> Images:
     run(["tar", "-cf", images.tar, "-C", images.tree, FILES_DIR])
     marker.write_text(json.dumps(recipe))
     return images
+
+
+def prepare_memory_image(workdir: Path, sizes: Sizes) -> Path:
+    """An ext2 image holding only BIG_FILE of `sizes.memory_file_bytes`, built once.
+
+    Apart from the other images (and their recipe), so that neither the read suites nor
+    the ZFS pools, which copy the tree, carry a file of that size.
+    """
+    size = sizes.memory_file_bytes or 0
+    base = workdir / sizes.name / "memory"
+    image, marker = base / "ext2.img", base / "recipe.json"
+    recipe = {"version": RECIPE_VERSION, "file_bytes": size}
+    if marker.exists() and json.loads(marker.read_text()) == recipe:
+        return image
+    shutil.rmtree(base, ignore_errors=True)
+    print(f"bench: building the {size // MiB} MiB file's image in {base} (once)", flush=True)
+    tree = base / "tree"
+    tree.mkdir(parents=True)
+    _write_big_file(tree / BIG_FILE, size, random.Random(SEED))
+    image_kib = (size + size // 16 + 64 * MiB) // 1024  # the file, its maps, the metadata
+    run(["mke2fs", "-q", "-F", "-t", "ext2", "-b", "4096", "-N", "64", "-d", tree, image,
+         f"{image_kib}k"])  # fmt: skip
+    shutil.rmtree(tree)
+    marker.write_text(json.dumps(recipe))
+    return image

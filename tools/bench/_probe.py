@@ -9,6 +9,8 @@ without site-packages, so that it starts fast even after the page cache was drop
 
 from __future__ import annotations
 
+import ctypes
+import mmap
 import os
 import random
 import subprocess
@@ -18,6 +20,9 @@ from collections.abc import Callable
 
 CHUNK = 1 << 20  # sequential I/O size: what dd bs=1M and most copy tools use
 PAGE = 4096
+NULL_NAME = "f{:07d}"  # the names in the null tree's ``files/`` (`tools.bench._null`)
+# statx(2): force a fresh GETATTR from the server even while the attributes are cached.
+AT_FDCWD, AT_STATX_FORCE_SYNC, STATX_BASIC_STATS = -100, 0x2000, 0x7FF
 
 
 def seqread(path: str) -> int:
@@ -78,8 +83,41 @@ def rmtree(directory: str) -> int:
     return 0
 
 
+def lookup(directory: str, count: str) -> int:
+    """stat(2) the first `count` names of the null tree's directory, once each; the count.
+
+    On a fresh mount each name is one LOOKUP request (its reply carries the attributes).
+    """
+    for i in range(int(count)):
+        os.stat(f"{directory}/{NULL_NAME.format(i)}")
+    return int(count)
+
+
+def statx(path: str, count: str) -> int:
+    """statx(2) `path` `count` times with AT_STATX_FORCE_SYNC: one GETATTR each; the count."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    buffer = ctypes.create_string_buffer(256)  # struct statx
+    name = os.fsencode(path)
+    for _ in range(int(count)):
+        if libc.statx(AT_FDCWD, name, AT_STATX_FORCE_SYNC, STATX_BASIC_STATS, buffer) != 0:
+            raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()), path)
+    return int(count)
+
+
+def direct4k(path: str, count: str) -> int:
+    """`count` O_DIRECT 4 KiB preads, page by page through the file: one READ each; bytes."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    try:
+        pages = os.fstat(fd).st_size // PAGE
+        buffer = mmap.mmap(-1, PAGE)  # page-aligned, as O_DIRECT asks
+        return sum(os.preadv(fd, [buffer], (i % pages) * PAGE) for i in range(int(count)))
+    finally:
+        os.close(fd)
+
+
 WORKLOADS: dict[str, Callable[..., int]] = {
-    f.__name__: f for f in (seqread, randread, find, du, untar, write, rmtree)
+    f.__name__: f
+    for f in (seqread, randread, find, du, untar, write, rmtree, lookup, statx, direct4k)
 }
 
 

@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from ._host import BenchError
-from ._results import UVFS, Results
+from ._results import UVFS, Measurement, Results, workload_ops
 from ._sizes import MiB
 
 SHORT_ERROR = 20  # an error this short is shown in its cell, a longer one as a footnote
-SYSTEM_COLOURS = {UVFS: "#d62728", "kernel": "#7f7f7f", "fuse2fs": "#1f77b4", "zfs-fuse": "#2ca02c"}
+SYSTEM_COLOURS = {UVFS: "#d62728", "kernel": "#7f7f7f", "fuse2fs": "#1f77b4", "zfs-fuse": "#2ca02c",
+                  "pyfuse3": "#9467bd", "plain": "#8c564b"}  # fmt: skip
 
 
 def workload_label(workload: str, meta: dict[str, Any]) -> str:
@@ -20,15 +21,34 @@ def workload_label(workload: str, meta: dict[str, Any]) -> str:
     sizes = meta["sizes"]
     file_mib = sizes["file_bytes"] // MiB
     files = f"{sizes['files']:,} files"
+    requests = f"{sizes['null_requests']:,}"
     return {
         "seqread": f"seq read {file_mib} MiB",
+        "bigread": f"seq read {(sizes['memory_file_bytes'] or sizes['file_bytes']) // MiB} MiB",
         "randread": f"{sizes['random_reads']:,} random 4K preads",
         "find": f"find -type f ({files})",
         "du": f"du -s ({files})",
         "untar": f"tar x ({files})",
         "write": f"write {file_mib} MiB",
         "rmtree": f"rm -rf ({files})",
+        "lookup": f"{sizes['null_files']:,} lookups (stat)",
+        "statx": f"{requests} getattrs (statx, sync)",
+        "direct4k": f"{requests} 4K reads (O_DIRECT)",
+        "import": 'python -c "import requests"',
+        "pytest": "pytest (uvfs LRU, range locks)",
     }[workload]
+
+
+def _per_op(m: Measurement | None, workload: str, meta: dict[str, Any]) -> str:
+    """uvfs's requests per operation, e.g. ``10.2/file``."""
+    if m is None or m.requests_median is None:
+        return "-"
+    count, unit = workload_ops(workload, meta["sizes"])
+    return f"{m.requests_median / count:.3g}/{unit}"
+
+
+def _rss(m: Measurement | None) -> str:
+    return "-" if m is None or m.peak_rss_max is None else f"{m.peak_rss_max / MiB:.0f}"
 
 
 def _seconds(value: float | None, error: str | None, notes: list[str]) -> str:
@@ -50,7 +70,8 @@ def table(results: Results) -> str:
     for suite in dict.fromkeys(s for s, _, _ in results.rows()):
         systems = results.systems(suite)
         others = [s for s in systems if s != UVFS]
-        header = ["workload", "phase", *systems, *(f"uvfs/{s}" for s in others), "target"]
+        header = ["workload", "phase", *systems, *(f"uvfs/{s}" for s in others),
+                  "uvfs req/op", "uvfs RSS MiB", "target"]  # fmt: skip
         lines = [header]
         for row_suite, workload, phase in results.rows():
             if row_suite != suite:
@@ -67,6 +88,7 @@ def table(results: Results) -> str:
             for other in others:
                 ratio = results.ratio(suite, workload, phase, other)
                 line.append("-" if ratio is None else f"{ratio:.2f}x")
+            line += [_per_op(cells.get(UVFS), workload, results.meta), _rss(cells.get(UVFS))]
             verdict = results.verdict(suite, workload, phase)
             line.append(verdict.text if verdict else "")
             lines.append(line)
@@ -77,20 +99,48 @@ def table(results: Results) -> str:
             for row in lines
         ]
     out += _broker_cache_lines(results)
-    out += ["", _target_count(results)]
+    out += _framework_lines(results)
+    out += _standing_lines(results)
     out += _profile_lines(results)
     out += [""] + [f"[{i}] {note}" for i, note in enumerate(notes, 1)]
     return "\n".join(out)
 
 
-def _target_count(results: Results) -> str:
-    """``targets: 9 met, 21 NOT MET`` over every row with a target and the broker cache."""
-    verdicts = [results.verdict(*row) for row in results.rows()]
-    met = [v.met for v in verdicts if v is not None]
-    if results.broker_cache is not None:
-        met.append(bool(results.broker_cache.get("driver_untouched")))
-    counts = {"met": met.count(True), "NOT MET": met.count(False), "unknown": met.count(None)}
-    return "targets: " + ", ".join(f"{n} {word}" for word, n in counts.items() if n)
+def _framework_lines(results: Results) -> list[str]:
+    """Requests per second of uvfs and bare pyfuse3 on the null tree."""
+    rows = [(w, p) for s, w, p in results.rows() if s == "framework"]
+    if not rows:
+        return []
+    lines = ["\nframework: requests per second on the null tree"]
+    for workload, phase in rows:
+        count, unit = workload_ops(workload, results.meta["sizes"])
+        rates = []
+        for system in (UVFS, "pyfuse3"):
+            seconds = results.get("framework", workload, phase, system)
+            rates.append("n/a" if not seconds else f"{count / seconds:,.0f}/s")
+        lines.append(f"  {unit:<8} uvfs {rates[0]:>9}   bare pyfuse3 {rates[1]:>9}")
+    return lines
+
+
+def _standing_lines(results: Results) -> list[str]:
+    """Every target with its worst ratio, then ``issue 10: N of M targets met``."""
+    standings = results.standings()
+    width = max(len(s.target.text) for s in standings)
+    lines = ["\ntargets (worst ratio over the rows each judges)"]
+    for s in standings:
+        ratio = "-" if s.worst is None else f"{s.worst:.2f}x"
+        detail = ""
+        if s.rows > 1:
+            detail = f"  ({s.rows_met} of {s.rows} rows met"
+            detail += f"; worst {' '.join(s.worst_row)})" if s.worst_row and not s.met else ")"
+        mark = "" if s.target.issue else "  [not an issue-10 target]"
+        lines.append(f"  {s.target.text:<{width}}  {ratio:>7}  {s.text}{detail}{mark}")
+    judged = [s for s in standings if s.target.issue and s.rows]
+    unmeasured = sum(1 for s in standings if s.target.issue and not s.rows)
+    met = sum(1 for s in judged if s.met)
+    tail = f" ({unmeasured} more not measured in this run)" if unmeasured else ""
+    lines += ["", f"issue 10: {met} of {len(judged)} targets met{tail}"]
+    return lines
 
 
 def _broker_cache_lines(results: Results) -> list[str]:
@@ -135,10 +185,18 @@ def to_json(results: Results) -> dict[str, object]:
                 "phase": phase,
                 "label": workload_label(workload, results.meta),
                 "systems": {
-                    m.system: {"seconds": m.seconds, "samples": m.samples, "error": m.error}
+                    m.system: {
+                        "seconds": m.seconds,
+                        "samples": m.samples,
+                        "error": m.error,
+                        **({"requests": m.requests, "peak_rss": m.peak_rss} if m.requests else {}),
+                    }
                     for m in results.measurements
                     if (m.suite, m.workload, m.phase) == (suite, workload, phase)
                 },
+                "uvfs_requests_per_op": _requests_per_op(results, suite, workload, phase),
+                "op": workload_ops(workload, results.meta["sizes"])[1],
+                "uvfs_peak_rss": _peak(results, suite, workload, phase),
                 "target": asdict(verdict.target) if verdict else None,
                 "ratio": verdict.ratio if verdict else None,
                 "met": verdict.met if verdict else None,
@@ -147,9 +205,35 @@ def to_json(results: Results) -> dict[str, object]:
     return {
         "meta": results.meta,
         "rows": rows,
+        "targets": [
+            {
+                "text": st.target.text,
+                "issue": st.target.issue,
+                "limit": st.target.limit,
+                "baseline": st.target.baseline,
+                "rows": st.rows,
+                "rows_met": st.rows_met,
+                "worst_ratio": st.worst,
+                "worst_row": st.worst_row,
+                "standing": st.text,
+            }
+            for st in results.standings()
+        ],
         "broker_cache": results.broker_cache,
         "profiles": results.profiles,
     }
+
+
+def _requests_per_op(results: Results, suite: str, workload: str, phase: str) -> float | None:
+    m = results.find(suite, workload, phase, UVFS)
+    if m is None or m.requests_median is None:
+        return None
+    return m.requests_median / workload_ops(workload, results.meta["sizes"])[0]
+
+
+def _peak(results: Results, suite: str, workload: str, phase: str) -> int | None:
+    m = results.find(suite, workload, phase, UVFS)
+    return None if m is None else m.peak_rss_max
 
 
 def write_json(results: Results, path: Path) -> None:

@@ -26,6 +26,10 @@ class Sizes:
     runs: int  # the median is taken over this many runs
     timeout: float  # seconds allowed for one measurement before it counts as failed
     remount: bool = True  # a fresh mount for every cold run (off: one mount per system)
+    null_files: int = 20_000  # files in the null tree: one LOOKUP each (framework suite)
+    null_requests: int = 50_000  # GETATTRs, and 4 KiB READs, per framework measurement
+    memory_file_bytes: int | None = None  # the memory suite's big read (None: file_bytes)
+    audit_runs: int = 7  # audited and plain runs of each audit command (seconds each)
 
     def recipe(self) -> dict[str, object]:
         """The fields that determine the built images (the cache is rebuilt when they change)."""
@@ -52,6 +56,7 @@ FULL = Sizes(
     random_reads=2_000,
     runs=3,
     timeout=300,
+    memory_file_bytes=2048 * MiB,
 )
 QUICK = Sizes(
     name="quick",
@@ -64,6 +69,9 @@ QUICK = Sizes(
     random_reads=500,
     runs=1,
     timeout=60,
+    null_files=5_000,
+    null_requests=10_000,
+    audit_runs=3,
 )
 # The smoke test's size: every workload and system once, within seconds, so it mounts
 # each system once per suite (its numbers mean nothing). 64 MiB is the smallest vdev
@@ -80,4 +88,7 @@ TINY = Sizes(
     runs=1,
     timeout=30,
     remount=False,
+    null_files=500,
+    null_requests=1_000,
+    audit_runs=1,
 )

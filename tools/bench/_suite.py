@@ -19,10 +19,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ._audit import audit
+from ._framework import framework
 from ._host import BenchError, drop_caches, force_unmount_under, run
 from ._images import BIG_FILE, FILES_DIR, SEED, Images
+from ._memory import memory
+from ._observe import observe
 from ._profile import Profiler
-from ._results import UVFS, Results
+from ._results import UVFS, Measurement, Results
 from ._sizes import MiB, Sizes
 from ._systems import Fuse2fsMount, KernelMount, Mount, UvfsMount
 
@@ -30,7 +34,7 @@ REPO = Path(__file__).resolve().parents[2]
 READS = ("seqread", "randread", "find", "du")
 ZFS_READS = ("seqread", "find", "du")
 WRITES = ("untar", "write", "rmtree")  # in this order: rm -rf removes what tar made
-SUITES = ("ext2", "write", "zfs")
+SUITES = ("ext2", "write", "zfs", "framework", "memory", "audit")
 # The zfs driver by module path: it mounts whether or not its entry point is registered.
 UVFS_ZFS_TYPE = "zfs"
 READ_ONLY_DRIVER = "read-only driver"
@@ -69,8 +73,11 @@ class Bench:
 
     def probe(self, workload: str, root: Path) -> float:
         """Run `workload` against the mount at `root` in a child process; its seconds."""
-        args, expect = self._workload_args(workload, root)
-        command = [sys.executable, *PROBE, workload, *map(str, args)]
+        return self.run_probe(workload, *self._workload_args(workload, root))
+
+    def run_probe(self, kind: str, args: list[object], expect: int | None) -> float:
+        """Run the probe's `kind` with `args`; its seconds, once its check equals `expect`."""
+        command = [sys.executable, *PROBE, kind, *map(str, args)]
         try:
             done = subprocess.run(
                 command, capture_output=True, text=True, timeout=self.sizes.timeout
@@ -133,14 +140,20 @@ class Bench:
                                 if self.sizes.remount:
                                     stack.enter_context(m)
                                 drop_caches()
-                                cold.samples.append(self._cold(suite, workload, m))
-                                warm.samples.append(self.probe(workload, m.root))
+                                with self.observed(m, cold):
+                                    cold.samples.append(self._cold(suite, workload, m))
+                                with self.observed(m, warm):
+                                    warm.samples.append(self.probe(workload, m.root))
                         except BenchError as e:
                             cold.error = warm.error = str(e)
-                        self._progress(suite, workload, system, cold.samples, cold.error)
+                        self.progress(suite, workload, system, cold.samples, cold.error)
         finally:
             for m in held.values():
                 m.unmount()
+
+    def observed(self, m: Mount, cell: Measurement) -> contextlib.AbstractContextManager[None]:
+        """Around a workload on `m`: a uvfs server's requests and peak RSS go to `cell`."""
+        return observe(m, cell) if isinstance(m, UvfsMount) else contextlib.nullcontext()
 
     def _cold(self, suite: str, workload: str, m: Mount) -> float:
         """The cold run of `workload` on `m`; with a profiler, a uvfs server is recorded."""
@@ -149,7 +162,7 @@ class Bench:
         with self.profiler.record(m.stats()["pid"], f"{suite}-{workload}".replace("/", "-")):
             return self.probe(workload, m.root)
 
-    def _progress(
+    def progress(
         self, suite: str, workload: str, system: str, samples: list[float], error: str | None
     ) -> None:
         shown = error or (f"{samples[-1]:.3f} s" if samples else "-")
@@ -209,7 +222,7 @@ class Bench:
         systems: dict[str, Callable[[Path], Mount]] = {
             "kernel": lambda img: KernelMount(img, self.mountpoint("kernel"), writable=True),
             "fuse2fs": lambda img: Fuse2fsMount(img, self.mountpoint("fuse2fs"), writable=True),
-            UVFS: lambda img: self._writable_uvfs(img),
+            UVFS: lambda img: self.writable_uvfs(img),
         }
         try:
             for _ in range(self.sizes.runs):
@@ -221,29 +234,35 @@ class Bench:
                         if cell.error:
                             continue
                         try:
-                            cell.samples.append(self._timed_write(workload, mount, image))
+                            cell.samples.append(self.timed_write(workload, mount, image, cell))
                         except BenchError as e:
                             # The later workloads build on this one: they fail with it.
                             for later in WRITES:
                                 other = self.results.cell("write", later, "cold", system)
                                 other.error = other.error or str(e)
-                        self._progress("write", workload, system, cell.samples, cell.error)
+                        self.progress("write", workload, system, cell.samples, cell.error)
                     image.unlink()
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
-    def _writable_uvfs(self, image: Path) -> Mount:
+    def writable_uvfs(self, image: Path) -> Mount:
         m = UvfsMount([image], self.mountpoint(UVFS), writable=True, fstype=self.ext2_type)
         if m.read_only:
             m.unmount()
             raise BenchError(READ_ONLY_DRIVER)
         return m
 
-    def _timed_write(self, workload: str, mount: Callable[[Path], Mount], image: Path) -> float:
-        """The workload's seconds plus the unmount's: only then is everything on the image."""
+    def timed_write(
+        self, workload: str, mount: Callable[[Path], Mount], image: Path, cell: Measurement
+    ) -> float:
+        """The workload's seconds plus the unmount's: only then is everything on the image.
+
+        A uvfs server's requests and peak RSS are those of the workload, before unmounting.
+        """
         with mount(image) as m:
             drop_caches()
-            seconds = self._cold("write", workload, m)
+            with self.observed(m, cell):
+                seconds = self._cold("write", workload, m)
             start = time.perf_counter()
             m.unmount()
             return seconds + time.perf_counter() - start
@@ -296,7 +315,14 @@ class Bench:
 def run_suites(bench: Bench, suites: tuple[str, ...]) -> None:
     """Run the chosen suites; whatever happens, leave nothing mounted under the workdir."""
     try:
-        steps = {"ext2": bench.ext2, "write": bench.write, "zfs": bench.zfs}
+        steps: dict[str, Callable[[], None]] = {
+            "ext2": bench.ext2,
+            "write": bench.write,
+            "zfs": bench.zfs,
+            "framework": lambda: framework(bench),
+            "memory": lambda: memory(bench),
+            "audit": lambda: audit(bench),
+        }
         for suite in SUITES:
             if suite in suites:
                 steps[suite]()

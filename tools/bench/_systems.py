@@ -14,6 +14,10 @@ import sys
 from pathlib import Path
 from types import TracebackType
 
+from uvfs import _runtime
+from uvfs._broker import Timeouts
+from uvfs._control import query
+
 from ._host import BenchError, is_mounted, mount_options, run, wait_mounted
 
 UVFS = [sys.executable, "-m", "uvfs.cli"]
@@ -78,14 +82,12 @@ class KernelMount(Mount):
         super().__init__(root)
 
 
-class Fuse2fsMount(Mount):
-    """e2fsprogs' fuse2fs, in the foreground so that unmounting can wait for it to exit."""
+class ForegroundMount(Mount):
+    """A FUSE server run in the foreground, so that unmounting can wait for it to exit."""
 
-    system = "fuse2fs"
-
-    def __init__(self, image: Path, root: Path, *, writable: bool) -> None:
+    def __init__(self, command: list[str], root: Path) -> None:
         self._process = subprocess.Popen(
-            ["fuse2fs", str(image), str(root), "-f", "-o", "rw" if writable else "ro"],
+            command,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -109,6 +111,27 @@ class Fuse2fsMount(Mount):
                 self._process.wait()
 
 
+class Fuse2fsMount(ForegroundMount):
+    """e2fsprogs' fuse2fs."""
+
+    system = "fuse2fs"
+
+    def __init__(self, image: Path, root: Path, *, writable: bool) -> None:
+        mode = "rw" if writable else "ro"
+        super().__init__(["fuse2fs", str(image), str(root), "-f", "-o", mode], root)
+
+
+class BareMount(ForegroundMount):
+    """The null tree served by bare pyfuse3 (``_bare.py``), told uvfs's `timeouts`."""
+
+    system = "pyfuse3"
+
+    def __init__(self, spec: Path, root: Path, timeouts: Timeouts) -> None:
+        told = [str(t) for t in (timeouts.entry, timeouts.attr, timeouts.negative)]
+        command = [sys.executable, "-m", "tools.bench._bare", str(spec), str(root)]
+        super().__init__([*command, "--timeouts", *told], root)
+
+
 class UvfsMount(Mount):
     """``uvfs mount``, which returns once the mount is live; ``uvfs umount`` waits for it."""
 
@@ -127,13 +150,23 @@ class UvfsMount(Mount):
         return "ro" in mount_options(self.root)
 
     def stats(self) -> dict[str, int]:
-        """The counters of ``uvfs stats``, e.g. ``cache.bytes_from_driver``, and ``pid``."""
-        lines = _uvfs("stats", self.root).splitlines()
-        counters = {"pid": int(lines[0].rpartition("pid ")[2].rstrip(")"))}
-        for line in lines[1:]:
-            name, _, value = line.partition(": ")
-            if value.isdigit():
-                counters[name] = int(value)
+        """The counters ``uvfs stats`` shows, e.g. ``cache.bytes_from_driver``, and ``pid``.
+
+        Asked on the server's control socket, as ``uvfs stats`` does, but without touching
+        the mountpoint: the answer adds no FUSE request to the counts.
+        """
+        record = _runtime.find(str(self.root))
+        if record is None:
+            raise BenchError(f"{self.root}: no uvfs server is registered for it")
+        try:
+            reply = query(Path(record.socket))
+        except OSError as e:
+            raise BenchError(f"{self.root}: control socket: {e}") from None
+        counters = {"pid": record.pid}
+        for section in ("broker", "cache"):
+            for name, value in reply.get(section, {}).items():
+                if isinstance(value, int):
+                    counters[f"{section}.{name}"] = value
         return counters
 
     def _unmount(self) -> None:
