@@ -1,34 +1,75 @@
-"""The last step before the command: a mount namespace where the overlay replaces the trees.
+"""The last step before the command: namespaces where the overlay replaces the trees for good.
 
 Run as ``python -m uvfs_fs.audit.namespace MOUNTPOINT ROOT LAYERS TREE... -- COMMAND...``
 by the runner, from inside its own private namespace, where the overlay of ROOT is mounted
-at MOUNTPOINT. This process makes a second namespace, binds ``MOUNTPOINT/<TREE relative to
-ROOT>`` over each TREE (or, with LAYERS other than ``-``, mounts a kernel overlayfs with
-that view as its lower layer, for ``--writable``), detaches MOUNTPOINT itself (so the
-command cannot reach the overlay through it and make the driver wait on itself),
-re-enters its working directory through the new mounts and execs COMMAND.
+at MOUNTPOINT. Three processes, one nested in the other's namespaces:
 
-Why a second namespace: the driver must keep seeing the real trees at their paths (it
+1. this process, the *helper*, makes a PID namespace and forks its init; it writes the
+   init's user and group ID maps when asked (only a process outside a user namespace may
+   map more than its own ID), then waits and exits as the command did;
+2. the *init* (PID 1) makes a mount namespace, binds ``MOUNTPOINT/<TREE relative to ROOT>``
+   over each TREE (or, with LAYERS other than ``-``, mounts a kernel overlayfs with that
+   view as its lower layer, for ``--writable``), detaches MOUNTPOINT itself (so the command
+   cannot reach the overlay through it and make the driver wait on itself), re-enters its
+   working directory through the new mounts, mounts a ``/proc`` of the new PID namespace,
+   and then makes a user namespace with a new mount namespace. It forks the command, passes
+   it SIGTERM and SIGHUP, reaps orphans, and exits with the command's status; the kernel
+   then kills whatever the command left behind;
+3. the *command* runs in those namespaces, as the same user and group IDs as before.
+
+Theory: what keeps the command inside the view.
+
+* The user namespace. Mounts copied into a mount namespace owned by a less privileged user
+  namespace are locked (``MNT_LOCKED``): the command, although root of its user namespace
+  and so able to mount, cannot unmount or move them (EINVAL), nor bind ``/`` without what
+  is mounted on it (EINVAL), nor mount a disk filesystem (EPERM), nor decode a file handle
+  outside its mounts (``open_by_handle_at``, EPERM: that needs CAP_DAC_READ_SEARCH of the
+  initial user namespace, or a mount of the file's filesystem without locked mounts below).
+  The ID maps are the identity over every ID the helper has, so files keep their owners and
+  root keeps its access to them; a normal user's run has been in a user namespace of its own
+  all along (``unshare -rm``), and stays root of it.
+* The PID namespace and its own ``/proc``, mounted before the user namespace so that it is
+  locked over the old one: ``/proc/PID/root``, ``/proc/PID/fd/N`` and ``/proc/PID/ns/mnt``
+  of the server (which holds the real trees open), of the helper, and of every other
+  process of the same user outside are simply not there.
+* No descriptor crosses: the runner starts the helper with only the standard streams, and
+  Python opens everything close-on-exec.
+* ``..`` and symlinks are resolved by the kernel in the command's namespace, so they land in
+  the view; a working directory that ``--enforce`` hides is not kept (the command starts
+  in ``/``), since relative paths and ``..`` from it would walk the real tree.
+
+Why namespaces of their own: the driver must keep seeing the real trees at their paths (it
 imports lazily, logs, and would otherwise deadlock reading its own mount), so the bind
-mounts live only here. Why a separate process: everything it loads is loaded before the
+mounts live only here. Why separate processes: everything they load is loaded before the
 binds, so none of it shows in the record.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import ctypes.util
 import os
+import signal
 import sys
 
 CLONE_NEWNS = 0x00020000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
 MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
 MNT_DETACH = 2
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
 EXIT_CANNOT_RUN = 126  # as the shell: the command was found but could not be run
 EXIT_NOT_FOUND = 127
+# Signals the init passes on to the command; the terminal sends SIGINT and SIGQUIT to the
+# whole process group, the command included, so helper and init ignore those.
+_FORWARDED = (signal.SIGTERM, signal.SIGHUP)
+_IGNORED = (signal.SIGINT, signal.SIGQUIT)
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
@@ -39,9 +80,19 @@ def _check(result: int, what: str) -> None:
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
+def unshare(flags: int, what: str) -> None:
+    """unshare(2) `flags`; `what` names it in the error."""
+    _check(_libc.unshare(flags), what)
+
+
+def make_undumpable() -> None:
+    """Close this process's /proc/PID/{fd,root,mem...} to other processes of the same user."""
+    _check(_libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "prctl(PR_SET_DUMPABLE)")
+
+
 def unshare_mounts() -> None:
     """Move this process into a new mount namespace whose mounts propagate nowhere."""
-    _check(_libc.unshare(CLONE_NEWNS), "unshare")
+    unshare(CLONE_NEWNS, "unshare")
     _check(_libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "make / private")
 
 
@@ -53,6 +104,12 @@ def bind(source: str, target: str) -> None:
 def detach(target: str) -> None:
     """Unmount `target` lazily (its binds elsewhere stay)."""
     _check(_libc.umount2(os.fsencode(target), MNT_DETACH), f"detach {target}")
+
+
+def mount_proc() -> None:
+    """Mount over /proc a procfs of this process's PID namespace."""
+    flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+    _check(_libc.mount(b"proc", b"/proc", b"proc", flags, None), "mount /proc")
 
 
 def _in_user_namespace() -> bool:
@@ -90,22 +147,46 @@ def enter(mountpoint: str, root: str, layers: str | None, trees: list[str]) -> N
             upper, work = (os.path.join(layers, part, str(i)) for part in ("upper", "work"))
             overlay(view, upper, work, tree)
     detach(mountpoint)
-    # The old working directory is the one under the mounts: enter it again through them,
-    # unless --enforce hides it.
-    with contextlib.suppress(OSError):
-        os.chdir(os.getcwd())
-
-
-def main(argv: list[str]) -> int:
-    """Set up the namespace and exec the command; returns only on failure."""
-    split = argv.index("--")
-    mountpoint, root, layers, *trees = argv[:split]
-    command = argv[split + 1 :]
+    # The old working directory is the one under the mounts: enter it again through them.
+    # If --enforce hides it, do not keep the real one: start in / instead.
     try:
-        enter(mountpoint, root, None if layers == "-" else layers, trees)
-    except OSError as e:
-        print(f"uvfs audit: cannot set up the namespace: {e.strerror}", file=sys.stderr)
-        return EXIT_CANNOT_RUN
+        os.chdir(os.getcwd())
+    except OSError:
+        os.chdir("/")
+
+
+def identity_map(own_map: str) -> str:
+    """The ID map (uid_map or gid_map format) of a child user namespace keeping every ID
+    of `own_map`, the parent's own map, as it is."""
+    lines = (line.split() for line in own_map.splitlines() if line.strip())
+    return "".join(f"{inside} {inside} {count}\n" for inside, _, count in lines)
+
+
+def map_ids(pid: int) -> None:
+    """Give the user namespace of process `pid` the identity over this process's IDs."""
+    for name in ("uid_map", "gid_map"):
+        with open(f"/proc/self/{name}") as f:
+            own = f.read()
+        with open(f"/proc/{pid}/{name}", "w") as f:
+            f.write(identity_map(own))
+
+
+def _exit_status(status: int) -> int:
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code  # a signal, as the shell shows it
+
+
+def _pass_signals(to: int) -> None:
+    for sig in _FORWARDED:
+        signal.signal(sig, lambda sig, _: os.kill(to, sig))
+    for sig in _IGNORED:
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def _exec(command: list[str]) -> int:
+    """Become `command`; returns only on failure."""
+    for sig in (*_IGNORED, signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores the last two
+        signal.signal(sig, signal.SIG_DFL)
     try:
         os.execvp(command[0], command)
     except FileNotFoundError:
@@ -114,6 +195,72 @@ def main(argv: list[str]) -> int:
     except OSError as e:
         print(f"uvfs audit: {command[0]}: {e.strerror}", file=sys.stderr)
         return EXIT_CANNOT_RUN
+
+
+def _init(ready: int, go: int, where: tuple, command: list[str]) -> int:
+    """PID 1: set up the namespaces, run `command`, reap, return its exit status.
+
+    `ready` tells the helper the user namespace exists; `go` says its IDs are mapped.
+    `where` holds the arguments of `enter`.
+    """
+    _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
+    try:
+        enter(*where)
+        mount_proc()
+        unshare(CLONE_NEWUSER | CLONE_NEWNS, "unshare the user namespace")
+    except OSError as e:
+        print(f"uvfs audit: cannot set up the namespace: {e.strerror}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    os.write(ready, b"1")
+    if os.read(go, 1) != b"1":  # the helper could not map the IDs, and said why
+        return EXIT_CANNOT_RUN
+    os.close(ready)
+    os.close(go)
+    child = os.fork()
+    if child == 0:
+        os._exit(_exec(command))
+    _pass_signals(child)
+    while True:  # orphans of the command are reparented here
+        pid, status = os.wait()
+        if pid == child:
+            return _exit_status(status)
+
+
+def main(argv: list[str]) -> int:
+    """Set up the namespaces and run the command; its exit status."""
+    split = argv.index("--")
+    mountpoint, root, layers, *trees = argv[:split]
+    command = argv[split + 1 :]
+    where = (mountpoint, root, None if layers == "-" else layers, trees)
+    try:
+        unshare(CLONE_NEWPID, "unshare the PID namespace")
+    except OSError as e:
+        print(f"uvfs audit: cannot set up the namespace: {e.strerror}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+    for sig in _IGNORED:  # from now on, in the init too
+        signal.signal(sig, signal.SIG_IGN)
+    child = os.fork()
+    if child == 0:
+        os.close(ready_r)
+        os.close(go_w)
+        status = EXIT_CANNOT_RUN
+        try:
+            status = _init(ready_w, go_r, where, command)
+        finally:
+            os._exit(status)
+    os.close(ready_w)
+    os.close(go_r)
+    _pass_signals(child)
+    if os.read(ready_r, 1) == b"1":
+        try:
+            map_ids(child)
+            os.write(go_w, b"1")
+        except OSError as e:
+            print(f"uvfs audit: cannot map the user namespace's IDs: {e}", file=sys.stderr)
+    os.close(go_w)
+    return _exit_status(os.waitpid(child, 0)[1])
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ import trio
 
 from uvfs._broker import Timeouts
 from uvfs._mount import MountFailed, serve
+from uvfs_fs.audit.namespace import make_undumpable
 from uvfs_fs.audit.passthrough import Passthrough
 from uvfs_fs.audit.recorder import Access, Kind, Recorder
 
@@ -255,6 +256,7 @@ async def serve_and_run(
             await trio.run_process(
                 [*step, *plan.startup],
                 check=False,
+                cwd="/",  # the command's working directory is the command's footprint
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -279,6 +281,9 @@ def _leaves(error: BaseException) -> Iterator[BaseException]:
 
 def main(argv: list[str]) -> int:
     """The server: ``python -m uvfs_fs.audit.runner PLAN.json``."""
+    # It holds the real trees open: no other process of this user may reach them through
+    # /proc/PID/fd or /proc/PID/root (the command cannot even see it; this is for the rest).
+    make_undumpable()
     data = json.loads(Path(argv[0]).read_text())
     plan = Plan(
         tuple(data["command"]),

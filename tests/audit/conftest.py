@@ -1,9 +1,13 @@
-"""A scratch virtual environment with real packages installed by pip, shared by the audit tests."""
+"""Shared by the audit tests: a scratch venv with real packages, and a way to audit as nobody."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import sysconfig
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,3 +36,16 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
         check=True,
     )  # fmt: skip
     return env
+
+
+@pytest.fixture
+def as_nobody() -> Iterator[list[str]]:
+    """A command prefix running Debian's python3 as nobody, with this project importable."""
+    if os.geteuid() != 0 or not Path("/usr/bin/python3").exists():
+        pytest.skip("needs root (to become nobody) and /usr/bin/python3")
+    with tempfile.TemporaryDirectory() as home:  # pytest's own are private to root
+        os.chmod(home, 0o755)
+        here = sysconfig.get_path("purelib")
+        Path(home, "sitecustomize.py").write_text(f"import site\nsite.addsitedir({here!r})\n")
+        nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        yield [*nobody, "env", f"PYTHONPATH={home}", f"HOME={home}", "/usr/bin/python3"]
