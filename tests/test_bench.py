@@ -34,9 +34,13 @@ def test_tiny_run_reports_every_workload_and_system(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     results = json.loads((tmp_path / "results" / "results.json").read_text())
     cells = {(r["suite"], r["workload"], r["phase"]): r["systems"] for r in results["rows"]}
+    # ext4 writes are measured once uvfs writes ext4; until then the run says why not.
+    skipped = results["meta"].get("skipped", {})
+    assert set(skipped) <= {"write-ext4"}
+    writes = ["write"] + [s for s in ("write-ext4",) if s not in skipped]
     expected = {
         **{("ext2", w, p): {"uvfs", "kernel", "fuse2fs"} for w in READS for p in ("cold", "warm")},
-        **{("write", w, "cold"): {"uvfs", "kernel", "fuse2fs"} for w in WRITES},
+        **{(suite, w, "cold"): {"uvfs", "kernel", "fuse2fs"} for suite in writes for w in WRITES},
         **{
             (f"zfs/{c}", w, p): {"uvfs", "zfs-fuse"}
             for c in TINY.compressions

@@ -17,7 +17,7 @@ from pathlib import Path
 from ._host import run
 from ._sizes import MiB, Sizes
 
-RECIPE_VERSION = 1  # bump when the way the images are built changes
+RECIPE_VERSION = 2  # bump when the way the images are built changes
 SEED = 20_251_121
 BIG_FILE = "big.bin"  # sequential and random reads, and the broker-cache re-read
 FILES_DIR = "files"  # the small-file tree: find, du, tar extract, rm -rf
@@ -29,7 +29,8 @@ class Images:
 
     tree: Path  # holds BIG_FILE and FILES_DIR; ZFS pools are filled from it
     ext2: Path  # the tree as an ext2 image (read workloads)
-    empty_ext2: Path  # an empty ext2 image of the same geometry (write workloads)
+    empty_ext2: Path  # an empty ext2 image (write workloads)
+    empty_ext4: Path  # the same as ext4, with mke2fs's default ext4 features
     tar: Path  # FILES_DIR as a tar archive
 
 
@@ -59,17 +60,17 @@ def _make_tree(tree: Path, sizes: Sizes) -> None:
         (directory / f"f{i:06d}").write_bytes(_half_random(rng, rng.randrange(8192)))
 
 
-def _mke2fs(image: Path, sizes: Sizes, tree: Path | None) -> None:
-    inodes = sizes.files + sizes.dirs + 64
+def _mke2fs(image: Path, size: int, inodes: int, tree: Path | None, fstype: str = "ext2") -> None:
     populate = ["-d", tree] if tree else []
-    run(["mke2fs", "-q", "-F", "-t", "ext2", "-b", "4096", "-N", inodes, *populate, image,
-         f"{sizes.image_bytes // 1024}k"])  # fmt: skip
+    run(["mke2fs", "-q", "-F", "-t", fstype, "-b", "4096", "-N", inodes, *populate, image,
+         f"{size // 1024}k"])  # fmt: skip
 
 
 def prepare(workdir: Path, sizes: Sizes) -> Images:
     """The images of `sizes` under `workdir`, built now unless a matching build is there."""
     base = workdir / sizes.name
-    images = Images(base / "tree", base / "ext2.img", base / "empty-ext2.img", base / "files.tar")
+    images = Images(base / "tree", base / "ext2.img", base / "empty-ext2.img",
+                    base / "empty-ext4.img", base / "files.tar")  # fmt: skip
     recipe = {"version": RECIPE_VERSION, **sizes.recipe()}
     marker = base / "recipe.json"
     if marker.exists() and json.loads(marker.read_text()) == recipe:
@@ -78,8 +79,12 @@ def prepare(workdir: Path, sizes: Sizes) -> Images:
         shutil.rmtree(base)
     print(f"bench: building the {sizes.name} images in {base} (once)", flush=True)
     _make_tree(images.tree, sizes)
-    _mke2fs(images.ext2, sizes, images.tree)
-    _mke2fs(images.empty_ext2, sizes, None)
+    _mke2fs(images.ext2, sizes.image_bytes, sizes.files + sizes.dirs + 64, images.tree)
+    # Room for the tree, its copy (cp -a) and the small fsynced files.
+    write_inodes = 2 * (sizes.files + sizes.dirs) + sizes.fsync_files + 64
+    write_bytes = sizes.write_image_bytes or sizes.image_bytes
+    _mke2fs(images.empty_ext2, write_bytes, write_inodes, None)
+    _mke2fs(images.empty_ext4, write_bytes, write_inodes, None, "ext4")
     run(["tar", "-cf", images.tar, "-C", images.tree, FILES_DIR])
     marker.write_text(json.dumps(recipe))
     return images
@@ -102,9 +107,8 @@ def prepare_memory_image(workdir: Path, sizes: Sizes) -> Path:
     tree = base / "tree"
     tree.mkdir(parents=True)
     _write_big_file(tree / BIG_FILE, size, random.Random(SEED))
-    image_kib = (size + size // 16 + 64 * MiB) // 1024  # the file, its maps, the metadata
-    run(["mke2fs", "-q", "-F", "-t", "ext2", "-b", "4096", "-N", "64", "-d", tree, image,
-         f"{image_kib}k"])  # fmt: skip
+    image_bytes = size + size // 16 + 64 * MiB  # the file, its block maps, the metadata
+    _mke2fs(image, image_bytes, 64, tree)
     shutil.rmtree(tree)
     marker.write_text(json.dumps(recipe))
     return image

@@ -77,6 +77,26 @@ def write(path: str, size: str) -> int:
     return total
 
 
+def cpa(source: str, target: str) -> int:
+    """``cp -a SOURCE TARGET``; 0."""
+    _shell(["cp", "-a", source, target])
+    return 0
+
+
+def createfsync(directory: str, count: str) -> int:
+    """Make `directory`, then create `count` 4 KiB files in it, each fsynced; the count."""
+    os.mkdir(directory)
+    data = os.urandom(PAGE)
+    for i in range(int(count)):
+        fd = os.open(f"{directory}/{i:06d}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    return int(count)
+
+
 def rmtree(directory: str) -> int:
     """``rm -rf DIR``; 0."""
     _shell(["rm", "-rf", directory])
@@ -117,7 +137,20 @@ def direct4k(path: str, count: str) -> int:
 
 WORKLOADS: dict[str, Callable[..., int]] = {
     f.__name__: f
-    for f in (seqread, randread, find, du, untar, write, rmtree, lookup, statx, direct4k)
+    for f in (
+        seqread,
+        randread,
+        find,
+        du,
+        untar,
+        write,
+        cpa,
+        createfsync,
+        rmtree,
+        lookup,
+        statx,
+        direct4k,
+    )
 }
 
 

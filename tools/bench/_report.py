@@ -29,7 +29,9 @@ def workload_label(workload: str, meta: dict[str, Any]) -> str:
         "find": f"find -type f ({files})",
         "du": f"du -s ({files})",
         "untar": f"tar x ({files})",
-        "write": f"write {file_mib} MiB",
+        "write": f"write {(sizes['write_bytes'] or sizes['file_bytes']) // MiB} MiB + fsync",
+        "cpa": f"cp -a ({files})",
+        "createfsync": f"create+fsync ({sizes['fsync_files']:,} files)",
         "rmtree": f"rm -rf ({files})",
         "lookup": f"{sizes['null_files']:,} lookups (stat)",
         "statx": f"{requests} getattrs (statx, sync)",
@@ -134,6 +136,9 @@ def _standing_lines(results: Results) -> list[str]:
             detail = f"  ({s.rows_met} of {s.rows} rows met"
             detail += f"; worst {' '.join(s.worst_row)})" if s.worst_row and not s.met else ")"
         mark = "" if s.target.issue else "  [not an issue-10 target]"
+        skipped = results.meta.get("skipped", {}).get(s.target.suite)
+        if not s.rows and skipped:
+            detail = f" ({skipped})"
         lines.append(f"  {s.target.text:<{width}}  {ratio:>7}  {s.text}{detail}{mark}")
     judged = [s for s in standings if s.target.issue and s.rows]
     unmeasured = sum(1 for s in standings if s.target.issue and not s.rows)

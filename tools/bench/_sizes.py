@@ -16,8 +16,8 @@ class Sizes:
     """
 
     name: str
-    image_bytes: int  # the ext2 images, read and write
-    file_bytes: int  # the sequential-read file, also the size of the written file
+    image_bytes: int  # the ext2 image read by the read suites
+    file_bytes: int  # the sequential-read file
     files: int  # small files in the find / du / tar tree
     dirs: int  # ... spread evenly over this many directories
     zfs_vdev_bytes: int  # one vdev file per pool
@@ -26,6 +26,9 @@ class Sizes:
     runs: int  # the median is taken over this many runs
     timeout: float  # seconds allowed for one measurement before it counts as failed
     remount: bool = True  # a fresh mount for every cold run (off: one mount per system)
+    write_image_bytes: int = 0  # the empty ext2 and ext4 images of the writes (0: image_bytes)
+    write_bytes: int = 0  # the written file (0: file_bytes)
+    fsync_files: int = 2_000  # small files created and fsynced one by one
     null_files: int = 20_000  # files in the null tree: one LOOKUP each (framework suite)
     null_requests: int = 50_000  # GETATTRs, and 4 KiB READs, per framework measurement
     memory_file_bytes: int | None = None  # the memory suite's big read (None: file_bytes)
@@ -39,6 +42,8 @@ class Sizes:
             "files": self.files,
             "dirs": self.dirs,
             "zfs_vdev_bytes": self.zfs_vdev_bytes,
+            "write_image_bytes": self.write_image_bytes,
+            "fsync_files": self.fsync_files,
         }
 
 
@@ -57,6 +62,8 @@ FULL = Sizes(
     runs=3,
     timeout=300,
     memory_file_bytes=2048 * MiB,
+    write_image_bytes=1024 * MiB,  # the tree, its copy, 2,000 small files and 512 MiB
+    write_bytes=512 * MiB,
 )
 QUICK = Sizes(
     name="quick",
@@ -72,6 +79,8 @@ QUICK = Sizes(
     null_files=5_000,
     null_requests=10_000,
     audit_runs=3,
+    write_image_bytes=256 * MiB,
+    fsync_files=500,
 )
 # The smoke test's size: every workload and system once, within seconds, so it mounts
 # each system once per suite (its numbers mean nothing). 64 MiB is the smallest vdev
@@ -91,4 +100,5 @@ TINY = Sizes(
     null_files=500,
     null_requests=1_000,
     audit_runs=1,
+    fsync_files=50,
 )

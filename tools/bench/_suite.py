@@ -33,8 +33,10 @@ from ._systems import Fuse2fsMount, KernelMount, Mount, UvfsMount
 REPO = Path(__file__).resolve().parents[2]
 READS = ("seqread", "randread", "find", "du")
 ZFS_READS = ("seqread", "find", "du")
-WRITES = ("untar", "write", "rmtree")  # in this order: rm -rf removes what tar made
+# In this order: cp -a copies and rm -rf removes what tar made.
+WRITES = ("untar", "cpa", "createfsync", "write", "rmtree")
 SUITES = ("ext2", "write", "zfs", "framework", "memory", "audit")
+WRITE_SUITES = {"write": "ext2", "write-ext4": "ext4"}  # suite -> the empty image's type
 # The zfs driver by module path: it mounts whether or not its entry point is registered.
 UVFS_ZFS_TYPE = "zfs"
 READ_ONLY_DRIVER = "read-only driver"
@@ -107,7 +109,13 @@ class Bench:
                 return [root / FILES_DIR], None  # block counts differ between filesystems
             case "untar":
                 return [self.images.tar, root], None
+            case "cpa":
+                return [root / FILES_DIR, root / f"{FILES_DIR}-copy"], None
+            case "createfsync":
+                count = self.sizes.fsync_files
+                return [root / "fsynced", count], count
             case "write":
+                size = self.sizes.write_bytes or size
                 return [root / "written.bin", size], size
             case "rmtree":
                 return [root / FILES_DIR], None
@@ -163,10 +171,16 @@ class Bench:
             return self.probe(workload, m.root)
 
     def progress(
-        self, suite: str, workload: str, system: str, samples: list[float], error: str | None
+        self,
+        suite: str,
+        workload: str,
+        system: str,
+        samples: list[float],
+        error: str | None,
+        phase: str = "cold",
     ) -> None:
         shown = error or (f"{samples[-1]:.3f} s" if samples else "-")
-        print(f"bench: {suite:<10} {workload:<9} {system:<9} cold {shown}", flush=True)
+        print(f"bench: {suite:<10} {workload:<11} {system:<9} {phase} {shown}", flush=True)
 
     def ext2(self) -> None:
         """Reads of the ext2 image: kernel, fuse2fs, uvfs; then the broker-cache re-read."""
@@ -216,21 +230,38 @@ class Bench:
     # --- writes ---------------------------------------------------------------------------
 
     def write(self) -> None:
-        """tar x, a big write, rm -rf on a fresh copy of an empty image; each timed to unmount."""
+        """The writes on ext2, then on ext4 once uvfs writes it (until then it is skipped)."""
+        for suite, fstype in WRITE_SUITES.items():
+            empty = self.images.empty_ext2 if fstype == "ext2" else self.images.empty_ext4
+            self.writes(suite, fstype, empty)
+
+    def writes(self, suite: str, fstype: str, empty: Path) -> None:
+        """`WRITES` in order on a fresh copy of the `empty` image; each timed to unmount.
+
+        When uvfs mounts that image read-only, nothing is measured: the suite is recorded
+        in ``meta["skipped"]`` with the reason.
+        """
         scratch = self.workdir / "scratch"
         scratch.mkdir(parents=True, exist_ok=True)
         systems: dict[str, Callable[[Path], Mount]] = {
-            "kernel": lambda img: KernelMount(img, self.mountpoint("kernel"), writable=True),
+            "kernel": lambda img: KernelMount(
+                img, self.mountpoint("kernel"), writable=True, fstype=fstype
+            ),
             "fuse2fs": lambda img: Fuse2fsMount(img, self.mountpoint("fuse2fs"), writable=True),
             UVFS: lambda img: self.writable_uvfs(img),
         }
         try:
+            reason = None if fstype == "ext2" else self._uvfs_refuses(empty, scratch / "try.img")
+            if reason:
+                self.results.meta.setdefault("skipped", {})[suite] = reason
+                print(f"bench: {suite:<10} skipped: {reason}", flush=True)
+                return
             for _ in range(self.sizes.runs):
                 for system, mount in systems.items():
                     image = scratch / f"{system}.img"
-                    run(["cp", "--sparse=always", self.images.empty_ext2, image])
+                    run(["cp", "--sparse=always", empty, image])
                     for workload in WRITES:
-                        cell = self.results.cell("write", workload, "cold", system)
+                        cell = self.results.cell(suite, workload, "cold", system)
                         if cell.error:
                             continue
                         try:
@@ -238,12 +269,23 @@ class Bench:
                         except BenchError as e:
                             # The later workloads build on this one: they fail with it.
                             for later in WRITES:
-                                other = self.results.cell("write", later, "cold", system)
+                                other = self.results.cell(suite, later, "cold", system)
                                 other.error = other.error or str(e)
-                        self.progress("write", workload, system, cell.samples, cell.error)
+                        self.progress(suite, workload, system, cell.samples, cell.error)
                     image.unlink()
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+
+    def _uvfs_refuses(self, empty: Path, copy: Path) -> str | None:
+        """Why uvfs does not mount a copy of `empty` read-write; None when it does."""
+        run(["cp", "--sparse=always", empty, copy])
+        try:
+            with self.writable_uvfs(copy):
+                return None
+        except BenchError as e:
+            return f"uvfs: {e}"
+        finally:
+            copy.unlink()
 
     def writable_uvfs(self, image: Path) -> Mount:
         m = UvfsMount([image], self.mountpoint(UVFS), writable=True, fstype=self.ext2_type)

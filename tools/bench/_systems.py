@@ -73,12 +73,12 @@ class Mount:
 
 
 class KernelMount(Mount):
-    """The kernel's own ext2 driver on a loop device (which ``umount`` detaches)."""
+    """The kernel's own ext2 (or ext4) driver on a loop device (which ``umount`` detaches)."""
 
     system = "kernel"
 
-    def __init__(self, image: Path, root: Path, *, writable: bool) -> None:
-        run(["mount", "-t", "ext2", "-o", "loop," + ("rw" if writable else "ro"), image, root])
+    def __init__(self, image: Path, root: Path, *, writable: bool, fstype: str = "ext2") -> None:
+        run(["mount", "-t", fstype, "-o", "loop," + ("rw" if writable else "ro"), image, root])
         super().__init__(root)
 
 
