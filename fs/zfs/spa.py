@@ -11,6 +11,13 @@ redundancy covers. The active uberblock is the valid one with the highest txg ac
 labels of all images (labels are rewritten on only some vdevs each txg), falling back to
 older ones if the newest root block cannot be read.
 
+Hot spares and cache (L2ARC) devices carry a label of their own kind: only a version, a
+state (SPARE or L2CACHE) and their guid, no pool and no vdev tree. Given among the members,
+they are recognised and set aside, as an importing pool does: an idle spare holds no data,
+and a cache only copies of blocks the pool itself holds (a spare in use is part of the
+tree, with an ordinary label, and read like a mirror side). A separate log device is a
+top-level vdev of its own (``is_log``) and is used as one.
+
 `Pool` is the handle the upper layers hold: `read_bp` reads any block pointer.
 """
 
@@ -75,6 +82,8 @@ _NUMERIC_FIELDS = ("pool_guid", "guid", "txg", "version", "vdev_children", "stat
 
 POOL_STATES = ("ACTIVE", "EXPORTED", "DESTROYED", "SPARE", "L2CACHE", "UNINITIALIZED",
                "UNAVAIL", "POTENTIALLY_ACTIVE")  # fmt: skip
+POOL_STATE_SPARE, POOL_STATE_L2CACHE = 3, 4
+_AUXILIARY = {POOL_STATE_SPARE: "spare", POOL_STATE_L2CACHE: "cache"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +103,7 @@ class _Member:
     image: ImageFile
     config: dict[str, NvValue]  # its newest valid label
     uberblocks: list[Uberblock]
+    auxiliary: str | None = None  # "spare" or "cache": holds no pool data
 
 
 class Pool:
@@ -109,6 +119,7 @@ class Pool:
         vdevs: the top-level vdevs, by id.
         checksum_salt: the pool's salt for keyed checksums; the upper layer sets it from
             the MOS directory's ``org.illumos:checksum_salt`` (None until then).
+        auxiliary: the hot spares and cache devices given, set aside: (kind, path).
     """
 
     def __init__(
@@ -127,6 +138,7 @@ class Pool:
         self.vdevs = vdevs
         self.uberblock = uberblock
         self.checksum_salt: bytes | None = None
+        self.auxiliary: list[tuple[str, str]] = []
         self._stats = stats
 
     async def read_bp(self, bp: BlockPtr) -> bytes:
@@ -154,9 +166,22 @@ def probe_label(head: bytes) -> bool:
     for offset in (0, VDEV_LABEL_SIZE):
         start = offset + VDEV_PHYS_OFFSET
         config = parse_vdev_phys(head[start : start + VDEV_PHYS_SIZE], start)
-        if config is not None and "pool_guid" in config:
+        if config is not None and ("pool_guid" in config or _auxiliary(config)):
             return True
     return False
+
+
+def _auxiliary(config: dict[str, NvValue]) -> str | None:
+    """ "spare" or "cache" when `config` is the label of an idle hot spare or an L2ARC
+    device (vdev_label_init writes them without pool or tree), else None."""
+    state = config.get("state")
+    if (
+        "pool_guid" in config
+        or not isinstance(state, int)
+        or not isinstance(config.get("guid"), int)
+    ):
+        return None
+    return _AUXILIARY.get(state)
 
 
 def _well_formed(config: dict[str, NvValue]) -> bool:
@@ -179,6 +204,8 @@ async def _read_member(image: ImageFile) -> _Member | None:
             continue
         label = await image.read(offset, VDEV_LABEL_SIZE)
         config = parse_label(label, offset)
+        if config is not None and _auxiliary(config):
+            return _Member(image, config, [], _auxiliary(config))
         if config is None or not _well_formed(config):
             continue
         configs.append(config)
@@ -236,12 +263,14 @@ async def open_pool(sources: Sequence[ImageFile]) -> Pool:
     """
     if not sources:
         raise Refusal("no images given")
-    members = []
+    members, auxiliary = [], []
     for image in sources:
         m = await _read_member(image)
         if m is None:
             raise Refusal(f"{image.path}: no valid ZFS label")
-        members.append(m)
+        (auxiliary if m.auxiliary else members).append(m)
+    if not members:
+        raise Refusal("only hot spares and cache devices given, no pool member")
     guids = {int(m.config.get("pool_guid", 0)) for m in members}  # type: ignore[arg-type]
     if len(guids) != 1:
         raise Refusal(
@@ -268,6 +297,7 @@ async def open_pool(sources: Sequence[ImageFile]) -> Pool:
     for ub in candidates[:MAX_ROOT_FALLBACKS]:
         _check_version(ub.ub_version)
         pool = Pool(config, vdevs, ub, stats)
+        pool.auxiliary = [(str(m.auxiliary), m.image.path) for m in auxiliary]
         try:
             await pool.read_bp(ub.ub_rootbp)
         except FSError as e:
@@ -307,5 +337,7 @@ def describe_pool(pool: Pool) -> list[str]:
     ]
     for vdev in pool.vdevs:
         lines += _describe_vdev(vdev, 1)
+    for kind, path in pool.auxiliary:
+        lines.append(f"  {path}  ({kind}, not needed for reading)")
     lines.append("features for read: " + (", ".join(sorted(pool.features_for_read)) or "none"))
     return lines
