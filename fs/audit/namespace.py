@@ -2,41 +2,44 @@
 
 Run as ``python -m uvfs_fs.audit.namespace MOUNTPOINT ROOT LAYERS TREE... -- COMMAND...``
 by the runner, from inside its own private namespace, where the overlay of ROOT is mounted
-at MOUNTPOINT. Three processes, one nested in the other's namespaces:
+at MOUNTPOINT. Three processes, each in namespaces nested in the previous one's:
 
 1. this process, the *helper*, makes a PID namespace and forks its init; it writes the
    init's user and group ID maps when asked (only a process outside a user namespace may
-   map more than its own ID), then waits and exits as the command did;
+   map more IDs than its own), then waits and exits as the command did;
 2. the *init* (PID 1) makes a mount namespace, binds ``MOUNTPOINT/<TREE relative to ROOT>``
    over each TREE (or, with LAYERS other than ``-``, mounts a kernel overlayfs with that
-   view as its lower layer, for ``--writable``), detaches MOUNTPOINT itself (so the command
-   cannot reach the overlay through it and make the driver wait on itself), re-enters its
-   working directory through the new mounts, mounts a ``/proc`` of the new PID namespace,
-   and then makes a user namespace with a new mount namespace. It forks the command, passes
-   it SIGTERM and SIGHUP, reaps orphans, and exits with the command's status; the kernel
-   then kills whatever the command left behind;
-3. the *command* runs in those namespaces, as the same user and group IDs as before.
+   view as its lower layer, for ``--writable``), detaches MOUNTPOINT (so the command cannot
+   reach the overlay through it and make the driver wait on itself), covers the runner's
+   scratch directory holding it, re-enters its working directory through the new mounts,
+   mounts a ``/proc`` of the new PID namespace, and only then makes a user namespace with a
+   mount namespace of its own. It forks the command, passes it SIGTERM and SIGHUP, reaps
+   orphans and exits with the command's status; the kernel then kills whatever is left;
+3. the *command*, with the same user and group IDs as the audit had.
 
-Theory: what keeps the command inside the view.
+Theory: what keeps the command in the view.
 
 * The user namespace. Mounts copied into a mount namespace owned by a less privileged user
   namespace are locked (``MNT_LOCKED``): the command, although root of its user namespace
-  and so able to mount, cannot unmount or move them (EINVAL), nor bind ``/`` without what
-  is mounted on it (EINVAL), nor mount a disk filesystem (EPERM), nor decode a file handle
-  outside its mounts (``open_by_handle_at``, EPERM: that needs CAP_DAC_READ_SEARCH of the
-  initial user namespace, or a mount of the file's filesystem without locked mounts below).
-  The ID maps are the identity over every ID the helper has, so files keep their owners and
-  root keeps its access to them; a normal user's run has been in a user namespace of its own
-  all along (``unshare -rm``), and stays root of it.
+  and so able to mount, can neither unmount nor move them (EINVAL), nor bind ``/`` without
+  what is mounted on it (EINVAL; a recursive bind copies the locked mounts), nor mount a
+  disk filesystem (EPERM). ``open_by_handle_at`` wants CAP_DAC_READ_SEARCH of the initial
+  user namespace (EPERM), or decodes only beneath a directory with no locked mount below
+  it, which the hidden files are not (ESTALE). The ID maps are the identity over every ID
+  the helper has, so files keep their owners and root its access to them; a normal user's
+  audit runs in a user namespace of its own anyway (``unshare -rm``), as root of it.
 * The PID namespace and its own ``/proc``, mounted before the user namespace so that it is
   locked over the old one: ``/proc/PID/root``, ``/proc/PID/fd/N`` and ``/proc/PID/ns/mnt``
   of the server (which holds the real trees open), of the helper, and of every other
-  process of the same user outside are simply not there.
-* No descriptor crosses: the runner starts the helper with only the standard streams, and
+  process of the same user are simply not there.
+* No descriptor crosses: the runner starts the helper with the standard streams only, and
   Python opens everything close-on-exec.
-* ``..`` and symlinks are resolved by the kernel in the command's namespace, so they land in
-  the view; a working directory that ``--enforce`` hides is not kept (the command starts
-  in ``/``), since relative paths and ``..`` from it would walk the real tree.
+* ``..`` and symlinks are resolved by the kernel in the command's namespace, so they land
+  in the view. A working directory hidden by ``--enforce`` cannot be entered again through
+  the view, and the real one must not be kept (relative paths and ``..`` from it would walk
+  the real tree): the command starts in ``/``.
+* The scratch directory is covered because the server writes its result there as root: a
+  symlink planted in its place would make the server write wherever the command likes.
 
 Why namespaces of their own: the driver must keep seeing the real trees at their paths (it
 imports lazily, logs, and would otherwise deadlock reading its own mount), so the bind
@@ -55,6 +58,7 @@ import sys
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
+MS_RDONLY = 1
 MS_NOSUID = 2
 MS_NODEV = 4
 MS_NOEXEC = 8
@@ -106,6 +110,12 @@ def detach(target: str) -> None:
     _check(_libc.umount2(os.fsencode(target), MNT_DETACH), f"detach {target}")
 
 
+def cover(target: str) -> None:
+    """Mount an empty read-only directory over `target`."""
+    flags = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
+    _check(_libc.mount(b"tmpfs", os.fsencode(target), b"tmpfs", flags, b"size=4k"), target)
+
+
 def mount_proc() -> None:
     """Mount over /proc a procfs of this process's PID namespace."""
     flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
@@ -137,6 +147,9 @@ def enter(mountpoint: str, root: str, layers: str | None, trees: list[str]) -> N
 
     Without `layers` the view is bound read-only as it is; with it, a kernel overlayfs
     takes the changes into ``LAYERS/upper/<i>`` (``LAYERS/work/<i>`` is its scratch).
+    The directory holding `mountpoint` is the runner's scratch (plan, hidden list, layers,
+    and the result the server writes as root): an empty read-only directory covers it, so
+    that the command can neither read nor plant anything there.
     """
     unshare_mounts()
     for i, tree in enumerate(trees):
@@ -147,6 +160,7 @@ def enter(mountpoint: str, root: str, layers: str | None, trees: list[str]) -> N
             upper, work = (os.path.join(layers, part, str(i)) for part in ("upper", "work"))
             overlay(view, upper, work, tree)
     detach(mountpoint)
+    cover(os.path.dirname(mountpoint))
     # The old working directory is the one under the mounts: enter it again through them.
     # If --enforce hides it, do not keep the real one: start in / instead.
     try:

@@ -292,3 +292,25 @@ seen = {path: outcome(by_handle, path) for path in ("/", sys.argv[3], "/usr")}
 """
     seen = _audit(auditor, code, str(kind), handle.hex(), str(public_dir))
     assert seen == {"/": "EPERM", str(public_dir): "ESTALE", "/usr": "ESTALE"}
+
+
+def test_the_audit_s_own_files_are_out_of_reach(auditor: list[str], public_dir: Path) -> None:
+    # The runner's scratch directory (in TMPDIR) holds the plan and, later, the result that
+    # the server writes as root: the command finds an empty read-only directory there, so
+    # it cannot plant a symlink that would make the server write elsewhere.
+    os.chmod(public_dir, 0o1777)
+    victim = public_dir / "victim"
+    victim.write_text("untouched\n")
+    code = """\
+top, victim = sys.argv[1:]
+[scratch] = [name for name in os.listdir(top) if name.startswith("uvfs-audit-")]
+path = f"{top}/{scratch}"
+seen = {
+    "listing": outcome(os.listdir, path),
+    "plant": outcome(os.symlink, victim, f"{path}/result.json"),
+}
+"""
+    env = {**os.environ, "TMPDIR": str(public_dir)}
+    seen = _audit(auditor, code, str(public_dir), str(victim), env=env)
+    assert seen == {"listing": [], "plant": "EROFS"}
+    assert victim.read_text() == "untouched\n"
