@@ -60,6 +60,7 @@ class Options:
     writable: bool = True  # mount(8) mounts read-write unless told otherwise
     force: bool = False
     isolate: bool = False  # serve the driver from a process of its own
+    fakeroot: bool = False  # the mounting user acts as root inside the image
     fuse: tuple[str, ...] = ()
     cache_size: int = DEFAULT_CACHE_SIZE
     partition: int | None = None  # which partition of a disk; None: see uvfs/_source.py
@@ -77,16 +78,14 @@ def parse_size(text: str) -> int:
 
 def parse_options(text: str | None) -> Options:
     """Parse mount(8)-style ``-o`` options; an unknown one is a `UserError` naming it."""
-    writable, force, isolate, fuse, cache_size = True, False, False, [], DEFAULT_CACHE_SIZE
-    partition = None
+    writable, fuse, cache_size, partition = True, [], DEFAULT_CACHE_SIZE, None
+    flags = {"force": False, "isolate": False, "fakeroot": False}
     for item in filter(None, (text or "").split(",")):
         name, _, value = item.partition("=")
         if name in ("ro", "rw") and not value:
             writable = name == "rw"
-        elif name == "force" and not value:
-            force = True
-        elif name == "isolate" and not value:
-            isolate = True
+        elif name in flags and not value:
+            flags[name] = True
         elif name in _FUSE_FLAGS and not value:
             fuse.append(name)
         elif name == "cache_size" and value:
@@ -97,11 +96,23 @@ def parse_options(text: str | None) -> Options:
             partition = int(value)
         else:
             known = (
-                "ro, rw, allow_other, default_permissions, debug, force, isolate, "
+                "ro, rw, allow_other, default_permissions, debug, force, isolate, fakeroot, "
                 "cache_size=SIZE, partition=N"
             )
             raise UserError(f"unknown mount option '{item}' (known: {known})")
-    return Options(writable, force, isolate, tuple(fuse), cache_size, partition)
+    if flags["fakeroot"] and "allow_other" in fuse:
+        raise UserError(
+            "fakeroot cannot be combined with allow_other (nothing would check the other users)"
+        )
+    return Options(
+        writable=writable,
+        force=flags["force"],
+        isolate=flags["isolate"],
+        fakeroot=flags["fakeroot"],
+        fuse=tuple(fuse),
+        cache_size=cache_size,
+        partition=partition,
+    )
 
 
 # --- opening images ---------------------------------------------------------------------------
@@ -278,6 +289,7 @@ async def _serve_mount(
                 fsname=os.path.abspath(args.sources[0]),
                 subtype=driver.name,
                 cache=cache,
+                fakeroot=options.fakeroot,
                 task_status=task_status,
             )
             nursery.cancel_scope.cancel()
@@ -537,8 +549,9 @@ def build_parser() -> argparse.ArgumentParser:
         "-o",
         dest="options",
         metavar="OPT[,OPT...]",
-        help="ro, rw (default), allow_other, default_permissions, debug, force, "
+        help="ro, rw (default), allow_other, debug, force, "
         "isolate (serve the driver from a process of its own), "
+        "fakeroot (you act as root inside the image; not with allow_other), "
         "cache_size=SIZE (default 256M; a user's mounts share the largest size any asked "
         "for, none holding more than its own; 0 disables the buffer cache)",
     )

@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fsx-flags", default="", help='more fsx flags, e.g. "-R -W" (no mmap)')
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--type", default=DEFAULT_TYPE, help="uvfs mount -t TYPE")
-    parser.add_argument("--options", default="rw,allow_other,default_permissions")
+    parser.add_argument("--options", default="rw,allow_other")
     parser.add_argument("--block-size", type=int, default=4096)
     parser.add_argument("--size", default="512M", help="image size for mke2fs")
     parser.add_argument("--json", help="write the results here as JSON")
