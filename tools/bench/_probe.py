@@ -47,7 +47,12 @@ def randread(path: str, count: str, seed: str) -> int:
 
 
 def _shell(command: list[str]) -> str:
-    return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    """Run `command`; its stdout, or exit with the last line it wrote to stderr."""
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
+        sys.exit(f"{command[0]}: {lines[-1]}")
+    return done.stdout
 
 
 def find(directory: str) -> int:
