@@ -25,7 +25,7 @@ The pointer's words are in the byte order of the block holding it (the caller's
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 BLKPTR_SIZE = 128
 SPA_MINBLOCKSHIFT = 9
@@ -34,8 +34,9 @@ _PAYLOAD_WORDS = (0, 1, 2, 3, 4, 5, 7, 8, 9, 11, 12, 13, 14, 15)
 _WORDS = {"<": struct.Struct("<16Q"), ">": struct.Struct(">16Q")}
 
 
-@dataclass(frozen=True, slots=True)
-class DVA:
+# The records are NamedTuples, not frozen dataclasses: as immutable, and a walk builds one
+# per pointer it parses, which a frozen dataclass's __init__ makes five times as dear.
+class DVA(NamedTuple):
     """One data virtual address: where one copy of a block lives."""
 
     vdev: int  # top-level vdev id
@@ -43,14 +44,8 @@ class DVA:
     asize: int  # allocated bytes (includes raidz parity and padding)
     gang: bool  # the address holds a gang header, not the data
 
-    @property
-    def is_empty(self) -> bool:
-        """No copy here (both DVA words zero)."""
-        return self.vdev == 0 and self.offset == 0 and self.asize == 0 and not self.gang
 
-
-@dataclass(frozen=True, slots=True)
-class BlockPtr:
+class BlockPtr(NamedTuple):
     """One blkptr_t. For an embedded pointer `dvas` is empty and `payload` holds the data."""
 
     dvas: tuple[DVA, ...]  # the non-empty copies, in order
@@ -79,52 +74,69 @@ class BlockPtr:
 
 def _parse_dva(word0: int, word1: int) -> DVA:
     return DVA(
-        vdev=(word0 >> 32) & 0xFFFFFF,
-        offset=(word1 & ((1 << 63) - 1)) << SPA_MINBLOCKSHIFT,
-        asize=(word0 & 0xFFFFFF) << SPA_MINBLOCKSHIFT,
-        gang=bool(word1 >> 63),
+        (word0 >> 32) & 0xFFFFFF,
+        (word1 & ((1 << 63) - 1)) << SPA_MINBLOCKSHIFT,
+        (word0 & 0xFFFFFF) << SPA_MINBLOCKSHIFT,
+        bool(word1 >> 63),
     )
 
 
+# A DVA is empty when its vdev, asize, offset and gang bit are all zero (the grid bits of
+# word 0 do not count): the test on the raw words, without building the DVA.
+_DVA_W0_FIELDS = (0xFFFFFF << 32) | 0xFFFFFF
+
+
 def parse_blkptr(raw: bytes, byteorder: str) -> BlockPtr:
-    """Decode one 128-byte blkptr_t whose words are in `byteorder` ("<" or ">")."""
+    """Decode one 128-byte blkptr_t whose words are in `byteorder` ("<" or ">").
+
+    Hot (every indirect-block step and dnode of a walk), so it builds the record
+    positionally, in BlockPtr's field order, and skips empty DVAs by their raw words.
+    """
     w = _WORDS[byteorder].unpack_from(raw)
     prop = w[6]
-    embedded = bool((prop >> 39) & 1)
-    common = {
-        "compress": (prop >> 32) & 0x7F,
-        "checksum": (prop >> 40) & 0xFF,
-        "type": (prop >> 48) & 0xFF,
-        "level": (prop >> 56) & 0x1F,
-        "embedded": embedded,
-        "byteorder": "<" if prop >> 63 else ">",
-        "birth_txg": w[10],
-        "encrypted": bool((prop >> 61) & 1),
-        "dedup": bool((prop >> 62) & 1),
-    }
-    if embedded:
-        psize = ((prop >> 25) & 0x7F) + 1
-        payload = b"".join(w[i].to_bytes(8, "little") for i in _PAYLOAD_WORDS)
-        return BlockPtr(
-            dvas=(),
-            lsize=(prop & 0x1FFFFFF) + 1,
-            psize=psize,
-            fill=1,
-            cksum=(0, 0, 0, 0),
-            is_hole=False,
-            payload=payload[:psize],
-            **common,
-        )
-    dvas = tuple(_parse_dva(w[2 * i], w[2 * i + 1]) for i in range(3))
+    if (prop >> 39) & 1:
+        return _parse_embedded(w, prop)
+    dvas = tuple(_parse_dva(w[i], w[i + 1]) for i in (0, 2, 4) if w[i] & _DVA_W0_FIELDS or w[i + 1])
     return BlockPtr(
-        dvas=tuple(d for d in dvas if not d.is_empty),
-        lsize=((prop & 0xFFFF) + 1) << SPA_MINBLOCKSHIFT,
-        psize=(((prop >> 16) & 0xFFFF) + 1) << SPA_MINBLOCKSHIFT,
-        fill=w[11],
-        cksum=(w[12], w[13], w[14], w[15]),
-        is_hole=dvas[0].is_empty,
-        phys_birth=w[9],
-        **common,
+        dvas,
+        ((prop & 0xFFFF) + 1) << SPA_MINBLOCKSHIFT,  # lsize
+        (((prop >> 16) & 0xFFFF) + 1) << SPA_MINBLOCKSHIFT,  # psize
+        (prop >> 32) & 0x7F,  # compress
+        (prop >> 40) & 0xFF,  # checksum
+        (prop >> 48) & 0xFF,  # type
+        (prop >> 56) & 0x1F,  # level
+        False,  # embedded
+        "<" if prop >> 63 else ">",
+        w[10],  # birth_txg
+        w[11],  # fill
+        (w[12], w[13], w[14], w[15]),
+        not (w[0] & _DVA_W0_FIELDS or w[1]),  # is_hole: the first DVA is empty
+        w[9],  # phys_birth
+        bool((prop >> 61) & 1),  # encrypted
+        bool((prop >> 62) & 1),  # dedup
+    )
+
+
+def _parse_embedded(w: tuple[int, ...], prop: int) -> BlockPtr:
+    psize = ((prop >> 25) & 0x7F) + 1
+    payload = b"".join(w[i].to_bytes(8, "little") for i in _PAYLOAD_WORDS)
+    return BlockPtr(
+        dvas=(),
+        lsize=(prop & 0x1FFFFFF) + 1,
+        psize=psize,
+        compress=(prop >> 32) & 0x7F,
+        checksum=(prop >> 40) & 0xFF,
+        type=(prop >> 48) & 0xFF,
+        level=(prop >> 56) & 0x1F,
+        embedded=True,
+        byteorder="<" if prop >> 63 else ">",
+        birth_txg=w[10],
+        fill=1,
+        cksum=(0, 0, 0, 0),
+        is_hole=False,
+        encrypted=bool((prop >> 61) & 1),
+        dedup=bool((prop >> 62) & 1),
+        payload=payload[:psize],
     )
 
 

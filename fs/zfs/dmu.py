@@ -26,8 +26,10 @@ and parse for a file's dnode happen once however many requests name the file.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -46,6 +48,7 @@ CACHE_BYTES = 64 << 20  # per mount: enough for a few hundred 128 KiB records
 DNODE_CACHE = 16384  # parsed dnodes kept per mount (about 1.5 KiB each)
 DNODE_BLOCK_CACHE = 1024  # dnode blocks (with their byte order) kept per mount
 READ_PARALLEL = 4  # blocks of one read in flight at once: two cores, and reads to overlap
+PREFETCH_PARALLEL = 8  # dnode blocks read at once by prefetch_dnodes (small, latency-bound)
 PARALLEL_MIN_BLOCK = 32 * 1024
 
 
@@ -107,6 +110,7 @@ class BlockCache:
         self._blocks: LRU[tuple[int, ...], bytes] = LRU(capacity)
         self._hits = 0
         self._misses = 0
+        self._pending: dict[tuple[int, ...], trio.Event] = {}  # blocks being read now
         # Mount-wide, keyed by (object set number, object or block id), so that browsing
         # many snapshots does not multiply them.
         self.dnodes: LRU[tuple[int, int], DnodePhys] = LRU(DNODE_CACHE)
@@ -127,8 +131,20 @@ class BlockCache:
         if data is not None:
             self._hits += 1
             return data
+        pending = self._pending.get(key)
+        if pending is not None:  # another task is reading it: one disk read serves both
+            await pending.wait()
+            data = self._blocks.get(key)
+            if data is not None:
+                self._hits += 1
+                return data
         self._misses += 1
-        data = await self.pool.read_bp(bp)
+        event = self._pending[key] = trio.Event()
+        try:
+            data = await self.pool.read_bp(bp)
+        finally:  # a failed or cancelled read lets the waiters try for themselves
+            del self._pending[key]
+            event.set()
         if len(data) <= self.capacity:
             self._blocks.put(key, data, len(data))
         return data
@@ -238,22 +254,59 @@ class ObjectSet:
         dn = self.cache.dnodes.get((self.number, obj))
         if dn is not None:
             return dn
-        bsz = self.meta.datablksz
-        if bsz < DNODE_MIN_SIZE:
-            raise FSError(errno.EIO, "meta dnode blocks smaller than a dnode")
+        bsz = self._dnode_block_size()
         blkid, at = divmod(obj << DNODE_SHIFT, bsz)
-        # The block cache skips the meta dnode's tree walk (often 6 levels) for neighbours.
-        key = (self.number, blkid)
-        block = self.cache.dnode_blocks.get(key) or await read_block(self.cache, self.meta, blkid)
+        block = await self._dnode_block(blkid)
         if block is None:
             raise FSError(errno.ENOENT, f"object {obj} is not allocated")
-        self.cache.dnode_blocks.put(key, block)
         data, byteorder = block
         dn = parse_dnode(memoryview(data)[at:], byteorder)
         if dn.dn_type == DMU_OT_NONE:
             raise FSError(errno.ENOENT, f"object {obj} is free")
         self.cache.dnodes.put((self.number, obj), dn)
         return dn
+
+    def _dnode_block_size(self) -> int:
+        bsz = self.meta.datablksz
+        if bsz < DNODE_MIN_SIZE:
+            raise FSError(errno.EIO, "meta dnode blocks smaller than a dnode")
+        return bsz
+
+    async def _dnode_block(self, blkid: int) -> tuple[bytes, str] | None:
+        # The block cache skips the meta dnode's tree walk (often 6 levels) for neighbours.
+        key = (self.number, blkid)
+        block = self.cache.dnode_blocks.get(key) or await read_block(self.cache, self.meta, blkid)
+        if block is not None:
+            self.cache.dnode_blocks.put(key, block)
+        return block
+
+    async def prefetch_dnodes(self, objs: Iterable[int]) -> None:
+        """Bring the dnode blocks of `objs` into the cache, up to PREFETCH_PARALLEL reads at
+        once, as zfs_readdir prefetches its entries' dnodes: a cold listing then waits for
+        the disk once per batch, not once per block. Errors are left for `dnode` to raise.
+        """
+        bsz = self._dnode_block_size()
+        cached = self.cache.dnodes
+        wanted = {
+            (obj << DNODE_SHIFT) // bsz
+            for obj in objs
+            if 0 < obj < DN_MAX_OBJECT and cached.get((self.number, obj)) is None
+        }
+        missing = [
+            b for b in sorted(wanted) if self.cache.dnode_blocks.get((self.number, b)) is None
+        ]
+        if len(missing) < 2:
+            return
+        limiter = trio.CapacityLimiter(PREFETCH_PARALLEL)
+
+        async def fetch(blkid: int) -> None:
+            async with limiter:
+                with contextlib.suppress(FSError):
+                    await self._dnode_block(blkid)
+
+        async with trio.open_nursery() as nursery:
+            for blkid in missing[: DNODE_BLOCK_CACHE // 2]:  # never evict what it fetched
+                nursery.start_soon(fetch, blkid)
 
     async def read(self, dn: DnodePhys, offset: int, size: int) -> bytes:
         """`read_object` in this object set."""

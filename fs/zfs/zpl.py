@@ -417,8 +417,13 @@ class ZfsFileSystem:
         if not stat.S_ISDIR(z.mode):
             raise FSError(errno.ENOTDIR)
         mounted = self.mounts.get((m.index, obj), {})
+        entries = await (await self._zap(m, obj)).entries()
+        assert m.objset is not None  # _znode succeeded
+        await m.objset.prefetch_dnodes(
+            int.from_bytes(e.value[:8], "big") & OBJ_MASK for e in entries if e.intlen == 8
+        )
         out = []
-        for i, e in enumerate(await (await self._zap(m, obj)).entries()):
+        for i, e in enumerate(entries):
             if i % YIELD_EVERY == YIELD_EVERY - 1:
                 await trio.lowlevel.checkpoint()  # cached entries never yield: let others run
             if e.name not in mounted:

@@ -3,6 +3,8 @@
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from uvfs_fs.zfs.blkptr import BLKPTR_SIZE, DVA, parse_blkptr, parse_blkptrs
 
@@ -76,3 +78,42 @@ def test_indirect_block() -> None:
     words[6] = _prop(512, 512, 2, 7, 10, 0, little=True)
     raw = _words("<", words) * 4
     assert len(parse_blkptrs(raw, "<")) == 4 and BLKPTR_SIZE == 128
+
+
+def _bits(word: int, low: int, count: int) -> int:
+    return (word >> low) & ((1 << count) - 1)
+
+
+def _dva_fields(word0: int, word1: int) -> tuple[int, int, int, bool]:
+    """A DVA read bit by bit from the layout in spa.h: (vdev, offset, asize, gang)."""
+    return (_bits(word0, 32, 24), _bits(word1, 0, 63) * 512, _bits(word0, 0, 24) * 512,
+            bool(_bits(word1, 63, 1)))  # fmt: skip
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.integers(0, (1 << 64) - 1), min_size=16, max_size=16),
+       st.sampled_from("<>"), st.sets(st.integers(0, 5)))  # fmt: skip
+def test_fast_decode_agrees_with_the_bit_layout(
+    words: list[int], order: str, zeroed: set[int]
+) -> None:
+    """The positional fast path gives every field the bit layout defines; empty DVAs (all
+    fields zero, grid bits aside) are dropped and an empty first DVA makes a hole."""
+    words[6] &= ~(1 << 39)  # not embedded (the embedded form has its own test)
+    for i in zeroed:  # empty DVAs are common: zero some words, keep some grid bits
+        words[i] = words[i] & (0xFF << 24) if i % 2 == 0 else 0
+    bp = parse_blkptr(_words(order, words), order)
+    prop = words[6]
+    dvas = [_dva_fields(words[i], words[i + 1]) for i in (0, 2, 4)]
+    empty = [d[:3] == (0, 0, 0) and not d[3] for d in dvas]
+    assert [(d.vdev, d.offset, d.asize, d.gang) for d in bp.dvas] == [
+        d for d, e in zip(dvas, empty, strict=True) if not e
+    ]
+    assert bp.is_hole == empty[0]
+    assert (bp.lsize, bp.psize) == ((_bits(prop, 0, 16) + 1) * 512, (_bits(prop, 16, 16) + 1) * 512)
+    assert (bp.compress, bp.checksum, bp.type, bp.level) == (
+        _bits(prop, 32, 7), _bits(prop, 40, 8), _bits(prop, 48, 8), _bits(prop, 56, 5))  # fmt: skip
+    assert (bp.encrypted, bp.dedup, bp.embedded) == (bool(_bits(prop, 61, 1)),
+                                                     bool(_bits(prop, 62, 1)), False)  # fmt: skip
+    assert bp.byteorder == ("<" if _bits(prop, 63, 1) else ">")
+    assert (bp.phys_birth, bp.birth_txg, bp.fill) == (words[9], words[10], words[11])
+    assert bp.cksum == tuple(words[12:16])
