@@ -167,3 +167,20 @@ def test_a_missing_backing_file_is_refused(tmp_path: Path) -> None:
 def test_raw_files_stay_raw(raw: Path) -> None:
     with open_image(str(raw)) as image:
         assert isinstance(image, ImageFile)
+
+
+async def test_async_reads_equal_qemus(tmp_path: Path, raw: Path) -> None:
+    """`read` (data clusters through the page cache, the rest in a thread) at odd offsets
+    and sizes, before and after the L2 tables are cached, over a compressed image with a
+    backing file, zero clusters and plain data clusters."""
+    base = tmp_path / "base.qcow2"
+    _qemu_img("convert", "-c", "-O", "qcow2", "-o", "compression_type=zstd", raw, base)
+    top = tmp_path / "top.qcow2"
+    _qemu_img("create", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", top, "16M")
+    _qemu_io(top, "write -P 0x11 0 3M", "write -z 5M 1M", "write -P 0x22 9000k 100k")
+    expected = _guest(top)
+    with open_image(str(top)) as image:
+        for _ in range(2):
+            for offset in range(0, 16 * MiB - 300_000, 777_777):
+                size = 1 + offset % 300_000
+                assert await image.read(offset, size) == expected[offset : offset + size]

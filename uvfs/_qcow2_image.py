@@ -6,10 +6,13 @@ chain, and checks that every L2 table lies inside the file: a damaged image is r
 once, with a reason. A data or compressed cluster that points past the end of the file is
 found only when read, and that read fails with EIO naming the guest offset.
 
-Reads run in a worker thread (`read`), a cluster at a time; the L2 tables and the last
-inflated clusters are kept in small LRU maps behind a lock, since reads come from several
-threads. Backing files resolve as QEMU resolves them: a relative name against the
-directory of the image naming it; each may be raw or qcow2 with its own backing file.
+A read maps its range to runs (clusters adjacent in the guest and in the file are one run,
+one pread); data runs read like a raw image's, through the page cache without a thread
+when possible, the rest in a worker thread. The L2 tables and the last inflated clusters
+are kept in small LRU maps behind a lock, since reads come from several threads.
+
+Backing files resolve as QEMU resolves them: a relative name against the directory of the
+image naming it; each may be raw or qcow2 with its own backing file.
 """
 
 from __future__ import annotations
@@ -153,45 +156,92 @@ class Qcow2Image:
             self._inflated.put(mapping.offset, cluster)
         return cluster
 
-    def _read_cluster(self, offset: int, size: int) -> bytes:
-        """`size` bytes at guest `offset`, all inside one cluster."""
-        mapping = self._mapping(offset)
-        within = offset % self.header.cluster_size
+    def _l2_cached(self, offset: int, size: int) -> bool:
+        """Whether mapping [offset, offset + size) needs no L2 table read from the file."""
+        h = self.header
+        for index in range(h.l1_index(offset), h.l1_index(offset + size - 1) + 1):
+            where = l2_table_offset(self._l1[index])
+            with self._lock:
+                if where and self._l2.get(where) is None:
+                    return False
+        return True
+
+    def _extents(self, offset: int, size: int) -> list[tuple[Mapping, int, int]]:
+        """(mapping, guest offset, length) runs covering the range; a DATA mapping's offset
+        is the host offset of the run's first byte, and clusters that follow each other in
+        the file too (as qemu-img writes them) are one run, so one read."""
+        cluster = self.header.cluster_size
+        runs: list[tuple[Mapping, int, int]] = []
+        while size:
+            n = min(size, cluster - offset % cluster)
+            mapping = self._mapping(offset)
+            if mapping.kind is Kind.DATA:
+                mapping = Mapping(Kind.DATA, mapping.offset + offset % cluster)
+            last = runs[-1] if runs else None
+            if (
+                last is not None
+                and last[0].kind is mapping.kind
+                and mapping.kind is not Kind.COMPRESSED
+                and (mapping.kind is not Kind.DATA or last[0].offset + last[2] == mapping.offset)
+            ):
+                runs[-1] = (last[0], last[1], last[2] + n)
+            else:
+                runs.append((mapping, offset, n))
+            offset += n
+            size -= n
+        return runs
+
+    def _past_the_end(self, mapping: Mapping, guest: int, size: int) -> bool:
         if mapping.kind is Kind.DATA:
-            if mapping.offset + within + size > self.file.size:
-                raise FSError(
-                    errno.EIO,
-                    f"{self.path}: guest offset {offset} maps past the end of the image",
-                )
-            return self.file.read_sync(mapping.offset + within, size)
+            return mapping.offset + size > self.file.size
+        return mapping.kind is Kind.COMPRESSED and mapping.offset >= self.file.size
+
+    def _read_extent(self, mapping: Mapping, guest: int, size: int) -> bytes:
+        """The bytes of one run from `_extents`."""
+        if self._past_the_end(mapping, guest, size):
+            raise FSError(
+                errno.EIO, f"{self.path}: guest offset {guest} maps past the end of the image"
+            )
+        if mapping.kind is Kind.DATA:
+            return self.file.read_sync(mapping.offset, size)
         if mapping.kind is Kind.COMPRESSED:
-            if mapping.offset >= self.file.size:
-                raise FSError(
-                    errno.EIO,
-                    f"{self.path}: guest offset {offset} maps past the end of the image",
-                )
-            return self._inflate(mapping, offset)[within : within + size]
+            within = guest % self.header.cluster_size
+            return self._inflate(mapping, guest)[within : within + size]
         if mapping.kind is Kind.UNALLOCATED and self.backing is not None:
-            present = max(0, min(size, self.backing.size - offset))
-            data = self.backing.read_sync(offset, present) if present else b""
+            present = max(0, min(size, self.backing.size - guest))
+            data = self.backing.read_sync(guest, present) if present else b""
             return data + bytes(size - present)
         return bytes(size)
 
-    def read_sync(self, offset: int, size: int) -> bytes:
-        """Exactly `size` bytes of the guest disk at `offset`, or EIO past its end."""
+    def _check(self, offset: int, size: int) -> None:
         if offset < 0 or offset + size > self.size:
             raise FSError(errno.EIO, f"{self.path}: {size} bytes at {offset} run past the disk")
-        cluster = self.header.cluster_size
-        pieces = []
-        while size:
-            n = min(size, cluster - offset % cluster)
-            pieces.append(self._read_cluster(offset, n))
-            offset += n
-            size -= n
-        return b"".join(pieces)
+
+    def read_sync(self, offset: int, size: int) -> bytes:
+        """Exactly `size` bytes of the guest disk at `offset`, or EIO past its end."""
+        self._check(offset, size)
+        return b"".join(self._read_extent(*run) for run in self._extents(offset, size))
 
     async def read(self, offset: int, size: int) -> bytes:
-        return await trio.to_thread.run_sync(self.read_sync, offset, size)
+        """`read_sync` without blocking the trio loop: data clusters go through the file's
+        own `read` (the page cache without a thread when it can); table reads, inflating
+        and backing files run in a worker thread."""
+        self._check(offset, size)
+        if not size:
+            return b""
+        if not self._l2_cached(offset, size):
+            return await trio.to_thread.run_sync(self.read_sync, offset, size)
+        pieces = []
+        for mapping, guest, n in self._extents(offset, size):
+            if mapping.kind is Kind.DATA and not self._past_the_end(mapping, guest, n):
+                pieces.append(await self.file.read(mapping.offset, n))
+            elif mapping.kind is Kind.ZERO or (
+                mapping.kind is Kind.UNALLOCATED and self.backing is None
+            ):
+                pieces.append(bytes(n))
+            else:
+                pieces.append(await trio.to_thread.run_sync(self._read_extent, mapping, guest, n))
+        return b"".join(pieces)
 
     def write_sync(self, offset: int, data: bytes) -> None:
         raise FSError(errno.EROFS, f"{self.path}: qcow2 images are read-only")
