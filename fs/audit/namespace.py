@@ -49,6 +49,7 @@ binds, so none of it shows in the record.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -74,6 +75,8 @@ EXIT_NOT_FOUND = 127
 # whole process group, the command included, so helper and init ignore those.
 _FORWARDED = (signal.SIGTERM, signal.SIGHUP)
 _IGNORED = (signal.SIGINT, signal.SIGQUIT)
+
+_Where = tuple[str, str, str | None, list[str]]  # the arguments of `enter`
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
@@ -191,10 +194,14 @@ def _exit_status(status: int) -> int:
 
 
 def _pass_signals(to: int) -> None:
+    """From now on, pass `_FORWARDED` signals on to process `to`."""
+
+    def forward(sig: int, _: object) -> None:
+        with contextlib.suppress(ProcessLookupError):  # reaped already
+            os.kill(to, sig)
+
     for sig in _FORWARDED:
-        signal.signal(sig, lambda sig, _: os.kill(to, sig))
-    for sig in _IGNORED:
-        signal.signal(sig, signal.SIG_IGN)
+        signal.signal(sig, forward)
 
 
 def _exec(command: list[str]) -> int:
@@ -211,14 +218,14 @@ def _exec(command: list[str]) -> int:
         return EXIT_CANNOT_RUN
 
 
-def _init(ready: int, go: int, where: tuple, command: list[str]) -> int:
+def _init(ready: int, go: int, where: _Where, command: list[str]) -> int:
     """PID 1: set up the namespaces, run `command`, reap, return its exit status.
 
     `ready` tells the helper the user namespace exists; `go` says its IDs are mapped.
-    `where` holds the arguments of `enter`.
     """
-    _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
     try:
+        # the helper's death (SIGKILL after a timeout) takes the whole namespace with it
+        _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "PR_SET_PDEATHSIG")
         enter(*where)
         mount_proc()
         unshare(CLONE_NEWUSER | CLONE_NEWNS, "unshare the user namespace")
@@ -245,7 +252,7 @@ def main(argv: list[str]) -> int:
     split = argv.index("--")
     mountpoint, root, layers, *trees = argv[:split]
     command = argv[split + 1 :]
-    where = (mountpoint, root, None if layers == "-" else layers, trees)
+    where: _Where = (mountpoint, root, None if layers == "-" else layers, trees)
     try:
         unshare(CLONE_NEWPID, "unshare the PID namespace")
     except OSError as e:
@@ -253,7 +260,7 @@ def main(argv: list[str]) -> int:
         return EXIT_CANNOT_RUN
     ready_r, ready_w = os.pipe()
     go_r, go_w = os.pipe()
-    for sig in _IGNORED:  # from now on, in the init too
+    for sig in _IGNORED:  # here and in the init; the command gets them back
         signal.signal(sig, signal.SIG_IGN)
     child = os.fork()
     if child == 0:

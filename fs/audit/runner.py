@@ -1,16 +1,17 @@
 """Run a command with the watched trees replaced by the recording overlay, and tear it all down.
 
-Theory of operation. Three processes, two private mount namespaces:
+Theory of operation. The server and the command, each in namespaces of its own:
 
 1. ``uvfs audit`` (on the host) writes a `Plan` to a scratch directory and starts
    ``unshare -m --propagation private`` (``unshare -rm`` as a normal user: a user namespace
    where it is root) running this module's `main`;
-2. that process, the *server*, opens the common ancestor of the watched trees as a
-   directory descriptor, mounts the `Passthrough` of it at ``SCRATCH/mnt`` with zero
-   entry and negative timeouts (so that every lookup, hits and misses, reaches the
-   recorder; see `ATTR_TIMEOUT`) and starts `uvfs_fs.audit.namespace`, which makes a
-   second namespace, binds the overlay over each watched tree, hides ``SCRATCH/mnt`` and
-   execs the command.
+2. that process, the *server*, makes itself non-dumpable, opens the common ancestor of the
+   watched trees as a directory descriptor, mounts the `Passthrough` of it at
+   ``SCRATCH/mnt`` with zero entry and negative timeouts (so that every lookup, hits and
+   misses, reaches the recorder; see `ATTR_TIMEOUT`) and starts
+   `uvfs_fs.audit.namespace`, which binds the overlay over each watched tree in a mount
+   namespace of its own, hides ``SCRATCH`` and runs the command in a PID and a user
+   namespace, where those mounts are locked (see there for what keeps the command in).
    The server itself still sees the real trees, so it can never wait on its own mount;
 3. when the command ends, the server unmounts and writes the record and exit status to
    the scratch directory, and the host process builds the report.

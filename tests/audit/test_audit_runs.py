@@ -149,7 +149,7 @@ def test_every_miss_and_exec_is_recorded_and_only_the_command_sees_mounts(
         "for mode in 'aw':\n"
         "    try: open(six, mode)\n"
         "    except OSError as e: assert e.errno == 30, e  # EROFS\n"
-        "print(open('/proc/self/mounts').read().count('uvfs-audit'), os.getcwd())\n"
+        "print(open('/proc/self/mounts').read().count('fuse.audit'), os.getcwd())\n"
     )
     # a working directory inside a watched tree is entered again through the overlay
     monkeypatch.chdir(venv)
