@@ -125,6 +125,14 @@ def test_both_gpt_copies_damaged_is_refused(gpt_disk: Path) -> None:
     )
 
 
+def test_a_protective_mbr_without_any_gpt_header_is_refused(gpt_disk: Path) -> None:
+    _poke(gpt_disk, 512, bytes(8))  # both signatures gone: nothing says where the table is
+    _poke(gpt_disk, 64 * MiB - 512, bytes(8))
+    with pytest.raises(Refusal) as refused:
+        _table(gpt_disk)
+    assert str(refused.value) == f"{gpt_disk}: protective MBR but no GPT header (primary or backup)"
+
+
 def test_overlapping_partitions_are_refused(mbr_disk: Path) -> None:
     _poke(mbr_disk, 446 + 2 * 16 + 8, (4096).to_bytes(4, "little"))  # 3 now starts inside 1
     with pytest.raises(Refusal, match=r"^\S+: partitions 1 and 3 overlap$"):

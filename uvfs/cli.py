@@ -178,7 +178,7 @@ def resolve_sources(
         source, note = choose(path, found, partition)
         if note is not None:
             tell(note)
-        if found.container == "qcow2":
+        if found.container == "qcow2" and read_only is None:
             read_only = f"{path} is a qcow2 image, which uvfs only reads: mounting read-only"
         sources.append(source)
     return sources, read_only
