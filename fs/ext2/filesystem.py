@@ -15,11 +15,16 @@ Every number taken from the image is checked before it is used as an offset or a
 bound (inode and block numbers against the superblock's counts, directory records,
 extent nodes ...), and on metadata_csum volumes every inode, extent, directory leaf and
 xattr block is checked against its checksum; a failed check is EIO for the request at hand.
+
+A volume whose journal needs recovery opens read-only through a `ReplayedImage`: the
+journal is replayed in memory (recovery.py) and every read, the superblock's included,
+sees the blocks replay would have written; the image itself never changes.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import stat
 from collections.abc import Sequence
 
@@ -39,6 +44,9 @@ from uvfs_fs.ext2.group_desc import (
     metadata_overhead,
 )
 from uvfs_fs.ext2.inode import EXT2_INDEX_FL, EXT4_EXTENTS_FL, Inode, decode_inode
+from uvfs_fs.ext2.jbd2 import JournalError, decode_superblock
+from uvfs_fs.ext2.recovery import recover
+from uvfs_fs.ext2.replayed import JournalLog, ReplayedImage
 from uvfs_fs.ext2.superblock import (
     EXT2_ERROR_FS,
     EXT2_VALID_FS,
@@ -48,6 +56,8 @@ from uvfs_fs.ext2.superblock import (
     ext2_super_block,
     geometry,
 )
+
+log = logging.getLogger("uvfs.ext2")
 
 EXT2_ROOT_INO = 2
 EXT4_CRC32C_CHKSUM = 1  # s_checksum_type
@@ -80,6 +90,18 @@ async def read_superblock(image: ImageFile) -> Container:
     return ext2_super_block.parse(await image.read(SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE))
 
 
+async def _checked_superblock(image: ImageFile) -> tuple[Container, Geometry]:
+    """`image`'s superblock and geometry, its metadata_csum checksum verified."""
+    sb = await read_superblock(image)
+    geo = geometry(sb, image.size)
+    if "metadata_csum" in geo.features:
+        if sb.s_checksum_type != EXT4_CRC32C_CHKSUM:
+            raise Refusal(f"unknown ext4 checksum type {sb.s_checksum_type}")
+        if not csum.superblock_ok(ext2_super_block.build(sb)):
+            raise Refusal("ext4 superblock checksum does not match: run e2fsck")
+    return sb, geo
+
+
 class Ext2FileSystem:
     """A read-only ext2/ext3/ext4 volume, answering the driver API's read operations.
 
@@ -110,24 +132,36 @@ class Ext2FileSystem:
     async def load(cls, image: ImageFile, options: MountOptions) -> Ext2FileSystem:
         """Check `image`'s superblock and root directory; `Refusal` when it cannot be read.
 
-        A writable request still opens read-only: this driver has no write side, and the
-        broker mounts a filesystem without `write` read-only.
+        A journal that needs recovery is replayed in memory for a read-only open and
+        refuses a writable one. Errors or an unclean state refuse a writable open without
+        ``force``; a read-only one goes on with a warning. A writable request of this class
+        still opens read-only: the broker mounts a filesystem without `write` read-only.
         """
-        sb = await read_superblock(image)
-        geo = geometry(sb, image.size)
-        if "metadata_csum" in geo.features:
-            if sb.s_checksum_type != EXT4_CRC32C_CHKSUM:
-                raise Refusal(f"unknown ext4 checksum type {sb.s_checksum_type}")
-            if not csum.superblock_ok(ext2_super_block.build(sb)):
-                raise Refusal("ext4 superblock checksum does not match: run e2fsck")
-        if not options.force and (
-            sb.s_state & EXT2_ERROR_FS
-            or not (sb.s_state & EXT2_VALID_FS or "has_journal" in geo.features)
+        sb, geo = await _checked_superblock(image)
+        if "needs_recovery" in geo.features:
+            if options.writable:
+                raise Refusal(
+                    "ext3/4 journal needs recovery: replay it first (e2fsck, or mount once "
+                    "with the kernel), or mount read-only (-o ro), which replays it in memory"
+                )
+            replayed = await Ext2FileSystem(image, sb, geo)._replay_journal()
+            if replayed is not None:
+                image = replayed
+                sb, geo = await _checked_superblock(image)
+        if sb.s_state & EXT2_ERROR_FS or not (
+            sb.s_state & EXT2_VALID_FS or "has_journal" in geo.features
         ):
-            raise Refusal(
-                "ext2 filesystem has errors or was not cleanly unmounted: run e2fsck, "
-                "or mount with force"
-            )
+            if options.writable and not options.force:
+                raise Refusal(
+                    "ext2 filesystem has errors or was not cleanly unmounted: run e2fsck, "
+                    "or mount with force"
+                )
+            if not options.writable:
+                log.warning(
+                    "%s: ext2 filesystem has errors or was not cleanly unmounted; "
+                    "reading it as it is (run e2fsck)",
+                    image.path,
+                )
         fs = cls(image, sb, geo)
         try:
             root = await fs._inode(EXT2_ROOT_INO)
@@ -136,6 +170,49 @@ class Ext2FileSystem:
         if not stat.S_ISDIR(root.mode):
             raise Refusal("corrupt ext2 filesystem: the root inode is not a directory")
         return fs
+
+    async def _replay_journal(self) -> ReplayedImage | None:
+        """The image as the kernel sees it once it has replayed the journal.
+
+        None, with a warning, when the journal is on an external device: its log cannot be
+        read, so the volume is shown as the image holds it.
+        """
+        sb, geo = self.sb, self.geo
+        if not sb.s_journal_inum:
+            log.warning(
+                "%s: the journal is on an external device and is not replayed; "
+                "recent changes may be missing",
+                self.image.path,
+            )
+            return None
+        bs = geo.block_size
+        try:
+            journal = await self._inode(sb.s_journal_inum)
+            total = min(journal.size // bs, geo.blocks_count)
+            where = JournalLog(await self._map(journal, 0, total), geo.blocks_count)
+
+            async def read_log(block: int) -> bytes:
+                return await self.image.read(where.image_block(block) * bs, bs)
+
+            jsb = decode_superblock(await read_log(0), total)
+            if jsb.block_size != bs:
+                raise JournalError(f"journal blocks of {jsb.block_size} bytes, not {bs}")
+            recovery = await recover(jsb, read_log)
+            copies = {}
+            for block, (at, flags) in recovery.blocks.items():
+                if not 0 <= block < geo.blocks_count:
+                    raise JournalError(f"the journal replays block {block}, past the end")
+                copies[block] = (where.image_block(at), flags)
+        except (FSError, JournalError) as e:
+            raise Refusal(f"ext3/4 journal cannot be replayed: {e}") from None
+        if recovery.ended_by:
+            log.warning(
+                "%s: journal replay stopped at transaction %d: %s",
+                self.image.path,
+                recovery.end_transaction,
+                recovery.ended_by,
+            )
+        return ReplayedImage(self.image, bs, copies)
 
     # --- metadata -----------------------------------------------------------------------
 

@@ -194,10 +194,10 @@ FEATURE_NAMES: dict[tuple[int, int], str] = {
     (INCOMPAT, 0x20000): "casefold",
 }
 
-# The incompat features this reader understands. needs_recovery is handled apart (the
-# journal must be replayed first); mmp only guards writers; metadata_csum_seed only moves
-# the checksum seed, and checksums are not verified; large_dir only deepens the htree,
-# which is read by linear scan anyway.
+# The incompat features this reader understands. needs_recovery is handled apart (a
+# read-only open replays the journal in memory, see filesystem.py); mmp only guards
+# writers; metadata_csum_seed only moves the checksum seed, and checksums are not
+# verified; large_dir only deepens the htree, which is read by linear scan anyway.
 SUPPORTED_INCOMPAT = frozenset(
     {"filetype", "meta_bg", "extent", "64bit", "mmp", "flex_bg", "metadata_csum_seed", "large_dir"}
 )
@@ -268,15 +268,10 @@ def geometry(sb: Container, image_size: int) -> Geometry:
         features = sb_features(s)
     else:
         raise Refusal(f"unsupported ext2 revision {s.s_rev_level}")
-    if "needs_recovery" in features:
-        raise Refusal(
-            "ext2/3/4 journal needs recovery: run e2fsck on the image (or mount it once "
-            "with the kernel) first"
-        )
     unknown = [
         name
         for name in feature_names(0, s.s_feature_incompat if features else 0, 0)
-        if name not in SUPPORTED_INCOMPAT
+        if name not in SUPPORTED_INCOMPAT and name != "needs_recovery"
     ]
     if unknown:
         raise Refusal(f"unsupported ext2 feature(s): {', '.join(unknown)}")

@@ -82,10 +82,17 @@ async def test_truncated_image(ext4_copy: Path) -> None:
 
 
 async def test_needs_recovery(ext4_copy: Path) -> None:
+    """An empty journal flagged for recovery: read-only replays nothing and reads; a
+    writable open is refused (tests/ext2/test_journal.py replays real transactions)."""
     debugfs(ext4_copy, "feature needs_recovery", "-w")
-    assert await refusal(ext4_copy) == (
-        "ext2/3/4 journal needs recovery: run e2fsck on the image (or mount it once with the "
-        "kernel) first"
+    with ImageFile(str(ext4_copy)) as img:
+        fs = await DRIVER.open([img], MountOptions())
+        assert (await resolve(fs, "files/small")).size == 12
+    with ImageFile(str(ext4_copy), writable=True) as img, pytest.raises(Refusal) as info:
+        await DRIVER.open([img], MountOptions(writable=True))
+    assert str(info.value) == (
+        "ext3/4 journal needs recovery: replay it first (e2fsck, or mount once with the "
+        "kernel), or mount read-only (-o ro), which replays it in memory"
     )
 
 
@@ -97,11 +104,24 @@ async def test_unknown_features_are_named(ext4_copy: Path) -> None:
     )
 
 
-async def test_errors_state_needs_force(ext2_copy: Path) -> None:
-    debugfs(ext2_copy, "ssv state 3", "-w")  # valid, with errors
-    assert "run e2fsck" in await refusal(ext2_copy)
+@pytest.mark.parametrize("state", [3, 0], ids=["errors", "not-clean"])
+async def test_errors_state_needs_force_to_write(
+    ext2_copy: Path, state: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Errors or an unclean state: read-only goes on with one warning, writing needs force."""
+    debugfs(ext2_copy, f"ssv state {state}", "-w")
+    with ImageFile(str(ext2_copy), writable=True) as img, pytest.raises(Refusal) as info:
+        await DRIVER.open([img], MountOptions(writable=True))
+    assert "run e2fsck, or mount with force" in str(info.value)
     with ImageFile(str(ext2_copy)) as img:
-        fs = await DRIVER.open([img], MountOptions(force=True))
+        fs = await DRIVER.open([img], MountOptions())
+        assert (await fs.getattr(fs.root)).ino == 2
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{ext2_copy}: ext2 filesystem has errors or was not cleanly unmounted; "
+        "reading it as it is (run e2fsck)"
+    ]
+    with ImageFile(str(ext2_copy), writable=True) as img:
+        fs = await DRIVER.open([img], MountOptions(writable=True, force=True))
         assert (await fs.getattr(fs.root)).ino == 2
 
 
