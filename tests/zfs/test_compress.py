@@ -32,6 +32,64 @@ def test_lzjb_literals_and_matches() -> None:
     assert lzjb_decompress(b"\x02z\xfc\x01", 40) == b"z" * 40
 
 
+def _lzjb_loop(src: bytes, lsize: int) -> bytes | None:
+    """LZJB decoded byte by byte, as upstream's loop; None where the C decoder must refuse."""
+    out = bytearray()
+    s = copymap = 0
+    copymask = 1 << 7
+    while len(out) < lsize:
+        copymask <<= 1
+        if copymask == 1 << 8:
+            if s >= len(src):
+                return None
+            copymask, copymap = 1, src[s]
+            s += 1
+        if copymap & copymask:
+            if s + 2 > len(src):
+                return None
+            mlen, offset = (src[s] >> 2) + 3, ((src[s] << 8) | src[s + 1]) & 0x3FF
+            s += 2
+            if offset == 0 or offset > len(out):
+                return None
+            for _ in range(min(mlen, lsize - len(out))):
+                out.append(out[-offset])
+        else:
+            if s >= len(src):
+                return None
+            out.append(src[s])
+            s += 1
+    return bytes(out)
+
+
+_LZJB_ITEM = st.one_of(  # a literal byte, or a match (length, offset)
+    st.integers(0, 255).map(lambda b: bytes([b])),
+    st.tuples(st.integers(0, 63), st.one_of(st.integers(1, 8), st.integers(1, 1023))).map(
+        lambda m: bytes([(m[0] << 2) | (m[1] >> 8), m[1] & 0xFF])
+    ),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_LZJB_ITEM, max_size=120), st.integers(-2000, 8), st.integers(0, 3))
+def test_c_lzjb_matches_the_byte_loop(items: list[bytes], slack: int, cut: int) -> None:
+    """The C decoder's whole-group and chunked-match copies give the byte loop's output
+    (overlapping matches included) and refuse exactly the streams the loop cannot decode."""
+    stream = bytearray()
+    for group in range(0, len(items), 8):
+        chunk = items[group : group + 8]
+        stream.append(sum(1 << i for i, item in enumerate(chunk) if len(item) == 2))
+        stream += b"".join(chunk)
+    src = bytes(stream[: len(stream) - cut])
+    whole = sum(1 if len(item) == 1 else (item[0] >> 2) + 3 for item in items)
+    lsize = max(whole + slack, 0)  # mostly inside the stream, sometimes past its end
+    want = _lzjb_loop(src, lsize)
+    if want is None:
+        with pytest.raises(LzjbError):
+            lzjb_decompress(src, lsize)
+    else:
+        assert lzjb_decompress(src, lsize) == want
+
+
 @pytest.mark.parametrize(
     ("stream", "lsize"),
     [
