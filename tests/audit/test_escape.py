@@ -314,3 +314,23 @@ seen = {
     seen = _audit(auditor, code, str(public_dir), str(victim), env=env)
     assert seen == {"listing": [], "plant": "EROFS"}
     assert victim.read_text() == "untouched\n"
+
+
+def test_ids_and_owners_are_seen_as_before(auditor: list[str], public_dir: Path) -> None:
+    # The command's user namespace maps every ID the audit has to itself: root stays root
+    # with every owner as it is; nobody's audit was root of its own namespace already,
+    # where only its own ID is mapped (to 0) and other owners show as the overflow ID.
+    for name, owner in (("root's", 0), ("nobody's", 65534), ("other", 1234)):
+        (public_dir / name).touch()
+        os.chown(public_dir / name, owner, owner)
+    code = """\
+here = sys.argv[1]
+seen = {"me": [os.getuid(), os.getgid()]}
+for name in ("root's", "nobody's", "other"):
+    st = os.stat(f"{here}/{name}")
+    seen[name] = [st.st_uid, st.st_gid]
+"""
+    as_root = auditor[0] == sys.executable
+    owners = {"root's": 0, "nobody's": 65534, "other": 1234} if as_root else {"nobody's": 0}
+    expected = {name: [owners.get(name, 65534)] * 2 for name in ("root's", "nobody's", "other")}
+    assert _audit(auditor, code, str(public_dir)) == {"me": [0, 0], **expected}
