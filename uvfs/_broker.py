@@ -199,7 +199,7 @@ class Broker:
     def to_kernel(self, attr: Attr) -> Attr:
         """`attr` with its inode number as the kernel knows it."""
         return (
-            attr if attr.ino not in (ROOT, self._root) else replace(attr, ino=self._swap(attr.ino))
+            attr if attr.ino not in (ROOT, self._root) else attr._replace(ino=self._swap(attr.ino))
         )
 
     def _remember(self, attr: Attr) -> Attr:
@@ -254,7 +254,8 @@ class Broker:
             return value
         self._metadata_misses += 1
         value = await fetch()
-        self._metadata.put(key, value, len(value) + 1 if isinstance(value, Sequence) else 1)
+        listing = not (value is _MISSING or isinstance(value, Attr))
+        self._metadata.put(key, value, len(value) + 1 if listing else 1)
         return value
 
     # --- names and attributes ---------------------------------------------------------------
