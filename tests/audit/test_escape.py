@@ -4,7 +4,8 @@ Each test audits Debian's python3 with nothing declared, so the headers of libfu
 (`HIDDEN_DIR`, a directory holding only that package's files) are hidden; the command tries
 one route to them and prints what each attempt gave as JSON: ``read`` or ``listed`` when it
 reached the hidden content, else the errno's name. Every test runs as root and as nobody
-(where root can become nobody), and expects exactly the same outcomes from both.
+(where root can become nobody), and expects the same outcomes from both; only the IDs the
+last test sees differ.
 """
 
 from __future__ import annotations
