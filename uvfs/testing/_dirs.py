@@ -96,11 +96,13 @@ def check_readdir_large(d: Path) -> None:
 
 
 def _changing_listing(d: Path, remove: bool) -> tuple[list[str], set[str]]:
-    """List `d` with a changing directory: after half the listing, entries come and go.
+    """List `d` while it changes: after 600 of 1500 entries, 200 come (and some go).
 
-    Returns the names seen and the names present both before and after (unchanged).
+    The names are long enough that a listing takes several getdents calls (glibc reads
+    32 KiB at a time, FUSE a page), so the change lands between two of them. Returns
+    the names seen and the names present both before and after (unchanged).
     """
-    names = [f"name-{i:04d}" for i in range(600)]
+    names = [f"name-{i:04d}-{'x' * 40}" for i in range(1500)]
     for name in names:
         os.close(os.open(d / name, os.O_CREAT | os.O_WRONLY, 0o644))
     changed = set(names[::7]) if remove else set()
@@ -108,7 +110,7 @@ def _changing_listing(d: Path, remove: bool) -> tuple[list[str], set[str]]:
     with os.scandir(d) as it:
         for i, entry in enumerate(it):
             seen.append(entry.name)
-            if i == 300:
+            if i == 600:
                 for j in range(200):
                     os.close(os.open(d / f"new-{j:04d}", os.O_CREAT | os.O_WRONLY, 0o644))
                 for name in changed:
