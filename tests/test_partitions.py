@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import need
 from tests.disks import MBR_SCRIPT, MiB, blank, loop_device, mkfs_at, sfdisk, sfdisk_view
-from uvfs import FSError, ImageFile, Refusal
+from uvfs import FSError, ImageFile, Refusal, _gpt, _mbr
 from uvfs._partitions import Partition, PartitionTable, read_partition_table
 from uvfs._window import Window
 
@@ -53,6 +53,11 @@ def mbr_disk(tmp_path: Path) -> Path:
     disk = blank(tmp_path / "mbr.img", 64 * MiB)
     sfdisk(disk, MBR_SCRIPT)
     return disk
+
+
+def test_record_layouts() -> None:
+    """gpt_header_t's fields take 92 bytes, gpt_entry_t 128; an MBR entry 16."""
+    assert (_gpt._HEADER.size, _gpt._ENTRY.size, _mbr._ENTRY.size) == (92, 128, 16)
 
 
 def test_gpt_partitions_are_sfdisks(gpt_disk: Path) -> None:
