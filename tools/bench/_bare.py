@@ -87,9 +87,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     with open(args.spec, "rb") as f:
         tree = NullTree.from_spec(f.read())
-    operations = BareOperations(tree, *args.timeouts)
     options = {f"fsname={os.path.abspath(args.spec)}", "subtype=bare", "ro", "default_permissions"}
-    pyfuse3.init(operations, args.mountpoint, options)
+    serve(BareOperations(tree, *args.timeouts), args.mountpoint, options)
+
+
+def serve(operations: pyfuse3.Operations, mountpoint: str, options: set[str]) -> None:
+    """Mount `operations` at `mountpoint` and answer its requests until it is unmounted."""
+    pyfuse3.init(operations, mountpoint, options)
     try:
         trio.run(pyfuse3.main)
     finally:

@@ -67,7 +67,7 @@ def _untar(bench: Bench, copy: Path) -> None:
         return
     run(["cp", "--sparse=always", bench.images.empty_ext2, copy])
     try:
-        cell.samples.append(bench.timed_write("untar", bench.writable_uvfs, copy, cell))
+        cell.samples.append(bench.timed_write("untar", lambda: bench.writable_uvfs(copy), cell))
     except BenchError as e:
         cell.error = str(e)
     finally:

@@ -1,21 +1,29 @@
-"""What a uvfs server did during one workload: the FUSE requests it answered, its peak RSS.
+"""What a FUSE server did during one workload: requests answered, CPU time, peak RSS.
 
-Requests are the broker's own count (``broker.requests`` of ``uvfs stats``), read before
-and after on the control socket, which adds none. The peak is the kernel's high-water mark
-of the server's resident set (``VmHWM``), reset to the current RSS just before the workload
-by writing 5 to ``/proc/PID/clear_refs``; so it covers the workload alone, and the caches
-the server already filled count as well, as they must against a memory budget.
+Requests are the server's own count, read before and after: uvfs's ``broker.requests`` on
+its control socket, bare pyfuse3's counter file (``_bare_ram.py``); reading either adds no
+request. fuse2fs counts nothing, so it has no request figure. CPU time is the server
+process's user + system time (``/proc/PID/stat``, all its threads, in clock ticks of
+10 ms), which load from other processes on the machine barely moves, unlike wall time:
+divided by the requests it is the server's cost per request. The peak is the kernel's
+high-water mark of the server's resident set (``VmHWM``), reset to the current RSS just
+before the workload by writing 5 to ``/proc/PID/clear_refs``; so it covers the workload
+alone, and the caches the server already filled count as well, as they must against a
+memory budget. A kernel mount has no server: nothing is observed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 from ._host import BenchError
 from ._results import Measurement
-from ._systems import UvfsMount
+from ._systems import Mount
+
+TICK = 1 / os.sysconf("SC_CLK_TCK")  # seconds per clock tick of /proc/PID/stat
 
 
 def reset_peak_rss(pid: int) -> None:
@@ -31,16 +39,29 @@ def peak_rss(pid: int) -> int:
     raise BenchError(f"/proc/{pid}/status has no VmHWM")
 
 
+def cpu_seconds(pid: int) -> float:
+    """The user + system time `pid` has used, all its threads."""
+    # The command name (field 2) may hold spaces: count fields after its closing ")".
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) * TICK  # utime, stime: fields 14, 15
+
+
 @contextlib.contextmanager
-def observe(mount: UvfsMount, cell: Measurement) -> Iterator[None]:
-    """Add the requests `mount`'s server answers, and its peak RSS, during the block to `cell`.
+def observe(mount: Mount, cell: Measurement) -> Iterator[None]:
+    """Add what `mount`'s server does during the block to `cell` (nothing for the kernel).
 
     Nothing is added when the block fails: the cell then holds an error, not a sample.
     """
-    before = mount.stats()
-    pid = before["pid"]
+    pid = mount.server()
+    if pid is None:
+        yield
+        return
+    requests = mount.requests()
     reset_peak_rss(pid)
+    cpu = cpu_seconds(pid)
     yield
-    peak = peak_rss(pid)
-    cell.requests.append(mount.stats()["broker.requests"] - before["broker.requests"])
-    cell.peak_rss.append(peak)
+    cell.cpu.append(cpu_seconds(pid) - cpu)
+    cell.peak_rss.append(peak_rss(pid))
+    after = mount.requests()
+    if requests is not None and after is not None:
+        cell.requests.append(after - requests)

@@ -30,6 +30,7 @@ class Measurement:
     error: str | None = None
     requests: list[int] = field(default_factory=list)  # FUSE requests answered, per sample
     peak_rss: list[int] = field(default_factory=list)  # the server's peak RSS, bytes
+    cpu: list[float] = field(default_factory=list)  # the server's CPU seconds, per sample
 
     @property
     def seconds(self) -> float | None:
@@ -40,6 +41,11 @@ class Measurement:
     def requests_median(self) -> float | None:
         """The median number of requests the server answered, None when not counted."""
         return statistics.median(self.requests) if self.requests else None
+
+    @property
+    def cpu_median(self) -> float | None:
+        """The median of the server's CPU seconds, None when not observed."""
+        return statistics.median(self.cpu) if self.cpu else None
 
     @property
     def peak_rss_max(self) -> int | None:

@@ -11,6 +11,7 @@ not tried again; the rest of the run goes on.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import subprocess
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ._audit import audit
+from ._floor import floor_systems
 from ._framework import framework
 from ._host import BenchError, drop_caches, force_unmount_under, run
 from ._images import BIG_FILE, FILES_DIR, SEED, Images
@@ -160,14 +162,17 @@ class Bench:
                 m.unmount()
 
     def observed(self, m: Mount, cell: Measurement) -> contextlib.AbstractContextManager[None]:
-        """Around a workload on `m`: a uvfs server's requests and peak RSS go to `cell`."""
-        return observe(m, cell) if isinstance(m, UvfsMount) else contextlib.nullcontext()
+        """Around a workload on `m`: its server's requests, CPU time and peak RSS go to `cell`."""
+        return observe(m, cell)
 
     def _cold(self, suite: str, workload: str, m: Mount) -> float:
         """The cold run of `workload` on `m`; with a profiler, a uvfs server is recorded."""
         if self.profiler is None or not isinstance(m, UvfsMount):
             return self.probe(workload, m.root)
-        with self.profiler.record(m.stats()["pid"], f"{suite}-{workload}".replace("/", "-")):
+        name = f"{suite}-{workload}".replace("/", "-")
+        if m.root.name != UVFS:  # another uvfs system (the floor's uvfs-mem): its own name
+            name += f"-{m.root.name}"
+        with self.profiler.record(m.server(), name):
             return self.probe(workload, m.root)
 
     def progress(
@@ -238,18 +243,24 @@ class Bench:
     def writes(self, suite: str, fstype: str, empty: Path) -> None:
         """`WRITES` in order on a fresh copy of the `empty` image; each timed to unmount.
 
-        When uvfs mounts that image read-only, nothing is measured: the suite is recorded
-        in ``meta["skipped"]`` with the reason.
+        The ``write`` suite also runs them on the write floor's in-memory systems
+        (``_floor.py``), each workload on a server of its own. When uvfs mounts the image
+        read-only, nothing is measured: the suite is recorded in ``meta["skipped"]`` with
+        the reason.
         """
         scratch = self.workdir / "scratch"
         scratch.mkdir(parents=True, exist_ok=True)
-        systems: dict[str, Callable[[Path], Mount]] = {
-            "kernel": lambda img: KernelMount(
+        # (image, workload) -> a fresh mount; those on the image ignore the workload.
+        systems: dict[str, Callable[[Path, str], Mount]] = {
+            "kernel": lambda img, _: KernelMount(
                 img, self.mountpoint("kernel"), writable=True, fstype=fstype
             ),
-            "fuse2fs": lambda img: Fuse2fsMount(img, self.mountpoint("fuse2fs"), writable=True),
-            UVFS: lambda img: self.writable_uvfs(img),
+            "fuse2fs": lambda img, _: Fuse2fsMount(img, self.mountpoint("fuse2fs"), writable=True),
+            UVFS: lambda img, _: self.writable_uvfs(img),
         }
+        # The floor is the same whatever the image: measured once, in the ext2 suite.
+        floor = floor_systems(self, scratch) if suite == "write" else {}
+        systems |= {name: lambda _, w, f=f: f(w) for name, f in floor.items()}
         try:
             reason = None if fstype == "ext2" else self._uvfs_refuses(empty, scratch / "try.img")
             if reason:
@@ -265,10 +276,12 @@ class Bench:
                         if cell.error:
                             continue
                         try:
-                            cell.samples.append(self.timed_write(workload, mount, image, cell))
+                            opened = functools.partial(mount, image, workload)
+                            cell.samples.append(self.timed_write(workload, opened, cell))
                         except BenchError as e:
-                            # The later workloads build on this one: they fail with it.
-                            for later in WRITES[i:]:
+                            cell.error = str(e)
+                            # On the image, the later workloads build on this one.
+                            for later in WRITES[i + 1 :] if system not in floor else ():
                                 other = self.results.cell(suite, later, "cold", system)
                                 other.error = other.error or str(e)
                         self.progress(suite, workload, system, cell.samples, cell.error)
@@ -294,14 +307,12 @@ class Bench:
             raise BenchError(READ_ONLY_DRIVER)
         return m
 
-    def timed_write(
-        self, workload: str, mount: Callable[[Path], Mount], image: Path, cell: Measurement
-    ) -> float:
+    def timed_write(self, workload: str, mount: Callable[[], Mount], cell: Measurement) -> float:
         """The workload's seconds plus the unmount's: only then is everything on the image.
 
-        A uvfs server's requests and peak RSS are those of the workload, before unmounting.
+        What the server did (`observed`) is counted for the workload, before unmounting.
         """
-        with mount(image) as m:
+        with mount() as m:
             drop_caches()
             with self.observed(m, cell):
                 seconds = self._cold("write", workload, m)

@@ -18,6 +18,7 @@ from uvfs import _runtime
 from uvfs._broker import Timeouts
 from uvfs._control import query
 
+from ._bare_ram import read_requests
 from ._host import BenchError, is_mounted, mount_options, run, wait_mounted
 
 UVFS = [sys.executable, "-m", "uvfs.cli"]
@@ -71,6 +72,14 @@ class Mount:
     def _unmount(self) -> None:
         run(["umount", self.root])
 
+    def server(self) -> int | None:
+        """The process answering this mount's requests; None for the kernel's own."""
+        return None
+
+    def requests(self) -> int | None:
+        """The requests the server has answered so far; None when it does not count them."""
+        return None
+
 
 class KernelMount(Mount):
     """The kernel's own ext2 (or ext4) driver on a loop device (which ``umount`` detaches)."""
@@ -101,6 +110,9 @@ class ForegroundMount(Mount):
             raise
         super().__init__(root)
 
+    def server(self) -> int:
+        return self._process.pid
+
     def _unmount(self) -> None:
         try:
             run(["umount", self.root])
@@ -130,6 +142,25 @@ class BareMount(ForegroundMount):
         told = [str(t) for t in (timeouts.entry, timeouts.attr, timeouts.negative)]
         command = [sys.executable, "-m", "tools.bench._bare", str(spec), str(root)]
         super().__init__([*command, "--timeouts", *told], root)
+
+
+class BareRamMount(ForegroundMount):
+    """The in-memory tree served by bare pyfuse3 (``_bare_ram.py``), told what uvfs tells
+    the kernel for a writable mount: its `timeouts`, and `acl` when it enables ACLs."""
+
+    system = "pyfuse3"
+
+    def __init__(
+        self, spec: Path, root: Path, timeouts: Timeouts, *, acl: bool, counter: Path
+    ) -> None:
+        self.counter = counter
+        told = [str(t) for t in (timeouts.entry, timeouts.attr, timeouts.negative)]
+        command = [sys.executable, "-m", "tools.bench._bare_ram", str(spec), str(root),
+                   "--timeouts", *told, "--requests", str(counter), *(["--acl"] * acl)]  # fmt: skip
+        super().__init__(command, root)
+
+    def requests(self) -> int:
+        return read_requests(self.counter)
 
 
 class UvfsMount(Mount):
@@ -168,6 +199,12 @@ class UvfsMount(Mount):
                 if isinstance(value, int):
                     counters[f"{section}.{name}"] = value
         return counters
+
+    def server(self) -> int:
+        return self.stats()["pid"]
+
+    def requests(self) -> int:
+        return self.stats()["broker.requests"]
 
     def _unmount(self) -> None:
         _uvfs("umount", self.root)
