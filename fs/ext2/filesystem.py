@@ -148,6 +148,7 @@ class Ext2FileSystem:
             if replayed is not None:
                 image = replayed
                 sb, geo = await _checked_superblock(image)
+                await Ext2FileSystem(image, sb, geo)._recount_free()
         if sb.s_state & EXT2_ERROR_FS or not (
             sb.s_state & EXT2_VALID_FS or "has_journal" in geo.features
         ):
@@ -213,6 +214,19 @@ class Ext2FileSystem:
                 recovery.ended_by,
             )
         return ReplayedImage(self.image, bs, copies)
+
+    async def _recount_free(self) -> None:
+        """Set the superblock's free counts to the group descriptors' sums, as the kernel
+        counts them at mount: after replay the superblock's are stale (jbd2 journals the
+        descriptors on every change, the superblock's counters only now and then)."""
+        blocks = inodes = 0
+        for group in range(self.geo.groups_count):
+            desc = await self._group_desc(group)
+            blocks += desc.free_blocks_count
+            inodes += desc.free_inodes_count
+        blocks *= self.geo.cluster_ratio
+        self.sb.s_free_blocks_count, self.sb.s_free_blocks_hi = blocks & 0xFFFFFFFF, blocks >> 32
+        self.sb.s_free_inodes_count = inodes
 
     # --- metadata -----------------------------------------------------------------------
 

@@ -23,14 +23,16 @@ holding its newest copy (and the tag flags, for the ESCAPE fix-up), which a read
 over the image. Transaction ids wrap at 2^32 and are compared as the kernel's tid_gt.
 
 The log is read through an async `read_log(block)` callback (journal-relative block
-numbers); every walk stops after one turn of the log, so a hostile journal cannot loop.
+numbers). Its records (descriptor, commit and revoke blocks) are read once, up to the end of
+the log but never past one turn of it, so a hostile journal cannot loop; the passes then
+go over them, the later two only up to the end the scan found.
 Fast commits (ext4's fast_commit) are not replayed: a journal whose fast-commit area
 belongs to the transaction after the last full commit is refused with `JournalError`.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -86,37 +88,39 @@ class _Record(NamedTuple):
     copies: list[tuple[Tag, int]]  # descriptor: each tag and the log block of its copy
 
 
-async def _walk(jsb: JournalSuper, read_log: ReadLog, end: int | None) -> AsyncIterator[_Record]:
-    """The log's records from s_start, until the log ends or transaction `end` is reached."""
+async def _walk(jsb: JournalSuper, read_log: ReadLog) -> list[_Record]:
+    """The log's records from s_start to its end (the copies themselves are not read)."""
+    records: list[_Record] = []
     tid, at, budget = jsb.sequence, jsb.start, jsb.last - jsb.first
-    while (end is None or tid_gt(end, tid)) and budget > 0:
+    while budget > 0:
         block = await read_log(at)
         at, budget = jsb.wrap(at + 1), budget - 1
         head = decode_header(block)
         if head is None or head.sequence != tid:
-            return
+            break
         if head.blocktype == JBD2_DESCRIPTOR_BLOCK:
             copies = []
             for tag in decode_tags(block, jsb):
                 copies.append((tag, at))
                 at, budget = jsb.wrap(at + 1), budget - 1
-            yield _Record(head.blocktype, tid, block, copies)
+            records.append(_Record(head.blocktype, tid, block, copies))
         elif head.blocktype in (JBD2_COMMIT_BLOCK, JBD2_REVOKE_BLOCK):
-            yield _Record(head.blocktype, tid, block, [])
+            records.append(_Record(head.blocktype, tid, block, []))
             if head.blocktype == JBD2_COMMIT_BLOCK:
                 tid = (tid + 1) & _TID_MASK
         else:
-            return  # an unknown block type ends the log, as in the kernel
+            break  # an unknown block type ends the log, as in the kernel
+    return records
 
 
-async def _scan(jsb: JournalSuper, read_log: ReadLog) -> tuple[int, str]:
+async def _scan(jsb: JournalSuper, records: list[_Record], read_log: ReadLog) -> tuple[int, str]:
     """Pass 1: the first transaction not to replay, and why the scan stopped there."""
     seed, tail = jsb.seed, jsb.tail_size
     end = jsb.sequence
     failed: int | None = None  # a transaction whose commit checksum failed (async_commit)
     suspect = ""  # a descriptor or revoke block failed its checksum since the last commit
     last_time, crc = 0, 0xFFFFFFFF
-    async for rec in _walk(jsb, read_log, None):
+    for rec in records:
         if rec.kind == JBD2_DESCRIPTOR_BLOCK or rec.kind == JBD2_REVOKE_BLOCK:
             if tail and not block_tail_ok(rec.block, seed):
                 suspect = "descriptor" if rec.kind == JBD2_DESCRIPTOR_BLOCK else "revoke"
@@ -163,7 +167,9 @@ async def recover(jsb: JournalSuper, read_log: ReadLog) -> Recovery:
     """
     if not jsb.start:
         return Recovery(jsb.sequence, jsb.sequence)
-    end, ended_by = await _scan(jsb, read_log)
+    records = await _walk(jsb, read_log)
+    end, ended_by = await _scan(jsb, records, read_log)
+    records = [rec for rec in records if tid_gt(end, rec.sequence)]
     fast = jsb.has(JBD2_FEATURE_INCOMPAT_FAST_COMMIT) and jsb.fc_first < jsb.maxlen
     if fast and fast_commit_tid(await read_log(jsb.fc_first)) == end:
         raise JournalError(
@@ -171,14 +177,14 @@ async def recover(jsb: JournalSuper, read_log: ReadLog) -> Recovery:
             "not replay: let the kernel or e2fsck recover the image first"
         )
     revoked: dict[int, int] = {}  # block -> newest transaction revoking it
-    async for rec in _walk(jsb, read_log, end):
+    for rec in records:
         if rec.kind == JBD2_REVOKE_BLOCK:
             for block in revoke_records(rec.block, jsb):
                 if block not in revoked or tid_gt(rec.sequence, revoked[block]):
                     revoked[block] = rec.sequence
     recovery = Recovery(jsb.sequence, end, ended_by=ended_by)
     bad: list[int] = []
-    async for rec in _walk(jsb, read_log, end):
+    for rec in records:
         if rec.kind != JBD2_DESCRIPTOR_BLOCK:
             continue
         if jsb.tail_size and not block_tail_ok(rec.block, jsb.seed):
