@@ -14,12 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import need, run_uvfs
+from tests.conftest import force_unmount, need, run_uvfs
 from tests.disks import MiB, blank, loop_device, mkfs_at, sfdisk
 from tests.ext2.images import make_tree
 from tests.ext2.test_mount_vs_kernel import view
+from tests.test_normal_user import NOBODY, NOBODY_USER, as_nobody, home
 
 pytestmark = pytest.mark.slow
+__all__ = ["home"]  # a fixture, used by name
 
 # 1: ext2, 2: extended holding 5 (ext4, the test tree), 6 (swap) and 7 (empty), 3: empty.
 SCRIPT = """label: dos
@@ -196,3 +198,32 @@ def test_damaged_gpt_through_the_command_line(tmp_path: Path, mount) -> None:
         1,
         f"uvfs: {disk}: GPT damaged: primary: header CRC mismatch; backup: header CRC mismatch\n",
     )
+
+
+def test_a_normal_user_mounts_a_partition_of_a_block_device(home: Path) -> None:
+    """nobody, given read permission on /dev/loopN and nothing else, mounts its partition 1
+    (the device's size and sectors come from the kernel, not from st_size)."""
+    need("setpriv", "sgdisk")
+    disk = blank(home / "disk.img", 24 * MiB)
+    subprocess.run(["sgdisk", "-n1:2048:+16M", str(disk)], check=True, capture_output=True)
+    tree = home / "tree"
+    tree.mkdir()
+    (tree / "note").write_text("a partition of a block device\n")
+    mkfs_at(disk, 2048 * 512, 16 * MiB, "ext2", tree)
+    mountpoint = home / "mnt"
+    mountpoint.mkdir()
+    os.chown(mountpoint, NOBODY, NOBODY)
+    with loop_device(disk) as device:
+        before = os.stat(device)
+        os.chmod(device, 0o444)
+        try:
+            done = as_nobody(home, "mount", "-o", "ro,partition=1", device, str(mountpoint))
+            assert (done.returncode, done.stderr) == (0, "")
+            read = subprocess.run(["setpriv", *NOBODY_USER, "cat", str(mountpoint / "note")],
+                                  capture_output=True, text=True, check=False)  # fmt: skip
+            assert read.stdout == "a partition of a block device\n"
+            done = as_nobody(home, "umount", str(mountpoint))
+            assert (done.returncode, done.stderr) == (0, "")
+        finally:
+            force_unmount(mountpoint)
+            os.chmod(device, before.st_mode & 0o7777)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from uvfs._api import Refusal
 from uvfs._image import ImageFile
 from uvfs._partitions import PartitionTable, read_partition_table
+from uvfs._qcow2 import is_qcow2
 from uvfs._qcow2_image import Qcow2Image, open_image
 from uvfs._registry import identify, probe_head
 from uvfs._window import BlockDevice, Window
@@ -38,7 +39,7 @@ def open_container(path: str, *, writable: bool) -> BlockDevice:
     if not writable:
         return open_image(path)
     image = ImageFile(path, writable=True)
-    if image.size >= 4 and image.read_sync(0, 4) == b"QFI\xfb":
+    if image.size >= 4 and is_qcow2(image.read_sync(0, 4)):
         image.close()
         raise Refusal(f"{path}: qcow2 images are read-only; mount with -o ro")
     return image
