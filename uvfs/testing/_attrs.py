@@ -85,7 +85,7 @@ def check_write_clears_setid(d: Path) -> None:
     os.chmod(d / "f", 0o6777)
     fd = os.open(d / "f", os.O_WRONLY)
     try:
-        as_nobody(lambda: os.write(fd, b"x") and None)
+        as_nobody(lambda: os.pwrite(fd, b"x", 0))
     finally:
         os.close(fd)
     assert oct(stat.S_IMODE(os.stat(d / "f").st_mode)) == oct(0o0777)

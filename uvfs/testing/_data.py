@@ -436,3 +436,50 @@ def check_many_files(d: Path) -> None:
         assert (d / f"file{i}").read_bytes() == str(i).encode() * (i + 1)
         os.unlink(d / f"file{i}")
     assert os.listdir(d) == []
+
+
+@check("write")
+def check_seek_offsets(d: Path) -> None:
+    """lseek SEEK_SET/SEEK_CUR/SEEK_END place reads and writes; EINVAL before the start."""
+    fd = os.open(d / "f", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        os.write(fd, b"0123456789")
+        assert os.lseek(fd, -4, os.SEEK_END) == 6
+        assert os.read(fd, 2) == b"67"
+        assert os.lseek(fd, -5, os.SEEK_CUR) == 3
+        os.write(fd, b"abc")
+        assert os.lseek(fd, 0, os.SEEK_CUR) == 6
+        assert os.lseek(fd, 20, os.SEEK_END) == 30
+        os.write(fd, b"!")
+        raises(errno.EINVAL, os.lseek, fd, -1, os.SEEK_SET)
+        assert os.pread(fd, 100, 0) == b"012abc6789" + bytes(20) + b"!"
+    finally:
+        os.close(fd)
+
+
+@check("write")
+def check_many_opens(d: Path) -> None:
+    """A file opened and closed 1000 times, 100 descriptors at once, reads the same each time."""
+    write_file(d / "f", b"same")
+    for _ in range(10):
+        fds = [os.open(d / "f", os.O_RDONLY) for _ in range(100)]
+        try:
+            assert {os.pread(fd, 10, 0) for fd in fds} == {b"same"}
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+
+@check("write")
+def check_two_descriptors_see_each_other(d: Path) -> None:
+    """A write through one descriptor is read at once through another of the same file."""
+    fd_w = os.open(d / "f", os.O_CREAT | os.O_WRONLY, 0o644)
+    fd_r = os.open(d / "f", os.O_RDONLY)
+    try:
+        for i in range(20):
+            os.pwrite(fd_w, pattern(1000, seed=i), i * 777)
+            assert os.pread(fd_r, 1000, i * 777) == pattern(1000, seed=i)
+        assert os.fstat(fd_r).st_size == 19 * 777 + 1000
+    finally:
+        os.close(fd_w)
+        os.close(fd_r)

@@ -97,12 +97,13 @@ def pattern(size: int, seed: int = 0) -> bytes:
     return (period * (size // 251 + 1))[:size]
 
 
-def as_nobody(fn: Callable[[], None]) -> None:
+def as_nobody(fn: Callable[[], object]) -> None:
     """Run `fn` in a child process whose uid and gid are 65534 (a user owning nothing).
 
     The child inherits open descriptors, so `fn` reaches files through them even when
-    the mount sits below directories only root may enter. An assertion failing in the
-    child fails the check with its message. Without root the current user already owns
+    the mount sits below directories only root may enter (a FUSE mount must still let
+    other users in: ``allow_other``). An assertion failing in the child fails the check
+    with its message. Without root the current user already lacks CAP_FSETID and owns
     nothing of another's, so `fn` runs here.
     """
     if os.geteuid() != 0:

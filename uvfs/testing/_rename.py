@@ -187,3 +187,33 @@ def check_rename_exchange_dirs_across(d: Path) -> None:
     assert os.stat(d / "p1" / "x" / "..").st_ino == os.stat(d / "p1").st_ino
     assert os.stat(d / "p2" / "y" / "..").st_ino == os.stat(d / "p2").st_ino
     assert os.stat(d / "p1" / "x" / "z" / ".." / "..").st_ino == os.stat(d / "p1").st_ino
+
+
+@check("write")
+def check_rename_open_dir(d: Path) -> None:
+    """A directory renamed while open stays usable through its descriptor."""
+    (d / "a").mkdir()
+    write_file(d / "a" / "f", b"inside")
+    fd = os.open(d / "a", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.rename(d / "a", d / "b")
+        assert os.listdir(fd) == ["f"]
+        with open(os.open("f", os.O_RDONLY, dir_fd=fd), "rb") as f:
+            assert f.read() == b"inside"
+        assert os.fstat(fd).st_ino == os.stat(d / "b").st_ino
+    finally:
+        os.close(fd)
+
+
+@check("write")
+def check_link_unlink_rename(d: Path) -> None:
+    """link, unlink of the original, then rename of the link keeps one file, nlink 1."""
+    write_file(d / "a", b"data")
+    ino = os.stat(d / "a").st_ino
+    os.link(d / "a", d / "b")
+    os.unlink(d / "a")
+    os.rename(d / "b", d / "c")
+    assert os.listdir(d) == ["c"]
+    st = os.stat(d / "c")
+    assert (st.st_ino, st.st_nlink) == (ino, 1)
+    assert (d / "c").read_bytes() == b"data"

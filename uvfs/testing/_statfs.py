@@ -49,3 +49,15 @@ def check_statfs_counts_writes(d: Path) -> None:
 def check_statfs_tree(d: Path) -> None:
     """statvfs on the reference tree's mount is consistent, with NAME_MAX 255."""
     _consistent(os.statvfs(d))
+
+
+@check("write")
+def check_statfs_counts_inodes(d: Path) -> None:
+    """Creating 20 files takes at least 20 free inodes; removing them gives them back."""
+    before = os.statvfs(d).f_ffree
+    for i in range(20):
+        os.close(os.open(d / f"f{i}", os.O_CREAT | os.O_WRONLY, 0o644))
+    assert os.statvfs(d).f_ffree <= before - 20
+    for i in range(20):
+        os.unlink(d / f"f{i}")
+    assert os.statvfs(d).f_ffree == before
