@@ -146,8 +146,12 @@ class Ext2FileSystem:
                 )
             replayed = await Ext2FileSystem(image, sb, geo)._replay_journal()
             if replayed is not None:
-                image = replayed
+                image, journal_errno = replayed
+                # As ext4_load_journal: the error state survives replay, and an error the
+                # journal recorded (it was aborted) puts the volume in it.
+                errors = sb.s_state & EXT2_ERROR_FS or (EXT2_ERROR_FS if journal_errno else 0)
                 sb, geo = await _checked_superblock(image)
+                sb.s_state |= errors
                 await Ext2FileSystem(image, sb, geo)._recount_free()
         if sb.s_state & EXT2_ERROR_FS or not (
             sb.s_state & EXT2_VALID_FS or "has_journal" in geo.features
@@ -172,8 +176,9 @@ class Ext2FileSystem:
             raise Refusal("corrupt ext2 filesystem: the root inode is not a directory")
         return fs
 
-    async def _replay_journal(self) -> ReplayedImage | None:
-        """The image as the kernel sees it once it has replayed the journal.
+    async def _replay_journal(self) -> tuple[ReplayedImage, int] | None:
+        """The image as the kernel sees it once it has replayed the journal, and the error
+        the journal recorded (s_errno, 0 for none).
 
         None, with a warning, when the journal is on an external device: its log cannot be
         read, so the volume is shown as the image holds it.
@@ -213,7 +218,7 @@ class Ext2FileSystem:
                 recovery.end_transaction,
                 recovery.ended_by,
             )
-        return ReplayedImage(self.image, bs, copies)
+        return ReplayedImage(self.image, bs, copies), jsb.errno
 
     async def _recount_free(self) -> None:
         """Set the superblock's free counts to the group descriptors' sums, as the kernel
