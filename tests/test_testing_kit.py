@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import force_unmount, need, run_uvfs
-from uvfs.testing import CHECKS, Check, params
+from uvfs.testing import CHECKS, Check, make_tree, params
 
 pytest_plugins = ["uvfs.testing.plugin"]
 pytestmark = pytest.mark.slow
@@ -144,6 +144,29 @@ def test_command_line_on_kernel_read_only_ext4(reference_image: Path) -> None:
     closing = done.stdout.strip().splitlines()[-1]
     expected = len(params(readonly=True))
     assert closing.startswith(f"{'=' * 10}") and f" {expected} passed in " in closing, closing
+
+
+def test_one_wrong_byte_fails_exactly_the_checks_that_read_it(tmp_path: Path) -> None:
+    """The read checks compare exactly: a tree on a read-only tmpfs, the same as the
+    reference but for one byte of ``file`` (times put back), fails the checks that read
+    that file's bytes and no other."""
+    _need_root()
+    for mountpoint in _kernel_mount(tmp_path / "mnt", "-t", "tmpfs", "-o", "size=64m", "tmpfs"):
+        make_tree(mountpoint / "tree")
+        path = mountpoint / "tree" / "file"
+        st = os.stat(path)
+        with open(path, "r+b") as f:
+            f.seek(5000)
+            f.write(bytes([f.read(1)[0] ^ 1]))
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        subprocess.run(["mount", "-o", "remount,ro", str(mountpoint)], check=True)
+        done = subprocess.run(
+            [*KIT, "--ro", str(mountpoint / "tree"), "-q", "-rf"], capture_output=True, text=True
+        )
+    failed = sorted(line.split("[")[1].split("]")[0] for line in done.stdout.splitlines()
+                    if line.startswith("FAILED"))  # fmt: skip
+    assert done.returncode == 1
+    assert failed == ["readonly_erofs", "tree_file", "tree_mmap", "tree_symlinks"]
 
 
 def test_command_line_refuses_a_missing_mountpoint(tmp_path: Path) -> None:
