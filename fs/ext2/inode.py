@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from construct import Bytes, Int16ul, Int32ul, Struct
 
@@ -79,9 +79,12 @@ EXT2_GOOD_OLD_INODE_SIZE = 128
 _NO_EXTRA = _EXTRA.tuple._make([0] * len(_EXTRA.tuple._fields))
 
 
-@dataclass(frozen=True, slots=True)
-class Inode:
-    """One inode as the driver uses it: halves joined, times in nanoseconds."""
+class Inode(NamedTuple):
+    """One inode as the driver uses it: halves joined, times in nanoseconds.
+
+    A NamedTuple rather than a frozen dataclass: as immutable, and decoded or changed
+    (``inode._replace(...)``) on nearly every request, several times faster.
+    """
 
     ino: int
     mode: int

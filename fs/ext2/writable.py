@@ -515,8 +515,7 @@ class WritableExt2(Ext2FileSystem):
         ino = await self._alloc_inode(parent.ino, stat.S_ISDIR(mode))
         now = time.time_ns()
         blank = self._decode(ino, blank_slot(self.geo.inode_size))
-        inode = replace(
-            blank,
+        inode = blank._replace(
             mode=mode,
             uid=caller.uid,
             gid=caller.gid,
@@ -553,8 +552,7 @@ class WritableExt2(Ext2FileSystem):
         self._forgotten.discard(inode.ino)
         self._wdirs.pop(inode.ino, None)
         await self._put(
-            replace(
-                inode,
+            inode._replace(
                 links_count=0,
                 size=0,
                 blocks_512=0,
@@ -588,7 +586,7 @@ class WritableExt2(Ext2FileSystem):
         left = max(inode.links_count - links, 0)
         if left == 0:
             self._orphans.add(inode.ino)
-        await self._put(replace(inode, links_count=left, ctime_ns=time.time_ns()))
+        await self._put(inode._replace(links_count=left, ctime_ns=time.time_ns()))
 
     # --- directories ----------------------------------------------------------------------
 
@@ -673,8 +671,7 @@ class WritableExt2(Ext2FileSystem):
         d.names[name] = (child, lblk)
         now = time.time_ns()
         await self._put(
-            replace(
-                inode,
+            inode._replace(
                 size=size,
                 blocks_512=blocks_512,
                 i_block=i_block,
@@ -708,8 +705,7 @@ class WritableExt2(Ext2FileSystem):
         inode = await self._inode(dir_ino)
         now = time.time_ns()
         await self._put(
-            replace(
-                inode,
+            inode._replace(
                 links_count=inode.links_count + links,
                 flags=inode.flags & ~EXT2_INDEX_FL,
                 mtime_ns=now,
@@ -930,8 +926,7 @@ class WritableExt2(Ext2FileSystem):
         now = time.time_ns()
         self._need_large_file(end)
         return await self._put(
-            replace(
-                inode,
+            inode._replace(
                 i_block=i_block.tobytes(),
                 size=max(inode.size, end),
                 blocks_512=inode.blocks_512 + (allocated + created) * (bs // 512),
@@ -977,15 +972,14 @@ class WritableExt2(Ext2FileSystem):
             blocks_512 -= len(freed) * (bs // 512)
             if size % bs:
                 # Bytes past the end of the last block must read as zeros if it grows again.
-                runs = await self._map(replace(inode, i_block=i_block), keep - 1, 1)
+                runs = await self._map(inode._replace(i_block=i_block), keep - 1, 1)
                 tail = size % bs
                 if runs[0].physical:
                     await self._write_data([(runs[0].physical * bs + tail, bytes(bs - tail))])
         self._need_large_file(size)
         now = time.time_ns()
         return await self._put(
-            replace(
-                inode,
+            inode._replace(
                 i_block=i_block,
                 size=size,
                 blocks_512=blocks_512,
@@ -1091,8 +1085,7 @@ class WritableExt2(Ext2FileSystem):
             phys, _ = await self._alloc_blocks(self._group_goal(inode.ino), 1)
             self._new_block(phys, first_block(inode.ino, parent, bs, filetype=self._filetype))
             inode = await self._put(
-                replace(
-                    inode,
+                inode._replace(
                     links_count=2,
                     size=bs,
                     blocks_512=bs // 512,
@@ -1113,14 +1106,13 @@ class WritableExt2(Ext2FileSystem):
             if len(target) <= FAST_SYMLINK_MAX:
                 fast = target.ljust(60, b"\0")
                 inode = await self._make(parent, name, mode, caller, i_block=fast)
-                inode = await self._put(replace(inode, size=len(target)))
+                inode = await self._put(inode._replace(size=len(target)))
             else:
                 inode = await self._make(parent, name, mode, caller, extra_blocks=1)
                 phys, _ = await self._alloc_blocks(self._group_goal(inode.ino), 1)
                 await self._write_data([(phys * bs, target.ljust(bs, b"\0"))])
                 inode = await self._put(
-                    replace(
-                        inode,
+                    inode._replace(
                         size=len(target),
                         blocks_512=bs // 512,
                         i_block=phys.to_bytes(4, "little") + bytes(56),
@@ -1143,7 +1135,7 @@ class WritableExt2(Ext2FileSystem):
             await self._reserve(await self._dir_need(parent_inode, d, new_name))
             await self._dir_add(new_parent, new_name, ino, inode.mode)
             inode = await self._put(
-                replace(inode, links_count=inode.links_count + 1, ctime_ns=time.time_ns())
+                inode._replace(links_count=inode.links_count + 1, ctime_ns=time.time_ns())
             )
             await self._end()
         return self._attr(inode)
@@ -1226,7 +1218,7 @@ class WritableExt2(Ext2FileSystem):
         await self._dir_add(new_parent, new_name, src.ino, src.mode)
         await self._dir_remove(old_parent, old_name)
         await self._moved_dir(src, old_parent, new_parent)
-        await self._put(replace(await self._inode(src.ino), ctime_ns=time.time_ns()))
+        await self._put((await self._inode(src.ino))._replace(ctime_ns=time.time_ns()))
 
     async def _replace(
         self, old_parent: int, old_name: bytes, src: Inode, new_parent: int, new_name: bytes
@@ -1246,7 +1238,7 @@ class WritableExt2(Ext2FileSystem):
         else:
             await self._unlink_inode(dst)
         await self._moved_dir(src, old_parent, new_parent)
-        await self._put(replace(await self._inode(src.ino), ctime_ns=time.time_ns()))
+        await self._put((await self._inode(src.ino))._replace(ctime_ns=time.time_ns()))
 
     async def _exchange(
         self, old_parent: int, old_name: bytes, src: Inode, new_parent: int, new_name: bytes
@@ -1262,7 +1254,7 @@ class WritableExt2(Ext2FileSystem):
                     await self._touch_dir(now, links=1)
         now_ns = time.time_ns()
         for ino in (src.ino, dst.ino):
-            await self._put(replace(await self._inode(ino), ctime_ns=now_ns))
+            await self._put((await self._inode(ino))._replace(ctime_ns=now_ns))
 
     # --- attributes -------------------------------------------------------------------------
 
@@ -1283,8 +1275,7 @@ class WritableExt2(Ext2FileSystem):
             if (changes.uid is not None or changes.gid is not None) and not stat.S_ISDIR(mode):
                 mode = _kill_priv(mode)
             inode = await self._put(
-                replace(
-                    inode,
+                inode._replace(
                     mode=mode,
                     uid=inode.uid if changes.uid is None else changes.uid,
                     gid=inode.gid if changes.gid is None else changes.gid,
@@ -1368,8 +1359,7 @@ class WritableExt2(Ext2FileSystem):
             self._free_blocks(await self._drop_xattr_block(file_acl))
             file_acl, blocks_512 = 0, blocks_512 - bs // 512
         await self._put(
-            replace(
-                inode,
+            inode._replace(
                 xattr_ibody=area,
                 file_acl=file_acl,
                 blocks_512=blocks_512,

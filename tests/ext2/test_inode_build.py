@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import random
-from dataclasses import replace
 
 import pytest
 
@@ -23,8 +22,7 @@ def test_round_trip(size: int) -> None:
         times = [rng.randrange(-(2**31), 2**31 + (3 << 32) * ns) * 10**9 for _ in range(3)]
         if ns:
             times = [t + rng.randrange(10**9) for t in times]
-        inode = replace(
-            base,
+        inode = base._replace(
             mode=0o100644,
             uid=rng.randrange(2**32),
             gid=rng.randrange(2**32),
