@@ -12,7 +12,7 @@ import pytest
 
 from tools.bench._audit import COMMANDS
 from tools.bench._framework import WORKLOADS as FRAMEWORK
-from tools.bench._results import TARGETS, workload_ops
+from tools.bench._results import BARE, TARGETS, UVFS_RAM, workload_ops
 from tools.bench._sizes import TINY
 from tools.bench._suite import READS, WRITES, ZFS_READS
 
@@ -29,7 +29,7 @@ def test_tiny_run_reports_every_workload_and_system(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "tools.bench", "--tiny", "--workdir", str(WORKDIR),
          "--results", str(tmp_path / "results")],
-        cwd=REPO, capture_output=True, text=True, timeout=240, check=False,
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     results = json.loads((tmp_path / "results" / "results.json").read_text())
@@ -38,9 +38,15 @@ def test_tiny_run_reports_every_workload_and_system(tmp_path: Path) -> None:
     skipped = results["meta"].get("skipped", {})
     assert set(skipped) <= {"write-ext4"}
     writes = ["write"] + [s for s in ("write-ext4",) if s not in skipped]
+    floor = {BARE, UVFS_RAM}  # the write floor (ext2 suite only): the in-memory tree
     expected = {
         **{("ext2", w, p): {"uvfs", "kernel", "fuse2fs"} for w in READS for p in ("cold", "warm")},
-        **{(suite, w, "cold"): {"uvfs", "kernel", "fuse2fs"} for suite in writes for w in WRITES},
+        **{
+            (suite, w, "cold"): {"uvfs", "kernel", "fuse2fs"}
+            | (floor if suite == "write" else set())
+            for suite in writes
+            for w in WRITES
+        },
         **{
             (f"zfs/{c}", w, p): {"uvfs", "zfs-fuse"}
             for c in TINY.compressions
@@ -58,12 +64,22 @@ def test_tiny_run_reports_every_workload_and_system(tmp_path: Path) -> None:
             assert (cell["seconds"] is not None) != (cell["error"] is not None), (name, cell)
             if name != "uvfs":
                 assert cell["seconds"] is not None, (name, cell)
-    # Every uvfs server measured shows its requests and peak RSS (not the audit's overlay).
+    # Every FUSE server measured shows its CPU time and peak RSS (not the audit's overlay);
+    # uvfs servers and the write floor's bare pyfuse3 their requests too.
     for (suite, workload, _), systems in cells.items():
-        uvfs = systems["uvfs"]
-        if uvfs["seconds"] is not None and suite != "audit":
-            assert len(uvfs["requests"]) == len(uvfs["peak_rss"]) == len(uvfs["samples"])
-            assert min(uvfs["peak_rss"]) > 10 << 20, (suite, workload, uvfs)
+        for name, cell in systems.items():
+            if cell["seconds"] is None or suite == "audit" or name == "kernel":
+                continue
+            assert len(cell["cpu"]) == len(cell["peak_rss"]) == len(cell["samples"])
+            assert min(cell["peak_rss"]) > 1 << 20, (suite, workload, name, cell)
+            if name in ("uvfs", UVFS_RAM) or (suite == "write" and name == BARE):
+                assert len(cell["requests"]) == len(cell["samples"]), (suite, workload, name)
+    # Told what uvfs tells the kernel, bare pyfuse3 gets the requests uvfs gets (within a
+    # few: it lists no "." and "..").
+    for workload in WRITES:
+        floor = cells["write", workload, "cold"]
+        bare, uvfs_mem = floor[BARE]["requests"][0], floor[UVFS_RAM]["requests"][0]
+        assert abs(bare - uvfs_mem) <= 0.02 * uvfs_mem + 2, (workload, bare, uvfs_mem)
     # On the null tree each system call is one request (plus the file's open and release).
     sizes = results["meta"]["sizes"]
     for workload in FRAMEWORK:
@@ -72,6 +88,7 @@ def test_tiny_run_reports_every_workload_and_system(tmp_path: Path) -> None:
         assert all(count <= n <= count + 3 for n in requests), (workload, requests)
     assert [t["text"] for t in results["targets"]] == [t.text for t in TARGETS]
     assert "issue 10: " in done.stdout and " targets met" in done.stdout
+    assert "write floor: " in done.stdout
     assert {"driver_untouched", "error"} & set(results["broker_cache"])
     assert (tmp_path / "results" / "chart.png").stat().st_size > 10_000
     assert "uvfs/kernel" in done.stdout

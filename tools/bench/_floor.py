@@ -26,13 +26,12 @@ from uvfs._broker import Broker
 from ._images import FILES_DIR
 from ._ramfs import RamFS
 from ._ramtree import RamTree
+from ._results import BARE, UVFS_RAM
 from ._systems import BareRamMount, Mount, UvfsMount
 
 if TYPE_CHECKING:
     from ._suite import Bench
 
-BARE = BareRamMount.system
-UVFS_RAM = "uvfs-mem"
 RAM_TYPE = "tools.bench._ramfs:DRIVER"  # by module path: the driver is not installed
 SEEDED = ("cpa", "rmtree")  # the workloads that start from the small-file tree
 

@@ -18,7 +18,7 @@ from uvfs._broker import Broker
 
 from ._host import BenchError, drop_caches
 from ._null import NullFS, NullTree
-from ._results import UVFS
+from ._results import BARE, UVFS
 from ._sizes import MiB
 from ._systems import BareMount, Mount, UvfsMount
 
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from ._suite import Bench
 
 SUITE = "framework"
-BARE = BareMount.system
 WORKLOADS = ("lookup", "statx", "direct4k")  # lookup first: it needs names not yet seen
 DATA_BYTES = 16 * MiB
 NULL_TYPE = "tools.bench._null:DRIVER"  # by module path: the driver is not installed

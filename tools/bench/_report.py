@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
+import statistics
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from ._host import BenchError
-from ._results import UVFS, Measurement, Results, workload_ops
+from ._results import BARE, UVFS, UVFS_RAM, Measurement, Results, workload_ops
 from ._sizes import MiB
 
 SHORT_ERROR = 20  # an error this short is shown in its cell, a longer one as a footnote
 SYSTEM_COLOURS = {UVFS: "#d62728", "kernel": "#7f7f7f", "fuse2fs": "#1f77b4", "zfs-fuse": "#2ca02c",
-                  "pyfuse3": "#9467bd", "plain": "#8c564b"}  # fmt: skip
+                  BARE: "#9467bd", "plain": "#8c564b", UVFS_RAM: "#ff9896"}  # fmt: skip
 
 
 def workload_label(workload: str, meta: dict[str, Any]) -> str:
@@ -42,11 +43,29 @@ def workload_label(workload: str, meta: dict[str, Any]) -> str:
 
 
 def _per_op(m: Measurement | None, workload: str, meta: dict[str, Any]) -> str:
-    """uvfs's requests per operation, e.g. ``10.2/file``."""
+    """A server's requests per operation, e.g. ``10.2/file``."""
     if m is None or m.requests_median is None:
         return "-"
     count, unit = workload_ops(workload, meta["sizes"])
     return f"{m.requests_median / count:.3g}/{unit}"
+
+
+def _cpu_per_request(m: Measurement | None) -> float | None:
+    """A server's CPU seconds per request answered, None when either is not known."""
+    if m is None or m.cpu_median is None or not m.requests_median:
+        return None
+    return m.cpu_median / m.requests_median
+
+
+def _cpu_per_op(m: Measurement | None, workload: str, meta: dict[str, Any]) -> float | None:
+    """A server's CPU seconds per operation (per file, per MiB ...), None when not known."""
+    if m is None or m.cpu_median is None:
+        return None
+    return m.cpu_median / workload_ops(workload, meta["sizes"])[0]
+
+
+def _us(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1e6:.0f}"
 
 
 def _rss(m: Measurement | None) -> str:
@@ -91,21 +110,78 @@ def table(results: Results) -> str:
                 ratio = results.ratio(suite, workload, phase, other)
                 line.append("-" if ratio is None else f"{ratio:.2f}x")
             line += [_per_op(cells.get(UVFS), workload, results.meta), _rss(cells.get(UVFS))]
-            verdict = results.verdict(suite, workload, phase)
-            line.append(verdict.text if verdict else "")
+            line.append("; ".join(v.text for v in results.verdicts(suite, workload, phase)))
             lines.append(line)
-        widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
         out.append(f"\n{suite} (seconds, median of {results.meta['runs']})")
-        out += [
-            "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-            for row in lines
-        ]
+        out += _aligned(lines)
     out += _broker_cache_lines(results)
     out += _framework_lines(results)
+    out += _floor_lines(results)
     out += _standing_lines(results)
     out += _profile_lines(results)
     out += [""] + [f"[{i}] {note}" for i, note in enumerate(notes, 1)]
     return "\n".join(out)
+
+
+def _aligned(rows: list[list[str]]) -> list[str]:
+    """`rows` (the first a header) as lines of left-aligned columns."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
+
+
+FLOOR_SYSTEMS = ("fuse2fs", BARE, UVFS_RAM, UVFS)
+
+
+def _floor_lines(results: Results) -> list[str]:
+    """The write floor: bare pyfuse3 against fuse2fs (can any pyfuse3 server meet the
+    target?), uvfs-mem against bare pyfuse3 (the framework's own cost), uvfs on ext2
+    against uvfs-mem (the ext2 driver's own cost); then, per server, the time before and
+    of the unmount, requests per operation and CPU time per request and per operation."""
+    rows = [(w, p) for s, w, p in results.rows() if s == "write"]
+    if not rows or BARE not in results.systems("write"):
+        return []
+    meta = results.meta
+    ratios = [["workload", f"{BARE}/fuse2fs", f"{UVFS_RAM}/{BARE}", "before unmount",
+               "CPU/request", f"{UVFS}/{UVFS_RAM}", "before unmount"]]  # fmt: skip
+    costs = [["workload", "system", "seconds", "before unmount", "unmount", "requests",
+              "CPU us/request", "CPU us/op"]]  # fmt: skip
+    for workload, phase in rows:
+        label = workload_label(workload, meta)
+        cells = {s: results.find("write", workload, phase, s) for s in FLOOR_SYSTEMS}
+        floor = results.ratio("write", workload, phase, "fuse2fs", BARE)
+        verdict = "-" if floor is None else f"{floor:.2f}x " + ("IMPOSSIBLE" * (floor > 1.0))
+        before = {s: m.before_unmount if m else None for s, m in cells.items()}
+        cpu = {s: _cpu_per_request(m) for s, m in cells.items()}
+        seconds = {s: m.seconds if m else None for s, m in cells.items()}
+        pairs = [(seconds[UVFS_RAM], seconds[BARE]), (before[UVFS_RAM], before[BARE]),
+                 (cpu[UVFS_RAM], cpu[BARE]), (seconds[UVFS], seconds[UVFS_RAM]),
+                 (before[UVFS], before[UVFS_RAM])]  # fmt: skip
+        ratios.append([label, verdict, *(_ratio(a, b) for a, b in pairs)])
+        for system, m in cells.items():
+            unmount = statistics.median(m.unmount) if m and m.unmount else None
+            costs.append([label if system == FLOOR_SYSTEMS[0] else "", system,
+                          _fixed(seconds[system]), _fixed(before[system]),
+                          _fixed(unmount), _per_op(m, workload, meta), _us(cpu[system]),
+                          _us(_cpu_per_op(m, workload, meta))])  # fmt: skip
+    return [
+        f"\nwrite floor: the workloads on an in-memory tree, served by pyfuse3 alone ({BARE}) "
+        f"and by uvfs ({UVFS_RAM}); a target of <= 1.0x fuse2fs is IMPOSSIBLE under pyfuse3 "
+        f"where {BARE}/fuse2fs > 1",
+        *_aligned(ratios),
+        "\nper server: seconds (median, with the unmount), requests per operation, CPU time "
+        "(user + system, the workload before unmount); fuse2fs counts no requests",
+        *_aligned(costs),
+    ]
+
+
+def _ratio(ours: float | None, theirs: float | None) -> str:
+    return "-" if ours is None or not theirs else f"{ours / theirs:.2f}x"
+
+
+def _fixed(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.3f}"
 
 
 def _framework_lines(results: Results) -> list[str]:
@@ -117,7 +193,7 @@ def _framework_lines(results: Results) -> list[str]:
     for workload, phase in rows:
         count, unit = workload_ops(workload, results.meta["sizes"])
         rates = []
-        for system in (UVFS, "pyfuse3"):
+        for system in (UVFS, BARE):
             seconds = results.get("framework", workload, phase, system)
             rates.append("n/a" if not seconds else f"{count / seconds:,.0f}/s")
         lines.append(f"  {unit:<8} uvfs {rates[0]:>9}   bare pyfuse3 {rates[1]:>9}")
@@ -143,7 +219,9 @@ def _standing_lines(results: Results) -> list[str]:
     judged = [s for s in standings if s.target.issue and s.rows]
     unmeasured = sum(1 for s in standings if s.target.issue and not s.rows)
     met = sum(1 for s in judged if s.met)
-    tail = f" ({unmeasured} more not measured in this run)" if unmeasured else ""
+    impossible = sum(1 for s in judged if not s.met and s.impossible)
+    tail = f", {impossible} of those missed IMPOSSIBLE under pyfuse3" if impossible else ""
+    tail += f" ({unmeasured} more not measured in this run)" if unmeasured else ""
     lines += ["", f"issue 10: {met} of {len(judged)} targets met{tail}"]
     return lines
 
@@ -180,46 +258,45 @@ def _profile_lines(results: Results) -> list[str]:
 
 def to_json(results: Results) -> dict[str, object]:
     """The results as plain data: every sample, medians, ratios and verdicts."""
+    meta = results.meta
     rows = []
     for suite, workload, phase in results.rows():
-        verdict = results.verdict(suite, workload, phase)
+        cells = [
+            m
+            for m in results.measurements
+            if (m.suite, m.workload, m.phase) == (suite, workload, phase)
+        ]
         rows.append(
             {
                 "suite": suite,
                 "workload": workload,
                 "phase": phase,
-                "label": workload_label(workload, results.meta),
-                "systems": {
-                    m.system: {
-                        "seconds": m.seconds,
-                        "samples": m.samples,
-                        "error": m.error,
-                        **({"requests": m.requests, "peak_rss": m.peak_rss} if m.requests else {}),
-                    }
-                    for m in results.measurements
-                    if (m.suite, m.workload, m.phase) == (suite, workload, phase)
-                },
-                "uvfs_requests_per_op": _requests_per_op(results, suite, workload, phase),
-                "op": workload_ops(workload, results.meta["sizes"])[1],
-                "uvfs_peak_rss": _peak(results, suite, workload, phase),
-                "target": asdict(verdict.target) if verdict else None,
-                "ratio": verdict.ratio if verdict else None,
-                "met": verdict.met if verdict else None,
+                "label": workload_label(workload, meta),
+                "op": workload_ops(workload, meta["sizes"])[1],
+                "systems": {m.system: _cell_json(m, meta) for m in cells},
+                "verdicts": [
+                    {"target": asdict(v.target), "ratio": v.ratio, "met": v.met, "floor": v.floor}
+                    for v in results.verdicts(suite, workload, phase)
+                ],
             }
         )
     return {
-        "meta": results.meta,
+        "meta": meta,
         "rows": rows,
         "targets": [
             {
                 "text": st.target.text,
                 "issue": st.target.issue,
+                "system": st.target.system,
                 "limit": st.target.limit,
                 "baseline": st.target.baseline,
                 "rows": st.rows,
                 "rows_met": st.rows_met,
                 "worst_ratio": st.worst,
                 "worst_row": st.worst_row,
+                "floor": st.target.floor,
+                "floor_worst_ratio": st.floor,
+                "impossible": st.impossible,
                 "standing": st.text,
             }
             for st in results.standings()
@@ -229,16 +306,19 @@ def to_json(results: Results) -> dict[str, object]:
     }
 
 
-def _requests_per_op(results: Results, suite: str, workload: str, phase: str) -> float | None:
-    m = results.find(suite, workload, phase, UVFS)
-    if m is None or m.requests_median is None:
-        return None
-    return m.requests_median / workload_ops(workload, results.meta["sizes"])[0]
-
-
-def _peak(results: Results, suite: str, workload: str, phase: str) -> int | None:
-    m = results.find(suite, workload, phase, UVFS)
-    return None if m is None else m.peak_rss_max
+def _cell_json(m: Measurement, meta: dict[str, Any]) -> dict[str, object]:
+    """One cell: its samples, and what its server did (requests, CPU, peak RSS) if seen."""
+    record: dict[str, object] = {"seconds": m.seconds, "samples": m.samples, "error": m.error}
+    if m.unmount:
+        record.update(unmount=m.unmount, before_unmount=m.before_unmount)
+    if m.cpu:
+        record.update(peak_rss=m.peak_rss, cpu=m.cpu,
+                      cpu_per_op=_cpu_per_op(m, m.workload, meta))  # fmt: skip
+    if m.requests:
+        count = workload_ops(m.workload, meta["sizes"])[0]
+        record.update(requests=m.requests, requests_per_op=m.requests_median / count,
+                      cpu_per_request=_cpu_per_request(m))  # fmt: skip
+    return record
 
 
 def write_json(results: Results, path: Path) -> None:
@@ -280,8 +360,9 @@ def write_chart(results: Results, path: Path) -> None:
                             transform=ax.get_xaxis_transform(), fontsize=8)  # fmt: skip
                     continue
                 ax.bar(x + offset, value, width, color=SYSTEM_COLOURS[system])
-                verdict = results.verdict(suite, workload, phase)
-                if system == UVFS and verdict and verdict.ratio is not None:
+                for verdict in results.verdicts(suite, workload, phase):
+                    if verdict.target.system != system or verdict.ratio is None:
+                        continue
                     colour = "green" if verdict.met else "red"
                     ax.annotate(f"{verdict.ratio:.3g}x", (x + offset, value), ha="center",
                                 va="bottom", fontsize=7, color=colour)  # fmt: skip

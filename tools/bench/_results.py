@@ -16,6 +16,8 @@ from typing import Any
 from ._sizes import MiB
 
 UVFS = "uvfs"
+BARE = "pyfuse3"  # pyfuse3 alone: the null tree (framework), the in-memory tree (write floor)
+UVFS_RAM = "uvfs-mem"  # uvfs with the write floor's in-memory driver
 
 
 @dataclass(slots=True)
@@ -31,11 +33,20 @@ class Measurement:
     requests: list[int] = field(default_factory=list)  # FUSE requests answered, per sample
     peak_rss: list[int] = field(default_factory=list)  # the server's peak RSS, bytes
     cpu: list[float] = field(default_factory=list)  # the server's CPU seconds, per sample
+    unmount: list[float] = field(default_factory=list)  # of each sample, a write's unmount
 
     @property
     def seconds(self) -> float | None:
         """The median, or None when the measurement failed."""
         return None if self.error or not self.samples else statistics.median(self.samples)
+
+    @property
+    def before_unmount(self) -> float | None:
+        """The median time of the workload alone, without the unmount its samples include;
+        None unless every sample's unmount was timed."""
+        if self.seconds is None or len(self.unmount) != len(self.samples):
+            return None
+        return statistics.median(s - u for s, u in zip(self.samples, self.unmount, strict=True))
 
     @property
     def requests_median(self) -> float | None:
@@ -80,10 +91,12 @@ MEMORY_ALLOWANCE = 100 * MiB  # what a server may hold beyond its cache budget
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """uvfs must take at most `limit` times the time of `baseline` on the matching cells.
+    """`system` must take at most `limit` times the time of `baseline` on the matching cells.
 
     With `baseline` `MEMORY` the uvfs server's peak RSS is judged instead, against the
-    default cache budget plus `MEMORY_ALLOWANCE`.
+    default cache budget plus `MEMORY_ALLOWANCE`. A `floor` is a system that does less
+    than `system` can (bare pyfuse3 on an in-memory tree): when even it takes more than
+    `limit` times `baseline`, the target is out of reach for every server built like it.
     """
 
     text: str  # the target as the issue states it
@@ -93,6 +106,8 @@ class Target:
     baseline: str
     limit: float
     issue: int | None = 10  # the issue that set it (None: the benchmark's own)
+    system: str = UVFS  # the system judged
+    floor: str | None = None
 
     def matches(self, suite: str, workload: str, phase: str) -> bool:
         """Whether this target judges that cell."""
@@ -104,9 +119,9 @@ class Target:
 
 
 def _writes(text: str, workload: str, suite: str = "write") -> Target:
-    fs = "ext4" if suite == "write-ext4" else "ext2"
+    fs, floor = ("ext4", None) if suite == "write-ext4" else ("ext2", BARE)  # floor: see _floor
     return Target(f"{fs} {text} <= 1.0x fuse2fs (with unmount)", suite, (workload,), "cold",
-                  "fuse2fs", 1.0)  # fmt: skip
+                  "fuse2fs", 1.0, floor=floor)  # fmt: skip
 
 
 # fmt: off
@@ -123,33 +138,46 @@ TARGETS = (
     Target("cold find and du <= 0.5x fuse2fs", "ext2", ("find", "du"), "cold", "fuse2fs", 0.5),
     Target("ZFS: every workload <= 1.0x zfs-fuse", "zfs", None, None, "zfs-fuse", 1.0),
     Target("framework: getattr/s, uvfs <= 1.3x bare pyfuse3", "framework", ("statx",), None,
-           "pyfuse3", 1.3),
+           BARE, 1.3),
     Target("framework: lookup/s, uvfs <= 1.3x bare pyfuse3", "framework", ("lookup",), None,
-           "pyfuse3", 1.3),
+           BARE, 1.3),
     Target("framework: 4 KiB read/s, uvfs <= 1.3x bare pyfuse3", "framework", ("direct4k",),
-           None, "pyfuse3", 1.3),
+           None, BARE, 1.3),
     Target("memory: peak RSS <= cache budget + 100 MiB (big read, tar x)", "memory", None,
            None, MEMORY, 1.0),
     Target("audit overlay <= 1.25x the command unaudited", "audit", None, None, "plain", 1.25),
     Target("warm sequential read <= 2x kernel", "ext2", ("seqread",), "warm", "kernel", 2.0,
            issue=None),
+    Target("framework on writes: uvfs-mem <= 1.3x bare pyfuse3 (in-memory tree)", "write",
+           None, "cold", BARE, 1.3, issue=None, system=UVFS_RAM),
 )
 # fmt: on
 
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """How one row fares against its target."""
+    """How one row fares against one target."""
 
     target: Target
-    ratio: float | None  # uvfs / baseline, None when either is missing
+    ratio: float | None  # the judged system / baseline, None when either is missing
     met: bool | None  # None: the baseline failed, so nothing can be said
+    floor: float | None = None  # the target's floor system / baseline
+
+    @property
+    def impossible(self) -> bool:
+        """Whether even the floor misses the target."""
+        return self.floor is not None and self.floor > self.target.limit
 
     @property
     def text(self) -> str:
         """``met`` / ``NOT MET`` / ``unknown`` with the limit, for the table."""
+        t = self.target
         word = {True: "met", False: "NOT MET", None: "unknown"}[self.met]
-        return f"{word} (<= {self.target.limit:g}x {self.target.baseline})"
+        who = "" if t.system == UVFS else f"{t.system} "
+        text = f"{who}{word} (<= {t.limit:g}x {t.baseline})"
+        if self.impossible:
+            text += f", impossible: {t.floor} alone {self.floor:.2f}x"
+        return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,13 +190,23 @@ class Standing:
     worst: float | None  # the highest ratio among them
     worst_row: tuple[str, str, str] | None
     met: bool | None  # None: not measured, or a baseline failed
+    floor: float | None = None  # the floor's highest ratio to the baseline
+
+    @property
+    def impossible(self) -> bool:
+        """Whether even the floor misses the target on some row."""
+        return self.floor is not None and self.floor > self.target.limit
 
     @property
     def text(self) -> str:
-        """``met``, ``NOT MET``, ``unknown`` or ``not measured``."""
+        """``met``, ``NOT MET``, ``unknown`` or ``not measured``; an impossible target says
+        so, with how far the floor is from it."""
         if not self.rows:
             return "not measured"
-        return {True: "met", False: "NOT MET", None: "unknown"}[self.met]
+        word = {True: "met", False: "NOT MET", None: "unknown"}[self.met]
+        if self.impossible:
+            word += f", IMPOSSIBLE under {self.target.floor} (it alone is {self.floor:.2f}x)"
+        return word
 
 
 @dataclass(slots=True)
@@ -209,47 +247,59 @@ class Results:
         found = dict.fromkeys(m.system for m in self.measurements if m.suite == suite)
         return sorted(found, key=lambda s: (s != UVFS, list(found).index(s)))
 
-    def ratio(self, suite: str, workload: str, phase: str, baseline: str) -> float | None:
-        """uvfs's time over `baseline`'s, None when either is missing."""
-        ours = self.get(suite, workload, phase, UVFS)
+    def ratio(
+        self, suite: str, workload: str, phase: str, baseline: str, system: str = UVFS
+    ) -> float | None:
+        """`system`'s time over `baseline`'s, None when either is missing."""
+        ours = self.get(suite, workload, phase, system)
         theirs = self.get(suite, workload, phase, baseline)
         return None if ours is None or not theirs else ours / theirs
 
-    def verdict(self, suite: str, workload: str, phase: str) -> Verdict | None:
-        """The row's target and whether it is met; None for rows without a target.
+    def verdicts(self, suite: str, workload: str, phase: str) -> list[Verdict]:
+        """The row against every target that judges it."""
+        return [
+            self.verdict(t, suite, workload, phase)
+            for t in TARGETS
+            if t.matches(suite, workload, phase)
+        ]
 
-        A failed uvfs measurement is a missed target; a failed baseline leaves it unknown.
-        """
-        target = next((t for t in TARGETS if t.matches(suite, workload, phase)), None)
-        if target is None:
-            return None
+    def verdict(self, target: Target, suite: str, workload: str, phase: str) -> Verdict:
+        """The row against `target`: a failed measurement of the judged system is a missed
+        target; a failed baseline leaves it unknown."""
         if target.baseline == MEMORY:
-            cell = self.find(suite, workload, phase, UVFS)
+            cell = self.find(suite, workload, phase, target.system)
             peak = cell.peak_rss_max if cell else None
             if peak is None:
                 return Verdict(target, None, False)
             ratio = peak / (self.meta["cache_budget"] + MEMORY_ALLOWANCE)
             return Verdict(target, ratio, ratio <= target.limit)
-        ratio = self.ratio(suite, workload, phase, target.baseline)
-        if self.get(suite, workload, phase, UVFS) is None:
-            return Verdict(target, None, False)
+        floor = None
+        if target.floor is not None:
+            floor = self.ratio(suite, workload, phase, target.baseline, target.floor)
+        ratio = self.ratio(suite, workload, phase, target.baseline, target.system)
+        if self.get(suite, workload, phase, target.system) is None:
+            return Verdict(target, None, False, floor)
         if ratio is None:
-            return Verdict(target, None, None)
-        return Verdict(target, ratio, ratio <= target.limit)
+            return Verdict(target, None, None, floor)
+        return Verdict(target, ratio, ratio <= target.limit, floor)
 
     def standings(self) -> list[Standing]:
         """Every target, with the rows it judged: met when every one of them is."""
         out = []
         for target in TARGETS:
-            judged = [(row, self.verdict(*row)) for row in self.rows() if target.matches(*row)]
-            judged = [(row, v) for row, v in judged if v is not None and v.target is target]
+            judged = [
+                (row, self.verdict(target, *row)) for row in self.rows() if target.matches(*row)
+            ]
             ratios = [(v.ratio, row) for row, v in judged if v.ratio is not None]
             worst, worst_row = max(ratios) if ratios else (None, None)
+            floors = [v.floor for _, v in judged if v.floor is not None]
             met: bool | None = None
             if judged and any(v.met is False for _, v in judged):
                 met = False
             elif judged and all(v.met for _, v in judged):
                 met = True
             rows_met = sum(bool(v.met) for _, v in judged)
-            out.append(Standing(target, len(judged), rows_met, worst, worst_row, met))
+            standing = Standing(target, len(judged), rows_met, worst, worst_row, met,
+                                max(floors) if floors else None)  # fmt: skip
+            out.append(standing)
         return out

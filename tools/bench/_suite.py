@@ -318,7 +318,9 @@ class Bench:
                 seconds = self._cold("write", workload, m)
             start = time.perf_counter()
             m.unmount()
-            return seconds + time.perf_counter() - start
+            unmount = time.perf_counter() - start
+            cell.unmount.append(unmount)
+            return seconds + unmount
 
     # --- zfs ------------------------------------------------------------------------------
 

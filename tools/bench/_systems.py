@@ -20,6 +20,7 @@ from uvfs._control import query
 
 from ._bare_ram import read_requests
 from ._host import BenchError, is_mounted, mount_options, run, wait_mounted
+from ._results import BARE
 
 UVFS = [sys.executable, "-m", "uvfs.cli"]
 
@@ -136,7 +137,7 @@ class Fuse2fsMount(ForegroundMount):
 class BareMount(ForegroundMount):
     """The null tree served by bare pyfuse3 (``_bare.py``), told uvfs's `timeouts`."""
 
-    system = "pyfuse3"
+    system = BARE
 
     def __init__(self, spec: Path, root: Path, timeouts: Timeouts) -> None:
         told = [str(t) for t in (timeouts.entry, timeouts.attr, timeouts.negative)]
@@ -148,7 +149,7 @@ class BareRamMount(ForegroundMount):
     """The in-memory tree served by bare pyfuse3 (``_bare_ram.py``), told what uvfs tells
     the kernel for a writable mount: its `timeouts`, and `acl` when it enables ACLs."""
 
-    system = "pyfuse3"
+    system = BARE
 
     def __init__(
         self, spec: Path, root: Path, timeouts: Timeouts, *, acl: bool, counter: Path
