@@ -21,7 +21,13 @@ Blocks come through `BlockCache`, one per mount: a bounded LRU (by bytes) of ver
 decompressed blocks keyed by their block pointer, so the indirect blocks above a file being
 read sequentially, dnode blocks and ZAP leaves are read from disk once. It also keeps the
 most recently used dnode blocks and parsed dnodes of every object set, so the tree walk
-and parse for a file's dnode happen once however many requests name the file.
+and parse for a file's dnode happen once however many requests name the file. A block
+being read is read once however many tasks ask for it meanwhile.
+
+Reading is batched where it pays: `read_object` finds every pointer of its range first and
+reads the blocks together (`BlockCache.read_many`, neighbours on disk in one I/O), and
+`ObjectSet.prefetch_dnodes` reads the dnode blocks a directory listing will need several
+at a time.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -47,9 +53,7 @@ OBJSET_PHYS_SIZE_V1 = 1024
 CACHE_BYTES = 64 << 20  # per mount: enough for a few hundred 128 KiB records
 DNODE_CACHE = 16384  # parsed dnodes kept per mount (about 1.5 KiB each)
 DNODE_BLOCK_CACHE = 1024  # dnode blocks (with their byte order) kept per mount
-READ_PARALLEL = 4  # blocks of one read in flight at once: two cores, and reads to overlap
 PREFETCH_PARALLEL = 8  # dnode blocks read at once by prefetch_dnodes (small, latency-bound)
-PARALLEL_MIN_BLOCK = 32 * 1024
 
 
 def _objset_tail(u64: type) -> Struct:
@@ -84,6 +88,8 @@ class BlockSource(Protocol):
     """What the DMU needs from the pool: a block's logical bytes, verified."""
 
     async def read_bp(self, bp: BlockPtr) -> bytes: ...
+
+    async def read_bps(self, bps: Sequence[BlockPtr]) -> list[bytes]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,12 +127,20 @@ class BlockCache:
         """A number for a new object set's entries in the dnode caches (never reused)."""
         return next(self._objsets)
 
+    @staticmethod
+    def _key(bp: BlockPtr) -> tuple[int, ...] | None:
+        """Where and when the block was written (cheaper to hash than the BlockPtr); None
+        for an embedded pointer, whose data is in the pointer and never cached."""
+        if bp.embedded:
+            return None
+        dva = bp.dvas[0] if bp.dvas else None
+        return (dva.vdev, dva.offset, bp.birth_txg, bp.lsize) if dva else (-1, *bp.cksum)
+
     async def read(self, bp: BlockPtr) -> bytes:
         """The logical bytes of `bp` (a non-hole pointer)."""
-        if bp.embedded:
+        key = self._key(bp)
+        if key is None:
             return await self.pool.read_bp(bp)
-        dva = bp.dvas[0] if bp.dvas else None
-        key = (dva.vdev, dva.offset, bp.birth_txg, bp.lsize) if dva else (-1, *bp.cksum)
         data = self._blocks.get(key)
         if data is not None:
             self._hits += 1
@@ -145,20 +159,54 @@ class BlockCache:
         finally:  # a failed or cancelled read lets the waiters try for themselves
             del self._pending[key]
             event.set()
+        self._keep(key, data)
+        return data
+
+    async def read_many(self, bps: Sequence[BlockPtr]) -> list[bytes]:
+        """`read` of each of `bps` (non-hole pointers); those not cached nor being read are
+        read together (`BlockSource.read_bps`), so that neighbours share one I/O."""
+        out: list[bytes] = [b""] * len(bps)
+        wanted: dict[tuple[int, ...], list[int]] = {}  # key -> indexes of its pointers
+        alone = []  # embedded pointers (no I/O) and blocks that another task is reading
+        for i, bp in enumerate(bps):
+            key = self._key(bp)
+            data = None if key is None else self._blocks.get(key)
+            if data is not None:
+                self._hits += 1
+                out[i] = data
+            elif key is None or key in self._pending:
+                alone.append(i)
+            else:
+                wanted.setdefault(key, []).append(i)
+        if wanted:
+            self._misses += len(wanted)
+            events = {key: trio.Event() for key in wanted}
+            self._pending.update(events)
+            try:
+                datas = await self.pool.read_bps([bps[i[0]] for i in wanted.values()])
+            finally:
+                for key, event in events.items():
+                    del self._pending[key]
+                    event.set()
+            for (key, indexes), data in zip(wanted.items(), datas, strict=True):
+                for i in indexes:
+                    out[i] = data
+                self._keep(key, data)
+        for i in alone:
+            out[i] = await self.read(bps[i])
+        return out
+
+    def _keep(self, key: tuple[int, ...], data: bytes) -> None:
         if len(data) <= self.capacity:
             self._blocks.put(key, data, len(data))
-        return data
 
     def statistics(self) -> CacheStatistics:
         """Hit and miss counts and what the cache holds now."""
         return CacheStatistics(self._hits, self._misses, len(self._blocks))
 
 
-async def read_block(cache: BlockCache, dn: DnodePhys, blkid: int) -> tuple[bytes, str] | None:
-    """Level-0 block `blkid` of the object `dn` and its byte order; None for a hole.
-
-    The data is `dn.datablksz` bytes (a short block is padded with zeros).
-    """
+async def block_pointer(cache: BlockCache, dn: DnodePhys, blkid: int) -> BlockPtr | None:
+    """The pointer to level-0 block `blkid` of the object `dn`; None for a hole."""
     if dn.dn_type == DMU_OT_NONE or blkid > dn.dn_maxblkid:
         return None
     epbs = dn.dn_indblkshift - 7
@@ -176,54 +224,49 @@ async def read_block(cache: BlockCache, dn: DnodePhys, blkid: int) -> tuple[byte
         slot = ((blkid >> (epbs * (level - 1))) & ((1 << epbs) - 1)) * BLKPTR_SIZE
         if slot + BLKPTR_SIZE > len(data):
             raise FSError(errno.EIO, "indirect block shorter than its dnode says")
-        bp = parse_blkptr(data[slot : slot + BLKPTR_SIZE], bp.byteorder)
-    if bp.is_hole:
-        return None
-    data = await cache.read(bp)
-    size = dn.datablksz
+        bp = parse_blkptr(memoryview(data)[slot : slot + BLKPTR_SIZE], bp.byteorder)
+    return None if bp.is_hole else bp
+
+
+def _fit(data: bytes, size: int) -> bytes:
+    """A block's data as `size` bytes: a short block padded with zeros."""
     if len(data) < size:
-        data = data + bytes(size - len(data))
-    return (data[:size] if len(data) > size else data), bp.byteorder
+        return data + bytes(size - len(data))
+    return data[:size] if len(data) > size else data
+
+
+async def read_block(cache: BlockCache, dn: DnodePhys, blkid: int) -> tuple[bytes, str] | None:
+    """Level-0 block `blkid` of the object `dn` and its byte order; None for a hole.
+
+    The data is `dn.datablksz` bytes (a short block is padded with zeros).
+    """
+    bp = await block_pointer(cache, dn, blkid)
+    if bp is None:
+        return None
+    return _fit(await cache.read(bp), dn.datablksz), bp.byteorder
 
 
 async def read_object(cache: BlockCache, dn: DnodePhys, offset: int, size: int) -> bytes:
     """`size` bytes of object `dn` at `offset`, holes as zeros (no end-of-object check).
 
-    The blocks of a multi-block range are fetched concurrently (at most READ_PARALLEL at
-    a time), so their reads and decompression overlap in the pool's worker threads; small
-    blocks are fetched in turn, as a task per block would cost more than it saves.
+    The pointers of the range are found first (their indirect blocks are cached), then its
+    blocks are read with `BlockCache.read_many`, so neighbours on disk share one I/O and
+    slow decompression runs on both cores.
     """
     bsz = dn.datablksz
-    spans = []  # (blkid, skip, take): one per data block, bounded by size / datablksz
+    spans = []  # (skip, take, pointer): one per data block, bounded by size / datablksz
     pos, end = offset, offset + size
     while pos < end:
         blkid, skip = divmod(pos, bsz)
         take = min(bsz - skip, end - pos)
-        spans.append((blkid, skip, take))
+        spans.append((skip, take, await block_pointer(cache, dn, blkid)))
         pos += take
-    parts: list[bytes] = [b""] * len(spans)
-
-    async def fetch(i: int, limiter: trio.CapacityLimiter | None) -> None:
-        blkid, skip, take = spans[i]
-        if limiter is None:
-            block = await read_block(cache, dn, blkid)
-        else:
-            async with limiter:
-                block = await read_block(cache, dn, blkid)
-        parts[i] = block[0][skip : skip + take] if block else bytes(take)
-
-    if len(spans) == 1 or bsz < PARALLEL_MIN_BLOCK:
-        for i in range(len(spans)):
-            await fetch(i, None)
-    else:
-        limiter = trio.CapacityLimiter(READ_PARALLEL)
-        try:
-            async with trio.open_nursery() as nursery:
-                for i in range(len(spans)):
-                    nursery.start_soon(fetch, i, limiter)
-        except* FSError as group:
-            raise group.exceptions[0] from None
-    return b"".join(parts)
+    datas = iter(await cache.read_many([bp for _, _, bp in spans if bp is not None]))
+    parts = [
+        bytes(take) if bp is None else _fit(next(datas), bsz)[skip : skip + take]
+        for skip, take, bp in spans
+    ]
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 class ObjectSet:

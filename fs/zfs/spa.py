@@ -42,7 +42,7 @@ from uvfs_fs.zfs.label import (
 from uvfs_fs.zfs.nvlist import NvValue
 from uvfs_fs.zfs.uberblock import Uberblock, parse_ring
 from uvfs_fs.zfs.vdev import RaidzVdev, Vdev, VdevStats, VdevTreeError, build_vdev
-from uvfs_fs.zfs.zio import zio_read
+from uvfs_fs.zfs.zio import zio_read, zio_read_many
 
 SPA_VERSION_FEATURES = 5000
 SPA_VERSION_MAX_NUMBERED = 28
@@ -151,6 +151,10 @@ class Pool:
             FSError: EIO when no version of the block passes its checksum.
         """
         return await zio_read(self.vdevs, bp, self._stats, self.checksum_salt)
+
+    async def read_bps(self, bps: Sequence[BlockPtr]) -> list[bytes]:
+        """`read_bp` of each of `bps`, neighbouring blocks read with one I/O."""
+        return await zio_read_many(self.vdevs, bps, self._stats, self.checksum_salt)
 
     def statistics(self) -> PoolStatistics:
         """A snapshot of the pool's read counters."""

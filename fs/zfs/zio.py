@@ -18,6 +18,9 @@ lz4, zle: several GB/s) run inline up to 1 MiB, since a thread hop costs more th
 A block whose checksum function cannot be computed here (off, skein, edonr; blake3 without
 the salt) is returned unverified and counted.
 
+`zio_read_many` reads several blocks at once, adjacent ones with a single I/O, as the
+vdev queue aggregates them upstream (see there).
+
 In a block of an encrypted dataset (the crypt bit, objsets aside) the last two checksum
 words hold its MAC and the first two the checksum of the stored bytes, folded with its
 last two words for non-dedup functions (zio_checksum_handle_crypt); only those are
@@ -48,7 +51,7 @@ from uvfs_fs.zfs.checksum import (
     verify_embedded,
 )
 from uvfs_fs.zfs.compress import THREADED, CompressError, decompress
-from uvfs_fs.zfs.vdev import Vdev, VdevStats
+from uvfs_fs.zfs.vdev import LeafVdev, MirrorVdev, Vdev, VdevStats
 
 SPA_MAXBLOCKSIZE = 16 * 1024 * 1024
 SPA_GANGBLOCKSIZE = 512
@@ -56,6 +59,9 @@ SPA_GBH_NBLKPTRS = 3
 GANG_MAX_DEPTH = 8  # gang children may be gangs; upstream nests a few levels at most
 THREAD_MIN = 64 * 1024  # slow functions go to a worker thread from this block size
 INLINE_MAX = 1 << 20  # fast functions stay inline up to this one
+AGGREGATE_MAX = 1 << 20  # one read covers neighbouring blocks up to this many bytes
+AGGREGATE_GAP = 64 * 1024  # ... reading the gaps between them up to this size
+AGGREGATE_PARALLEL = 4  # runs of one zio_read_many in flight at once
 
 DMU_OT_OBJSET = 11
 # Functions strong enough for dedup keep their first two words as is in encrypted blocks;
@@ -116,6 +122,13 @@ async def zio_read(
         raise _eio(bp, str(e)) from None
 
 
+def _matches(bp: BlockPtr, got: tuple[int, int, int, int]) -> bool:
+    """Whether computed checksum words `got` are those `bp` records."""
+    if bp.encrypted and bp.type != DMU_OT_OBJSET:
+        return _crypt_words(bp.checksum, got) == bp.cksum[:2]
+    return got == bp.cksum
+
+
 async def _read_physical(
     vdevs: Sequence[Vdev], bp: BlockPtr, stats: VdevStats, salt: bytes | None, depth: int
 ) -> bytes:
@@ -127,9 +140,7 @@ async def _read_physical(
         if got is None:
             stats.unverified += 1
             return True
-        if bp.encrypted and bp.type != DMU_OT_OBJSET:
-            return _crypt_words(bp.checksum, got) == bp.cksum[:2]
-        return got == bp.cksum
+        return _matches(bp, got)
 
     for dva in bp.dvas:
         if dva.vdev >= len(vdevs):
@@ -177,3 +188,141 @@ async def _read_gang(
     if len(data) != bp.psize or not await check(data):
         return None
     return data
+
+
+# --- several blocks at once --------------------------------------------------------------
+
+
+def _aggregatable(vdevs: Sequence[Vdev], bp: BlockPtr) -> bool:
+    """Whether `bp` may share one read with its neighbours: a plain block on a vdev where a
+    range read is the concatenation of the blocks in it (a leaf or a mirror, not raidz,
+    whose columns depend on each block's own offset and size)."""
+    if bp.embedded or bp.is_hole or not bp.dvas or bp.psize > AGGREGATE_MAX:
+        return False
+    dva = bp.dvas[0]
+    return (
+        not dva.gang
+        and dva.vdev < len(vdevs)
+        and isinstance(vdevs[dva.vdev], LeafVdev | MirrorVdev)
+    )
+
+
+def _runs(vdevs: Sequence[Vdev], bps: Sequence[BlockPtr]) -> list[list[int]]:
+    """Indexes of `bps` in runs that one read covers (first DVAs in order on one vdev, at
+    most AGGREGATE_GAP apart, AGGREGATE_MAX in all); every other block alone."""
+    runs: list[list[int]] = []
+    alone = [i for i, bp in enumerate(bps) if not _aggregatable(vdevs, bp)]
+    order = sorted(
+        (i for i, bp in enumerate(bps) if _aggregatable(vdevs, bp)),
+        key=lambda i: (bps[i].dvas[0].vdev, bps[i].dvas[0].offset),
+    )
+    start = end = vdev = -1
+    for i in order:
+        dva = bps[i].dvas[0]
+        if (
+            runs
+            and dva.vdev == vdev
+            and end <= dva.offset <= end + AGGREGATE_GAP
+            and dva.offset + bps[i].psize - start <= AGGREGATE_MAX
+        ):
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+            start, vdev = dva.offset, dva.vdev
+        end = dva.offset + bps[i].psize
+    return runs + [[i] for i in alone]
+
+
+def _finish(bp: BlockPtr, physical: bytes, salt: bytes | None) -> tuple[bytes | None, bool]:
+    """Verify and decompress one block read in a run: (logical bytes, or None when it must
+    be read again on its own; whether its checksum could be verified)."""
+    got = compute(bp.checksum, physical, bp.byteorder, salt)
+    if got is not None and not _matches(bp, got):
+        return None, True
+    try:
+        return decompress(bp.compress, physical, bp.lsize), got is not None
+    except CompressError:
+        return None, got is not None
+
+
+def _finish_all(
+    work: list[tuple[BlockPtr, bytes]], salt: bytes | None
+) -> list[tuple[bytes | None, bool]]:
+    return [_finish(bp, physical, salt) for bp, physical in work]
+
+
+async def zio_read_many(
+    vdevs: Sequence[Vdev], bps: Sequence[BlockPtr], stats: VdevStats, salt: bytes | None = None
+) -> list[bytes]:
+    """`zio_read` of every pointer in `bps` (in that order), adjacent blocks read together.
+
+    As upstream's vdev queue aggregates neighbouring reads, blocks whose first copies lie
+    within AGGREGATE_GAP of each other on a leaf or mirror vdev are read with one I/O (so
+    a sequential read of a file costs one system call and one thread hop per megabyte, not
+    per block); they are then verified and decompressed, on two worker threads when that
+    is slow. A block of a run that fails its checksum or does not decompress is read again
+    alone by `zio_read`, which tries every copy and reports the errors. Runs are read
+    concurrently, at most AGGREGATE_PARALLEL at a time.
+
+    Raises:
+        FSError: as `zio_read`, for the first block that cannot be read.
+    """
+    out: list[bytes | None] = [None] * len(bps)
+    limiter = trio.CapacityLimiter(AGGREGATE_PARALLEL)
+
+    async def run(indexes: list[int]) -> None:
+        async with limiter:
+            if len(indexes) > 1:
+                await _read_run(vdevs, bps, indexes, stats, salt, out)
+            for i in indexes:
+                if out[i] is None:
+                    out[i] = await zio_read(vdevs, bps[i], stats, salt)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            for indexes in _runs(vdevs, bps):
+                nursery.start_soon(run, indexes)
+    except* FSError as group:
+        raise group.exceptions[0] from None
+    return out  # type: ignore[return-value]  # every slot filled, or an error raised
+
+
+async def _read_run(
+    vdevs: Sequence[Vdev],
+    bps: Sequence[BlockPtr],
+    indexes: list[int],
+    stats: VdevStats,
+    salt: bytes | None,
+    out: list[bytes | None],
+) -> None:
+    """Read one run with a single I/O into `out`; blocks left empty must be read alone."""
+    first, last = bps[indexes[0]].dvas[0], bps[indexes[-1]].dvas[0]
+    data = await vdevs[first.vdev].read(
+        first.offset, last.offset + bps[indexes[-1]].psize - first.offset, None
+    )
+    if data is None:
+        return
+    view = memoryview(data)
+    work = []
+    for i in indexes:
+        at = bps[i].dvas[0].offset - first.offset
+        work.append((bps[i], bytes(view[at : at + bps[i].psize])))
+    slow = sum(bp.lsize for bp, _ in work if bp.compress in THREADED or bp.checksum not in INLINE)
+    if slow < THREAD_MIN:
+        results = _finish_all(work, salt)
+    else:  # two halves on two worker threads: both cores decompress
+        half = (len(work) + 1) // 2
+        parts: list[list[tuple[bytes | None, bool]]] = [[], []]
+
+        async def finish(k: int, chunk: list[tuple[BlockPtr, bytes]]) -> None:
+            parts[k] = await trio.to_thread.run_sync(_finish_all, chunk, salt)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(finish, 0, work[:half])
+            nursery.start_soon(finish, 1, work[half:])
+        results = parts[0] + parts[1]
+    for i, (logical, verified) in zip(indexes, results, strict=True):
+        if logical is not None:
+            out[i] = logical
+            stats.blocks_read += 1
+            stats.unverified += not verified

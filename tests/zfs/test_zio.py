@@ -24,7 +24,7 @@ from uvfs_fs.zfs.blkptr import parse_blkptr
 from uvfs_fs.zfs.label import VDEV_LABEL_START_SIZE
 from uvfs_fs.zfs.spa import open_pool
 from uvfs_fs.zfs.vdev import LeafVdev, MirrorVdev, Vdev, VdevStats
-from uvfs_fs.zfs.zio import zio_read
+from uvfs_fs.zfs.zio import zio_read, zio_read_many
 
 TEXT = b"".join(b"block data %d\n" % i for i in range(200))[:2048]
 
@@ -95,6 +95,45 @@ async def test_embedded_lz4_payload() -> None:
     with pytest.raises(FSError) as e:
         await _read([], struct.pack("<16Q", *words), stats)
     assert e.value.errno == errno.EIO
+
+
+async def test_neighbours_share_one_read_and_a_bad_one_is_read_again(tmp_path: Path) -> None:
+    """Four adjacent blocks and one 4 KiB past them (within the gap) cost one leaf read,
+    whatever order they are asked in; the one corrupt on the first mirror side is read
+    again alone and found on the other side; a hole keeps its place in the answer."""
+    blocks = [TEXT[i:] + TEXT[:i] for i in range(5)]
+    at = [8192, 10240, 12288, 14336, 20480]
+    good = _image(tmp_path, dict(zip(at, blocks, strict=True)))
+    bad_path = tmp_path / "bad"
+    bad_path.mkdir()
+    bad = _image(bad_path, {**dict(zip(at, blocks, strict=True)), 12288: b"X" * 2048})
+    stats = VdevStats()
+    sides: list[Vdev] = [_leaf(bad, stats), _leaf(good, stats, guid=2)]
+    mirror = MirrorVdev(type="mirror", guid=9, id=0, stats=stats, children=sides)
+    bps = [
+        parse_blkptr(_bp([(0, a, 2048, False)], 2048, 2048, ck.fletcher4(b, "<")), "<")
+        for a, b in zip(at, blocks, strict=True)
+    ]
+    hole = parse_blkptr(struct.pack("<16Q", *([0] * 6 + [(4 - 1) | (1 << 63)] + [0] * 9)), "<")
+    order = [bps[3], bps[0], hole, bps[2], bps[1], bps[4]]
+    got = await zio_read_many([mirror], order, stats)
+    assert got == [blocks[3], blocks[0], bytes(2048), blocks[2], blocks[1], blocks[4]]
+    # one read of the run, then the corrupt block: side 0 (fails), side 1
+    assert (stats.leaf_reads, stats.checksum_errors, stats.blocks_read) == (3, 1, 6)
+
+
+async def test_read_many_agrees_with_zio_read(zfs_pool: PoolFactory) -> None:
+    """Every block of real pools read all at once is what zio_read gives one by one, raidz
+    (never aggregated) and copies=2 included; the single-disk pool needs fewer reads."""
+    for key in ("single", "mirror", "raidz1", "stripe"):
+        layout, props, ashift = POOLS[key]
+        record = zfs_pool(key, layout, props, populate, ashift=ashift)
+        pool = await open_pool([ImageFile(str(p)) for p in record.vdevs])
+        visited = [v async for v in walk_pool(pool)]
+        before = pool.statistics().leaf_reads
+        assert await pool.read_bps([v.bp for v in visited]) == [v.data for v in visited], key
+        if key == "single":
+            assert pool.statistics().leaf_reads - before < len(visited) // 2
 
 
 async def test_ditto_copy_and_mirror_side_recover(tmp_path: Path) -> None:
