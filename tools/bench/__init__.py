@@ -4,9 +4,11 @@ Run it as root with ``python -m tools.bench`` (``make bench``; ``--quick`` for a
 Modules, bottom up: ``_sizes`` (how big), ``_host`` (commands, page cache, mount table),
 ``_images`` (the cached tree, ext2 images and tar), ``_systems`` and ``_zfs`` (each system
 as a mount that unmounts itself), ``_probe`` (one timed workload in a child process),
-``_results`` (the cells and targets), ``_observe`` (a uvfs server's requests and peak RSS),
+``_results`` (the cells and targets), ``_observe`` (a server's requests, CPU and peak RSS),
 ``_suite`` (what runs when), with the suites of their own: ``_framework`` (the null tree
 of ``_null``, through uvfs and through ``_bare`` pyfuse3), ``_memory`` and ``_audit``;
+``_floor`` (the write floor: the in-memory tree of ``_ramtree`` through ``_ramfs`` on uvfs
+and ``_bare_ram`` pyfuse3, in the write suite);
 ``_profile`` (py-spy of the uvfs server), ``_report`` (table, JSON, chart) and ``_cli``.
 README.md gives the method and the reasons behind it.
 """

@@ -19,9 +19,9 @@ import os
 from collections.abc import Sequence
 
 import pyfuse3
-import trio
 
 from ._null import Node, NullTree
+from ._serve import serve
 
 
 class BareOperations(pyfuse3.Operations):
@@ -89,15 +89,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         tree = NullTree.from_spec(f.read())
     options = {f"fsname={os.path.abspath(args.spec)}", "subtype=bare", "ro", "default_permissions"}
     serve(BareOperations(tree, *args.timeouts), args.mountpoint, options)
-
-
-def serve(operations: pyfuse3.Operations, mountpoint: str, options: set[str]) -> None:
-    """Mount `operations` at `mountpoint` and answer its requests until it is unmounted."""
-    pyfuse3.init(operations, mountpoint, options)
-    try:
-        trio.run(pyfuse3.main)
-    finally:
-        pyfuse3.close(unmount=True)
 
 
 if __name__ == "__main__":

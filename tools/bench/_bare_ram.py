@@ -26,8 +26,8 @@ from collections.abc import Sequence
 
 import pyfuse3
 
-from ._bare import serve
 from ._ramtree import RamNode, RamTree
+from ._serve import serve
 
 
 class BareRamOperations(pyfuse3.Operations):
