@@ -6,9 +6,10 @@ import errno
 import fcntl
 import mmap
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from uvfs.testing._registry import check, pattern, raises, write_file
+from uvfs.testing._registry import check, in_child, pattern, raises, write_file
 
 GiB = 1 << 30
 
@@ -483,3 +484,67 @@ def check_two_descriptors_see_each_other(d: Path) -> None:
     finally:
         os.close(fd_w)
         os.close(fd_r)
+
+
+@check("write")
+def check_fstat_unlinked_many(d: Path) -> None:
+    """Ten open, unlinked files each fstat as before the unlink, but for nlink 0 and ctime."""
+    fds: dict[int, os.stat_result] = {}
+    try:
+        for i in range(10):
+            write_file(d / str(i), bytes(i))
+            fd = os.open(d / str(i), os.O_RDONLY)
+            fds[fd] = os.fstat(fd)
+            os.unlink(d / str(i))
+        for fd, before in reversed(fds.items()):
+            after = os.fstat(fd)
+            assert after.st_nlink == 0
+            fields = ("st_ino", "st_mode", "st_size", "st_uid", "st_gid", "st_mtime_ns")
+            assert [getattr(after, f) for f in fields] == [getattr(before, f) for f in fields]
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+@check("write")
+def check_parallel_writers(d: Path) -> None:
+    """Eight threads writing disjoint ranges of a file, each through its own fd, lose nothing."""
+    write_file(d / "f", b"")
+
+    def writer(i: int) -> None:
+        fd = os.open(d / "f", os.O_WRONLY)
+        try:
+            for j in range(16):
+                os.pwrite(fd, pattern(4096, seed=i), (j * 8 + i) * 4096)
+        finally:
+            os.close(fd)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(writer, range(8)))
+    data = _pread_all(d / "f")
+    assert len(data) == 128 * 4096
+    for block in range(128):
+        assert data[block * 4096 : (block + 1) * 4096] == pattern(4096, seed=block % 8), block
+
+
+@check("write")
+def check_posix_locks(d: Path) -> None:
+    """A write lock (F_SETLK) held here makes another process's attempt fail (EACCES/EAGAIN)."""
+    exclusive = fcntl.LOCK_EX | fcntl.LOCK_NB
+    write_file(d / "f", bytes(100))
+    with open(d / "f", "r+b") as f:
+        fcntl.lockf(f, exclusive, 50, 10)
+
+        def blocked() -> None:
+            with open(d / "f", "r+b") as g:
+                raises((errno.EACCES, errno.EAGAIN), fcntl.lockf, g, exclusive, 10, 55)
+                fcntl.lockf(g, exclusive, 10, 0)  # a range not held
+
+        in_child(blocked)
+        fcntl.lockf(f, fcntl.LOCK_UN, 50, 10)
+
+        def free() -> None:
+            with open(d / "f", "r+b") as g:
+                fcntl.lockf(g, exclusive, 10, 55)
+
+        in_child(free)

@@ -7,7 +7,7 @@ import os
 import stat
 from pathlib import Path
 
-from uvfs.testing._registry import check, current_umask, raises, write_file
+from uvfs.testing._registry import DirStream, check, current_umask, raises, write_file
 
 
 @check("write")
@@ -198,3 +198,37 @@ def check_remove_tree(d: Path) -> None:
             os.rmdir(os.path.join(dirpath, name))
     assert os.listdir(d) == []
     assert os.stat(d).st_nlink == 2
+
+
+@check("write")
+def check_readdir_each_create(d: Path) -> None:
+    """After each of 110 creations (40-byte names, past one page) a listing is exact."""
+    names: set[str] = set()
+    for i in range(110):
+        name = f"file{i:036x}"
+        os.close(os.open(d / name, os.O_CREAT | os.O_WRONLY, 0o644))
+        names.add(name)
+        listed = os.listdir(d)
+        assert len(listed) == len(names)
+        assert set(listed) == names
+
+
+@check("write")
+def check_readdir_seek(d: Path) -> None:
+    """seekdir to a position telldir gave resumes the listing at the same entry."""
+    for i in range(300):
+        os.close(os.open(d / f"entry-{i:04d}-{'y' * 30}", os.O_CREAT | os.O_WRONLY, 0o644))
+    with DirStream(d) as stream:
+        listing: list[tuple[int, bytes]] = []
+        while True:
+            position = stream.tell()
+            name = stream.read()
+            if name is None:
+                break
+            listing.append((position, name))
+        assert sorted(n for _, n in listing if n not in (b".", b"..")) == sorted(
+            f"entry-{i:04d}-{'y' * 30}".encode() for i in range(300)
+        )
+        for position, name in listing[::-7] + listing[:3]:
+            stream.seek(position)
+            assert stream.read() == name

@@ -97,27 +97,24 @@ def pattern(size: int, seed: int = 0) -> bytes:
     return (period * (size // 251 + 1))[:size]
 
 
-def as_nobody(fn: Callable[[], object]) -> None:
-    """Run `fn` in a child process whose uid and gid are 65534 (a user owning nothing).
+def in_child(fn: Callable[[], object], *, nobody: bool = False) -> None:
+    """Run `fn` in a forked child process; with `nobody`, as uid and gid 65534.
 
     The child inherits open descriptors, so `fn` reaches files through them even when
     the mount sits below directories only root may enter (a FUSE mount must still let
-    other users in: ``allow_other``). An assertion failing in the child fails the check
-    with its message. Without root the current user already lacks CAP_FSETID and owns
-    nothing of another's, so `fn` runs here.
+    other users in: ``allow_other``). An exception in the child fails the check with
+    its message.
     """
-    if os.geteuid() != 0:
-        fn()
-        return
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         status = 0
         try:
             os.close(read_end)
-            os.setgroups([])
-            os.setresgid(65534, 65534, 65534)
-            os.setresuid(65534, 65534, 65534)
+            if nobody:
+                os.setgroups([])
+                os.setresgid(65534, 65534, 65534)
+                os.setresuid(65534, 65534, 65534)
             fn()
         except BaseException as e:
             os.write(write_end, f"{type(e).__name__}: {e}".encode())
@@ -127,7 +124,19 @@ def as_nobody(fn: Callable[[], object]) -> None:
     with os.fdopen(read_end, "rb") as f:
         message = f.read().decode()
     _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, f"as uid 65534: {message}"
+    assert os.waitstatus_to_exitcode(status) == 0, f"in a child process: {message}"
+
+
+def as_nobody(fn: Callable[[], object]) -> None:
+    """Run `fn` as a user owning nothing and lacking every capability (uid 65534).
+
+    As root that is a child process (`in_child`); otherwise the current user already
+    lacks CAP_FSETID and owns nothing of another's, so `fn` runs here.
+    """
+    if os.geteuid() == 0:
+        in_child(fn, nobody=True)
+    else:
+        fn()
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -157,3 +166,52 @@ def utimensat(path: Path, atime: tuple[int, int], mtime: tuple[int, int]) -> Non
     """utimensat(2) with raw (seconds, nanoseconds) pairs, so UTIME_NOW/UTIME_OMIT pass."""
     times = (_Timespec * 2)(_Timespec(*atime), _Timespec(*mtime))
     _check(_libc.utimensat(AT_FDCWD, os.fsencode(path), times, 0), path)
+
+
+class _Dirent(ctypes.Structure):
+    """glibc's struct dirent on 64-bit Linux (the layout readdir(3) returns)."""
+
+    _fields_ = [
+        ("d_ino", ctypes.c_uint64),
+        ("d_off", ctypes.c_int64),
+        ("d_reclen", ctypes.c_ushort),
+        ("d_type", ctypes.c_ubyte),
+        ("d_name", ctypes.c_char * 256),
+    ]
+
+
+_libc.opendir.restype = ctypes.c_void_p
+_libc.opendir.argtypes = [ctypes.c_char_p]
+_libc.readdir.restype = ctypes.POINTER(_Dirent)
+_libc.readdir.argtypes = [ctypes.c_void_p]
+_libc.telldir.restype = ctypes.c_long
+_libc.telldir.argtypes = [ctypes.c_void_p]
+_libc.seekdir.argtypes = [ctypes.c_void_p, ctypes.c_long]
+_libc.closedir.argtypes = [ctypes.c_void_p]
+
+
+class DirStream:
+    """opendir(3) with telldir/seekdir, which Python's os module lacks; a context manager."""
+
+    def __init__(self, path: Path) -> None:
+        self._dir = _libc.opendir(os.fsencode(path))
+        if not self._dir:
+            e = ctypes.get_errno()
+            raise OSError(e, os.strerror(e), str(path))
+
+    def __enter__(self) -> DirStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _libc.closedir(self._dir)
+
+    def read(self) -> bytes | None:
+        """The next name, '.' and '..' included, or None at the end."""
+        entry = _libc.readdir(self._dir)
+        return entry.contents.d_name if entry else None
+
+    def tell(self) -> int:
+        return _libc.telldir(self._dir)
+
+    def seek(self, position: int) -> None:
+        _libc.seekdir(self._dir, position)

@@ -191,7 +191,7 @@ def check_rename_exchange_dirs_across(d: Path) -> None:
 
 @check("write")
 def check_rename_open_dir(d: Path) -> None:
-    """A directory renamed while open stays usable through its descriptor."""
+    """A directory renamed while open stays usable through its descriptor, openat included."""
     (d / "a").mkdir()
     write_file(d / "a" / "f", b"inside")
     fd = os.open(d / "a", os.O_RDONLY | os.O_DIRECTORY)
@@ -201,6 +201,8 @@ def check_rename_open_dir(d: Path) -> None:
         with open(os.open("f", os.O_RDONLY, dir_fd=fd), "rb") as f:
             assert f.read() == b"inside"
         assert os.fstat(fd).st_ino == os.stat(d / "b").st_ino
+        os.close(os.open("new", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd))
+        assert sorted(os.listdir(d / "b")) == ["f", "new"]
     finally:
         os.close(fd)
 
