@@ -193,3 +193,63 @@ def check_inode_numbers(d: Path) -> None:
     os.rename(d / "f7", d / "renamed")
     assert os.stat(d / "renamed").st_ino == before
     assert os.stat(d / "renamed").st_dev == os.stat(d).st_dev
+
+
+@check("write")
+def check_permission_bits_enforced(d: Path) -> None:
+    """Another user gets EACCES without search, write or read permission, and access() agrees."""
+    need_root("files owned by another user")
+    (d / "closed").mkdir(mode=0o700)
+    write_file(d / "closed" / "f", b"")
+    (d / "open").mkdir()
+    os.chmod(d / "open", 0o755)
+    write_file(d / "open" / "secret", b"secret")
+    os.chmod(d / "open" / "secret", 0o600)
+    write_file(d / "open" / "public", b"public")
+    os.chmod(d / "open" / "public", 0o644)
+    closed = os.open(d / "closed", os.O_RDONLY | os.O_DIRECTORY)
+    dfd = os.open(d / "open", os.O_RDONLY | os.O_DIRECTORY)
+
+    def attempt() -> None:
+        raises(errno.EACCES, os.open, "f", os.O_RDONLY, dir_fd=closed)
+        raises(errno.EACCES, os.open, "new", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=dfd)
+        raises(errno.EACCES, os.mkdir, "newdir", dir_fd=dfd)
+        raises(errno.EACCES, os.unlink, "public", dir_fd=dfd)
+        raises(errno.EACCES, os.open, "secret", os.O_RDONLY, dir_fd=dfd)
+        raises(errno.EACCES, os.open, "public", os.O_WRONLY, dir_fd=dfd)
+        assert not os.access("public", os.W_OK, dir_fd=dfd)
+        assert os.access("public", os.R_OK, dir_fd=dfd)
+        with open(os.open("public", os.O_RDONLY, dir_fd=dfd), "rb") as f:
+            assert f.read() == b"public"
+
+    try:
+        as_nobody(attempt)
+    finally:
+        os.close(closed)
+        os.close(dfd)
+    assert sorted(os.listdir(d / "open")) == ["public", "secret"]
+
+
+@check("write")
+def check_sticky_directory(d: Path) -> None:
+    """In a sticky directory another user may add and remove its own files, not others' (EPERM)."""
+    need_root("files owned by another user")
+    (d / "tmp").mkdir()
+    os.chmod(d / "tmp", 0o1777)
+    write_file(d / "tmp" / "roots", b"")
+    os.chmod(d / "tmp" / "roots", 0o666)
+    dfd = os.open(d / "tmp", os.O_RDONLY | os.O_DIRECTORY)
+
+    def attempt() -> None:
+        raises(errno.EPERM, os.unlink, "roots", dir_fd=dfd)
+        raises(errno.EPERM, os.rename, "roots", "moved", src_dir_fd=dfd, dst_dir_fd=dfd)
+        os.close(os.open("mine", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=dfd))
+        assert os.stat("mine", dir_fd=dfd).st_uid == 65534
+        os.rename("mine", "mine2", src_dir_fd=dfd, dst_dir_fd=dfd)
+        os.unlink("mine2", dir_fd=dfd)
+
+    try:
+        as_nobody(attempt)
+    finally:
+        os.close(dfd)
+    assert os.listdir(d / "tmp") == ["roots"]
