@@ -33,6 +33,7 @@ from construct import Container
 from uvfs._api import Attr, DirEntry, FSError, MountOptions, Refusal, StatFS
 from uvfs._image import ImageFile
 from uvfs._lru import LRU
+from uvfs._window import BlockDevice
 from uvfs_fs.ext2 import csum, xattr
 from uvfs_fs.ext2.blockmap import Run, map_indirect
 from uvfs_fs.ext2.dirent import EXT2_NAME_LEN, decode_rec_len, iter_dirents
@@ -44,12 +45,13 @@ from uvfs_fs.ext2.group_desc import (
     metadata_overhead,
 )
 from uvfs_fs.ext2.inode import EXT2_INDEX_FL, EXT4_EXTENTS_FL, Inode, decode_inode
-from uvfs_fs.ext2.jbd2 import JournalError, decode_superblock
-from uvfs_fs.ext2.recovery import recover
-from uvfs_fs.ext2.replayed import JournalLog, ReplayedImage
+from uvfs_fs.ext2.jbd2 import JournalError
+from uvfs_fs.ext2.journal import recover_journal, write_replay
+from uvfs_fs.ext2.replayed import ReplayedImage
 from uvfs_fs.ext2.superblock import (
     EXT2_ERROR_FS,
     EXT2_VALID_FS,
+    EXT3_FEATURE_INCOMPAT_RECOVER,
     SUPERBLOCK_OFFSET,
     SUPERBLOCK_SIZE,
     Geometry,
@@ -132,27 +134,15 @@ class Ext2FileSystem:
     async def load(cls, image: ImageFile, options: MountOptions) -> Ext2FileSystem:
         """Check `image`'s superblock and root directory; `Refusal` when it cannot be read.
 
-        A journal that needs recovery is replayed in memory for a read-only open and
-        refuses a writable one. Errors or an unclean state refuse a writable open without
-        ``force``; a read-only one goes on with a warning. A writable request of this class
-        still opens read-only: the broker mounts a filesystem without `write` read-only.
+        A journal that needs recovery is replayed: in memory for a read-only open, onto
+        the image for a writable one (as the kernel and e2fsck do). Errors or an unclean
+        state refuse a writable open without ``force``; a read-only one goes on with a
+        warning. A writable request of this class still opens read-only: the broker
+        mounts a filesystem without `write` read-only.
         """
         sb, geo = await _checked_superblock(image)
         if "needs_recovery" in geo.features:
-            if options.writable:
-                raise Refusal(
-                    "ext3/4 journal needs recovery: replay it first (e2fsck, or mount once "
-                    "with the kernel), or mount read-only (-o ro), which replays it in memory"
-                )
-            replayed = await Ext2FileSystem(image, sb, geo)._replay_journal()
-            if replayed is not None:
-                image, journal_errno = replayed
-                # As ext4_load_journal: the error state survives replay, and an error the
-                # journal recorded (it was aborted) puts the volume in it.
-                errors = sb.s_state & EXT2_ERROR_FS or (EXT2_ERROR_FS if journal_errno else 0)
-                sb, geo = await _checked_superblock(image)
-                sb.s_state |= errors
-                await Ext2FileSystem(image, sb, geo)._recount_free()
+            image, sb, geo = await Ext2FileSystem(image, sb, geo)._recover(options.writable)
         if sb.s_state & EXT2_ERROR_FS or not (
             sb.s_state & EXT2_VALID_FS or "has_journal" in geo.features
         ):
@@ -176,49 +166,70 @@ class Ext2FileSystem:
             raise Refusal("corrupt ext2 filesystem: the root inode is not a directory")
         return fs
 
-    async def _replay_journal(self) -> tuple[ReplayedImage, int] | None:
-        """The image as the kernel sees it once it has replayed the journal, and the error
-        the journal recorded (s_errno, 0 for none).
+    async def _recover(self, writable: bool) -> tuple[BlockDevice, Container, Geometry]:
+        """Replay the journal: over the image when reading, onto it before writing.
 
-        None, with a warning, when the journal is on an external device: its log cannot be
-        read, so the volume is shown as the image holds it.
+        Returns the image to read from then (a `ReplayedImage` when reading), and its
+        superblock and geometry. As ext4_load_journal does, the error state survives
+        replay, and an error the journal recorded (it was aborted) puts the volume in it;
+        the free counts are the group descriptors' sums, as the kernel counts them.
+
+        An external journal cannot be read: reading, the volume is shown as the image
+        holds it, with a warning; writing is refused.
         """
-        sb, geo = self.sb, self.geo
+        image, sb, geo = self.image, self.sb, self.geo
         if not sb.s_journal_inum:
+            if writable:
+                raise Refusal(
+                    "ext3/4 journal needs recovery, and it is on an external device: "
+                    "mount read-only (-o ro), or replay it with e2fsck -j"
+                )
             log.warning(
                 "%s: the journal is on an external device and is not replayed; "
                 "recent changes may be missing",
-                self.image.path,
+                image.path,
             )
-            return None
+            return image, sb, geo
         bs = geo.block_size
         try:
             journal = await self._inode(sb.s_journal_inum)
-            total = min(journal.size // bs, geo.blocks_count)
-            where = JournalLog(await self._map(journal, 0, total), geo.blocks_count)
-
-            async def read_log(block: int) -> bytes:
-                return await self.image.read(where.image_block(block) * bs, bs)
-
-            jsb = decode_superblock(await read_log(0), total)
-            if jsb.block_size != bs:
-                raise JournalError(f"journal blocks of {jsb.block_size} bytes, not {bs}")
-            recovery = await recover(jsb, read_log)
-            copies = {}
-            for block, (at, flags) in recovery.blocks.items():
-                if not 0 <= block < geo.blocks_count:
-                    raise JournalError(f"the journal replays block {block}, past the end")
-                copies[block] = (where.image_block(at), flags)
+            runs = await self._map(journal, 0, min(journal.size // bs, geo.blocks_count))
+            replay = await recover_journal(image, runs, bs, geo.blocks_count)
         except (FSError, JournalError) as e:
             raise Refusal(f"ext3/4 journal cannot be replayed: {e}") from None
-        if recovery.ended_by:
-            log.warning(
-                "%s: journal replay stopped at transaction %d: %s",
-                self.image.path,
-                recovery.end_transaction,
-                recovery.ended_by,
+        failed = replay.recovery.failed_commit
+        if failed is not None and writable:
+            raise Refusal(
+                f"ext3/4 journal transaction {failed} fails its commit checksum: run e2fsck, "
+                "or mount read-only (-o ro)"
             )
-        return ReplayedImage(self.image, bs, copies), jsb.errno
+        if failed is not None:
+            log.warning(
+                "%s: journal transaction %d fails its commit checksum: replayed up to it, as "
+                "e2fsck does (the kernel refuses this journal)",
+                image.path,
+                failed,
+            )
+        errors = sb.s_state & EXT2_ERROR_FS or (EXT2_ERROR_FS if replay.jsb.errno else 0)
+        if writable:
+            if not image.writable:
+                raise Refusal("ext3/4 journal needs recovery, and the image is read-only")
+            await write_replay(image, replay, bs)
+        else:
+            image = ReplayedImage(image, bs, replay.copies)
+        sb, geo = await _checked_superblock(image)
+        sb.s_state |= errors
+        await Ext2FileSystem(image, sb, geo)._recount_free()
+        if writable:  # the journal is empty now: say so, as e2fsck does once it replayed
+            sb.s_feature_incompat &= ~EXT3_FEATURE_INCOMPAT_RECOVER
+            raw = bytearray(ext2_super_block.build(sb))
+            raw[csum.S_CHECKSUM :] = csum.crc32c_le(0xFFFFFFFF, raw[: csum.S_CHECKSUM]).to_bytes(
+                4, "little"
+            )
+            await image.write(SUPERBLOCK_OFFSET, bytes(raw))
+            await image.sync()
+            sb, geo = await _checked_superblock(image)
+        return image, sb, geo
 
     async def _recount_free(self) -> None:
         """Set the superblock's free counts to the group descriptors' sums, as the kernel

@@ -268,6 +268,21 @@ def superblock_csum_ok(raw: bytes) -> bool:
     return crc32c_le(_MASK, data) == _BE32.unpack_from(raw, S_CHECKSUM)[0]
 
 
+def mark_empty(raw: bytes, sequence: int) -> bytes:
+    """The journal superblock `raw` (1024 bytes) once its log is replayed: s_start 0, the
+    next transaction `sequence`, and its checksum (v2/v3) updated."""
+    sb = bytearray(raw[:JOURNAL_SUPERBLOCK_SIZE])
+    _BE32.pack_into(sb, 0x18, sequence & _MASK)  # s_sequence
+    _BE32.pack_into(sb, 0x1C, 0)  # s_start
+    parsed = journal_superblock.parse(sb)
+    if parsed.s_header.h_blocktype == JBD2_SUPERBLOCK_V2 and parsed.s_feature_incompat & (
+        JBD2_FEATURE_INCOMPAT_CSUM_V2 | JBD2_FEATURE_INCOMPAT_CSUM_V3
+    ):
+        _BE32.pack_into(sb, S_CHECKSUM, 0)
+        _BE32.pack_into(sb, S_CHECKSUM, crc32c_le(_MASK, bytes(sb)))
+    return bytes(sb)
+
+
 # --- log blocks -----------------------------------------------------------------------------
 
 

@@ -76,7 +76,7 @@ class Recovery:
     # filesystem block -> (log block of its newest copy, that copy's tag flags)
     blocks: dict[int, tuple[int, int]] = field(default_factory=dict)
     revoke_hits: int = 0  # copies left out because a revoke record covers them
-    ended_by: str = ""  # why the scan stopped before the log's end ("" when it did not)
+    failed_commit: int | None = None  # the transaction whose commit failed its checksum
 
 
 class _Record(NamedTuple):
@@ -113,11 +113,14 @@ async def _walk(jsb: JournalSuper, read_log: ReadLog) -> list[_Record]:
     return records
 
 
-async def _scan(jsb: JournalSuper, records: list[_Record], read_log: ReadLog) -> tuple[int, str]:
-    """Pass 1: the first transaction not to replay, and why the scan stopped there."""
+async def _scan(
+    jsb: JournalSuper, records: list[_Record], read_log: ReadLog
+) -> tuple[int, int | None]:
+    """Pass 1: the first transaction not to replay, and the one whose commit failed its
+    checksum (None when the log simply ends, or ends in stale blocks)."""
     seed, tail = jsb.seed, jsb.tail_size
     end = jsb.sequence
-    failed: int | None = None  # a transaction whose commit checksum failed (async_commit)
+    failed: int | None = None  # a transaction whose commit checksum failed
     suspect = ""  # a descriptor or revoke block failed its checksum since the last commit
     last_time, crc = 0, 0xFFFFFFFF
     for rec in records:
@@ -136,26 +139,26 @@ async def _scan(jsb: JournalSuper, records: list[_Record], read_log: ReadLog) ->
                     f"journal transaction {rec.sequence}: {suspect} block checksum does not "
                     "match (the kernel refuses this journal too): run e2fsck"
                 )
-            return (rec.sequence if failed is None else failed), "stale log blocks"
+            break  # stale blocks of an earlier use of the log: the log ends here
         if jsb.csum_v1:
             if failed is not None:
-                return failed, f"transaction {failed} failed its checksum"
+                break
             good = commit_v1_ok(rec.block, crc)
             crc = 0xFFFFFFFF
         else:
             good = not jsb.csum_v2or3 or commit_csum_ok(rec.block, seed)
         if not good:
             if when < last_time:
-                return (rec.sequence if failed is None else failed), "stale log blocks"
+                break  # stale, as above
             if failed is None:
                 failed = rec.sequence
             if not jsb.has(JBD2_FEATURE_INCOMPAT_ASYNC_COMMIT):
-                return failed, f"transaction {failed} failed its checksum"
+                break
         last_time = when
         end = (rec.sequence + 1) & _TID_MASK
-    if failed is not None:
-        return failed, f"transaction {failed} failed its checksum"
-    return end, ""
+    else:
+        return (end if failed is None else failed), failed
+    return (rec.sequence if failed is None else failed), failed
 
 
 async def recover(jsb: JournalSuper, read_log: ReadLog) -> Recovery:
@@ -168,7 +171,7 @@ async def recover(jsb: JournalSuper, read_log: ReadLog) -> Recovery:
     if not jsb.start:
         return Recovery(jsb.sequence, jsb.sequence)
     records = await _walk(jsb, read_log)
-    end, ended_by = await _scan(jsb, records, read_log)
+    end, failed = await _scan(jsb, records, read_log)
     records = [rec for rec in records if tid_gt(end, rec.sequence)]
     fast = jsb.has(JBD2_FEATURE_INCOMPAT_FAST_COMMIT) and jsb.fc_first < jsb.maxlen
     if fast and fast_commit_tid(await read_log(jsb.fc_first)) == end:
@@ -182,7 +185,7 @@ async def recover(jsb: JournalSuper, read_log: ReadLog) -> Recovery:
             for block in revoke_records(rec.block, jsb):
                 if block not in revoked or tid_gt(rec.sequence, revoked[block]):
                     revoked[block] = rec.sequence
-    recovery = Recovery(jsb.sequence, end, ended_by=ended_by)
+    recovery = Recovery(jsb.sequence, end, failed_commit=failed)
     bad: list[int] = []
     for rec in records:
         if rec.kind != JBD2_DESCRIPTOR_BLOCK:

@@ -5,46 +5,17 @@ a block device like the image below it, except that each block replay would have
 is read from its newest copy in the journal instead (with the ESCAPE fix-up). The image
 itself is never written; the map costs a few dozen bytes per replayed block, and a read
 that touches no replayed block is passed through unchanged, in one request.
-
-`JournalLog` finds the journal's own blocks in the image, through the runs of the
-journal inode's block map.
 """
 
 from __future__ import annotations
 
 import bisect
 import errno
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from uvfs._api import FSError
 from uvfs._window import BlockDevice
-from uvfs_fs.ext2.blockmap import Run
-from uvfs_fs.ext2.jbd2 import JournalError, unescape
-
-
-class JournalLog:
-    """The journal inode's blocks located in the image.
-
-    Args:
-        runs: the journal inode's block map, in logical order.
-        blocks_count: blocks in the filesystem; the journal must lie inside it.
-    """
-
-    def __init__(self, runs: Sequence[Run], blocks_count: int) -> None:
-        self._runs = list(runs)
-        self._starts = [run.logical for run in self._runs]
-        self._blocks_count = blocks_count
-
-    def image_block(self, log: int) -> int:
-        """The image block holding journal block `log`; `JournalError` for a hole."""
-        at = bisect.bisect_right(self._starts, log) - 1
-        run = self._runs[at] if at >= 0 else None
-        if run is None or not run.physical or log >= run.logical + run.count:
-            raise JournalError(f"journal block {log} is not mapped")
-        block = run.physical + log - run.logical
-        if block >= self._blocks_count:
-            raise JournalError(f"journal block {log} lies past the filesystem")
-        return block
+from uvfs_fs.ext2.jbd2 import unescape
 
 
 class ReplayedImage:

@@ -34,6 +34,8 @@ EXT2_MAX_DESC_SIZE = 1024
 EXT2_VALID_FS = 0x0001
 EXT2_ERROR_FS = 0x0002
 
+EXT3_FEATURE_INCOMPAT_RECOVER = 0x0004  # needs_recovery: the journal holds transactions
+
 # fmt: off
 ext2_super_block = Struct(
     "s_inodes_count" / Int32ul,             # 0x000

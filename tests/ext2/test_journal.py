@@ -25,8 +25,10 @@ import pytest
 from uvfs import ImageFile, MountOptions, Refusal
 from uvfs_fs.ext2 import DRIVER
 from uvfs_fs.ext2.jbd2 import JBD2_MAGIC_NUMBER
+from uvfs_fs.ext2.writable import DRIVER as WRITABLE_DRIVER
+from uvfs_fs.ext2.writable import WritableExt2
 
-from ..conftest import force_unmount, run_uvfs
+from ..conftest import run_uvfs
 from .conftest import resolve
 from .images import debugfs, make_image
 from .test_kernel_oracle import compare_with_kernel, writable_loop_mount
@@ -156,6 +158,55 @@ CASES = [
 ]
 
 
+NEW_FILE = b"written through the journal\n" * 400
+
+
+def journaled_changes(
+    tree: Path, image: Path, work: Path, fstype: str, block_size: int, mkfs: tuple[str, ...],
+    open_flags: tuple[str, ...],
+) -> None:  # fmt: skip
+    """Build `image`, make `CHANGES` on a copy with debugfs, and journal every block that
+    changed into `image`, in three committed transactions."""
+    changed = work / "changed"
+    make_image(
+        tree, image, fstype=fstype, block_size=block_size, revision=1, filetype=True,
+        size_mb=64, extra=mkfs,
+    )  # fmt: skip
+    shutil.copy(image, changed)
+    (work / "new").write_bytes(NEW_FILE)
+    subprocess.run(
+        ["debugfs", "-w", "-f", "-", str(changed)],
+        input=CHANGES.format(new=work / "new"),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    old, want = image.read_bytes(), changed.read_bytes()
+    bs = block_size
+    differ = [
+        b
+        for b in range(len(old) // bs)
+        if old[b * bs : (b + 1) * bs] != want[b * bs : (b + 1) * bs]
+    ]
+    third = -(-len(differ) // 3)
+    write_journal(
+        image,
+        [
+            Transaction({b: want[b * bs : (b + 1) * bs] for b in part})
+            for part in (differ[:third], differ[third : 2 * third], differ[2 * third :])
+        ],
+        open_flags,
+        work,
+    )
+
+
+def assert_changes(root: Path) -> None:
+    """Not vacuous: the recovered view has every change."""
+    assert (root / "newdir/new").read_bytes() == NEW_FILE
+    assert not (root / "files/size1024").exists()
+    assert os.getxattr(root / "files/small", "user.journaled") == b"from-the-journal"
+
+
 @pytest.mark.parametrize(("fstype", "block_size", "mkfs", "open_flags"), CASES)
 async def test_metadata_transactions_replay_as_the_kernel_does(
     small_tree: Path,
@@ -166,49 +217,47 @@ async def test_metadata_transactions_replay_as_the_kernel_does(
     mkfs: tuple[str, ...],
     open_flags: tuple[str, ...],
 ) -> None:
-    image, changed = tmp_path / "image", tmp_path / "changed"
-    make_image(
-        small_tree,
-        image,
-        fstype=fstype,
-        block_size=block_size,
-        revision=1,
-        filetype=True,
-        size_mb=64,
-        extra=mkfs,
-    )
-    shutil.copy(image, changed)
-    new = tmp_path / "new"
-    new.write_bytes(b"written through the journal\n" * 400)
-    subprocess.run(
-        ["debugfs", "-w", "-f", "-", str(changed)],
-        input=CHANGES.format(new=new),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    old, want = image.read_bytes(), changed.read_bytes()
-    differ = [
-        b
-        for b in range(len(old) // block_size)
-        if old[b * block_size : (b + 1) * block_size] != want[b * block_size : (b + 1) * block_size]
-    ]
-    third = -(-len(differ) // 3)
-    write_journal(
-        image,
-        [
-            Transaction({b: want[b * block_size : (b + 1) * block_size] for b in part})
-            for part in (differ[:third], differ[third : 2 * third], differ[2 * third :])
-        ],
-        open_flags,
-        tmp_path,
-    )
+    image = tmp_path / "image"
+    journaled_changes(small_tree, image, tmp_path, fstype, block_size, mkfs, open_flags)
+    assert_changes(await assert_replayed_as_kernel(image, kernel_mount, tmp_path, fstype))
 
-    root = await assert_replayed_as_kernel(image, kernel_mount, tmp_path, fstype)
-    # Not vacuous: the kernel's recovered view has every change.
-    assert (root / "newdir/new").read_bytes() == new.read_bytes()
-    assert not (root / "files/size1024").exists()
-    assert os.getxattr(root / "files/small", "user.journaled") == b"from-the-journal"
+
+async def open_writable(image: Path) -> None:
+    """Open `image` as a read-write mount does (ext4 goes on read-only), then close it."""
+    with ImageFile(str(image), writable=True) as img:
+        fs = await WRITABLE_DRIVER.open([img], MountOptions(writable=True))
+        if isinstance(fs, WritableExt2):
+            await fs.close()
+
+
+def assert_clean(image: Path) -> None:
+    assert "needs_recovery" not in debugfs(image, "features")
+    done = subprocess.run(["e2fsck", "-fn", str(image)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout
+
+
+@pytest.mark.parametrize(
+    ("fstype", "block_size", "open_flags"),
+    [("ext3", 1024, ()), ("ext4", 4096, ("-c", "-v", "3"))],
+    ids=["ext3-1k", "ext4-4k-csum3"],
+)
+async def test_writable_open_replays_onto_the_image(
+    small_tree: Path,
+    tmp_path: Path,
+    kernel_mount,
+    fstype: str,
+    block_size: int,
+    open_flags: tuple[str, ...],
+) -> None:
+    """A writable open replays the journal onto the image, as the kernel would: e2fsck
+    finds it clean, and it reads as the kernel's own recovery of a copy."""
+    image = tmp_path / "image"
+    journaled_changes(small_tree, image, tmp_path, fstype, block_size, (), open_flags)
+    root = kernel_mount(recovered_by_kernel(image, tmp_path), fstype)
+    await open_writable(image)
+    assert_clean(image)
+    await compare_with_kernel(image, root)
+    assert_changes(root)
 
 
 # --- revokes, escapes, uncommitted and corrupt transactions -------------------------------
@@ -279,7 +328,7 @@ async def test_bad_commit_checksum_ends_replay(
 
     The kernel replays transaction 1 too, then refuses to mount ("journal transaction 2 is
     corrupt"); e2fsck replays 1 and goes on, so the kernel's view of its result is the
-    oracle, and a read-only open shows it with a warning."""
+    oracle, and a read-only open shows it with a warning; a writable one is refused."""
     image = tmp_path / "image"
     make_image(
         small_tree, image, fstype="ext4", block_size=4096, revision=1, filetype=True, size_mb=64
@@ -302,9 +351,17 @@ async def test_bad_commit_checksum_ends_replay(
     assert data[:4096] == pattern(4096, b"1", False)
     assert data[4096:8192] != pattern(4096, b"2", False)
     assert data[8192:12288] != pattern(4096, b"3", False)
+    before = sha256(image)
+    with ImageFile(str(image), writable=True) as img, pytest.raises(Refusal) as info:
+        await DRIVER.open([img], MountOptions(writable=True))
+    assert str(info.value) == (
+        "ext3/4 journal transaction 2 fails its commit checksum: run e2fsck, or mount "
+        "read-only (-o ro)"
+    )
+    assert sha256(image) == before
     assert (
-        f"{image}: journal replay stopped at transaction 2: transaction 2 failed its checksum"
-        in [r.getMessage() for r in caplog.records]
+        f"{image}: journal transaction 2 fails its commit checksum: replayed up to it, as "
+        "e2fsck does (the kernel refuses this journal)" in [r.getMessage() for r in caplog.records]
     )
 
 
@@ -406,6 +463,9 @@ async def test_journal_written_by_the_kernel(
     assert "Found expected sequence" in debugfs(image, "logdump")
     root = await assert_replayed_as_kernel(image, kernel_mount, tmp_path, fstype)
     assert (root / "renamed").read_bytes() == b"0 kernel data\n" * 3000
+    await open_writable(image)  # and replayed onto the image, as a read-write mount does
+    assert_clean(image)
+    await compare_with_kernel(image, root)
 
 
 async def test_fast_commits_in_use_are_refused_by_name(small_tree: Path, tmp_path: Path) -> None:
@@ -464,7 +524,8 @@ async def test_external_journal(tmp_path: Path, small_tree: Path, caplog) -> Non
 
 
 async def test_uvfs_mount(small_tree: Path, tmp_path: Path, mount) -> None:
-    """uvfs mount -o ro shows the replayed files; a read-write mount is refused in one line."""
+    """uvfs mount -o ro shows the replayed files and leaves the image as it was; a
+    read-write mount replays onto the image first (ext4 then goes on read-only)."""
     image = tmp_path / "image"
     make_image(
         small_tree, image, fstype="ext4", block_size=4096, revision=1, filetype=True, size_mb=64
@@ -474,20 +535,16 @@ async def test_uvfs_mount(small_tree: Path, tmp_path: Path, mount) -> None:
         image, [Transaction({x: pattern(4096, b"mounted ")})], ("-c", "-v", "3"), tmp_path
     )
     before = sha256(image)
-    (tmp_path / "rw").mkdir()
-    try:
-        done = run_uvfs("mount", str(image), str(tmp_path / "rw"), check=False)
-    finally:
-        force_unmount(tmp_path / "rw")
-    assert (done.returncode, done.stderr) == (
-        1,
-        "uvfs: ext3/4 journal needs recovery: replay it first (e2fsck, or mount once with the "
-        "kernel), or mount read-only (-o ro), which replays it in memory\n",
-    )
     root = mount(image)
     with open(root / "files/block", "rb") as f:
         assert f.read(4096) == pattern(4096, b"mounted ")
+    run_uvfs("umount", str(root))
     assert sha256(image) == before
+    root = mount(image, options=None)
+    with open(root / "files/block", "rb") as f:
+        assert f.read(4096) == pattern(4096, b"mounted ")
+    run_uvfs("umount", str(root))
+    assert_clean(image)
 
 
 async def test_error_recorded_in_the_journal(small_tree: Path, tmp_path: Path, caplog) -> None:
