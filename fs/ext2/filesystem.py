@@ -18,7 +18,8 @@ xattr block is checked against its checksum; a failed check is EIO for the reque
 
 A volume whose journal needs recovery opens read-only through a `ReplayedImage`: the
 journal is replayed in memory (recovery.py) and every read, the superblock's included,
-sees the blocks replay would have written; the image itself never changes.
+sees the blocks replay would have written; the image itself never changes. A writable
+open replays onto the image first (journal.py), as the kernel does.
 """
 
 from __future__ import annotations

@@ -6,7 +6,9 @@ block per transaction; a block without the magic, or with another sequence, ends
 
 1. *Scan* finds where replay ends: the first transaction without a commit block, or the
    first whose checksum fails (v1: the CRC32 of its descriptor and data blocks in the
-   commit block; v2/v3: the commit block's own crc32c). A bad descriptor or revoke block
+   commit block; v2/v3: the commit block's own crc32c). The latter is reported
+   (`Recovery.failed_commit`): the kernel replays up to it and then refuses to mount,
+   e2fsck replays up to it and goes on; the caller chooses. A bad descriptor or revoke block
    checksum is judged at the next commit, as the kernel judges it: if that commit is not
    older than the one before, the journal is corrupt (the kernel refuses to mount, and so
    do we); if it is older, the block is stale data from an earlier use of the log and
