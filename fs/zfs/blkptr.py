@@ -25,7 +25,8 @@ The pointer's words are in the byte order of the block holding it (the caller's
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple, overload
 
 BLKPTR_SIZE = 128
 SPA_MINBLOCKSHIFT = 9
@@ -146,3 +147,45 @@ def parse_blkptrs(raw: bytes, byteorder: str) -> list[BlockPtr]:
         parse_blkptr(raw[i : i + BLKPTR_SIZE], byteorder)
         for i in range(0, len(raw) - BLKPTR_SIZE + 1, BLKPTR_SIZE)
     ]
+
+
+class BlockPtrs(Sequence[BlockPtr]):
+    """The block pointers in `raw` (whole 128-byte slots), parsed on first use.
+
+    A dnode's pointers are parsed only when its data is read: a directory listing reads
+    thousands of dnodes for their bonus buffers alone.
+    """
+
+    __slots__ = ("_byteorder", "_parsed", "_raw")
+
+    def __init__(self, raw: bytes, byteorder: str) -> None:
+        self._raw = raw
+        self._byteorder = byteorder
+        self._parsed: tuple[BlockPtr, ...] | None = None
+
+    def _all(self) -> tuple[BlockPtr, ...]:
+        if self._parsed is None:
+            self._parsed = tuple(parse_blkptrs(self._raw, self._byteorder))
+        return self._parsed
+
+    @overload
+    def __getitem__(self, index: int) -> BlockPtr: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[BlockPtr]: ...
+    def __getitem__(self, index: int | slice) -> BlockPtr | Sequence[BlockPtr]:
+        return self._all()[index]
+
+    def __len__(self) -> int:
+        return len(self._raw) // BLKPTR_SIZE
+
+    def __iter__(self) -> Iterator[BlockPtr]:
+        return iter(self._all())
+
+    def __eq__(self, other: object) -> bool:
+        return tuple(self) == (tuple(other) if isinstance(other, Sequence) else other)
+
+    def __hash__(self) -> int:
+        return hash(self._all())
+
+    def __repr__(self) -> str:
+        return repr(self._all())

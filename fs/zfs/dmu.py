@@ -35,7 +35,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -53,7 +53,8 @@ OBJSET_PHYS_SIZE_V1 = 1024
 CACHE_BYTES = 64 << 20  # per mount: enough for a few hundred 128 KiB records
 DNODE_CACHE = 16384  # parsed dnodes kept per mount (about 1.5 KiB each)
 DNODE_BLOCK_CACHE = 1024  # dnode blocks (with their byte order) kept per mount
-PREFETCH_PARALLEL = 8  # dnode blocks read at once by prefetch_dnodes (small, latency-bound)
+PREFETCH_PARALLEL = 8  # blocks read at once by the prefetches (small, latency-bound)
+PREFETCH_FIRST_BLOCKS = 256  # subdirectories whose first block one listing prefetches
 
 
 def _objset_tail(u64: type) -> Struct:
@@ -269,6 +270,21 @@ async def read_object(cache: BlockCache, dn: DnodePhys, offset: int, size: int) 
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
+async def _prefetch(fetch: Callable[[int], Awaitable[object]], items: Sequence[int]) -> None:
+    """`fetch` each item, PREFETCH_PARALLEL at a time; failures are ignored (a prefetch only
+    warms the caches: the reader meets the same error and reports it)."""
+    limiter = trio.CapacityLimiter(PREFETCH_PARALLEL)
+
+    async def one(item: int) -> None:
+        async with limiter:
+            with contextlib.suppress(FSError):
+                await fetch(item)
+
+    async with trio.open_nursery() as nursery:
+        for item in items:
+            nursery.start_soon(one, item)
+
+
 class ObjectSet:
     """One object set (the MOS, a filesystem, a snapshot) opened for reading.
 
@@ -338,18 +354,19 @@ class ObjectSet:
         missing = [
             b for b in sorted(wanted) if self.cache.dnode_blocks.get((self.number, b)) is None
         ]
-        if len(missing) < 2:
-            return
-        limiter = trio.CapacityLimiter(PREFETCH_PARALLEL)
+        if len(missing) > 1:  # never evict what it fetched
+            await _prefetch(self._dnode_block, missing[: DNODE_BLOCK_CACHE // 2])
 
-        async def fetch(blkid: int) -> None:
-            async with limiter:
-                with contextlib.suppress(FSError):
-                    await self._dnode_block(blkid)
+    async def prefetch_first_blocks(self, objs: Sequence[int]) -> None:
+        """Bring block 0 of each of `objs` into the block cache, PREFETCH_PARALLEL at once:
+        a listing's subdirectories, whose ZAPs a walk (find, du) opens next. Errors are
+        left for the reader to raise."""
 
-        async with trio.open_nursery() as nursery:
-            for blkid in missing[: DNODE_BLOCK_CACHE // 2]:  # never evict what it fetched
-                nursery.start_soon(fetch, blkid)
+        async def fetch(obj: int) -> None:
+            await read_block(self.cache, await self.dnode(obj), 0)
+
+        if len(objs) > 1:
+            await _prefetch(fetch, objs[:PREFETCH_FIRST_BLOCKS])
 
     async def read(self, dn: DnodePhys, offset: int, size: int) -> bytes:
         """`read_object` in this object set."""

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import errno
 import struct
+from collections.abc import Sequence
 from typing import NamedTuple
 
 from uvfs import FSError
 
-from .blkptr import BLKPTR_SIZE, BlockPtr, parse_blkptr
+from .blkptr import BLKPTR_SIZE, BlockPtr, BlockPtrs, parse_blkptr
 
 DNODE_SHIFT = 9
 DNODE_MIN_SIZE = 1 << DNODE_SHIFT
@@ -78,7 +79,7 @@ class DnodePhys(NamedTuple):
     dn_extra_slots: int
     dn_maxblkid: int
     dn_used: int
-    dn_blkptr: tuple[BlockPtr, ...]
+    dn_blkptr: Sequence[BlockPtr]  # a BlockPtrs (parsed on first use); () when free
     dn_bonus: bytes
     dn_spill: BlockPtr | None
     byteorder: str  # of the block holding the dnode, hence of its bonus buffer
@@ -119,14 +120,10 @@ def parse_dnode(raw: bytes, byteorder: str) -> DnodePhys:
     if nlevels > 1 and not DN_MIN_INDBLKSHIFT <= indblkshift <= DN_MAX_INDBLKSHIFT:
         raise FSError(errno.EIO, f"dnode: bad indirect block shift {indblkshift}")
     view = memoryview(raw)
-    bps = tuple(
-        parse_blkptr(view[at : at + BLKPTR_SIZE], byteorder)
-        for at in range(DNODE_CORE_SIZE, DNODE_CORE_SIZE + nblkptr * BLKPTR_SIZE, BLKPTR_SIZE)
-    )
     bonus_at = DNODE_CORE_SIZE + nblkptr * BLKPTR_SIZE
     return DnodePhys(
         *core,
-        bps,
+        BlockPtrs(bytes(view[DNODE_CORE_SIZE:bonus_at]), byteorder),
         bytes(view[bonus_at : bonus_at + bonuslen]),
         parse_blkptr(view[size - BLKPTR_SIZE : size], byteorder) if spill else None,
         byteorder,

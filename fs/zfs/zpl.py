@@ -65,6 +65,8 @@ MAX_PATH_DEPTH = 256
 ZNODE_CACHE = 8192
 ZAP_CACHE = 64  # open ZAPs (directories, xattr directories) kept: each holds its block 0
 MAX_CONFIG = 16 << 20
+ZFS_DIRENT_TYPE_SHIFT = 60  # a directory entry's value: type << 60 | object (ZPL >= 2)
+DT_DIR = 4
 YIELD_EVERY = 256  # directory entries between checkpoints while listing a big directory
 
 
@@ -419,8 +421,11 @@ class ZfsFileSystem:
         mounted = self.mounts.get((m.index, obj), {})
         entries = await (await self._zap(m, obj)).entries()
         assert m.objset is not None  # _znode succeeded
-        await m.objset.prefetch_dnodes(
-            int.from_bytes(e.value[:8], "big") & OBJ_MASK for e in entries if e.intlen == 8
+        values = [int.from_bytes(e.value[:8], "big") for e in entries if e.intlen == 8]
+        await m.objset.prefetch_dnodes(v & OBJ_MASK for v in values)
+        # A walk lists the subdirectories next: their ZAPs are read now, several at once.
+        await m.objset.prefetch_first_blocks(
+            [v & OBJ_MASK for v in values if v >> ZFS_DIRENT_TYPE_SHIFT == DT_DIR]
         )
         out = []
         for i, e in enumerate(entries):

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from uvfs_fs.zfs.blkptr import BLKPTR_SIZE, DVA, parse_blkptr, parse_blkptrs
+from uvfs_fs.zfs.blkptr import BLKPTR_SIZE, DVA, BlockPtrs, parse_blkptr, parse_blkptrs
 
 
 def _prop(lsize: int, psize: int, comp: int, cksum: int, typ: int, level: int, little: bool) -> int:
@@ -78,6 +78,20 @@ def test_indirect_block() -> None:
     words[6] = _prop(512, 512, 2, 7, 10, 0, little=True)
     raw = _words("<", words) * 4
     assert len(parse_blkptrs(raw, "<")) == 4 and BLKPTR_SIZE == 128
+
+
+def test_lazy_pointers_are_the_parsed_ones() -> None:
+    """BlockPtrs knows its length unparsed and then gives exactly parse_blkptrs' records."""
+    words = [0] * 16
+    raw = b"".join(
+        _words(">", [*words[:6], _prop(512 << i, 512, 2, 7, 19, 0, False), *words[7:]])
+        for i in range(3)
+    )
+    lazy = BlockPtrs(raw, ">")
+    assert len(lazy) == 3
+    assert lazy == tuple(parse_blkptrs(raw, ">")) and lazy[1].lsize == 1024
+    assert [bp.lsize for bp in lazy] == [512, 1024, 2048] and lazy[-2:] == tuple(lazy)[1:]
+    assert hash(lazy) == hash(BlockPtrs(raw, ">"))
 
 
 def _bits(word: int, low: int, count: int) -> int:
