@@ -214,6 +214,9 @@ class WritableExt2(Ext2FileSystem):
         self._deferred: list[int] = []  # blocks freed since the last flush
         self._wdirs: OrderedDict[int, _Dir] = OrderedDict()
         self._icache: LRU[int, Inode] = LRU(INODE_CACHE_ENTRIES)
+        # Changed inodes not yet encoded into their table blocks (ino -> inode, fresh slot):
+        # a written file changes ~6 times before a flush, and is encoded once.
+        self._dirty_inodes: dict[int, tuple[Inode, bool]] = {}
         self._orphans: set[int] = set()  # links 0, maybe still open
         self._forgotten: set[int] = set()  # orphans the kernel let go of: free them
         self._data_written = False
@@ -469,7 +472,8 @@ class WritableExt2(Ext2FileSystem):
 
     async def _inode(self, ino: int) -> Inode:
         """Inode `ino` if in use (or unlinked but still open)."""
-        inode = self._icache.get(ino)
+        changed = self._dirty_inodes.get(ino)
+        inode = self._icache.get(ino) if changed is None else changed[0]
         if inode is None:
             geo = self.geo
             if not 0 < ino <= geo.inodes_count:
@@ -499,15 +503,23 @@ class WritableExt2(Ext2FileSystem):
         return self._group_blocks[group][2] + block, offset
 
     async def _put(self, inode: Inode, *, fresh: bool = False) -> Inode:
-        """Store `inode` in its table slot (over a blank slot when `fresh`)."""
-        block, offset = self._slot(inode.ino)
-        raw = await self._block(block)
-        size = self.geo.inode_size
-        old = blank_slot(size) if fresh else bytes(raw[offset : offset + size])
-        raw[offset : offset + size] = encode_inode(inode, old, huge_file=self._huge_file)
-        self._changed(block)
+        """Keep `inode` as changed; `_encode_inodes` writes it into its table slot (over a
+        blank slot when `fresh`) at the next flush."""
+        before = self._dirty_inodes.get(inode.ino)
+        self._dirty_inodes[inode.ino] = (inode, fresh or (before is not None and before[1]))
         self._icache.put(inode.ino, inode)
         return inode
+
+    async def _encode_inodes(self) -> None:
+        """Encode every changed inode into its inode-table block."""
+        size = self.geo.inode_size
+        for inode, fresh in self._dirty_inodes.values():
+            block, offset = self._slot(inode.ino)
+            raw = await self._block(block)
+            old = blank_slot(size) if fresh else bytes(raw[offset : offset + size])
+            raw[offset : offset + size] = encode_inode(inode, old, huge_file=self._huge_file)
+            self._changed(block)
+        self._dirty_inodes.clear()
 
     async def _new_inode(
         self, parent: Inode, mode: int, caller: Caller, *, i_block: bytes = bytes(60)
@@ -758,7 +770,9 @@ class WritableExt2(Ext2FileSystem):
 
     async def _end(self) -> None:
         """End of a change (under the lock): flush when due, keep the cache in bounds."""
-        dirty = (len(self._dirty) + len(self._dirty_bitmaps)) * self.geo.block_size
+        dirty = (len(self._dirty) + len(self._dirty_bitmaps)) * self.geo.block_size + len(
+            self._dirty_inodes
+        ) * self.geo.inode_size
         if dirty > DIRTY_LIMIT or time.monotonic() - self._last_flush > FLUSH_SECONDS:
             await self._flush()
         self._trim_cache()
@@ -776,6 +790,7 @@ class WritableExt2(Ext2FileSystem):
     async def _flush(self) -> None:
         """Write every change back: data made durable first, then metadata, then the sync."""
         await self._apply_deferred()
+        await self._encode_inodes()
         geo = self.geo
         for group in sorted(self._dirty_groups):
             block, offset = desc_location(geo, group)
