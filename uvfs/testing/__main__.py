@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from uvfs.testing import make_tree, suite
+from uvfs.testing import make_tree
+
+# Run by path, not imported here: pytest imports it once its assert rewriting is on.
+SUITE = Path(__file__).with_name("suite.py")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,11 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     kit = [
         *("-p", "uvfs.testing.plugin", "-p", "no:cacheprovider"),
         # The kit's own settings, not those of the project it is run from.
-        *("-c", os.devnull, "--rootdir", str(Path(suite.__file__).parent)),
+        *("-c", os.devnull, "--rootdir", str(SUITE.parent)),
         *("--uvfs-mountpoint", str(args.mountpoint.resolve())),
         *(["--uvfs-ro"] if args.ro else []),
     ]
-    return int(pytest.main([suite.__file__, *kit, *pytest_args]))
+    return int(pytest.main([str(SUITE), *kit, *pytest_args]))
 
 
 if __name__ == "__main__":
