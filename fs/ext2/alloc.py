@@ -103,5 +103,7 @@ def other_group(stats: GroupStats, parent_group: int) -> int | None:
 
 def block_groups(stats: GroupStats, goal_group: int) -> Iterator[int]:
     """Groups with a free block, in the order a block search visits them from `goal_group`."""
-    order = stats._rolled(goal_group)
+    if stats.free_blocks[goal_group] > 0:
+        yield goal_group  # nearly every search ends here: no need to order the others
+    order = stats._rolled(goal_group)[1:]
     yield from (int(g) for g in order[stats.free_blocks[order] > 0])
