@@ -33,7 +33,7 @@ def uvfs_mountpoint(zfs_pool, tmp_path_factory: pytest.TempPathFactory) -> Itera
     mountpoint = tmp_path_factory.mktemp("zfs-kit") / "mnt"
     mountpoint.mkdir()
     try:
-        run_uvfs("mount", "-o", "ro", *map(str, pool.vdevs), str(mountpoint))
+        run_uvfs("mount", "-o", "ro,allow_other", *map(str, pool.vdevs), str(mountpoint))
         yield mountpoint / "tree"
     finally:
         force_unmount(mountpoint)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from uvfs.testing import _tree as tree
-from uvfs.testing._registry import check, raises
+from uvfs.testing._registry import DirStream, as_nobody, check, need_root, raises
 
 GiB = 1 << 30
 
@@ -242,3 +242,113 @@ def check_readonly_erofs(d: Path) -> None:
 def check_readonly_statfs(d: Path) -> None:
     """statvfs reports the mount read-only (ST_RDONLY)."""
     assert os.statvfs(d).f_flag & os.ST_RDONLY
+
+
+@check("read")
+def check_tree_read_sizes(d: Path) -> None:
+    """Sequential reads of 1, 7, 4096 and 65537 bytes each put the file together exactly."""
+    for size in [1, 7, 4096, 65537]:
+        fd = os.open(d / "file", os.O_RDONLY)
+        try:
+            chunks = []
+            while chunk := os.read(fd, size):
+                chunks.append(chunk)
+        finally:
+            os.close(fd)
+        assert b"".join(chunks) == tree.DATA, size
+
+
+@check("read")
+def check_tree_large_mmap(d: Path) -> None:
+    """A mapping at an offset past 4 GiB shows the bytes there."""
+    offset, data = next(iter(tree.LARGE_PIECES.items()))
+    with (
+        open(d / "large", "rb") as f,
+        mmap.mmap(f.fileno(), len(data), prot=mmap.PROT_READ, offset=offset) as m,
+    ):
+        assert m[:] == data
+
+
+@check("read")
+def check_tree_empty_dirs(d: Path) -> None:
+    """An empty directory lists nothing and has nlink 2."""
+    for sub in ["sub1", "sub2"]:
+        assert os.listdir(d / "dir" / sub) == []
+        assert os.stat(d / "dir" / sub).st_nlink == 2
+
+
+@check("read")
+def check_tree_stat_through_link(d: Path) -> None:
+    """stat through a symlink is the target's stat; lstat is the link's own inode."""
+    target, through, link = os.stat(d / "file"), os.stat(d / "link"), os.lstat(d / "link")
+    assert (through.st_ino, through.st_mode, through.st_size) == (
+        target.st_ino,
+        target.st_mode,
+        target.st_size,
+    )
+    assert link.st_ino != target.st_ino
+
+
+@check("read")
+def check_tree_inode_stable(d: Path) -> None:
+    """Inode numbers are the same on every lookup and in readdir; distinct across files."""
+    first = {name: os.lstat(d / name).st_ino for name in ["file", "empty", "dir", "link"]}
+    again = {e.name: e.inode() for e in os.scandir(d) if e.name in first}
+    assert again == first
+    assert {name: os.lstat(d / name).st_ino for name in first} == first
+    assert len(set(first.values())) == 4
+
+
+@check("read")
+def check_tree_seekdir(d: Path) -> None:
+    """seekdir to a position telldir gave resumes listing at the same entry (300 entries)."""
+    with DirStream(d / "many") as stream:
+        listing: list[tuple[int, bytes]] = []
+        while True:
+            position = stream.tell()
+            name = stream.read()
+            if name is None:
+                break
+            listing.append((position, name))
+        assert len(listing) == tree.MANY + 2
+        for position, name in listing[::-11]:
+            stream.seek(position)
+            assert stream.read() == name
+
+
+@check("read")
+def check_tree_fifo_open(d: Path) -> None:
+    """A FIFO opens for reading without blocking (O_NONBLOCK) and reads empty: no writer."""
+    fd = os.open(d / "fifo", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        assert os.read(fd, 10) == b""
+    finally:
+        os.close(fd)
+
+
+@check("read")
+def check_tree_permissions(d: Path) -> None:
+    """Mode 000 stops another user (EACCES) and not root; mode 777 lets them read."""
+    need_root("another user, and root's override")
+    assert _read(d / "modes" / "none") == b"none"
+    dfd = os.open(d / "modes", os.O_RDONLY | os.O_DIRECTORY)
+
+    def attempt() -> None:
+        raises(errno.EACCES, os.open, "none", os.O_RDONLY, dir_fd=dfd)
+        assert not os.access("none", os.R_OK, dir_fd=dfd)
+        with open(os.open("all", os.O_RDONLY, dir_fd=dfd), "rb") as f:
+            assert f.read() == b"all"
+
+    try:
+        as_nobody(attempt)
+    finally:
+        os.close(dfd)
+
+
+@check("read")
+def check_tree_xattr_errors(d: Path) -> None:
+    """A symlink lists no user attributes; a dangling link or missing name gives ENOENT."""
+    on_link = os.listxattr(d / "link", follow_symlinks=False)
+    assert [name for name in on_link if name.startswith("user.")] == []
+    raises(errno.ENOENT, os.getxattr, d / "dangling", "user.small")
+    raises(errno.ENOENT, os.listxattr, d / "missing")
