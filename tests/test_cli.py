@@ -157,3 +157,22 @@ def test_a_driver_that_cannot_write_is_mounted_read_only_with_a_message(
         assert options.split(",")[0] == "ro"
     finally:
         force_unmount(mnt)
+
+
+def test_what_a_driver_warns_of_while_opening_reaches_the_user(tmp_path: Path) -> None:
+    import subprocess
+
+    image = tmp_path / "errors.img"
+    subprocess.run(["mke2fs", "-q", "-F", "-t", "ext2", str(image), "4M"], check=True)
+    subprocess.run(["debugfs", "-w", "-R", "ssv state 2", str(image)], check=True,
+                   capture_output=True)  # fmt: skip
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    try:
+        done = run_uvfs("mount", "-o", "ro", str(image), str(mnt))
+        assert done.stderr == (
+            f"uvfs: {image}: ext2 filesystem has errors or was not cleanly unmounted; "
+            "reading it as it is (run e2fsck)\n"
+        )
+    finally:
+        force_unmount(mnt)

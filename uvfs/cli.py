@@ -239,15 +239,42 @@ async def _mount(args: argparse.Namespace, options: Options, progress: _Progress
         driver = _driver_for(args.type, images[0])
     spec = args.type or driver.name
     async with contextlib.AsyncExitStack() as stack:
-        fs = await _open_filesystem(stack, spec, driver, sources, writable, options)
-        if writable and not isinstance(fs, api.Write):
-            progress.warn(
-                f"the {driver.name} driver cannot write, mounting {args.sources[0]} read-only"
-            )
-            writable = False
-            await stack.aclose()  # reopen read-only, so the image's bytes cannot change
+        with _driver_warnings(progress):
             fs = await _open_filesystem(stack, spec, driver, sources, writable, options)
+            if writable and not isinstance(fs, api.Write):
+                progress.warn(
+                    f"the {driver.name} driver cannot write, mounting {args.sources[0]} read-only"
+                )
+                writable = False
+                await stack.aclose()  # reopen read-only, so the image's bytes cannot change
+                fs = await _open_filesystem(stack, spec, driver, sources, writable, options)
         await _serve_mount(args, options, driver, fs, writable, progress)
+
+
+class _ProgressHandler(logging.Handler):
+    def __init__(self, progress: _Progress) -> None:
+        super().__init__(logging.WARNING)
+        self.progress = progress
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.progress.warn(record.getMessage())
+
+
+@contextlib.contextmanager
+def _driver_warnings(progress: _Progress) -> Iterator[None]:
+    """What a driver logs as a warning while it opens the image (a journal replayed in
+    memory, an error state read as it is ...) reaches the user who runs ``uvfs mount``,
+    not only the server's log. In the foreground the log is already on stderr."""
+    if not progress.detached:
+        yield
+        return
+    handler = _ProgressHandler(progress)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
 
 
 async def _open_filesystem(
