@@ -233,8 +233,9 @@ class WritableExt2(Ext2FileSystem):
 
         Raises:
             Refusal: the image cannot be read, or cannot be written safely (a feature this
-                writer does not keep consistent, a journal to replay, errors or an unclean
-                state without ``force``).
+                writer does not keep consistent, a journal that cannot be replayed, errors
+                or an unclean state without ``force``). A journal that needs recovery is
+                replayed onto the image first, as the kernel and e2fsck do.
         """
         fs = await super().load(image, options)
         assert isinstance(fs, WritableExt2)
@@ -1398,8 +1399,9 @@ class WritableExt2Driver(Ext2Driver):
         """`WritableExt2` for a writable mount; read-only when only reading is possible.
 
         A volume with features this writer does not keep (ext4) opens read-only, so the
-        mount goes on read-only with a warning, as for a driver that cannot write; a
-        journal to replay or an unclean state refuses the mount.
+        mount goes on read-only with a warning, as for a driver that cannot write (after its
+        journal, if it needed recovery, was replayed onto the image); errors or an unclean
+        state refuse the mount without ``force``.
         """
         if not options.writable:
             return await super().open(sources, options)
