@@ -33,6 +33,7 @@ def uvfs_mountpoint(zfs_pool, tmp_path_factory: pytest.TempPathFactory) -> Itera
     mountpoint = tmp_path_factory.mktemp("zfs-kit") / "mnt"
     mountpoint.mkdir()
     try:
+        # allow_other: as root, a check acts as another user (uid 65534) too.
         run_uvfs("mount", "-o", "ro,allow_other", *map(str, pool.vdevs), str(mountpoint))
         yield mountpoint / "tree"
     finally:
