@@ -5,6 +5,7 @@ but those listed, each with the reason it fails."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -49,15 +50,18 @@ def _mke2fs(image: Path, fstype: str, size: str, *extra: str) -> Path:
     return image
 
 
+@contextlib.contextmanager
 def _kernel_mount(mountpoint: Path, *args: str) -> Iterator[Path]:
     mountpoint.mkdir()
     subprocess.run(["mount", *args, str(mountpoint)], check=True, capture_output=True)
     try:
         yield mountpoint
     finally:
-        subprocess.run(["umount", str(mountpoint)], check=True, capture_output=True)
+        if subprocess.run(["umount", str(mountpoint)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(mountpoint)], check=True, capture_output=True)
 
 
+@contextlib.contextmanager
 def _uvfs_mount(mountpoint: Path, image: Path, options: str) -> Iterator[Path]:
     mountpoint.mkdir()
     try:
@@ -83,7 +87,8 @@ class TestTmpfs:
     def uvfs_mountpoint(cls, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         _need_root()
         mountpoint = tmp_path_factory.mktemp("tmpfs") / "mnt"
-        yield from _kernel_mount(mountpoint, "-t", "tmpfs", "-o", "size=512m", "tmpfs")
+        with _kernel_mount(mountpoint, "-t", "tmpfs", "-o", "size=512m", "tmpfs") as mounted:
+            yield mounted
 
     @pytest.mark.parametrize("check", params())
     def test_check(self, check: Check, uvfs_run) -> None:
@@ -99,7 +104,8 @@ class TestExt4:
         _need_root()
         work = tmp_path_factory.mktemp("ext4")
         image = _mke2fs(work / "ext4.img", "ext4", "256M")
-        yield from _kernel_mount(work / "mnt", "-t", "ext4", "-o", "loop,rw", str(image))
+        with _kernel_mount(work / "mnt", "-t", "ext4", "-o", "loop,rw", str(image)) as mounted:
+            yield mounted
 
     @pytest.mark.parametrize("check", params())
     def test_check(self, check: Check, uvfs_run) -> None:
@@ -114,7 +120,8 @@ class TestUvfsExt2ReadWrite:
     def uvfs_mountpoint(cls, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         work = tmp_path_factory.mktemp("uvfs-ext2")
         image = _mke2fs(work / "ext2.img", "ext2", "256M")
-        yield from _uvfs_mount(work / "mnt", image, "rw" + OTHERS)
+        with _uvfs_mount(work / "mnt", image, "rw" + OTHERS) as mounted:
+            yield mounted
 
     @pytest.mark.parametrize("check", params(xfail=UVFS_EXT2_RW_FAILS))
     def test_check(self, check: Check, uvfs_run) -> None:
@@ -128,7 +135,8 @@ class TestUvfsExt4ReadOnly:
     @classmethod
     def uvfs_mountpoint(cls, reference_image: Path) -> Iterator[Path]:
         mountpoint = reference_image.parent / "uvfs-mnt"
-        yield from _uvfs_mount(mountpoint, reference_image, "ro" + OTHERS)
+        with _uvfs_mount(mountpoint, reference_image, "ro" + OTHERS) as mounted:
+            yield mounted
 
     @pytest.mark.parametrize("check", params(readonly=True, xfail=UVFS_EXT4_RO_FAILS))
     def test_check(self, check: Check, uvfs_run) -> None:
@@ -139,9 +147,9 @@ def test_command_line_on_kernel_read_only_ext4(reference_image: Path) -> None:
     """``python -m uvfs.testing --ro MNT`` on the kernel's own read-only mount of the
     reference image passes every read check and ends with pytest's closing line."""
     _need_root()
-    for mountpoint in _kernel_mount(
+    with _kernel_mount(
         reference_image.parent / "kernel-mnt", "-t", "ext4", "-o", "loop,ro", str(reference_image)
-    ):
+    ) as mountpoint:
         done = subprocess.run([*KIT, "--ro", str(mountpoint)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:]
     closing = done.stdout.strip().splitlines()[-1]
@@ -154,7 +162,7 @@ def test_one_wrong_byte_fails_exactly_the_checks_that_read_its_file(tmp_path: Pa
     reference but for one byte of ``file`` (times put back), fails the checks that read
     that file's bytes and no other."""
     _need_root()
-    for mountpoint in _kernel_mount(tmp_path / "mnt", "-t", "tmpfs", "-o", "size=64m", "tmpfs"):
+    with _kernel_mount(tmp_path / "mnt", "-t", "tmpfs", "-o", "size=64m", "tmpfs") as mountpoint:
         make_tree(mountpoint / "tree")
         path = mountpoint / "tree" / "file"
         st = os.stat(path)
