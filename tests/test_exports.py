@@ -3,6 +3,10 @@
 import uvfs
 
 PUBLIC = [
+    "serve",
+    "Timeouts",
+    "MountFailed",
+    "BlockDevice",
     "RENAME_EXCHANGE",
     "RENAME_NOREPLACE",
     "Attr",

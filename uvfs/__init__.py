@@ -41,14 +41,18 @@ from uvfs._api import (
     Unlink,
     Write,
 )
+from uvfs._broker import Timeouts
 from uvfs._image import ImageFile, ImageInUse
 from uvfs._lru import LRU
+from uvfs._mount import MountFailed, serve
+from uvfs._window import BlockDevice
 
 __all__ = [
     "LRU",
     "RENAME_EXCHANGE",
     "RENAME_NOREPLACE",
     "Attr",
+    "BlockDevice",
     "Caller",
     "Close",
     "Create",
@@ -65,6 +69,7 @@ __all__ = [
     "ListXattr",
     "MkDir",
     "MkNod",
+    "MountFailed",
     "MountOptions",
     "Open",
     "Read",
@@ -82,6 +87,8 @@ __all__ = [
     "StatFs",
     "SymLink",
     "Sync",
+    "Timeouts",
     "Unlink",
     "Write",
+    "serve",
 ]

@@ -34,7 +34,7 @@ import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from uvfs._api import Attr, Caller, DirEntry, FSError, SetAttr, StatFS
+from uvfs import Attr, Caller, DirEntry, FSError, SetAttr, StatFS
 from uvfs_fs.audit.recorder import Access, Kind, Recorder, classify_open
 
 ROOT_INO = 1

@@ -42,8 +42,7 @@ from pathlib import Path
 
 import trio
 
-from uvfs._broker import Timeouts
-from uvfs._mount import MountFailed, serve
+from uvfs import MountFailed, Timeouts, serve
 from uvfs_fs.audit.namespace import make_undumpable
 from uvfs_fs.audit.passthrough import Passthrough
 from uvfs_fs.audit.recorder import Access, Kind, Recorder

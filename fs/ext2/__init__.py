@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from uvfs._api import MountOptions, Refusal
-from uvfs._image import ImageFile
+from uvfs import ImageFile, MountOptions, Refusal
 from uvfs_fs.ext2.filesystem import Ext2FileSystem, read_superblock
 from uvfs_fs.ext2.superblock import EXT2_SUPER_MAGIC, SUPERBLOCK_OFFSET, describe
 

@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from uvfs._api import FSError
+from uvfs import FSError
 
 EXT2_NDIR_BLOCKS = 12
 EXT2_IND_BLOCK = 12

@@ -16,7 +16,7 @@ import errno
 import struct
 from collections.abc import Iterator
 
-from uvfs._api import FSError
+from uvfs import FSError
 
 # file_type values
 EXT2_FT_UNKNOWN = 0

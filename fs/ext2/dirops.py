@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import errno
 
-from uvfs._api import FSError
+from uvfs import FSError
 from uvfs_fs.ext2.dirent import (
     EXT2_FT_DIR,
     EXT2_NAME_LEN,

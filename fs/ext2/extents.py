@@ -20,7 +20,7 @@ from bisect import bisect_right
 
 from construct import Int16ul, Int32ul, Struct
 
-from uvfs._api import FSError
+from uvfs import FSError
 from uvfs_fs.ext2.blockmap import ReadBlock, Run, append_run
 from uvfs_fs.ext2.record import FastRecord
 

@@ -31,10 +31,7 @@ from collections.abc import Sequence
 
 from construct import Container
 
-from uvfs._api import Attr, DirEntry, FSError, MountOptions, Refusal, StatFS
-from uvfs._image import ImageFile
-from uvfs._lru import LRU
-from uvfs._window import BlockDevice
+from uvfs import LRU, Attr, BlockDevice, DirEntry, FSError, ImageFile, MountOptions, Refusal, StatFS
 from uvfs_fs.ext2 import csum, xattr
 from uvfs_fs.ext2.blockmap import Run, map_indirect
 from uvfs_fs.ext2.dirent import EXT2_NAME_LEN, decode_rec_len, iter_dirents

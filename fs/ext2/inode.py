@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 from construct import Bytes, Int16ul, Int32ul, Struct
 
-from uvfs._api import FSError
+from uvfs import FSError
 from uvfs_fs.ext2.record import FastRecord
 
 EXT2_N_BLOCKS = 15  # i_block[] holds 15 32-bit words: 60 bytes

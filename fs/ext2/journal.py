@@ -14,7 +14,7 @@ import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from uvfs._window import BlockDevice
+from uvfs import BlockDevice
 from uvfs_fs.ext2.blockmap import Run
 from uvfs_fs.ext2.jbd2 import (
     JOURNAL_SUPERBLOCK_SIZE,

@@ -13,8 +13,7 @@ import bisect
 import errno
 from collections.abc import Callable
 
-from uvfs._api import FSError
-from uvfs._window import BlockDevice
+from uvfs import BlockDevice, FSError
 from uvfs_fs.ext2.jbd2 import unescape
 
 

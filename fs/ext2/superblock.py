@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from construct import Array, Bytes, Container, Int8ul, Int16sl, Int16ul, Int32ul, Int64ul, Struct
 
-from uvfs._api import Refusal
+from uvfs import Refusal
 
 SUPERBLOCK_OFFSET = 1024
 SUPERBLOCK_SIZE = 1024

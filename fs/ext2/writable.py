@@ -69,20 +69,20 @@ import numpy as np
 import trio
 from construct import Container
 
-from uvfs import LRU
-from uvfs._api import (
+from uvfs import (
+    LRU,
     RENAME_EXCHANGE,
     RENAME_NOREPLACE,
     Attr,
     Caller,
     DirEntry,
     FSError,
+    ImageFile,
     MountOptions,
     Refusal,
     SetAttr,
     StatFS,
 )
-from uvfs._image import ImageFile
 from uvfs_fs.ext2 import Ext2Driver
 from uvfs_fs.ext2.alloc import GroupStats, block_groups, orlov_group, other_group
 from uvfs_fs.ext2.bitmap import Bitmap

@@ -17,7 +17,7 @@ import struct
 
 from construct import Array, Int8ul, Int16ul, Int32ul, Struct
 
-from uvfs._api import FSError
+from uvfs import FSError
 from uvfs_fs.ext2.record import FastRecord
 
 EXT2_EXT_ATTR_MAGIC = 0xEA020000

@@ -17,7 +17,7 @@ import errno
 import struct
 from typing import NamedTuple
 
-from uvfs._api import FSError
+from uvfs import FSError
 from uvfs_fs.ext2.xattr import (
     EXT2_ATTR_INDEX_POSIX_ACL_ACCESS,
     EXT2_ATTR_INDEX_POSIX_ACL_DEFAULT,
