@@ -79,18 +79,36 @@ class LeafVdev(Vdev):
     def readable(self) -> bool:
         return self.image is not None
 
-    async def read_raw(self, offset: int, size: int) -> bytes | None:
-        """The bytes at allocatable `offset`, or None when absent or unreadable."""
-        self.stats.leaf_reads += 1
+    def _start(self, offset: int, size: int) -> int | None:
+        """Where allocatable `offset` lies in the image; None when absent or past its end."""
         start = offset + VDEV_LABEL_START_SIZE
         # A hostile DVA may point anywhere, up to 2^72: past the image is a lost read.
         if self.image is None or start + size > self.image.size:
+            return None
+        return start
+
+    async def read_raw(self, offset: int, size: int) -> bytes | None:
+        """The bytes at allocatable `offset`, or None when absent or unreadable."""
+        self.stats.leaf_reads += 1
+        start = self._start(offset, size)
+        if start is None or self.image is None:
             self.stats.leaf_errors += 1
             return None
         try:
             return await self.image.read(start, size)
         except (FSError, OSError):
             self.stats.leaf_errors += 1
+            return None
+
+    def read_raw_sync(self, offset: int, size: int) -> bytes | None:
+        """`read_raw` in a worker thread (zio reads, verifies and decompresses there in one
+        go); it counts nothing, so the caller updates `stats` back on the trio thread."""
+        start = self._start(offset, size)
+        if start is None or self.image is None:
+            return None
+        try:
+            return self.image.read_sync(start, size)
+        except (FSError, OSError):
             return None
 
     async def read(self, offset: int, size: int, check: Check | None) -> bytes | None:

@@ -245,10 +245,32 @@ def _finish(bp: BlockPtr, physical: bytes, salt: bytes | None) -> tuple[bytes | 
         return None, got is not None
 
 
-def _finish_all(
-    work: list[tuple[BlockPtr, bytes]], salt: bytes | None
-) -> list[tuple[bytes | None, bool]]:
-    return [_finish(bp, physical, salt) for bp, physical in work]
+Verdict = tuple[bytes | None, bool]  # what `_finish` says of one block
+
+
+def _finish_run(
+    data: bytes | None, at: int, run: list[BlockPtr], salt: bytes | None
+) -> list[Verdict] | None:
+    """`_finish` each block of `run`, cut from `data` (read from vdev offset `at`)."""
+    if data is None:
+        return None
+    view = memoryview(data)
+    out = []
+    for bp in run:
+        start = bp.dvas[0].offset - at
+        out.append(_finish(bp, bytes(view[start : start + bp.psize]), salt))
+    return out
+
+
+def _read_finish(vdev: LeafVdev, run: list[BlockPtr], salt: bytes | None) -> list[Verdict] | None:
+    """Read `run` from a leaf with one I/O, then verify and decompress it: a worker
+    thread's whole job, so the trio thread neither copies nor decodes."""
+    at = run[0].dvas[0].offset
+    return _finish_run(vdev.read_raw_sync(at, _span(run)), at, run, salt)
+
+
+def _span(run: list[BlockPtr]) -> int:
+    return run[-1].dvas[0].offset + run[-1].psize - run[0].dvas[0].offset
 
 
 async def zio_read_many(
@@ -295,34 +317,38 @@ async def _read_run(
     salt: bytes | None,
     out: list[bytes | None],
 ) -> None:
-    """Read one run with a single I/O into `out`; blocks left empty must be read alone."""
-    first, last = bps[indexes[0]].dvas[0], bps[indexes[-1]].dvas[0]
-    data = await vdevs[first.vdev].read(
-        first.offset, last.offset + bps[indexes[-1]].psize - first.offset, None
-    )
-    if data is None:
-        return
-    view = memoryview(data)
-    work = []
-    for i in indexes:
-        at = bps[i].dvas[0].offset - first.offset
-        work.append((bps[i], bytes(view[at : at + bps[i].psize])))
-    slow = sum(bp.lsize for bp, _ in work if bp.compress in THREADED or bp.checksum not in INLINE)
-    if slow < THREAD_MIN:
-        results = _finish_all(work, salt)
-    else:  # two halves on two worker threads: both cores decompress
-        half = (len(work) + 1) // 2
-        parts: list[list[tuple[bytes | None, bool]]] = [[], []]
+    """Read one run into `out`; blocks left None must be read alone.
 
-        async def finish(k: int, chunk: list[tuple[BlockPtr, bytes]]) -> None:
-            parts[k] = await trio.to_thread.run_sync(_finish_all, chunk, salt)
+    From a leaf, worker threads read, verify and decompress (two threads, a half each,
+    when the functions are slow); from a mirror, one side is read, then checked.
+    """
+    run = [bps[i] for i in indexes]
+    vdev = vdevs[run[0].dvas[0].vdev]
+    slow = any(bp.compress in THREADED or bp.checksum not in INLINE for bp in run)
+    cut = (len(run) + 1) // 2 if slow else len(run)
+    halves = [h for h in (run[:cut], run[cut:]) if h]
+    verdicts: list[list[Verdict] | None] = [None] * len(halves)
+    data = None
+    at = run[0].dvas[0].offset
+    if not isinstance(vdev, LeafVdev):
+        data = await vdev.read(at, _span(run), None)
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(finish, 0, work[:half])
-            nursery.start_soon(finish, 1, work[half:])
-        results = parts[0] + parts[1]
-    for i, (logical, verified) in zip(indexes, results, strict=True):
-        if logical is not None:
-            out[i] = logical
-            stats.blocks_read += 1
-            stats.unverified += not verified
+    async def finish(k: int) -> None:
+        if isinstance(vdev, LeafVdev):
+            verdicts[k] = await trio.to_thread.run_sync(_read_finish, vdev, halves[k], salt)
+            stats.leaf_reads += 1
+            stats.leaf_errors += verdicts[k] is None
+        elif slow:
+            verdicts[k] = await trio.to_thread.run_sync(_finish_run, data, at, halves[k], salt)
+        else:
+            verdicts[k] = _finish_run(data, at, halves[k], salt)
+
+    async with trio.open_nursery() as nursery:
+        for k in range(len(halves)):
+            nursery.start_soon(finish, k)
+    for part, verdict in zip((indexes[:cut], indexes[cut:]), verdicts, strict=False):
+        for i, (logical, verified) in zip(part, verdict or [], strict=False):
+            if logical is not None:
+                out[i] = logical
+                stats.blocks_read += 1
+                stats.unverified += not verified
