@@ -7,14 +7,8 @@ import os
 import stat
 from pathlib import Path
 
-from uvfs.testing._registry import (
-    as_nobody,
-    check,
-    current_umask,
-    need_root,
-    raises,
-    write_file,
-)
+from uvfs.testing._helpers import as_nobody, current_umask, need_root, raises, write_file
+from uvfs.testing._registry import check
 
 
 @check("write")

@@ -9,7 +9,8 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from uvfs.testing._registry import check, in_child, pattern, raises, write_file
+from uvfs.testing._helpers import in_child, pattern, raises, write_file
+from uvfs.testing._registry import check
 
 GiB = 1 << 30
 

@@ -7,7 +7,9 @@ import os
 import stat
 from pathlib import Path
 
-from uvfs.testing._registry import DirStream, check, current_umask, raises, write_file
+from uvfs.testing._helpers import current_umask, raises, write_file
+from uvfs.testing._registry import check
+from uvfs.testing._syscalls import DirStream
 
 
 @check("write")

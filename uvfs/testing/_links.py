@@ -7,7 +7,8 @@ import os
 import stat
 from pathlib import Path
 
-from uvfs.testing._registry import check, raises, write_file
+from uvfs.testing._helpers import raises, write_file
+from uvfs.testing._registry import check
 
 
 @check("write")

@@ -7,7 +7,8 @@ import os
 import unicodedata
 from pathlib import Path
 
-from uvfs.testing._registry import check, raises, write_file
+from uvfs.testing._helpers import raises, write_file
+from uvfs.testing._registry import check
 
 
 @check("write")

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from uvfs.testing import _tree as tree
-from uvfs.testing._registry import DirStream, as_nobody, check, need_root, raises
+from uvfs.testing._helpers import as_nobody, need_root, raises
+from uvfs.testing._registry import check
+from uvfs.testing._syscalls import DirStream
 
 GiB = 1 << 30
 

@@ -6,14 +6,9 @@ import errno
 import os
 from pathlib import Path
 
-from uvfs.testing._registry import (
-    RENAME_EXCHANGE,
-    RENAME_NOREPLACE,
-    check,
-    raises,
-    renameat2,
-    write_file,
-)
+from uvfs.testing._helpers import raises, write_file
+from uvfs.testing._registry import check
+from uvfs.testing._syscalls import RENAME_EXCHANGE, RENAME_NOREPLACE, renameat2
 
 
 @check("write")

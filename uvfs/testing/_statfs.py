@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from uvfs.testing._registry import check, pattern
+from uvfs.testing._helpers import pattern
+from uvfs.testing._registry import check
 
 
 def _consistent(st: os.statvfs_result) -> None:

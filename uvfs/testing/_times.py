@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from uvfs.testing._registry import UTIME_NOW, UTIME_OMIT, check, utimensat, write_file
+from uvfs.testing._helpers import write_file
+from uvfs.testing._registry import check
+from uvfs.testing._syscalls import UTIME_NOW, UTIME_OMIT, utimensat
 
 SLACK = 20_000_000  # ns: one scheduler tick (at most 10 ms) twice over
 OLD = 1_000_000_000_123_456_789  # 2001-09-09, with nanoseconds

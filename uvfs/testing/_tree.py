@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from uvfs.testing._registry import pattern, write_file
+from uvfs.testing._helpers import pattern, write_file
 
 MTIME = 1_000_000_000  # 2001-09-09
 ATIME = 2_000_000_000  # 2033-05-18

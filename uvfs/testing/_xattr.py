@@ -6,7 +6,8 @@ import errno
 import os
 from pathlib import Path
 
-from uvfs.testing._registry import check, pattern, raises, write_file
+from uvfs.testing._helpers import pattern, raises, write_file
+from uvfs.testing._registry import check
 
 
 def _user(path: Path, follow: bool = True) -> list[str]:
