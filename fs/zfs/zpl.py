@@ -27,6 +27,10 @@ directory (one file per attribute); a stored name with no Linux namespace prefix
 as `user.<name>`, as the Linux kernel's ZFS does (zpl_xattr.c), and `user.x` is looked up
 as `x` and then as `user.x`. An xattr directory that cannot be read is EIO for that file's
 xattrs only.
+
+Cold walks. A listing answers with every entry's attributes, so it first reads the dnode
+blocks of all its entries several at a time (as zfs_readdir prefetches them), then the
+first blocks of its subdirectories, which a walk (find, du) lists next.
 """
 
 from __future__ import annotations
