@@ -401,3 +401,7 @@ class DriverType(Protocol):
     async def describe(self, sources: Sequence[ImageFile]) -> str:
         """A human-readable summary for ``uvfs info`` (like ``dumpe2fs -h``)."""
         ...
+
+    # Optional: ``identify(head) -> str``, what a recognised `head` holds as blkid names
+    # it (``ext4``, ``zfs member``), for ``uvfs info`` of a disk's partitions. Without it,
+    # the driver's `name`.

@@ -45,36 +45,13 @@ def probe_head(image: BlockDevice) -> bytes:
 
 
 def identify(head: bytes) -> str | None:
-    """What `head` holds, named as blkid names it (ext2, ext3, ext4, zfs member, or another
-    driver's name), or None when no driver recognises it."""
+    """What `head` holds, as the driver that recognises it names it (see `DriverType`), or
+    None when no driver does."""
     driver = next((d for d in drivers().values() if d.probe(head)), None)
     if driver is None:
         return None
-    if driver.name == "zfs":
-        return "zfs member"  # one vdev of a pool, not a mountable filesystem by itself
-    if driver.name == "ext2":
-        return _ext_generation(head)
-    return driver.name
-
-
-# Superblock feature words (byte offsets in the image) and the flags blkid calls ext2's;
-# anything else incompatible or read-only-compatible makes an ext4, a journal an ext3.
-_S_FEATURE_COMPAT, _S_FEATURE_INCOMPAT, _S_FEATURE_RO_COMPAT = 1024 + 0x5C, 1024 + 0x60, 1024 + 0x64
-_COMPAT_HAS_JOURNAL = 0x4
-_EXT2_INCOMPAT = 0x2 | 0x10  # filetype, meta_bg
-_EXT3_INCOMPAT = _EXT2_INCOMPAT | 0x4  # + needs recovery
-_EXT2_RO_COMPAT = 0x1 | 0x2 | 0x4  # sparse_super, large_file, btree_dir
-
-
-def _ext_generation(head: bytes) -> str:
-    def word(offset: int) -> int:
-        return int.from_bytes(head[offset : offset + 4], "little")
-
-    incompat, ro_compat = word(_S_FEATURE_INCOMPAT), word(_S_FEATURE_RO_COMPAT)
-    journal = word(_S_FEATURE_COMPAT) & _COMPAT_HAS_JOURNAL
-    if incompat & ~_EXT3_INCOMPAT or ro_compat & ~_EXT2_RO_COMPAT:
-        return "ext4"
-    return "ext3" if journal else "ext2"
+    name: str = getattr(driver, "identify", lambda _head: driver.name)(head)
+    return name
 
 
 def detect(image: BlockDevice) -> DriverType:

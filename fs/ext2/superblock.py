@@ -10,6 +10,7 @@ so a hostile superblock is refused here rather than trusted below.
 
 from __future__ import annotations
 
+import struct
 import time
 import uuid
 from dataclasses import dataclass
@@ -217,6 +218,22 @@ def feature_names(compat: int, incompat: int, ro_compat: int) -> list[str]:
             if bits & mask:
                 names.append(FEATURE_NAMES.get((word, mask), f"FEATURE_{'CIR'[word]}{bit}"))
     return names
+
+
+# What blkid still calls ext2 (and ext3, with a journal): any other incompatible or
+# read-only-compatible feature makes an ext4 (util-linux libblkid/src/superblocks/ext.c).
+_EXT2_FEATURES = frozenset(
+    {"filetype", "meta_bg", "needs_recovery", "sparse_super", "large_file", "FEATURE_R2"}
+)
+
+
+def ext_generation(raw: bytes) -> str:
+    """``ext2``, ``ext3`` or ``ext4`` for the superblock bytes `raw`, as blkid names it."""
+    compat, incompat, ro_compat = struct.unpack_from("<III", raw, 0x5C)
+    beyond = set(feature_names(0, incompat, ro_compat)) - _EXT2_FEATURES
+    if beyond:
+        return "ext4"
+    return "ext3" if compat & 0x0004 else "ext2"  # has_journal
 
 
 def sb_features(sb: Container) -> frozenset[str]:

@@ -29,6 +29,10 @@ class ZfsDriver:
         """Whether `head` starts with a ZFS vdev label."""
         return probe_label(head)
 
+    def identify(self, head: bytes) -> str:
+        """One vdev of a pool, as blkid calls it: not a filesystem by itself."""
+        return "zfs member"
+
     async def open(self, sources: Sequence[ImageFile], options: MountOptions) -> ZfsFileSystem:
         """Import the pool read-only; Refusal when it cannot be read.
 

@@ -10,8 +10,10 @@ from construct import Container
 
 from uvfs import Refusal
 from uvfs_fs.ext2.superblock import (
+    SUPERBLOCK_OFFSET,
     SUPPORTED_INCOMPAT,
     ext2_super_block,
+    ext_generation,
     feature_names,
     geometry,
 )
@@ -197,3 +199,13 @@ def test_geometry_refusals(changes: dict[str, int], message: str) -> None:
     with pytest.raises(Refusal) as info:
         geometry(good(**changes), 64 << 20)
     assert str(info.value) == message
+
+
+@pytest.mark.parametrize("fstype", ["ext2", "ext3", "ext4"])
+def test_generation_as_blkid_names_it(tmp_path: Path, fstype: str) -> None:
+    image = tmp_path / "img"
+    subprocess.run(["mke2fs", "-q", "-F", "-t", fstype, str(image), "8M"], check=True)
+    raw = image.read_bytes()[SUPERBLOCK_OFFSET : SUPERBLOCK_OFFSET + 1024]
+    blkid = subprocess.run(["blkid", "-p", "-o", "value", "-s", "TYPE", str(image)],
+                           capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    assert ext_generation(raw) == blkid == fstype
