@@ -1,4 +1,4 @@
-"""The ``uvfs`` command: mount, umount, info, stats and audit.
+"""The ``uvfs`` command: mount, umount, info, stats, and the subcommands packages add.
 
 Every failure a user can cause (missing source, unknown type, busy mountpoint, bad option,
 an image the driver refuses) ends in one line on stderr starting with ``uvfs:`` and a
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import importlib
 import logging
 import os
 import signal
@@ -23,6 +24,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
 
@@ -554,11 +556,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_audit(argv: list[str]) -> int:
-    """``uvfs audit ...`` belongs to the audit driver's own command line, options and all."""
-    from uvfs_fs.audit.cli import main as audit_main
-
-    return audit_main(argv)
+def added_commands() -> dict[str, EntryPoint]:
+    """Subcommands registered under the ``uvfs.commands`` entry-point group (``uvfs audit``
+    is the audit overlay's): each takes the rest of the command line, options and all."""
+    return {ep.name: ep for ep in entry_points(group="uvfs.commands")}
 
 
 # --- the command line -------------------------------------------------------------------------
@@ -612,9 +613,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("mountpoint", metavar="MOUNTPOINT")
     p.set_defaults(func=cmd_stats)
 
-    # Listed for --help only: main() hands "uvfs audit ..." to the audit command line whole.
-    sub.add_parser("audit", help="run a command on an overlay that records and checks the files "
-                   "it uses (uvfs audit --help)")  # fmt: skip
+    # Listed for --help only: main() hands "uvfs NAME ..." to the command's own parser whole.
+    for name, ep in added_commands().items():
+        summary = (importlib.import_module(ep.module).__doc__ or "").strip().splitlines()
+        sub.add_parser(name, help=f"{summary[0] if summary else name} (uvfs {name} --help)")
     return parser
 
 
@@ -624,8 +626,10 @@ def warn(message: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["audit"]:
-        return cmd_audit(argv[1:])
+    command = added_commands().get(argv[0]) if argv else None
+    if command is not None:
+        main: Callable[[list[str]], int] = command.load()
+        return main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "mount" and len(args.sources) < 1:

@@ -1,4 +1,4 @@
-"""``uvfs audit``: run a command on the recording overlay, compare its files with declarations."""
+"""Run a command on a recording overlay; compare the files it uses with its declarations."""
 
 from __future__ import annotations
 
