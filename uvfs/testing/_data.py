@@ -549,3 +549,41 @@ def check_posix_locks(d: Path) -> None:
                 fcntl.lockf(g, exclusive, 10, 55)
 
         in_child(free)
+
+
+@check("write")
+def check_block_boundaries(d: Path) -> None:
+    """Sizes at and around 512, 1024, 4096 and 65536 bytes read back exactly, also truncated to."""
+    for size in [511, 512, 513, 1023, 1024, 1025, 4095, 4096, 4097, 65535, 65536, 65537]:
+        data = pattern(size, seed=size % 251)
+        write_file(d / "f", data)
+        assert os.stat(d / "f").st_size == size
+        assert _pread_all(d / "f") == data
+    write_file(d / "g", pattern(8192))
+    os.truncate(d / "g", 4096)
+    os.truncate(d / "g", 4097)
+    assert _pread_all(d / "g") == pattern(4096) + b"\0"
+
+
+@check("write")
+def check_o_trunc_seen_by_other_fd(d: Path) -> None:
+    """An O_TRUNC open empties the file for a descriptor opened before it too."""
+    write_file(d / "f", pattern(9000))
+    fd = os.open(d / "f", os.O_RDONLY)
+    try:
+        os.close(os.open(d / "f", os.O_WRONLY | os.O_TRUNC))
+        assert os.fstat(fd).st_size == 0
+        assert os.pread(fd, 100, 0) == b""
+    finally:
+        os.close(fd)
+
+
+@check("write")
+def check_truncate_keeps_xattrs(d: Path) -> None:
+    """Truncating a file to zero and rewriting it keeps its extended attributes."""
+    write_file(d / "f", pattern(50_000))
+    os.setxattr(d / "f", "user.kept", b"still")
+    os.truncate(d / "f", 0)
+    write_file(d / "f", b"new")
+    assert os.getxattr(d / "f", "user.kept") == b"still"
+    assert _pread_all(d / "f") == b"new"

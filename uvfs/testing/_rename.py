@@ -214,3 +214,16 @@ def check_link_unlink_rename(d: Path) -> None:
     st = os.stat(d / "c")
     assert (st.st_ino, st.st_nlink) == (ino, 1)
     assert (d / "c").read_bytes() == b"data"
+
+
+@check("write")
+def check_rename_exchange_nlink(d: Path) -> None:
+    """RENAME_EXCHANGE of a directory with a file in another parent moves one nlink across."""
+    (d / "p1" / "sub").mkdir(parents=True)
+    (d / "p2").mkdir()
+    write_file(d / "p2" / "f", b"file")
+    renameat2(d / "p1" / "sub", d / "p2" / "f", RENAME_EXCHANGE)
+    assert os.stat(d / "p1").st_nlink == 2
+    assert os.stat(d / "p2").st_nlink == 3
+    assert (d / "p1" / "sub").read_bytes() == b"file"
+    assert os.stat(d / "p2" / "f" / "..").st_ino == os.stat(d / "p2").st_ino
