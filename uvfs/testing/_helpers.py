@@ -79,7 +79,8 @@ def in_child(fn: Callable[[], object], *, nobody: bool = False) -> None:
     with os.fdopen(read_end, "rb") as f:
         message = f.read().decode()
     _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, f"in a child process: {message}"
+    who = " as uid 65534 (a FUSE mount lets other users in only with allow_other)" if nobody else ""
+    assert os.waitstatus_to_exitcode(status) == 0, f"in a child process{who}: {message}"
 
 
 def as_nobody(fn: Callable[[], object]) -> None:
