@@ -64,22 +64,23 @@ def test_tiny_run_reports_every_workload_and_system(tmp_path: Path) -> None:
             assert (cell["seconds"] is not None) != (cell["error"] is not None), (name, cell)
             if name != "uvfs":
                 assert cell["seconds"] is not None, (name, cell)
-    # Every FUSE server measured shows its CPU time and peak RSS (not the audit's overlay);
-    # uvfs servers and the write floor's bare pyfuse3 their requests too.
+    # Every FUSE server measured shows its CPU time and peak RSS (not the audit's overlay,
+    # nor the zfs-fuse daemon, which serves other pools too); uvfs servers and the write
+    # floor's bare pyfuse3 their requests too.
     for (suite, workload, _), systems in cells.items():
         for name, cell in systems.items():
-            if cell["seconds"] is None or suite == "audit" or name == "kernel":
+            if cell["seconds"] is None or suite == "audit" or name in ("kernel", "zfs-fuse"):
                 continue
             assert len(cell["cpu"]) == len(cell["peak_rss"]) == len(cell["samples"])
             assert min(cell["peak_rss"]) > 1 << 20, (suite, workload, name, cell)
             if name in ("uvfs", UVFS_RAM) or (suite == "write" and name == BARE):
                 assert len(cell["requests"]) == len(cell["samples"]), (suite, workload, name)
-    # Told what uvfs tells the kernel, bare pyfuse3 gets the requests uvfs gets (within a
-    # few: it lists no "." and "..").
+    # Told what uvfs tells the kernel, bare pyfuse3 gets the requests uvfs gets, but for
+    # forgets: the kernel sends them in batches as large as the server's pace allows.
     for workload in WRITES:
         floor = cells["write", workload, "cold"]
         bare, uvfs_mem = floor[BARE]["requests"][0], floor[UVFS_RAM]["requests"][0]
-        assert abs(bare - uvfs_mem) <= 0.02 * uvfs_mem + 2, (workload, bare, uvfs_mem)
+        assert abs(bare - uvfs_mem) <= 0.05 * uvfs_mem + 10, (workload, bare, uvfs_mem)
     # On the null tree each system call is one request (plus the file's open and release).
     sizes = results["meta"]["sizes"]
     for workload in FRAMEWORK:
