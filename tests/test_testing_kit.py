@@ -28,9 +28,6 @@ OTHERS = ",allow_other" if os.geteuid() == 0 else ""
 UVFS_EXT2_RW_FAILS = {
     "read_updates_atime": "a read never moves atime (it stays older than mtime on a relatime "
     "mount): FUSE leaves atime to the server and uvfs stamps none on read",
-    "statfs_counts_inodes": "after files are created and unlinked, f_ffree stays one below "
-    "where it started (65524, not 65525, on a fresh 256 MiB image) until unmount; e2fsck "
-    "then finds the image right",
 }
 UVFS_EXT4_RO_FAILS: dict[str, str] = {}
 

@@ -61,6 +61,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("uvfs.broker")
 
 ROOT = 1  # FUSE's root inode number
+NAME_MAX = 255  # bytes in one name, as every Linux filesystem
 METADATA_ENTRIES = 100_000  # weight of the read-only metadata cache (a listing weighs its size)
 
 _ABSENT = object()  # not in the metadata cache
@@ -263,6 +264,10 @@ class Broker:
     @_request
     async def lookup(self, parent: int, name: bytes) -> Attr | None:
         """The named node, or None for a missing name the kernel may cache as missing."""
+        if len(name) > NAME_MAX:
+            # FUSE leaves NAME_MAX to the server; every create, link or rename of a name
+            # looks it up first, so this one check covers them all, for every driver.
+            raise FSError(errno.ENAMETOOLONG)
         parent = self._swap(parent)
 
         async def fetch() -> Any:

@@ -842,7 +842,9 @@ class WritableExt2(Ext2FileSystem):
 
     async def statfs(self) -> StatFS:
         if self._writable:
-            self._count_into_super()
+            async with self._lock:
+                await self._begin()  # unlinked inodes the kernel let go of count as free
+                self._count_into_super()
         return await super().statfs()
 
     # --- files ----------------------------------------------------------------------------

@@ -15,8 +15,6 @@ pytest_plugins = ["uvfs.testing.plugin"]
 pytestmark = pytest.mark.slow
 
 ZFS_RO_FAILS = {
-    "tree_names": "a lookup of a 256-byte name gives ENOENT, not ENAMETOOLONG: the zfs driver "
-    "does not check a name's length against NAME_MAX (FUSE leaves that to the server)",
     "tree_xattrs": "the pool has no xattrs: zfs-fuse, which writes it, refuses them (EOPNOTSUPP)",
 }
 
