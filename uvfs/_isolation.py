@@ -1,4 +1,4 @@
-"""Crash isolation: a driver served from a process of its own (``uvfs mount -o isolate``).
+"""Crash isolation: a driver served from a process of its own, restarted when it dies.
 
 Because the driver API carries only plain data, the same driver runs in the broker's process
 or behind a socket without a change. The parent holds an `isolated` filesystem: a proxy that
@@ -8,12 +8,38 @@ answers requests concurrently, each in its own task, replies tagged with the req
 
 Wire format: frames of a 4-byte big-endian length and a pickle. Parent to child:
 ``("open", driver, sources, options)`` once, then ``(id, operation, args)``; child to parent:
-``("ready", root, operations)`` or ``("refused", message)``, then ``(id, "ok", value)``,
-``(id, "error", errno, message)`` or ``(id, "bug", traceback)``. Pickle is safe here: both
-ends are this program, started by the same user, over a private socketpair.
+``("ready", root, operations)`` or ``("refused", message)``, then ``("ok", value)``,
+``("error", errno, message)`` or ``("bug", traceback)``, each after the request's id. Pickle
+is safe here: both ends are this program, started by the same user, over a private
+socketpair.
 
-When the child dies, every request in flight and every later one fails with EIO and the
-mount stays up: a driver bug costs its own requests, never the broker or the kernel mount.
+Restarts. When the child dies (killed, a crash in a C library, out of memory: the child exits
+on MemoryError, since a half-done change may have left the driver's state inconsistent), the
+proxy waits for its exit (so its image locks are gone), starts a new one with the same driver
+spec, sources and options, and goes on. A restart of a writable mount opens with ``force``:
+the in-use mark on the image (ext2's "not clean") is the dead process's own, and it stays
+after the unmount, as after any crash, so the next writable mount asks for a check. While no
+process serves, requests wait; the broker's caches answer what they hold.
+
+* Requests in flight when the child died: those that change nothing (`_REPEATABLE`, and an
+  open that does not truncate) are sent once more to the new process; a second death fails
+  them with EIO. Every other one fails with EIO at once: it may or may not have happened,
+  and it is never repeated. A request not yet sent simply goes to the new process.
+* Open files: the proxy gives the broker handles of its own, each remembering the node,
+  flags, caller and process of the driver's handle. A handle of a dead process is opened
+  again on the new one (without O_TRUNC, O_CREAT, O_EXCL) when it is next used; its release
+  needs no call, as the process that held it is gone.
+* Inode numbers must mean the same node in the new process: the kernel and the broker hold
+  them across the restart. Drivers with on-disk numbers (ext2, ZFS) qualify; a driver whose
+  numbers exist only in its memory (a table filled by lookups) sees requests for numbers it
+  never handed out, which fail (ESTALE, ENOENT) until the kernel looks the names up again.
+* Writes: what the driver had written back (fsync, its own flushes) is on the image and the
+  new process reads it; what it held in memory is lost, and the kernel may still show some of
+  it from its caches until they expire. Unlinked files still open when it died are left for
+  fsck.
+* Bounds: more than `DEATHS_MAX` deaths within `DEATHS_WINDOW` seconds (a driver that dies
+  on every open, or while opening the images), or a restart the driver refuses, and the
+  proxy gives up: one log line, then EIO for every request until the unmount.
 """
 
 from __future__ import annotations
@@ -21,20 +47,24 @@ from __future__ import annotations
 import errno
 import itertools
 import logging
+import os
 import pickle
 import signal
 import socket
 import struct
 import sys
+import time
 import traceback
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
-from contextlib import AsyncExitStack, ExitStack, asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager, suppress
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from uvfs import _api as api
-from uvfs._api import FSError, MountOptions, Refusal
+from uvfs._api import Caller, FSError, MountOptions, Refusal
 
 if TYPE_CHECKING:
     from uvfs._source import Source
@@ -54,6 +84,32 @@ OPERATIONS: dict[str, type] = {
     "setattr": api.SetAttrs, "fsync": api.Fsync, "sync": api.Sync, "setxattr": api.SetXattr,
     "removexattr": api.RemoveXattr,
 }  # fmt: skip
+
+# Requests that change nothing: after a death they are asked again of the new process.
+_REPEATABLE = frozenset(
+    {"lookup", "getattr", "readdir", "read", "readlink", "getxattr", "listxattr", "statfs"}
+)
+_REOPEN_DROPS = os.O_TRUNC | os.O_CREAT | os.O_EXCL  # what opening again must not repeat
+
+DEATHS_MAX = 5  # deaths survived within DEATHS_WINDOW; one more and the proxy gives up
+DEATHS_WINDOW = 60.0
+EXIT_OUT_OF_MEMORY = 3  # the child's exit status after a MemoryError
+
+
+@dataclass(frozen=True, slots=True)
+class DriverStatistics:
+    """What `uvfs stats` shows about the process serving the driver."""
+
+    pid: int  # the driver's process (the server's own when the driver is not isolated)
+    restarts: int  # processes started after the first
+
+
+def driver_statistics(fs: api.FileSystem) -> DriverStatistics:
+    """`fs`'s process and restarts: an isolated proxy's, or this process's for a driver
+    served in-process."""
+    if isinstance(fs, _Proxy):
+        return fs.statistics()
+    return DriverStatistics(pid=os.getpid(), restarts=0)
 
 
 class _Channel:
@@ -89,81 +145,386 @@ class _Channel:
         return pickle.loads(frame)
 
 
-# --- the parent's side -------------------------------------------------------------------------
+# --- the parent's side: one driver process ------------------------------------------------------
 
 
-class _Proxy:
-    """Forwards each call to the driver process and waits for its answer."""
+class _Died(Exception):
+    """The driver process died; `sent`: after the request reached it (it may have run)."""
 
-    def __init__(self, channel: _Channel, root: int) -> None:
-        self.root = root
+    def __init__(self, sent: bool) -> None:
+        super().__init__(sent)
+        self.sent = sent
+
+
+class _LostInFlight(FSError):
+    """EIO: the process died with the request in flight, and it is not asked again."""
+
+    def __init__(self, operation: str) -> None:
+        super().__init__(errno.EIO, f"the driver process died during {operation}")
+
+
+class _Pending:
+    __slots__ = ("done", "reply")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.reply: list | None = None  # None once set: the process died first
+
+
+class _DriverProcess:
+    """One child process serving the driver: its socket and the requests it has not answered."""
+
+    def __init__(self, process: trio.Process, channel: _Channel) -> None:
+        self.process = process
+        self.pid = process.pid
+        self.alive = True
         self._channel = channel
         self._ids = itertools.count(1)
-        self._waiting: dict[int, trio.MemorySendChannel[tuple]] = {}
-        self._outbox_send, self._outbox = trio.open_memory_channel[tuple](float("inf"))
-        self._dead = False
+        self._waiting: dict[int, _Pending] = {}
+        self._nursery: trio.Nursery | None = None
 
-    async def _call(self, operation: str, *args: object) -> Any:
-        if self._dead:
-            raise FSError(errno.EIO, "the driver process has exited")
-        request = next(self._ids)
-        send, receive = trio.open_memory_channel[tuple](1)
-        self._waiting[request] = send
+    @classmethod
+    async def start(
+        cls, driver: str, sources: Sequence[Source], options: MountOptions
+    ) -> tuple[_DriverProcess, int, list[str]]:
+        """A new process that has opened `sources` with `driver`, its root and operations.
+
+        Raises `Refusal` when the driver refuses them and `_Died` when the process exits
+        first; either way it is gone.
+        """
+        parent, child = socket.socketpair()
         try:
-            self._outbox_send.send_nowait((request, operation, args))
-            reply = await receive.receive()
+            with child:
+                process = await trio.lowlevel.open_process(
+                    [sys.executable, "-m", "uvfs._isolation", str(child.fileno())],
+                    pass_fds=(child.fileno(),),
+                )
+        except BaseException:
+            parent.close()
+            raise
+        channel = _Channel(trio.SocketStream(trio.socket.from_stdlib_socket(parent)))
+        self = cls(process, channel)
+        try:
+            await channel.send(("open", driver, list(sources), options))
+            reply = await channel.receive()
+            if reply[0] == "refused":
+                raise Refusal(reply[1])
+        except (EOFError, trio.BrokenResourceError):
+            await self.stop()
+            raise _Died(sent=True) from None
+        except BaseException:
+            await self.stop()
+            raise
+        _, root, operations = reply
+        return self, root, operations
+
+    async def call(self, operation: str, args: tuple) -> list:
+        """Send one request; its reply as ``[kind, ...]``, or `_Died` if the process goes."""
+        if not self.alive:
+            raise _Died(sent=False)
+        request = next(self._ids)
+        pending = self._waiting[request] = _Pending()
+        try:
+            # Shielded: a frame cut short by a cancellation would garble every later one,
+            # the unmount's write-back included.
+            with trio.CancelScope(shield=True):
+                await self._channel.send((request, operation, args))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            del self._waiting[request]
+            raise _Died(sent=False) from None
+        try:
+            await pending.done.wait()
         finally:
             del self._waiting[request]
-        if reply[0] == "ok":
-            return reply[1]
-        if reply[0] == "error":
-            raise FSError(reply[1], reply[2])
-        log.error("driver process failed in %s:\n%s", operation, reply[1])
-        raise FSError(errno.EIO)
+        if pending.reply is None:
+            raise _Died(sent=True)
+        return pending.reply
 
-    def _cast(self, operation: str, *args: object) -> None:
-        """Send without waiting for the answer (for the synchronous `forget`)."""
-        if not self._dead:
-            self._outbox_send.send_nowait((next(self._ids), operation, args))
+    def cast(self, operation: str, args: tuple) -> None:
+        """Send without waiting for an answer (the synchronous `forget`); lost if it dies."""
+        if self.alive and self._nursery is not None:
+            self._nursery.start_soon(self._send_quietly, (next(self._ids), operation, args))
 
-    async def run(self) -> None:
-        """Send queued requests and route replies, until the child goes."""
+    async def _send_quietly(self, message: tuple) -> None:
+        with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await self._channel.send(message)
+
+    async def serve(self) -> None:
+        """Route replies to their requests until the process goes, then fail those left."""
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._send_loop)
+            self._nursery = nursery
             try:
                 while True:
                     request, *reply = await self._channel.receive()
-                    waiter = self._waiting.get(request)
-                    if waiter is not None:
-                        waiter.send_nowait(tuple(reply))
+                    pending = self._waiting.get(request)
+                    if pending is not None:
+                        pending.reply = reply
+                        pending.done.set()
             except (EOFError, trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
-            self._dead = True
-            log.error("the driver process has exited; its requests now fail with EIO")
-            for waiter in self._waiting.values():
-                waiter.send_nowait(("error", errno.EIO, "the driver process has exited"))
+            self.alive = False
+            for pending in self._waiting.values():
+                pending.done.set()
             nursery.cancel_scope.cancel()
 
-    async def _send_loop(self) -> None:
-        async for message in self._outbox:
+    async def wait_exit(self) -> str:
+        """Wait until the process has exited (and its image locks are gone); how it ended."""
+        with trio.move_on_after(10):
+            await self.process.wait()
+        if self.process.returncode is None:  # closed its socket yet lives on: end it
+            self.process.kill()
+            await self.process.wait()
+        code = self.process.returncode
+        if code < 0:
+            return f"was killed by {signal.Signals(-code).name}"
+        if code == EXIT_OUT_OF_MEMORY:
+            return "ran out of memory"
+        return f"exited with status {code}"
+
+    async def stop(self) -> None:
+        """Close the socket (the child writes nothing back on its own, then exits); kill it
+        if it has not gone in 10 seconds."""
+        self.alive = False
+        with trio.CancelScope(shield=True):
+            await self._channel.stream.aclose()
+            await self.wait_exit()
+
+
+# --- the parent's side: the filesystem the broker sees ----------------------------------------
+
+
+@dataclass(slots=True)
+class _Handle:
+    """An open file: the driver's handle in `process`, and how to open it again."""
+
+    ino: int
+    flags: int
+    caller: Caller
+    process: _DriverProcess
+    handle: int
+
+
+class _Proxy:
+    """Forwards each call to the current driver process, restarting it when it dies.
+
+    Not an operation's name among its attributes: the broker tells operations by name.
+    """
+
+    def __init__(
+        self,
+        spec: tuple[str, Sequence[Source], MountOptions],
+        first: _DriverProcess,
+        root: int,
+        operations: list[str],
+    ) -> None:
+        self.root = root
+        self._spec = spec
+        self._operations = operations
+        self._process = first
+        self._changed = trio.Event()  # set (and replaced) when `_process` changes or fails
+        self._failed = False
+        self._restarts = 0
+        self._deaths: deque[float] = deque()
+        self._handles: dict[int, _Handle] = {}
+        self._handle_ids = itertools.count(1)
+        self._reopening = trio.Lock()
+
+    def statistics(self) -> DriverStatistics:
+        return DriverStatistics(pid=self._process.pid, restarts=self._restarts)
+
+    # --- requests -------------------------------------------------------------------------
+
+    async def _serving(self) -> _DriverProcess:
+        """The live process, once there is one again; EIO once the proxy has given up."""
+        while True:
+            if self._failed:
+                raise FSError(errno.EIO, "the driver process kept dying; given up")
+            if self._process.alive:
+                return self._process
+            await self._changed.wait()
+
+    async def _request(
+        self, operation: str, args: tuple, *, repeatable: bool, handle: bool = False
+    ) -> tuple[_DriverProcess, Any]:
+        """`operation` on the current process: the process and the answer. After a death
+        with the request in flight it is asked once more of the next process if
+        `repeatable`, else it fails with EIO. With `handle`, ``args[1]`` is a proxy handle."""
+        repeated = False
+        while True:
+            process = await self._serving()
             try:
-                await self._channel.send(message)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                sent = args
+                if handle:
+                    sent = (args[0], await self._driver_handle(process, args[1]), *args[2:])
+                return process, _unwrap(operation, await process.call(operation, sent))
+            except _Died as died:
+                if died.sent and (repeated or not repeatable):
+                    raise _LostInFlight(operation) from None
+                repeated |= died.sent
+
+    async def _call(self, operation: str, args: tuple) -> Any:
+        return (await self._request(operation, args, repeatable=operation in _REPEATABLE))[1]
+
+    async def _call_with_handle(self, operation: str, args: tuple) -> Any:
+        repeatable = operation in _REPEATABLE
+        return (await self._request(operation, args, repeatable=repeatable, handle=True))[1]
+
+    async def _driver_handle(self, process: _DriverProcess, handle: int) -> int:
+        h = self._handles.get(handle)
+        if h is None:
+            return handle  # not one of ours: fsyncdir's 0
+        if h.process is not process:
+            async with self._reopening:
+                if h.process is not process:  # not opened again by another request meanwhile
+                    h.handle = await self._reopen(process, h)
+                    h.process = process
+        return h.handle
+
+    async def _reopen(self, process: _DriverProcess, h: _Handle) -> int:
+        if "open" not in self._operations:
+            return 0  # the broker's handle for a driver without `open`
+        try:
+            reply = await process.call("open", (h.ino, h.flags & ~_REOPEN_DROPS, h.caller))
+        except _Died:
+            raise _Died(sent=False) from None  # the request itself never reached it
+        try:
+            return _unwrap("open", reply)
+        except FSError as e:
+            log.warning("inode %d cannot be opened again after a restart: %s", h.ino, e)
+            raise FSError(errno.EIO, f"inode {h.ino} lost its open file in a restart") from None
+
+    def _new_handle(self, process: _DriverProcess, ino: int, flags: int, caller: Caller,
+                    handle: int) -> int:  # fmt: skip
+        number = next(self._handle_ids)
+        self._handles[number] = _Handle(ino, flags, caller, process, handle)
+        return number
+
+    async def _open(self, ino: int, flags: int, caller: Caller) -> int:
+        # Opening changes nothing unless it truncates.
+        process, handle = await self._request(
+            "open", (ino, flags, caller), repeatable=not flags & os.O_TRUNC
+        )
+        return self._new_handle(process, ino, flags, caller, handle)
+
+    async def _create(
+        self, parent: int, name: bytes, mode: int, flags: int, caller: Caller
+    ) -> tuple[api.Attr, int]:
+        args = (parent, name, mode, flags, caller)
+        process, (attr, handle) = await self._request("create", args, repeatable=False)
+        return attr, self._new_handle(process, attr.ino, flags, caller, handle)
+
+    async def _release(self, ino: int, handle: int) -> None:
+        h = self._handles.pop(handle, None)
+        if h is None or not h.process.alive:
+            return  # its process is gone, and the driver's handle with it
+        with suppress(_Died):  # it died meanwhile: the handle went with it
+            _unwrap("release", await h.process.call("release", (ino, h.handle)))
+
+    def _forget(self, ino: int) -> None:
+        self._process.cast("forget", (ino,))
+
+    async def _close(self) -> None:
+        """Unmount: the driver writes everything back (nothing to do once given up)."""
+        if self._failed:
+            return
+        try:
+            await self._call("close", ())
+        except _LostInFlight:
+            log.error("the driver process died while writing back at unmount")
+        except FSError:
+            if not self._failed:  # given up meanwhile: said so then
+                raise
+
+    # --- restarts -------------------------------------------------------------------------
+
+    async def supervise(self) -> None:
+        """Serve the current process; when it dies, start another, until told to stop or
+        the restarts run out."""
+        driver = self._spec[0]
+        while True:
+            process = self._process
+            await process.serve()
+            log.error("the %s driver process %d %s", driver, process.pid, await process.wait_exit())
+            self._deaths.append(time.monotonic())
+            while not self._failed:
+                try:
+                    await self._restart()
+                    break
+                except _Died:
+                    log.error("the %s driver process exited while opening the images", driver)
+                    self._deaths.append(time.monotonic())
+            if self._failed:
                 return
+
+    async def _restart(self) -> None:
+        """Start the next process, or give up (`_failed`) if it is not worth it."""
+        driver, sources, options = self._spec
+        now = time.monotonic()
+        while self._deaths and self._deaths[0] < now - DEATHS_WINDOW:
+            self._deaths.popleft()
+        if len(self._deaths) > DEATHS_MAX:
+            self._give_up(f"died {len(self._deaths)} times in {DEATHS_WINDOW:g} s")
+            return
+        if options.writable:
+            options = replace(options, force=True)  # the in-use mark is our dead process's
+        try:
+            process, root, operations = await _DriverProcess.start(driver, sources, options)
+        except Refusal as e:
+            self._give_up(f"cannot be restarted: {e}")
+            return
+        if root != self.root or operations != self._operations:
+            await process.stop()
+            self._give_up("came back with another root or other operations")
+            return
+        self._restarts += 1
+        log.warning("the %s driver restarted as process %d", driver, process.pid)
+        self._install(process)
+
+    def _install(self, process: _DriverProcess) -> None:
+        self._process = process
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def _give_up(self, why: str) -> None:
+        log.error(
+            "the %s driver %s: giving up, every request now fails with EIO", self._spec[0], why
+        )
+        self._failed = True
+        self._changed.set()
+
+
+def _unwrap(operation: str, reply: list) -> Any:
+    """A reply's value, or its error raised."""
+    if reply[0] == "ok":
+        return reply[1]
+    if reply[0] == "error":
+        raise FSError(reply[1], reply[2])
+    log.error("driver process failed in %s:\n%s", operation, reply[1])
+    raise FSError(errno.EIO)
+
+
+# How each operation crosses: most are one `_call`; these need the proxy's handles.
+_SPECIAL: dict[str, Any] = {
+    "open": lambda self, *a: self._open(*a),
+    "create": lambda self, *a: self._create(*a),
+    "release": lambda self, *a: self._release(*a),
+    "read": lambda self, *a: self._call_with_handle("read", a),
+    "write": lambda self, *a: self._call_with_handle("write", a),
+    "fsync": lambda self, *a: self._call_with_handle("fsync", a),
+    "forget": lambda self, *a: self._forget(*a),
+    "close": lambda self: self._close(),
+}
 
 
 def _proxy_class(operations: Sequence[str]) -> type[_Proxy]:
     """A `_Proxy` subclass with exactly `operations`, so the broker's protocol checks see
     what the real filesystem implements."""
     methods: dict[str, Any] = {
-        "lookup": lambda self, *a: self._call("lookup", *a),
-        "getattr": lambda self, *a: self._call("getattr", *a),
+        "lookup": lambda self, *a: self._call("lookup", a),
+        "getattr": lambda self, *a: self._call("getattr", a),
     }
     for name in operations:
-        if name == "forget":
-            methods[name] = lambda self, *a: self._cast("forget", *a)
-        else:
-            methods[name] = lambda self, *a, _name=name: self._call(_name, *a)
+        methods[name] = _SPECIAL.get(name) or (lambda self, *a, _name=name: self._call(_name, a))
     return type("IsolatedFileSystem", (_Proxy,), methods)
 
 
@@ -171,42 +532,23 @@ def _proxy_class(operations: Sequence[str]) -> type[_Proxy]:
 async def isolated(
     driver: str, sources: Sequence[Source], options: MountOptions
 ) -> AsyncIterator[api.FileSystem]:
-    """Open `sources` with `driver` (a name or ``module:attribute``) in a child process.
+    """Open `sources` with `driver` (a name or ``module:attribute``) in a child process,
+    started again whenever it dies (see the module's docstring).
 
     Raises `Refusal` when the child cannot open them; the child is stopped on exit.
     """
-    parent, child = socket.socketpair()
-    with parent, child:
-        process = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "uvfs._isolation", str(child.fileno())],
-            pass_fds=(child.fileno(),),
-        )
-        child.close()
-        channel = _Channel(trio.SocketStream(trio.socket.from_stdlib_socket(parent)))
-        async with AsyncExitStack() as stack:
-            stack.push_async_callback(_stop, process)
-            stack.push_async_callback(channel.stream.aclose)  # first: the child sees EOF, exits
-            await channel.send(("open", driver, list(sources), options))
-            try:
-                reply = await channel.receive()
-            except EOFError:
-                raise Refusal(f"the {driver} driver process exited while opening") from None
-            if reply[0] == "refused":
-                raise Refusal(reply[1])
-            _, root, operations = reply
-            proxy = _proxy_class(operations)(channel, root)
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(proxy.run)
-                yield proxy
-                nursery.cancel_scope.cancel()
-
-
-async def _stop(process: trio.Process) -> None:
-    with trio.move_on_after(10) as waited:
-        await process.wait()
-    if waited.cancelled_caught:
-        process.kill()
-        await process.wait()
+    try:
+        first, root, operations = await _DriverProcess.start(driver, sources, options)
+    except _Died:
+        raise Refusal(f"the {driver} driver process exited while opening") from None
+    proxy = _proxy_class(operations)((driver, sources, options), first, root, operations)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(proxy.supervise)
+            yield proxy
+            nursery.cancel_scope.cancel()
+    finally:
+        await proxy._process.stop()
 
 
 # --- the child's side --------------------------------------------------------------------------
@@ -220,6 +562,9 @@ async def _answer(channel: _Channel, fs: Any, request: int, operation: str, args
         reply: tuple = (request, "ok", await getattr(fs, operation)(*args))
     except FSError as e:
         reply = (request, "error", e.errno, e.message)
+    except MemoryError:
+        # A change cut short may have left the driver's state half-made: start afresh.
+        os._exit(EXIT_OUT_OF_MEMORY)
     except Exception:
         reply = (request, "bug", traceback.format_exc())
     await channel.send(reply)

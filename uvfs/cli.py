@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import errno
 import importlib
+import json
 import logging
 import os
 import signal
@@ -36,7 +37,7 @@ from uvfs._budget import share_budget
 from uvfs._cache import BufferCache
 from uvfs._control import query, serve_control
 from uvfs._image import ImageInUse
-from uvfs._isolation import isolated
+from uvfs._isolation import driver_statistics, isolated
 from uvfs._mount import MountFailed, serve, unescape_mount_field
 from uvfs._source import Source, Survey, choose, open_container, open_source, survey
 from uvfs._window import BlockDevice
@@ -330,6 +331,7 @@ async def _serve_mount(
                 "mountpoint": args.mountpoint,
                 "type": driver.name,
                 "read_only": not writable,
+                "driver": asdict(driver_statistics(fs)),
                 "broker": asdict(broker.statistics()),
             }
             if cache is not None:
@@ -546,11 +548,14 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if record is None:
         raise UserError(f"{args.mountpoint}: not a uvfs mount of this user")
     stats = query(Path(record.socket))
+    if args.json:
+        print(json.dumps(stats, indent=2))
+        return 0
     print(
         f"mountpoint: {stats['mountpoint']} ({stats['type']}, "
         f"{'read-only' if stats['read_only'] else 'read-write'}, pid {record.pid})"
     )
-    for section in ("broker", "cache"):
+    for section in ("driver", "broker", "cache"):
         for name, value in stats.get(section, {}).items():
             print(f"{section}.{name}: {value}")
     return 0
@@ -609,7 +614,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sources", nargs="+", metavar="SOURCE")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("stats", help="show a mount's broker and cache counters")
+    p = sub.add_parser("stats", help="show a mount's driver, broker and cache counters")
+    p.add_argument("--json", action="store_true", help="print them as one JSON object")
     p.add_argument("mountpoint", metavar="MOUNTPOINT")
     p.set_defaults(func=cmd_stats)
 
