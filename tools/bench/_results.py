@@ -41,6 +41,11 @@ class Measurement:
         return None if self.error or not self.samples else statistics.median(self.samples)
 
     @property
+    def best(self) -> float | None:
+        """The fastest sample, or None when the measurement failed."""
+        return None if self.error or not self.samples else min(self.samples)
+
+    @property
     def before_unmount(self) -> float | None:
         """The median time of the workload alone, without the unmount its samples include;
         None unless every sample's unmount was timed."""
@@ -85,7 +90,10 @@ def workload_ops(workload: str, sizes: dict[str, Any]) -> tuple[int, str]:
     }.get(workload, (1, "run"))
 
 
-FLOOR_MARGIN = 1.05  # a floor must miss a limit by more than this factor to rule it out
+# A floor is judged on each system's best run, not the median: load on the machine only
+# ever adds time, so the fastest run is the nearest to what the system costs. It must then
+# miss a limit by more than this factor (a run's noise) to rule the limit out.
+FLOOR_MARGIN = 1.05
 
 
 def out_of_reach(floor: float | None, limit: float) -> bool:
@@ -170,7 +178,7 @@ class Verdict:
     target: Target
     ratio: float | None  # the judged system / baseline, None when either is missing
     met: bool | None  # None: the baseline failed, so nothing can be said
-    floor: float | None = None  # the target's floor system / baseline
+    floor: float | None = None  # the target's floor system / baseline, best runs
 
     @property
     def impossible(self) -> bool:
@@ -199,7 +207,7 @@ class Standing:
     worst: float | None  # the highest ratio among them
     worst_row: tuple[str, str, str] | None
     met: bool | None  # None: not measured, or a baseline failed
-    floor: float | None = None  # the floor's highest ratio to the baseline
+    floor: float | None = None  # the floor's highest ratio to the baseline (best runs)
 
     @property
     def impossible(self) -> bool:
@@ -264,6 +272,15 @@ class Results:
         theirs = self.get(suite, workload, phase, baseline)
         return None if ours is None or not theirs else ours / theirs
 
+    def best_ratio(
+        self, suite: str, workload: str, phase: str, baseline: str, system: str
+    ) -> float | None:
+        """`system`'s best run over `baseline`'s, None when either is missing."""
+        ours, theirs = (self.find(suite, workload, phase, s) for s in (system, baseline))
+        if ours is None or theirs is None or ours.best is None or not theirs.best:
+            return None
+        return ours.best / theirs.best
+
     def verdicts(self, suite: str, workload: str, phase: str) -> list[Verdict]:
         """The row against every target that judges it."""
         return [
@@ -284,7 +301,7 @@ class Results:
             return Verdict(target, ratio, ratio <= target.limit)
         floor = None
         if target.floor is not None:
-            floor = self.ratio(suite, workload, phase, target.baseline, target.floor)
+            floor = self.best_ratio(suite, workload, phase, target.baseline, target.floor)
         ratio = self.ratio(suite, workload, phase, target.baseline, target.system)
         if self.get(suite, workload, phase, target.system) is None:
             return Verdict(target, None, False, floor)
