@@ -1,9 +1,12 @@
-"""Smoke test of the benchmark suite (tools/bench): every workload and system, tiny sizes."""
+"""Smoke test of the benchmark suite (tools/bench): every workload and system, tiny sizes;
+and the write floor's in-memory model."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +15,7 @@ import pytest
 
 from tools.bench._audit import COMMANDS
 from tools.bench._framework import WORKLOADS as FRAMEWORK
+from tools.bench._ramtree import RENAME_EXCHANGE, ROOT, RamTree
 from tools.bench._results import BARE, TARGETS, UVFS_RAM, workload_ops
 from tools.bench._sizes import TINY
 from tools.bench._suite import READS, WRITES, ZFS_READS
@@ -96,3 +100,32 @@ def test_tiny_run_reports_every_workload_and_system(tmp_path: Path) -> None:
     assert not any(
         str(tmp_path) in line for line in Path("/proc/self/mounts").read_text().splitlines()
     )
+
+
+class _Errno(Exception):
+    """The error the write floor's model raises in these tests (it takes the server's)."""
+
+
+def test_ram_tree_keeps_names_links_and_bytes_as_a_filesystem_does() -> None:
+    tree = RamTree(_Errno)
+    a = tree.mkdir(ROOT, b"a", 0o755, 0, 0)
+    b = tree.mkdir(ROOT, b"b", 0o755, 0, 0)
+    sub = tree.mkdir(a.ino, b"sub", 0o700, 0, 0)
+    f = tree.create(b.ino, b"f", 0o644, 1000, 1000)
+    assert tree.write(f.ino, 5, b"xy") == 2
+    assert tree.read(f.ino, 0, 100) == b"\0\0\0\0\0xy"  # the hole reads as zeros
+    assert [n.nlink for n in (tree.nodes[ROOT], a, b, sub, f)] == [4, 3, 2, 2, 1]
+    # Exchanged across parents, the directory takes its ".." link along.
+    tree.rename(a.ino, b"sub", b.ino, b"f", RENAME_EXCHANGE)
+    assert (tree.lookup(a.ino, b"sub"), tree.lookup(b.ino, b"f")) == (f, sub)
+    assert (a.nlink, b.nlink) == (2, 3)
+    with pytest.raises(_Errno) as e:
+        tree.rmdir(ROOT, b"b")
+    assert e.value.args == (errno.ENOTEMPTY,)
+    tree.setattr(f.ino, size=3, mode=0o600)
+    assert (tree.read(f.ino, 0, 100), stat.S_IMODE(f.mode)) == (b"\0\0\0", 0o600)
+    with pytest.raises(_Errno) as e:
+        tree.getxattr(f.ino, b"security.capability")
+    assert e.value.args == (errno.ENODATA,)
+    tree.unlink(a.ino, b"sub")
+    assert f.ino not in tree.nodes and tree.listing(a.ino) == []

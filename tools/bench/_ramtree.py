@@ -50,10 +50,6 @@ class RamNode:
     children: dict[bytes, RamNode] | None = None
     xattrs: dict[bytes, bytes] | None = None  # made on the first setxattr
 
-    @property
-    def size(self) -> int:
-        return len(self.data)
-
 
 class RamTree:
     """The tree: inode table and the operations the write workloads send.
@@ -189,6 +185,10 @@ class RamTree:
             if replaced is None:
                 raise self.error(errno.ENOENT)
             source[old_name], target[new_name] = replaced, node
+            # A directory moving to another parent takes its ".." link along.
+            moved = (node.children is not None) - (replaced.children is not None)
+            self.nodes[old_parent].nlink -= moved
+            self.nodes[new_parent].nlink += moved
             return
         if replaced is not None:
             if flags & RENAME_NOREPLACE:
