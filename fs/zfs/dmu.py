@@ -92,6 +92,10 @@ class BlockSource(Protocol):
 
     async def read_bps(self, bps: Sequence[BlockPtr]) -> list[bytes]: ...
 
+    def prefetch_bps(
+        self, bps: Sequence[BlockPtr], deliver: Callable[[BlockPtr, bytes | None], None]
+    ) -> None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class CacheStatistics:
@@ -197,6 +201,27 @@ class BlockCache:
             out[i] = await self.read(bps[i])
         return out
 
+    def prefetch(self, bps: Sequence[BlockPtr]) -> None:
+        """Start reading those of `bps` neither cached nor being read, without waiting: a
+        reader that comes for one meanwhile waits for it (as for any block being read)."""
+        todo = {}
+        for bp in bps:
+            key = self._key(bp)
+            if key is not None and key not in self._pending and self._blocks.get(key) is None:
+                todo[key] = bp
+                self._pending[key] = trio.Event()
+
+        def deliver(bp: BlockPtr, data: bytes | None) -> None:
+            key = self._key(bp)
+            assert key is not None
+            if data is not None:
+                self._keep(key, data)
+            self._pending.pop(key).set()
+
+        if todo:
+            self._misses += len(todo)
+            self.pool.prefetch_bps(list(todo.values()), deliver)
+
     def _keep(self, key: tuple[int, ...], data: bytes) -> None:
         if len(data) <= self.capacity:
             self._blocks.put(key, data, len(data))
@@ -247,12 +272,15 @@ async def read_block(cache: BlockCache, dn: DnodePhys, blkid: int) -> tuple[byte
     return _fit(await cache.read(bp), dn.datablksz), bp.byteorder
 
 
-async def read_object(cache: BlockCache, dn: DnodePhys, offset: int, size: int) -> bytes:
+async def read_object(
+    cache: BlockCache, dn: DnodePhys, offset: int, size: int, *, ahead: int = 0
+) -> bytes:
     """`size` bytes of object `dn` at `offset`, holes as zeros (no end-of-object check).
 
     The pointers of the range are found first (their indirect blocks are cached), then its
     blocks are read with `BlockCache.read_many`, so neighbours on disk share one I/O and
-    slow decompression runs on both cores.
+    slow decompression runs on both cores. With `ahead`, the blocks of the next `ahead`
+    bytes start being read too (`BlockCache.prefetch`), for the next request to find.
     """
     bsz = dn.datablksz
     spans = []  # (skip, take, pointer): one per data block, bounded by size / datablksz
@@ -262,6 +290,10 @@ async def read_object(cache: BlockCache, dn: DnodePhys, offset: int, size: int) 
         take = min(bsz - skip, end - pos)
         spans.append((skip, take, await block_pointer(cache, dn, blkid)))
         pos += take
+    if ahead:
+        first, last = end // bsz, min((end + ahead - 1) // bsz, dn.dn_maxblkid)
+        following = [await block_pointer(cache, dn, b) for b in range(first, last + 1)]
+        cache.prefetch([bp for bp in following if bp is not None])
     datas = iter(await cache.read_many([bp for _, _, bp in spans if bp is not None]))
     parts = [
         bytes(take) if bp is None else _fit(next(datas), bsz)[skip : skip + take]
@@ -368,6 +400,6 @@ class ObjectSet:
         if len(objs) > 1:
             await _prefetch(fetch, objs[:PREFETCH_FIRST_BLOCKS])
 
-    async def read(self, dn: DnodePhys, offset: int, size: int) -> bytes:
+    async def read(self, dn: DnodePhys, offset: int, size: int, *, ahead: int = 0) -> bytes:
         """`read_object` in this object set."""
-        return await read_object(self.cache, dn, offset, size)
+        return await read_object(self.cache, dn, offset, size, ahead=ahead)

@@ -24,7 +24,7 @@ top-level vdev of its own (``is_log``) and is used as one.
 from __future__ import annotations
 
 import errno
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from uvfs._api import FSError, Refusal
@@ -42,7 +42,7 @@ from uvfs_fs.zfs.label import (
 from uvfs_fs.zfs.nvlist import NvValue
 from uvfs_fs.zfs.uberblock import Uberblock, parse_ring
 from uvfs_fs.zfs.vdev import RaidzVdev, Vdev, VdevStats, VdevTreeError, build_vdev
-from uvfs_fs.zfs.zio import zio_read, zio_read_many
+from uvfs_fs.zfs.zio import zio_prefetch, zio_read, zio_read_many
 
 SPA_VERSION_FEATURES = 5000
 SPA_VERSION_MAX_NUMBERED = 28
@@ -155,6 +155,12 @@ class Pool:
     async def read_bps(self, bps: Sequence[BlockPtr]) -> list[bytes]:
         """`read_bp` of each of `bps`, neighbouring blocks read with one I/O."""
         return await zio_read_many(self.vdevs, bps, self._stats, self.checksum_salt)
+
+    def prefetch_bps(
+        self, bps: Sequence[BlockPtr], deliver: Callable[[BlockPtr, bytes | None], None]
+    ) -> None:
+        """Start reading `bps` ahead, without waiting (see `zio_prefetch`)."""
+        zio_prefetch(self.vdevs, bps, self._stats, self.checksum_salt, deliver)
 
     def statistics(self) -> PoolStatistics:
         """A snapshot of the pool's read counters."""

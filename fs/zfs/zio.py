@@ -19,7 +19,8 @@ A block whose checksum function cannot be computed here (off, skein, edonr; blak
 the salt) is returned unverified and counted.
 
 `zio_read_many` reads several blocks at once, adjacent ones with a single I/O, as the
-vdev queue aggregates them upstream (see there).
+vdev queue aggregates them upstream (see there); `zio_prefetch` starts such reads in
+worker threads without waiting for them (read-ahead).
 
 In a block of an encrypted dataset (the crypt bit, objsets aside) the last two checksum
 words hold its MAC and the first two the checksum of the stored bytes, folded with its
@@ -30,9 +31,11 @@ encrypted block then fails to decompress: EIO).
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import functools
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import trio
 
@@ -52,6 +55,9 @@ from uvfs_fs.zfs.checksum import (
 )
 from uvfs_fs.zfs.compress import THREADED, CompressError, decompress
 from uvfs_fs.zfs.vdev import LeafVdev, MirrorVdev, Vdev, VdevStats
+
+if TYPE_CHECKING:
+    import outcome
 
 SPA_MAXBLOCKSIZE = 16 * 1024 * 1024
 SPA_GANGBLOCKSIZE = 512
@@ -352,3 +358,64 @@ async def _read_run(
                 out[i] = logical
                 stats.blocks_read += 1
                 stats.unverified += not verified
+
+
+# --- read-ahead ---------------------------------------------------------------------------
+
+
+def zio_prefetch(
+    vdevs: Sequence[Vdev],
+    bps: Sequence[BlockPtr],
+    stats: VdevStats,
+    salt: bytes | None,
+    deliver: Callable[[BlockPtr, bytes | None], None],
+) -> None:
+    """Start reading `bps` without waiting: read-ahead, which no request awaits.
+
+    Runs on leaf vdevs are read, verified and decompressed in worker threads started
+    with trio.lowlevel.start_thread_soon (no task, so no nursery outlives a request);
+    `deliver(bp, data)` is then called on the trio thread, exactly once for every pointer:
+    with None for a block that failed or that is not read ahead (other vdevs, embedded,
+    gang), which its reader will then read itself and report.
+    """
+    token = trio.lowlevel.current_trio_token()
+    for indexes in _runs(vdevs, bps):
+        run = [bps[i] for i in indexes]
+        vdev = vdevs[run[0].dvas[0].vdev] if _aggregatable(vdevs, run[0]) else None
+        if not isinstance(vdev, LeafVdev):
+            for bp in run:
+                deliver(bp, None)
+            continue
+        slow = any(bp.compress in THREADED or bp.checksum not in INLINE for bp in run)
+        cut = (len(run) + 1) // 2 if slow and len(run) > 1 else len(run)
+        for half in (run[:cut], run[cut:]):
+            if half:
+                trio.lowlevel.start_thread_soon(
+                    functools.partial(_read_finish, vdev, half, salt),
+                    functools.partial(_delivered, token, half, stats, deliver),
+                )
+
+
+def _delivered(
+    token: trio.lowlevel.TrioToken,
+    run: list[BlockPtr],
+    stats: VdevStats,
+    deliver: Callable[[BlockPtr, bytes | None], None],
+    result: outcome.Outcome[list[Verdict] | None],
+) -> None:
+    """In the worker thread: hand a read-ahead run's outcome to the trio thread."""
+
+    def on_trio_thread() -> None:
+        try:
+            verdicts = result.unwrap() or [(None, False)] * len(run)
+        except Exception:  # a read-ahead that fails costs nothing: the reader retries
+            verdicts = [(None, False)] * len(run)
+        stats.leaf_reads += 1
+        for bp, (logical, verified) in zip(run, verdicts, strict=True):
+            if logical is not None:
+                stats.blocks_read += 1
+                stats.unverified += not verified
+            deliver(bp, logical)
+
+    with contextlib.suppress(trio.RunFinishedError):  # unmounted meanwhile: nobody waits
+        token.run_sync_soon(on_trio_thread)

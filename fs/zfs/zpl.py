@@ -71,6 +71,8 @@ ZAP_CACHE = 64  # open ZAPs (directories, xattr directories) kept: each holds it
 MAX_CONFIG = 16 << 20
 ZFS_DIRENT_TYPE_SHIFT = 60  # a directory entry's value: type << 60 | object (ZPL >= 2)
 DT_DIR = 4
+READ_STREAMS = 64  # files whose last read position is remembered, to spot sequential reads
+READ_AHEAD_MIN = 1 << 20  # a sequential read has at least this much read ahead
 YIELD_EVERY = 256  # directory entries between checkpoints while listing a big directory
 
 
@@ -121,6 +123,7 @@ class ZfsFileSystem:
         self.root = 0
         self._znodes: LRU[int, tuple[Znode, DnodePhys]] = LRU(ZNODE_CACHE)
         self._zaps: LRU[int, Zap] = LRU(ZAP_CACHE)
+        self._read_ends: LRU[int, int] = LRU(READ_STREAMS)  # ino -> where its last read ended
         self._size: int | None = None
 
     @classmethod
@@ -452,7 +455,14 @@ class ZfsFileSystem:
         end = min(offset + size, z.size)
         if offset >= end:
             return b""
-        return await read_object_range(m, dn, offset, end - offset)
+        # A read that starts where the last one of this file ended is sequential: the
+        # blocks of the next request's worth are read ahead, in the background.
+        sequential = self._read_ends.get(ino) == offset
+        self._read_ends.put(ino, end)
+        if m.objset is None:
+            raise FSError(m.error or errno.EIO)
+        ahead = min(max(size, READ_AHEAD_MIN), z.size - end) if sequential else 0
+        return await m.objset.read(dn, offset, end - offset, ahead=ahead)
 
     async def readlink(self, ino: int) -> bytes:
         """The target of symbolic link `ino`."""

@@ -8,6 +8,7 @@ import struct
 from pathlib import Path
 
 import pytest
+import trio
 from zfsfuse import PoolRecord
 
 from uvfs import FSError, ImageFile
@@ -101,3 +102,30 @@ async def test_huge_sparse_object(pool_record: PoolRecord) -> None:
     assert dn.dn_nlevels == 4  # 40961 blocks: three levels of 128-pointer blocks above
     assert await objset.read(dn, (5 << 30) - 2, 6) == b"\0\0far\0"
     assert await objset.read(dn, 3 << 30, 4096) == bytes(4096)
+
+
+async def test_read_ahead_fills_the_cache_for_the_next_read(pool_record: PoolRecord) -> None:
+    """A read with `ahead` starts reading the following blocks without waiting for them;
+    once they arrive the next read is all hits, and gives the file's bytes."""
+    pool, objset, names = await _objects(pool_record, 4 << 20)
+    dn = await objset.dnode(names["big"])
+    want = pool_record.files["big"]
+    assert await objset.read(dn, 0, 256 << 10, ahead=512 << 10) == want[: 256 << 10]
+    while objset.cache._pending:  # the read-ahead threads report back to the trio thread
+        await trio.sleep(0.01)
+    before = objset.cache.statistics()
+    assert await objset.read(dn, 256 << 10, 512 << 10) == want[256 << 10 : 768 << 10]
+    after = objset.cache.statistics()
+    assert after.misses == before.misses and after.hits >= before.hits + 4
+    assert pool.statistics().blocks_read >= 6
+
+
+async def test_a_reader_waits_for_the_read_ahead_of_its_block(pool_record: PoolRecord) -> None:
+    """A block being read ahead is not read a second time: its reader waits for it."""
+    _, objset, names = await _objects(pool_record, 4 << 20)
+    dn = await objset.dnode(names["big"])
+    await objset.read(dn, 0, 128 << 10, ahead=896 << 10)
+    misses = objset.cache.statistics().misses  # read-ahead blocks count when they start
+    assert await objset.read(dn, 128 << 10, 896 << 10) == pool_record.files["big"][128 << 10 :]
+    assert objset.cache.statistics().misses == misses
+    assert not objset.cache._pending

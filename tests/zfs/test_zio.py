@@ -20,9 +20,9 @@ from zfsfuse import ZfsFuse, object_contents, walk_pool
 from uvfs import FSError
 from uvfs._image import ImageFile
 from uvfs_fs.zfs import checksum as ck
-from uvfs_fs.zfs.blkptr import parse_blkptr
+from uvfs_fs.zfs.blkptr import BlockPtr, parse_blkptr
 from uvfs_fs.zfs.label import VDEV_LABEL_START_SIZE
-from uvfs_fs.zfs.spa import open_pool
+from uvfs_fs.zfs.spa import Pool, open_pool
 from uvfs_fs.zfs.vdev import LeafVdev, MirrorVdev, Vdev, VdevStats
 from uvfs_fs.zfs.zio import zio_read, zio_read_many
 
@@ -291,3 +291,34 @@ async def test_concurrent_reads_agree(zfs_pool: PoolFactory) -> None:
         for i in range(len(visited)):
             nursery.start_soon(fetch, i)
     assert [got[i] for i in range(len(visited))] == [v.data for v in visited]
+
+
+async def _prefetch_all(pool: Pool, bps: list[BlockPtr]) -> list[list[bytes | None]]:
+    """What `prefetch_bps` delivers for each of `bps`, once it has answered for all."""
+    got: dict[int, list[bytes | None]] = {id(bp): [] for bp in bps}
+
+    def deliver(bp: BlockPtr, data: bytes | None) -> None:
+        got[id(bp)].append(data)
+
+    pool.prefetch_bps(bps, deliver)
+    with trio.fail_after(30):
+        while not all(got.values()):
+            await trio.sleep(0.01)
+    await trio.sleep(0.05)  # time to deliver anything twice
+    return [got[id(bp)] for bp in bps]
+
+
+async def test_prefetch_delivers_every_pointer_once(zfs_pool: PoolFactory) -> None:
+    """Read-ahead calls back once per pointer on the trio thread: with the verified block
+    on a leaf vdev, with None where it does not read ahead (raidz), so no reader waits
+    forever."""
+    for key in ("single", "raidz1"):
+        layout, props, ashift = POOLS[key]
+        record = zfs_pool(key, layout, props, populate, ashift=ashift)
+        pool = await open_pool([ImageFile(str(p)) for p in record.vdevs])
+        visited = [v async for v in walk_pool(pool) if v.level == 0 and v.bp.dvas]
+        answers = await _prefetch_all(pool, [v.bp for v in visited])
+        if key == "single":
+            assert answers == [[v.data] for v in visited]
+        else:
+            assert answers == [[None]] * len(visited)
