@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -108,13 +109,25 @@ def need(*tools: str) -> None:
         pytest.skip(f"missing tools: {', '.join(missing)} (run make test to install them)")
 
 
+DOC = Path(__file__).parent.parent / "docs" / "writing-a-driver.md"
+
+
+def documented(filename: str) -> str:
+    """The code of docs/writing-a-driver.md's blocks fenced ```` ```python FILENAME ````,
+    joined in order: the file the page tells its reader to write."""
+    blocks = re.findall(
+        rf"^```python {re.escape(filename)}\n(.*?)^```$", DOC.read_text(), re.M | re.S
+    )
+    assert blocks, f"no code for {filename} in {DOC}"
+    return "\n".join(blocks)
+
+
 @pytest.fixture
 def hello_dir(tmp_path: Path) -> Path:
     """A directory holding docs/writing-a-driver.md's example as hello_driver.py, and an
     empty image, ``empty.img``, for it to mount."""
-    doc = (Path(__file__).parent.parent / "docs" / "writing-a-driver.md").read_text()
     directory = tmp_path / "hello"
     directory.mkdir()
-    (directory / "hello_driver.py").write_text(doc.split("```python\n")[1].split("```")[0])
+    (directory / "hello_driver.py").write_text(documented("hello_driver.py"))
     (directory / "empty.img").touch()
     return directory
