@@ -204,9 +204,9 @@ def test_conformance(check, uvfs_run) -> None:
 README = """\
 # uvfs-${name}
 
-A uvfs driver, `${name}`, as `uvfs new-driver` wrote it. So far it shows
-one file, `hello.txt`, whatever the image holds: replace the TODOs in `${module}.py` with
-your format (uvfs's docs/writing-a-driver.md builds a zip driver step by step).
+A uvfs driver, `${name}`, as `uvfs new-driver` wrote it. So far it shows one file,
+`hello.txt`, whatever the image holds: replace the TODOs in `${module}.py` with your
+format (uvfs's docs/writing-a-driver.md builds a zip archive driver step by step).
 
 ## Install
 
