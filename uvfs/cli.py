@@ -33,7 +33,6 @@ import trio
 
 from uvfs import _api as api
 from uvfs import _registry, _runtime
-from uvfs._budget import share_budget
 from uvfs._cache import BufferCache
 from uvfs._control import query, serve_control
 from uvfs._image import ImageInUse
@@ -308,6 +307,10 @@ async def _serve_mount(
     _, socket_path, log_path = _runtime.paths_for(args.mountpoint)
     async with trio.open_nursery() as nursery:
         if cache is not None:  # one budget for all the user's mounts: see uvfs/_budget.py
+            # Imported only here: the shared table needs numpy, which would add a tenth of a
+            # second to every `uvfs umount` and `uvfs stats` (unmounting is timed in benches).
+            from uvfs._budget import share_budget
+
             await nursery.start(share_budget, cache)
 
         async def serve_then_stop(task_status: trio.TaskStatus[Any]) -> None:
