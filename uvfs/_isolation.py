@@ -61,6 +61,7 @@ from contextlib import ExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+import outcome
 import trio
 
 from uvfs import _api as api
@@ -73,6 +74,7 @@ log = logging.getLogger("uvfs.isolation")
 
 _HEADER = struct.Struct(">I")
 _MAX_FRAME = 1 << 30
+_SOCKET_BUFFER = 4 << 20
 
 # Operation name -> the protocol that declares it; `forget` is the one synchronous call.
 OPERATIONS: dict[str, type] = {
@@ -113,36 +115,83 @@ def driver_statistics(fs: api.FileSystem) -> DriverStatistics:
 
 
 class _Channel:
-    """Frames over a stream socket; sends from several tasks go out whole, one at a time."""
+    """Frames over a non-blocking stream socket, without a pass through the scheduler when
+    the socket allows (a round trip through trio's streams cost several: most of the
+    isolation's price per request).
 
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self._send_lock = trio.StrictFIFOLock()
+    A frame goes out whole, at once, from the task that sends it; one the socket has no room
+    for waits in `_unsent`, and the task that found it full writes out that and every frame
+    queued behind it. `receive` takes the frames that have arrived before waiting again.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        # A 1 MiB read's reply fits whole: one write, one wake-up (capped by wmem_max).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SOCKET_BUFFER)
+        self._sock = sock
+        self._unsent = bytearray()
         self._buffer = bytearray()
 
-    async def send(self, message: object) -> None:
-        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-        async with self._send_lock:
-            await self.stream.send_all(_HEADER.pack(len(data)) + data)
+    def _send_some(self, *buffers: bytes | bytearray) -> int:
+        try:
+            return self._sock.sendmsg(buffers)
+        except BlockingIOError:
+            return 0
+        except OSError as e:  # the other end has gone (EPIPE), or we closed it
+            raise trio.BrokenResourceError(e) from None
 
-    async def _fill(self, size: int) -> bool:
-        while len(self._buffer) < size:
-            chunk = await self.stream.receive_some(max(65536, size - len(self._buffer)))
-            if not chunk:
-                return False
-            self._buffer += chunk
-        return True
+    async def send(self, message: object) -> None:
+        """Send `message`; `trio.BrokenResourceError` if none of it could go out."""
+        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        header = _HEADER.pack(len(data))
+        if self._unsent:  # another task is writing out earlier frames: queue behind them
+            self._unsent += header
+            self._unsent += data
+            return
+        sent = self._send_some(header, data)
+        if sent == len(header) + len(data):
+            return
+        self._unsent += (header + data)[sent:]
+        # Shielded: a frame cut short would garble every later one (the unmount's included).
+        with trio.CancelScope(shield=True):
+            while self._unsent:
+                try:
+                    await trio.lowlevel.wait_writable(self._sock)
+                    del self._unsent[: self._send_some(self._unsent)]
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    self._unsent.clear()  # the receiving side sees the end and says so
 
     async def receive(self) -> Any:
         """The next message, or raise EOFError when the other end has gone."""
-        if not await self._fill(_HEADER.size):
-            raise EOFError
-        (size,) = _HEADER.unpack_from(self._buffer)
-        if size > _MAX_FRAME or not await self._fill(_HEADER.size + size):
-            raise EOFError
-        frame = bytes(self._buffer[_HEADER.size : _HEADER.size + size])
-        del self._buffer[: _HEADER.size + size]
-        return pickle.loads(frame)
+        buffer = self._buffer
+        while True:
+            want = _HEADER.size
+            if len(buffer) >= want:
+                want += _HEADER.unpack_from(buffer)[0]
+                if want > _MAX_FRAME:
+                    raise EOFError
+                if len(buffer) >= want:
+                    with memoryview(buffer) as view, view[_HEADER.size : want] as frame:
+                        message = pickle.loads(frame)
+                    del buffer[:want]
+                    return message
+            try:
+                chunk = self._sock.recv(max(65536, want - len(buffer)))
+            except BlockingIOError:
+                try:
+                    await trio.lowlevel.wait_readable(self._sock)
+                except trio.ClosedResourceError:
+                    raise EOFError from None
+                continue
+            except OSError:
+                raise EOFError from None
+            if not chunk:
+                raise EOFError
+            buffer += chunk
+
+    def close(self) -> None:
+        trio.lowlevel.notify_closing(self._sock)
+        self._sock.close()
 
 
 # --- the parent's side: one driver process ------------------------------------------------------
@@ -163,14 +212,6 @@ class _LostInFlight(FSError):
         super().__init__(errno.EIO, f"the driver process died during {operation}")
 
 
-class _Pending:
-    __slots__ = ("done", "reply")
-
-    def __init__(self) -> None:
-        self.done = trio.Event()
-        self.reply: list | None = None  # None once set: the process died first
-
-
 class _DriverProcess:
     """One child process serving the driver: its socket and the requests it has not answered."""
 
@@ -180,7 +221,7 @@ class _DriverProcess:
         self.alive = True
         self._channel = channel
         self._ids = itertools.count(1)
-        self._waiting: dict[int, _Pending] = {}
+        self._waiting: dict[int, trio.lowlevel.Task] = {}  # request -> the task awaiting it
         self._nursery: trio.Nursery | None = None
 
     @classmethod
@@ -202,7 +243,7 @@ class _DriverProcess:
         except BaseException:
             parent.close()
             raise
-        channel = _Channel(trio.SocketStream(trio.socket.from_stdlib_socket(parent)))
+        channel = _Channel(parent)
         self = cls(process, channel)
         try:
             await channel.send(("open", driver, list(sources), options))
@@ -223,22 +264,21 @@ class _DriverProcess:
         if not self.alive:
             raise _Died(sent=False)
         request = next(self._ids)
-        pending = self._waiting[request] = _Pending()
+        self._waiting[request] = trio.lowlevel.current_task()  # before: sending may wait
         try:
-            # Shielded: a frame cut short by a cancellation would garble every later one,
-            # the unmount's write-back included.
-            with trio.CancelScope(shield=True):
-                await self._channel.send((request, operation, args))
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            await self._channel.send((request, operation, args))
+        except trio.BrokenResourceError:
             del self._waiting[request]
             raise _Died(sent=False) from None
-        try:
-            await pending.done.wait()
-        finally:
-            del self._waiting[request]
-        if pending.reply is None:
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            self._waiting.pop(request, None)  # its reply, if it comes, goes nowhere
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        reply = await trio.lowlevel.wait_task_rescheduled(abort)
+        if reply is None:
             raise _Died(sent=True)
-        return pending.reply
+        return reply
 
     def cast(self, operation: str, args: tuple) -> None:
         """Send without waiting for an answer (the synchronous `forget`); lost if it dies."""
@@ -246,25 +286,23 @@ class _DriverProcess:
             self._nursery.start_soon(self._send_quietly, (next(self._ids), operation, args))
 
     async def _send_quietly(self, message: tuple) -> None:
-        with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        with suppress(trio.BrokenResourceError):
             await self._channel.send(message)
 
     async def serve(self) -> None:
         """Route replies to their requests until the process goes, then fail those left."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            try:
+            with suppress(EOFError):
                 while True:
                     request, *reply = await self._channel.receive()
-                    pending = self._waiting.get(request)
-                    if pending is not None:
-                        pending.reply = reply
-                        pending.done.set()
-            except (EOFError, trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
+                    task = self._waiting.pop(request, None)
+                    if task is not None:
+                        trio.lowlevel.reschedule(task, outcome.Value(reply))
             self.alive = False
-            for pending in self._waiting.values():
-                pending.done.set()
+            for task in self._waiting.values():
+                trio.lowlevel.reschedule(task, outcome.Value(None))
+            self._waiting.clear()
             nursery.cancel_scope.cancel()
 
     async def wait_exit(self) -> str:
@@ -285,8 +323,8 @@ class _DriverProcess:
         """Close the socket (the child writes nothing back on its own, then exits); kill it
         if it has not gone in 10 seconds."""
         self.alive = False
+        self._channel.close()
         with trio.CancelScope(shield=True):
-            await self._channel.stream.aclose()
             await self.wait_exit()
 
 
@@ -567,7 +605,8 @@ async def _answer(channel: _Channel, fs: Any, request: int, operation: str, args
         os._exit(EXIT_OUT_OF_MEMORY)
     except Exception:
         reply = (request, "bug", traceback.format_exc())
-    await channel.send(reply)
+    with suppress(trio.BrokenResourceError):  # the parent has gone: nobody is waiting
+        await channel.send(reply)
 
 
 async def _serve_child(sock: socket.socket) -> None:
@@ -575,7 +614,7 @@ async def _serve_child(sock: socket.socket) -> None:
     from uvfs._image import ImageInUse
     from uvfs._source import open_source
 
-    channel = _Channel(trio.SocketStream(trio.socket.from_stdlib_socket(sock)))
+    channel = _Channel(sock)
     _, driver_name, sources, options = await channel.receive()
     with ExitStack() as images:
         try:
@@ -596,7 +635,7 @@ async def _serve_child(sock: socket.socket) -> None:
             while True:
                 try:
                     request, operation, args = await channel.receive()
-                except (EOFError, trio.BrokenResourceError):
+                except EOFError:
                     break
                 nursery.start_soon(_answer, channel, fs, request, operation, args)
 
