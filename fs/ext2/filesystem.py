@@ -28,11 +28,12 @@ import errno
 import logging
 import stat
 from collections.abc import Sequence
+from contextlib import aclosing
 
 from construct import Container
 
 from uvfs import LRU, Attr, BlockDevice, DirEntry, FSError, ImageFile, MountOptions, Refusal, StatFS
-from uvfs_fs.ext2 import csum, xattr
+from uvfs_fs.ext2 import csum, htree, xattr
 from uvfs_fs.ext2.blockmap import Run, map_indirect
 from uvfs_fs.ext2.dirent import EXT2_NAME_LEN, decode_rec_len, iter_dirents
 from uvfs_fs.ext2.extents import map_extents
@@ -42,7 +43,15 @@ from uvfs_fs.ext2.group_desc import (
     desc_location,
     metadata_overhead,
 )
-from uvfs_fs.ext2.inode import EXT2_INDEX_FL, EXT4_EXTENTS_FL, Inode, decode_inode
+from uvfs_fs.ext2.inline_data import inline_bytes, inline_dirents
+from uvfs_fs.ext2.inode import (
+    EXT2_INDEX_FL,
+    EXT4_EA_INODE_FL,
+    EXT4_EXTENTS_FL,
+    EXT4_INLINE_DATA_FL,
+    Inode,
+    decode_inode,
+)
 from uvfs_fs.ext2.jbd2 import JournalError
 from uvfs_fs.ext2.journal import recover_journal, write_replay
 from uvfs_fs.ext2.replayed import ReplayedImage
@@ -69,6 +78,7 @@ DESC_CACHE_ENTRIES = 4096
 DIR_CACHE_NAMES = 1 << 20  # names held by all cached directories together
 DIR_MAX_NAMES = 1 << 24  # more in one directory is taken for corruption (repeated blocks)
 MAP_CHUNK_BLOCKS = 1024  # directory scans map this many blocks at a time
+XATTR_SIZE_MAX = 1 << 16  # the largest value getxattr(2) returns: larger ea_inode values are EIO
 
 
 class _Directory:
@@ -115,6 +125,8 @@ class Ext2FileSystem:
         self.sb = sb
         self.geo = geo
         self._filetype = "filetype" in geo.features
+        self._inline_data = "inline_data" in geo.features
+        self._dir_index = "dir_index" in geo.features
         self._huge_file = "huge_file" in geo.features
         self._itable_blocks = -(-geo.inodes_per_group * geo.inode_size // geo.block_size)
         self._meta: LRU[int, bytes] = LRU(max(16, META_CACHE_BYTES // geo.block_size))
@@ -348,6 +360,8 @@ class Ext2FileSystem:
 
     async def _read_data(self, inode: Inode, offset: int, size: int) -> bytes:
         """Bytes [offset, offset + size) of `inode`'s data, clipped at its end of file."""
+        if self._is_inline(inode):
+            return inline_bytes(inode)[offset : offset + size]
         end = min(offset + size, inode.size)
         if offset >= end:
             return b""
@@ -366,13 +380,29 @@ class Ext2FileSystem:
                 parts.append(bytes(hi - lo))
         return b"".join(parts)
 
+    def _is_inline(self, inode: Inode) -> bool:
+        return self._inline_data and bool(inode.flags & EXT4_INLINE_DATA_FL)
+
+    async def _dir_inode(self, ino: int) -> Inode:
+        inode = await self._inode(ino)
+        if not stat.S_ISDIR(inode.mode):
+            raise FSError(errno.ENOTDIR)
+        return inode
+
     async def _directory(self, ino: int) -> _Directory:
         cached = self._dirs.get(ino)
         if cached is not None:
             return cached
-        inode = await self._inode(ino)
-        if not stat.S_ISDIR(inode.mode):
-            raise FSError(errno.ENOTDIR)
+        inode = await self._dir_inode(ino)
+        if self._is_inline(inode):
+            entries = [(b".", ino)]
+            for child, name, _ in inline_dirents(inode, filetype=self._filetype):
+                if child > self.geo.inodes_count:
+                    raise FSError(errno.EIO, f"directory {ino}: entry for inode {child}")
+                entries.append((name, child))
+            directory = _Directory(entries)
+            self._dirs.put(ino, directory, len(entries) + 1)
+            return directory
         bs = self.geo.block_size
         if inode.size > self.geo.blocks_count * bs:
             raise FSError(errno.EIO, f"directory {ino} larger than the filesystem")
@@ -401,7 +431,8 @@ class Ext2FileSystem:
         self._dirs.put(ino, directory, len(entries) + 1)
         return directory
 
-    async def _xattrs(self, ino: int) -> list[tuple[bytes, bytes]]:
+    async def _xattrs(self, ino: int) -> list[tuple[bytes, xattr.Value]]:
+        """`ino`'s shown attributes; ea_inode values are read by `_xattr_value`."""
         inode = await self._inode(ino)
         attrs = xattr.parse_ibody(inode.xattr_ibody)
         if inode.file_acl:
@@ -411,6 +442,99 @@ class Ext2FileSystem:
                 raise FSError(errno.EIO, f"xattr block {inode.file_acl}: checksum does not match")
             attrs += xattr.parse_block(block)
         return attrs
+
+    async def _xattr_value(self, owner: int, name: bytes, value: xattr.Value) -> bytes:
+        """The value of attribute `name` of inode `owner`, read from its EA inode if need be.
+
+        The EA inode must be another inode, flagged EXT4_EA_INODE_FL, holding exactly the
+        entry's size, at most `XATTR_SIZE_MAX` bytes (checked before anything is read).
+        """
+        if isinstance(value, bytes):
+            return value
+        where = f"inode {owner}: attribute {name!r} in inode {value.inum}"
+        if "ea_inode" not in self.geo.features or value.inum == owner:
+            raise FSError(errno.EIO, f"{where}: not an EA inode")
+        if value.size > XATTR_SIZE_MAX:
+            raise FSError(errno.EIO, f"{where}: {value.size} bytes")
+        ea = await self._inode(value.inum)
+        if not ea.flags & EXT4_EA_INODE_FL or not stat.S_ISREG(ea.mode):
+            raise FSError(errno.EIO, f"{where}: not an EA inode")
+        if ea.size != value.size:
+            raise FSError(errno.EIO, f"{where}: {ea.size} bytes, not {value.size}")
+        return xattr.shown_value(name, await self._read_data(ea, 0, value.size))
+
+    async def _dx_find(self, inode: Inode, name: bytes) -> int | None:
+        """The inode `name` names in indexed directory `inode`, looked up through its hash
+        index, or None when it is absent. Reads the index blocks on the name's path and
+        the leaves its hash may be in.
+
+        Raises:
+            htree.DxCorrupt: the index or a leaf it leads to is malformed.
+        """
+        bs = self.geo.block_size
+        nblocks = -(-inode.size // bs)
+        seed = self._inode_seed(inode)
+
+        async def read_block(logical: int) -> bytes:
+            runs = await self._map(inode, logical, 1)
+            if not runs or not runs[0].physical:
+                raise FSError(errno.EIO, f"directory {inode.ino}: hole at block {logical}")
+            return await self._meta_block(runs[0].physical)
+
+        leaves = htree.dx_leaves(
+            await read_block(0),
+            name,
+            seed=self.sb.s_hash_seed,
+            unsigned=bool(self.sb.s_flags & htree.EXT2_FLAGS_UNSIGNED_HASH),
+            csum=seed is not None,
+            max_levels=2 if "large_dir" in self.geo.features else 1,
+            nblocks=nblocks,
+            read_block=read_block,
+        )
+        async with aclosing(leaves):
+            async for logical in leaves:
+                block = await read_block(logical)
+                if seed is not None and not _dir_block_ok(block, logical, inode, seed):
+                    raise FSError(
+                        errno.EIO, f"directory {inode.ino}: block checksum does not match"
+                    )
+                try:
+                    child = next(
+                        (
+                            c
+                            for c, found, _ in iter_dirents(block, filetype=self._filetype)
+                            if found == name
+                        ),
+                        None,
+                    )
+                except FSError as e:  # a malformed record: the kernel's ERR_BAD_DX_DIR
+                    raise htree.DxCorrupt(f"leaf {logical}: {e}") from None
+                if child is not None:
+                    if child > self.geo.inodes_count:
+                        raise FSError(errno.EIO, f"directory {inode.ino}: entry for inode {child}")
+                    return child
+        return None
+
+    async def _find(self, parent: int, name: bytes) -> int | None:
+        """The inode `name` names in directory `parent`, or None: through the hash index of
+        an indexed directory not yet read whole, else from the parsed directory. A damaged
+        index is searched linearly, as the kernel does (with a warning)."""
+        directory = self._dirs.get(parent)
+        if directory is None and name not in (b".", b".."):
+            inode = await self._dir_inode(parent)
+            if self._dir_index and inode.flags & EXT2_INDEX_FL and not self._is_inline(inode):
+                try:
+                    return await self._dx_find(inode, name)
+                except htree.DxCorrupt as e:
+                    log.warning(
+                        "%s: directory %d: htree index damaged (%s); searching it linearly",
+                        self.image.path,
+                        parent,
+                        e,
+                    )
+        if directory is None:
+            directory = await self._directory(parent)
+        return directory.index.get(name)
 
     # --- the driver API -------------------------------------------------------------------
 
@@ -433,7 +557,7 @@ class Ext2FileSystem:
         """The node called `name` in directory `parent`."""
         if len(name) > EXT2_NAME_LEN:
             raise FSError(errno.ENAMETOOLONG)
-        child = (await self._directory(parent)).index.get(name)
+        child = await self._find(parent, name)
         if child is None:
             raise FSError(errno.ENOENT)
         return self._attr(await self._inode(child))
@@ -467,6 +591,8 @@ class Ext2FileSystem:
             raise FSError(errno.EINVAL)
         if not 0 < inode.size <= self.geo.block_size:
             raise FSError(errno.EIO, f"symlink {ino} of {inode.size} bytes")
+        if self._is_inline(inode):
+            return inline_bytes(inode)
         # As the kernel decides: a symlink owning no block but its xattr block is fast,
         # whatever its flags say (some kernels set EXTENTS_FL on fast symlinks).
         cluster = self.geo.block_size * self.geo.cluster_ratio
@@ -501,7 +627,7 @@ class Ext2FileSystem:
         """The value of extended attribute `name` of `ino`; ENODATA when it has none."""
         for key, value in await self._xattrs(ino):
             if key == name:
-                return value
+                return await self._xattr_value(ino, key, value)
         raise FSError(errno.ENODATA)
 
     async def listxattr(self, ino: int) -> Sequence[bytes]:

@@ -199,11 +199,12 @@ FEATURE_NAMES: dict[tuple[int, int], str] = {
 
 # The incompat features this reader understands. needs_recovery is handled apart (a
 # read-only open replays the journal in memory, see filesystem.py); mmp only guards
-# writers; metadata_csum_seed only moves the checksum seed, and checksums are not
-# verified; large_dir only deepens the htree, which is read by linear scan anyway.
+# writers; metadata_csum_seed only moves the checksum seed; large_dir allows a third
+# htree level (htree.py); inline_data and ea_inode are read (inline_data.py, xattr.py).
 SUPPORTED_INCOMPAT = frozenset(
-    {"filetype", "meta_bg", "extent", "64bit", "mmp", "flex_bg", "metadata_csum_seed", "large_dir"}
-)
+    {"filetype", "meta_bg", "extent", "64bit", "mmp", "flex_bg", "metadata_csum_seed", "large_dir",
+     "inline_data", "ea_inode"}
+)  # fmt: skip
 
 
 def feature_names(compat: int, incompat: int, ro_compat: int) -> list[str]:

@@ -8,12 +8,17 @@ user.*, trusted.*, security.*, gnu.* and the two POSIX ACLs, and hides the rest
 (system.data of inline data, encryption context ...). ACLs are stored in a compact ext4
 format (`ext4_acl_header` version 1, short entries for the owner/group/mask/other tags) and
 shown in the kernel's xattr format (version 2, every entry 8 bytes, undefined ids -1).
+
+With ea_inode, an entry may keep its value in the data of another inode (e_value_inum):
+parsing gives a `ValueInode` in its place, and the filesystem reads and checks that inode.
 """
 
 from __future__ import annotations
 
 import errno
 import struct
+from collections.abc import Iterator
+from typing import NamedTuple
 
 from construct import Array, Int8ul, Int16ul, Int32ul, Struct
 
@@ -56,6 +61,10 @@ NAME_PREFIXES: dict[int, bytes] = {
     6: b"security.",
     10: b"gnu.",
 }
+_ACL_NAMES = frozenset(
+    NAME_PREFIXES[i] for i in (EXT2_ATTR_INDEX_POSIX_ACL_ACCESS, EXT2_ATTR_INDEX_POSIX_ACL_DEFAULT)
+)
+EXT4_XATTR_INDEX_SYSTEM = 7  # system.data (inline data), not shown
 
 # POSIX ACLs: on-disk (ext4_acl_*) and xattr (posix_acl_xattr_*) forms
 EXT4_ACL_VERSION = 1
@@ -112,52 +121,89 @@ def xattr_to_acl(value: bytes) -> bytes:
     return b"".join(out)
 
 
-def _parse_entries(region: bytes, entries_at: int) -> list[tuple[bytes, bytes]]:
-    """(name, value) of every shown entry from `entries_at` to the 4-byte zero end marker.
+class ValueInode(NamedTuple):
+    """An ea_inode attribute's value: the first `size` bytes of inode `inum`'s data."""
 
-    Values are at e_value_offs from the start of `region`. Each entry advances by at least
-    16 bytes and must fit in `region`, so the walk is bounded by its size.
+    inum: int
+    size: int
+
+
+Value = bytes | ValueInode
+
+
+def _entries(region: bytes, entries_at: int) -> Iterator[tuple[int, bytes, Value]]:
+    """(name index, name suffix, value) of every entry from `entries_at` to the end marker.
+
+    In-place values are at e_value_offs from the start of `region`; an entry with
+    e_value_inum gives a `ValueInode` instead. Each entry advances by at least 16 bytes and
+    must fit in `region`, so the walk is bounded by its size.
     """
-    attrs = []
     offset = entries_at
     while True:
         if offset + 4 > len(region):
             raise _corrupt("entry table runs off its area")
         if region[offset : offset + 4] == b"\0\0\0\0":
-            return attrs
+            return
         if offset + _ENTRY.size > len(region):
             raise _corrupt("entry table runs off its area")
         e = _ENTRY.unpack(region, offset)
         name_end = offset + _ENTRY.size + e.e_name_len
         if name_end > len(region):
             raise _corrupt("entry name runs off its area")
-        if e.e_value_inum:
-            raise _corrupt("value stored in an inode (ea_inode)")
+        suffix = region[offset + _ENTRY.size : name_end]
         start = e.e_value_offs
-        if e.e_value_size and (start < name_end or start + e.e_value_size > len(region)):
+        if e.e_value_inum:
+            yield e.e_name_index, suffix, ValueInode(e.e_value_inum, e.e_value_size)
+        elif e.e_value_size and (start < name_end or start + e.e_value_size > len(region)):
             raise _corrupt("entry value outside its area")
-        prefix = NAME_PREFIXES.get(e.e_name_index)
-        if prefix is not None:
-            value = region[start : start + e.e_value_size]
-            if e.e_name_index in (
-                EXT2_ATTR_INDEX_POSIX_ACL_ACCESS,
-                EXT2_ATTR_INDEX_POSIX_ACL_DEFAULT,
-            ):
-                value = acl_to_xattr(value)
-            attrs.append((prefix + region[offset + _ENTRY.size : name_end], value))
+        else:
+            yield e.e_name_index, suffix, region[start : start + e.e_value_size]
         offset = (name_end + 3) & ~3
 
 
-def parse_ibody(area: bytes) -> list[tuple[bytes, bytes]]:
-    """The attributes stored inside an inode, from its area after i_extra_isize."""
+def shown_value(name: bytes, value: bytes) -> bytes:
+    """An attribute's value as the kernel shows it: ACLs in the posix_acl xattr form."""
+    if name in _ACL_NAMES:
+        return acl_to_xattr(value)
+    return value
+
+
+def _shown(entries: Iterator[tuple[int, bytes, Value]]) -> list[tuple[bytes, Value]]:
+    """(name, value) of the entries the kernel shows; ea_inode values left to the caller."""
+    attrs = []
+    for index, suffix, value in entries:
+        prefix = NAME_PREFIXES.get(index)
+        if prefix is not None:
+            name = prefix + suffix
+            attrs.append(
+                (name, value if isinstance(value, ValueInode) else shown_value(name, value))
+            )
+    return attrs
+
+
+def _ibody_entries(area: bytes) -> Iterator[tuple[int, bytes, Value]]:
     if len(area) < 4 or int.from_bytes(area[:4], "little") != EXT2_EXT_ATTR_MAGIC:
-        return []  # no magic: the inode simply has no in-inode attributes
-    return _parse_entries(area[4:], 0)
+        return iter(())  # no magic: the inode simply has no in-inode attributes
+    return _entries(area[4:], 0)
 
 
-def parse_block(block: bytes) -> list[tuple[bytes, bytes]]:
-    """The attributes stored in an external attribute block (i_file_acl)."""
+def ibody_value(area: bytes, index: int, suffix: bytes) -> bytes | None:
+    """The in-place value of in-inode attribute (`index`, `suffix`), shown or not; None
+    when absent (system.data of inline data lives here)."""
+    for got_index, got_suffix, value in _ibody_entries(area):
+        if (got_index, got_suffix) == (index, suffix) and isinstance(value, bytes):
+            return value
+    return None
+
+
+def parse_ibody(area: bytes) -> list[tuple[bytes, Value]]:
+    """The shown attributes stored inside an inode, from its area after i_extra_isize."""
+    return _shown(_ibody_entries(area))
+
+
+def parse_block(block: bytes) -> list[tuple[bytes, Value]]:
+    """The shown attributes stored in an external attribute block (i_file_acl)."""
     magic, _, blocks = struct.unpack_from("<III", block)
     if magic != EXT2_EXT_ATTR_MAGIC or blocks != 1:
         raise _corrupt(f"bad block magic {magic:#x}")
-    return _parse_entries(block, ext2_ext_attr_header.sizeof())
+    return _shown(_entries(block, ext2_ext_attr_header.sizeof()))

@@ -10,9 +10,12 @@ import pytest
 from uvfs import FSError
 from uvfs_fs.ext2.xattr import (
     EXT2_EXT_ATTR_MAGIC,
+    EXT4_XATTR_INDEX_SYSTEM,
+    ValueInode,
     acl_to_xattr,
     ext2_ext_attr_entry,
     ext2_ext_attr_header,
+    ibody_value,
     parse_block,
     parse_ibody,
 )
@@ -63,6 +66,18 @@ def test_in_inode_attributes() -> None:
     ]
     assert parse_ibody(bytes(92)) == []  # no magic: no attributes
     assert parse_ibody(b"") == []
+    assert ibody_value(area, EXT4_XATTR_INDEX_SYSTEM, b"data") == b""
+    assert ibody_value(area, 1, b"color") == b"blue"
+    assert ibody_value(area, 1, b"colour") is None
+    assert ibody_value(bytes(92), EXT4_XATTR_INDEX_SYSTEM, b"data") is None
+
+
+def test_value_in_an_inode() -> None:
+    """ea_inode: an entry with e_value_inum names the inode and size; e_value_offs is
+    not used (it may hold anything), so the filesystem reads the value from the inode."""
+    area = corrupt(bytearray(GOOD), 4 + 4, struct.pack("<I", 99))
+    area = corrupt(bytearray(area), 4 + 2, struct.pack("<H", 0xFFFF))
+    assert parse_ibody(area) == [(b"user.a", ValueInode(99, 5))]
 
 
 def test_block_attributes() -> None:
@@ -122,7 +137,6 @@ GOOD = struct.pack("<I", EXT2_EXT_ATTR_MAGIC) + table([(1, b"a", b"value")], 60,
     [
         corrupt(bytearray(GOOD), 4 + 2, struct.pack("<H", 58)),  # value runs past the area
         corrupt(bytearray(GOOD), 4 + 2, struct.pack("<H", 4)),  # value over the entry table
-        corrupt(bytearray(GOOD), 4 + 4, struct.pack("<I", 99)),  # value in an inode
         corrupt(bytearray(GOOD), 4, b"\xff"),  # name runs off the area
         GOOD[:24],  # no end marker
     ],

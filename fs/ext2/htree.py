@@ -1,0 +1,296 @@
+"""Indexed (htree) directories: the name hashes, dx_root and dx_node, and the lookup walk.
+
+An indexed directory (EXT2_INDEX_FL) is an ordinary one whose leaf blocks are sorted into
+hash ranges. Block 0 is the dx_root: "." and ".." records (the second spanning the block,
+so a linear scan skips the index), a `dx_root_info` (hash version, indirect levels), then a
+table of (hash, block) entries whose first slot holds the table's limit and count instead
+of a hash. With indirect levels, entries point at dx_node blocks (one unused record
+spanning the block, then the same table); the last level points at leaf blocks. Entry i
+covers hashes from its own up to the next entry's; the first covers from 0. A name's hash
+has its low bit cleared; a range's hash with the low bit set says its leaf continues the
+previous one (a collision run split over blocks), so the next leaf must be searched too.
+
+Hashes follow fs/ext4/hash.c: legacy (dx_hack_hash), half-MD4 and TEA, each in a signed and
+an unsigned-char flavour (the superblock's s_flags says which the volume was made with),
+seeded by s_hash_seed (all zeros: MD4's initial words). SipHash (casefolded, encrypted
+names) is not done: such an index is treated as damaged.
+
+Damage (what the kernel's dx_probe calls a bad dx directory: unknown hash version, unknown
+flags, too many levels, a limit that is not the block's, a count of 0 or past the limit, a
+cycle) raises `DxCorrupt`, and the caller falls back to a linear scan, as the kernel does;
+an entry for a block past the directory's end is EIO for the names it routes, as the
+kernel's failed block read is.
+The walk reads at most one block per level and then leaves in order; it yields at most
+`nblocks` leaves in all, so a hostile index cannot make it loop.
+"""
+
+from __future__ import annotations
+
+import errno
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import NamedTuple
+
+from uvfs import FSError
+
+DX_HASH_LEGACY, DX_HASH_HALF_MD4, DX_HASH_TEA = 0, 1, 2
+DX_HASH_UNSIGNED_DELTA = 3  # +3: the unsigned-char flavour of the three above
+EXT2_FLAGS_UNSIGNED_HASH = 0x0002  # s_flags
+EXT4_HTREE_EOF_32BIT = 0x7FFFFFFF
+DX_TAIL_SIZE = 8  # metadata_csum: dx_tail (reserved, checksum) after the entries
+DX_ROOT_INFO_AT = 0x18  # after the "." (12 bytes) and ".." (12 bytes) records
+DX_NODE_ENTRIES_AT = 8  # after the unused record header spanning the block
+DX_BLOCK_MASK = 0x0FFFFFFF  # dx_get_block: the top four bits are reserved
+
+# dx_root_info: reserved_zero, hash_version, info_length, indirect_levels, unused_flags
+dx_root_info = struct.Struct("<IBBBB")
+dx_countlimit = struct.Struct("<HH")  # limit, count (in the first entry's hash slot)
+dx_entry = struct.Struct("<II")  # hash, block
+
+_M = 0xFFFFFFFF
+
+
+class DxCorrupt(Exception):
+    """The index is damaged: look the name up by linear scan instead."""
+
+
+class DxFrame(NamedTuple):
+    """One level of the walk: a table's entries and which one covers the hash."""
+
+    entries: list[tuple[int, int]]  # (hash, block); entries[0]'s hash is implicitly 0
+    at: int
+
+
+# --- hashes ---------------------------------------------------------------------------------
+
+
+def _rol(x: int, s: int) -> int:
+    return ((x << s) | (x >> (32 - s))) & _M
+
+
+def _half_md4(buf: list[int], data: Sequence[int]) -> None:
+    """One half-MD4 round set over 8 words, added into `buf` (half_md4_transform)."""
+    a, b, c, d = buf
+    k2, k3 = 0o13240474631, 0o15666365641
+
+    def f(x: int, y: int, z: int) -> int:
+        return z ^ (x & (y ^ z))
+
+    def g(x: int, y: int, z: int) -> int:
+        return ((x & y) + ((x ^ y) & z)) & _M
+
+    def h(x: int, y: int, z: int) -> int:
+        return x ^ y ^ z
+
+    for fn, k, order, shifts in (
+        (f, 0, (0, 1, 2, 3, 4, 5, 6, 7), (3, 7, 11, 19)),
+        (g, k2, (1, 3, 5, 7, 0, 2, 4, 6), (3, 5, 9, 13)),
+        (h, k3, (3, 7, 2, 6, 1, 5, 0, 4), (3, 9, 11, 15)),
+    ):
+        for i, word in enumerate(order):
+            s = shifts[i % 4]
+            match i % 4:
+                case 0:
+                    a = _rol((a + fn(b, c, d) + data[word] + k) & _M, s)
+                case 1:
+                    d = _rol((d + fn(a, b, c) + data[word] + k) & _M, s)
+                case 2:
+                    c = _rol((c + fn(d, a, b) + data[word] + k) & _M, s)
+                case 3:
+                    b = _rol((b + fn(c, d, a) + data[word] + k) & _M, s)
+    buf[0], buf[1] = (buf[0] + a) & _M, (buf[1] + b) & _M
+    buf[2], buf[3] = (buf[2] + c) & _M, (buf[3] + d) & _M
+
+
+def _tea(buf: list[int], data: Sequence[int]) -> None:
+    """16 TEA rounds over 4 words, added into buf[0:2] (TEA_transform)."""
+    b0, b1 = buf[0], buf[1]
+    a, b, c, d = data
+    total = 0
+    for _ in range(16):
+        total = (total + 0x9E3779B9) & _M
+        b0 = (b0 + ((((b1 << 4) + a) & _M) ^ ((b1 + total) & _M) ^ (((b1 >> 5) + b) & _M))) & _M
+        b1 = (b1 + ((((b0 << 4) + c) & _M) ^ ((b0 + total) & _M) ^ (((b0 >> 5) + d) & _M))) & _M
+    buf[0], buf[1] = (buf[0] + b0) & _M, (buf[1] + b1) & _M
+
+
+def _chars(name: bytes, signed: bool) -> list[int]:
+    return [c - 256 if signed and c >= 128 else c for c in name]
+
+
+def _legacy(chars: list[int]) -> int:
+    hash0, hash1 = 0x12A3FE2D, 0x37ABE8F9
+    for c in chars:
+        value = (hash1 + (hash0 ^ ((c * 7152373) & _M))) & _M
+        if value & 0x80000000:
+            value = (value - 0x7FFFFFFF) & _M
+        hash1, hash0 = hash0, value
+    return (hash0 << 1) & _M
+
+
+def _hash_words(chars: list[int], length: int, num: int) -> list[int]:
+    """`num` words from up to num*4 chars, padded with the length (str2hashbuf)."""
+    pad = length | (length << 8)
+    pad |= pad << 16
+    out = []
+    val = pad
+    for i, c in enumerate(chars[: num * 4]):
+        val = (c + (val << 8)) & _M
+        if i % 4 == 3:
+            out.append(val)
+            val = pad
+    if len(out) < num:
+        out.append(val)
+    return out + [pad] * (num - len(out))
+
+
+def dx_hash(name: bytes, version: int, seed: Sequence[int]) -> int:
+    """The major hash ext4 files `name` under, for hash `version` (0-5) and s_hash_seed.
+
+    Raises:
+        DxCorrupt: for a version this code does not compute.
+    """
+    flavour = version % DX_HASH_UNSIGNED_DELTA
+    if version not in range(2 * DX_HASH_UNSIGNED_DELTA):
+        raise DxCorrupt(f"hash version {version}")
+    chars = _chars(name, signed=version < DX_HASH_UNSIGNED_DELTA)
+    buf = list(seed) if any(seed) else [0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476]
+    if flavour == DX_HASH_LEGACY:
+        value = _legacy(chars)
+    else:
+        step, transform = (32, _half_md4) if flavour == DX_HASH_HALF_MD4 else (16, _tea)
+        for at in range(0, len(chars), step):
+            transform(buf, _hash_words(chars[at:], len(chars) - at, step // 4))
+        value = buf[1] if flavour == DX_HASH_HALF_MD4 else buf[0]
+    value &= ~1 & _M
+    if value == EXT4_HTREE_EOF_32BIT << 1:
+        value = (EXT4_HTREE_EOF_32BIT - 1) << 1
+    return value
+
+
+# --- index blocks --------------------------------------------------------------------------
+
+
+def _entries(block: bytes, at: int, limit: int) -> list[tuple[int, int]]:
+    """The table at `at`, checked to hold `limit` slots and 1..limit entries."""
+    if at + dx_entry.size > len(block):
+        raise DxCorrupt("index table past the block")
+    got_limit, count = dx_countlimit.unpack_from(block, at)
+    if got_limit != limit:
+        raise DxCorrupt(f"limit {got_limit}, not {limit}")
+    if not 0 < count <= limit:
+        raise DxCorrupt(f"count {count} beyond limit {limit}")
+    entries = [(h, b & DX_BLOCK_MASK) for h, b in dx_entry.iter_unpack(block[at : at + 8 * count])]
+    entries[0] = (0, entries[0][1])
+    return entries
+
+
+class DxRoot(NamedTuple):
+    hash_version: int  # as stored: 0-2 (the flavour comes from the superblock)
+    levels: int  # indirect levels: dx_node tables between the root and the leaves
+    entries: list[tuple[int, int]]
+
+
+def parse_root(block: bytes, *, csum: bool, max_levels: int) -> DxRoot:
+    """Block 0 of an indexed directory (dx_probe's checks).
+
+    Args:
+        csum: metadata_csum (a dx_tail ends the table's space).
+        max_levels: indirect levels allowed: 1, or 2 with large_dir.
+    """
+    if len(block) < DX_ROOT_INFO_AT + dx_root_info.size:
+        raise DxCorrupt("root block too small")
+    _, version, info_length, levels, flags = dx_root_info.unpack_from(block, DX_ROOT_INFO_AT)
+    if version not in (DX_HASH_LEGACY, DX_HASH_HALF_MD4, DX_HASH_TEA):
+        raise DxCorrupt(f"hash version {version}")
+    if flags & 1:
+        raise DxCorrupt(f"unknown hash flags {flags:#x}")
+    if levels > max_levels:
+        raise DxCorrupt(f"{levels} indirect levels")
+    at = DX_ROOT_INFO_AT + info_length
+    limit = (len(block) - at - (DX_TAIL_SIZE if csum else 0)) // dx_entry.size
+    return DxRoot(version, levels, _entries(block, at, limit))
+
+
+def parse_node(block: bytes, *, csum: bool) -> list[tuple[int, int]]:
+    """The entries of a dx_node block."""
+    space = len(block) - DX_NODE_ENTRIES_AT - (DX_TAIL_SIZE if csum else 0)
+    return _entries(block, DX_NODE_ENTRIES_AT, space // dx_entry.size)
+
+
+def _covering(entries: list[tuple[int, int]], hash_: int) -> int:
+    """The index of the last entry whose hash is at most `hash_` (entry 0 covers from 0)."""
+    lo, hi = 1, len(entries) - 1
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        if entries[mid][0] > hash_:
+            hi = mid - 1
+        else:
+            lo = mid + 1
+    return lo - 1
+
+
+def _inside(block: int, nblocks: int) -> int:
+    """`block`, checked to be in the directory: past its end it cannot be read, which
+    the kernel reports as corruption of the name's lookup rather than a bad index."""
+    if block >= nblocks:
+        raise FSError(errno.EIO, f"htree entry for block {block} past the directory's end")
+    return block
+
+
+async def dx_leaves(
+    root: bytes,
+    name: bytes,
+    *,
+    seed: Sequence[int],
+    unsigned: bool,
+    csum: bool,
+    max_levels: int,
+    nblocks: int,
+    read_block: Callable[[int], Awaitable[bytes]],
+) -> AsyncIterator[int]:
+    """The leaf blocks that may hold `name`, in order: its hash's leaf, then any leaves
+    continuing its collision run (ext4_dx_find_entry and ext4_htree_next_block).
+
+    Args:
+        root: directory block 0.
+        seed: s_hash_seed; unsigned: s_flags has EXT2_FLAGS_UNSIGNED_HASH.
+        nblocks: the directory's blocks: every block number must be below it.
+        read_block: reads a directory block by its logical number.
+
+    Raises:
+        DxCorrupt: the index is damaged; the caller falls back to a linear scan.
+        FSError: EIO for a block past the directory's end.
+    """
+    info = parse_root(root, csum=csum, max_levels=max_levels)
+    version = info.hash_version + (DX_HASH_UNSIGNED_DELTA if unsigned else 0)
+    target = dx_hash(name, version, seed)
+
+    async def node(block: int, path: list[int]) -> list[tuple[int, int]]:
+        if block in path:
+            raise DxCorrupt(f"index cycle through block {block}")
+        return parse_node(await read_block(_inside(block, nblocks)), csum=csum)
+
+    # Walk down: frames[i] is level i's table; the last frame's entry names a leaf.
+    frames = [DxFrame(info.entries, _covering(info.entries, target))]
+    path = [0]
+    while len(frames) <= info.levels:
+        block = frames[-1].entries[frames[-1].at][1]
+        entries = await node(block, path)
+        path.append(block)
+        frames.append(DxFrame(entries, _covering(entries, target)))
+    for _ in range(nblocks):
+        yield _inside(frames[-1].entries[frames[-1].at][1], nblocks)
+        # The next leaf, if its range continues this hash (its hash's low bit set).
+        level = len(frames) - 1
+        while level >= 0 and frames[level].at + 1 >= len(frames[level].entries):
+            level -= 1
+        if level < 0:
+            return
+        frames[level] = DxFrame(frames[level].entries, frames[level].at + 1)
+        if frames[level].entries[frames[level].at][0] & ~1 != target:
+            return
+        for below in range(level + 1, len(frames)):
+            block = frames[below - 1].entries[frames[below - 1].at][1]
+            frames[below] = DxFrame(await node(block, path[:below]), 0)
+    raise DxCorrupt("more leaves than the directory has blocks")

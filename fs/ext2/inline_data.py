@@ -1,0 +1,65 @@
+"""Inline data: files, directories and symlinks kept inside their inode (ext4 inline_data).
+
+An inode with EXT4_INLINE_DATA_FL keeps its data in i_block (60 bytes) followed by the
+value of its in-inode ``system.data`` attribute (empty while the data fits in i_block); the
+inline area is the two joined, and i_size bytes of it are the file (or the symlink target).
+The attribute must be present, in the inode body, even when empty.
+
+An inline directory starts with the parent's inode number (4 bytes) in place of the "."
+and ".." records; i_block's other 56 bytes are a chain of ordinary directory records, and
+the attribute's value, when not empty, is a second chain (Documentation/filesystems/ext4/
+inlinedata.rst; fs/ext4/inline.c). Both chains are walked by `iter_dirents`, so a record
+with rec_len 0 or running past its area is EIO like in a directory block.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Iterator
+
+from uvfs import FSError
+from uvfs_fs.ext2 import xattr
+from uvfs_fs.ext2.dirent import iter_dirents
+from uvfs_fs.ext2.inode import Inode
+
+EXT4_MIN_INLINE_DATA_SIZE = 60  # i_block
+EXT4_INLINE_DOTDOT_SIZE = 4  # an inline directory's parent inode number
+EXT4_XATTR_SYSTEM_DATA = (xattr.EXT4_XATTR_INDEX_SYSTEM, b"data")
+
+
+def inline_area(inode: Inode) -> bytes:
+    """i_block and the system.data value: all of `inode`'s inline area.
+
+    Raises:
+        FSError: EIO when the inode has no system.data attribute.
+    """
+    extra = xattr.ibody_value(inode.xattr_ibody, *EXT4_XATTR_SYSTEM_DATA)
+    if extra is None:
+        raise FSError(errno.EIO, f"inode {inode.ino}: inline data without system.data")
+    return inode.i_block + extra
+
+
+def inline_bytes(inode: Inode) -> bytes:
+    """The i_size bytes of `inode`'s data.
+
+    Raises:
+        FSError: EIO when i_size runs past the inline area.
+    """
+    area = inline_area(inode)
+    if inode.size > len(area):
+        raise FSError(
+            errno.EIO, f"inode {inode.ino}: {inode.size} bytes of inline data in {len(area)}"
+        )
+    return area[: inode.size]
+
+
+def inline_dirents(inode: Inode, *, filetype: bool) -> Iterator[tuple[int, bytes, int]]:
+    """An inline directory's records as `iter_dirents` gives them: ".." first (from the
+    parent number), then the used records of i_block and of system.data, in order."""
+    area = inline_area(inode)
+    yield int.from_bytes(area[:EXT4_INLINE_DOTDOT_SIZE], "little"), b"..", 0
+    yield from iter_dirents(
+        area[EXT4_INLINE_DOTDOT_SIZE:EXT4_MIN_INLINE_DATA_SIZE], filetype=filetype
+    )
+    if len(area) > EXT4_MIN_INLINE_DATA_SIZE:
+        yield from iter_dirents(area[EXT4_MIN_INLINE_DATA_SIZE:], filetype=filetype)
