@@ -195,7 +195,7 @@ def test_a_read_in_flight_is_repeated_and_open_files_are_opened_again(mount, cra
     # A read that kills the driver is asked once more, kills it again, and fails alone. (The
     # kernel reads a page again after its readahead failed: two reads, four deaths.)
     assert _errno_of((mnt / "crash").read_bytes) == errno.EIO
-    assert _driver(mnt)[1] == 5
+    _wait_for_restarts(mnt, 5)
     assert _errno_of(os.lstat, mnt / "never-looked-up") == errno.ENOENT
     assert (mnt / "calm").read_bytes() == DATA
     log = _server_log(mnt)

@@ -130,7 +130,10 @@ class _Channel:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SOCKET_BUFFER)
         self._sock = sock
         self._unsent = bytearray()
-        self._buffer = bytearray()
+        # Frames are received into one buffer, as large as the largest frame yet, from
+        # `_start` to `_end`: no allocation and no copy but pickle's per message.
+        self._buffer = bytearray(1 << 16)
+        self._start = self._end = 0
 
     def _send_some(self, *buffers: bytes | bytearray) -> int:
         try:
@@ -163,20 +166,28 @@ class _Channel:
 
     async def receive(self) -> Any:
         """The next message, or raise EOFError when the other end has gone."""
-        buffer = self._buffer
         while True:
+            held = self._end - self._start
             want = _HEADER.size
-            if len(buffer) >= want:
-                want += _HEADER.unpack_from(buffer)[0]
+            if held >= want:
+                want += _HEADER.unpack_from(self._buffer, self._start)[0]
                 if want > _MAX_FRAME:
                     raise EOFError
-                if len(buffer) >= want:
-                    with memoryview(buffer) as view, view[_HEADER.size : want] as frame:
+                if held >= want:
+                    first = self._start + _HEADER.size
+                    with memoryview(self._buffer) as view, view[first : first + want] as frame:
                         message = pickle.loads(frame)
-                    del buffer[:want]
+                    self._start += want
+                    if self._start == self._end:
+                        self._start = self._end = 0
                     return message
+            if self._start + want > len(self._buffer):  # make room for the whole frame
+                buffer = bytearray(max(want, len(self._buffer)))
+                buffer[:held] = memoryview(self._buffer)[self._start : self._end]
+                self._buffer, self._start, self._end = buffer, 0, held
             try:
-                chunk = self._sock.recv(max(65536, want - len(buffer)))
+                with memoryview(self._buffer) as view, view[self._end :] as room:
+                    received = self._sock.recv_into(room)
             except BlockingIOError:
                 try:
                     await trio.lowlevel.wait_readable(self._sock)
@@ -185,9 +196,9 @@ class _Channel:
                 continue
             except OSError:
                 raise EOFError from None
-            if not chunk:
+            if not received:
                 raise EOFError
-            buffer += chunk
+            self._end += received
 
     def close(self) -> None:
         trio.lowlevel.notify_closing(self._sock)
