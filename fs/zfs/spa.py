@@ -27,8 +27,7 @@ import errno
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from uvfs._api import FSError, Refusal
-from uvfs._image import ImageFile
+from uvfs import FSError, ImageFile, Refusal
 from uvfs_fs.zfs.blkptr import BlockPtr
 from uvfs_fs.zfs.label import (
     VDEV_LABEL_SIZE,

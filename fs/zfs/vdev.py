@@ -18,8 +18,7 @@ import itertools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from uvfs._api import FSError
-from uvfs._image import ImageFile
+from uvfs import FSError, ImageFile
 from uvfs_fs.zfs.label import VDEV_LABEL_START_SIZE
 from uvfs_fs.zfs.raidz import VDEV_RAIDZ_MAXPARITY, raidz_map, reconstruct
 

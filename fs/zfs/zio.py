@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import trio
 
-from uvfs._api import FSError
+from uvfs import FSError
 from uvfs_fs.zfs.blkptr import BP_EMBEDDED_TYPE_DATA, DVA, BlockPtr, parse_blkptrs
 from uvfs_fs.zfs.checksum import (
     INLINE,
