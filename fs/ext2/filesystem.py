@@ -395,17 +395,22 @@ class Ext2FileSystem:
             return cached
         inode = await self._dir_inode(ino)
         if self._is_inline(inode):
-            entries = [(b".", ino)]
-            for child, name, _ in inline_dirents(inode, filetype=self._filetype):
-                if child > self.geo.inodes_count:
-                    raise FSError(errno.EIO, f"directory {ino}: entry for inode {child}")
-                entries.append((name, child))
-            directory = _Directory(entries)
-            self._dirs.put(ino, directory, len(entries) + 1)
-            return directory
+            records = [(ino, b".", 0), *inline_dirents(inode, filetype=self._filetype)]
+            entries = [(name, child) for child, name, _ in records]
+        else:
+            entries = await self._block_entries(inode)
+        for _, child in entries:
+            if child > self.geo.inodes_count:
+                raise FSError(errno.EIO, f"directory {ino}: entry for inode {child}")
+        directory = _Directory(entries)
+        self._dirs.put(ino, directory, len(entries) + 1)
+        return directory
+
+    async def _block_entries(self, inode: Inode) -> list[tuple[bytes, int]]:
+        """(name, inode) of every record in directory `inode`'s blocks, in order."""
         bs = self.geo.block_size
         if inode.size > self.geo.blocks_count * bs:
-            raise FSError(errno.EIO, f"directory {ino} larger than the filesystem")
+            raise FSError(errno.EIO, f"directory {inode.ino} larger than the filesystem")
         nblocks = -(-inode.size // bs)
         seed = self._inode_seed(inode)
         entries: list[tuple[bytes, int]] = []
@@ -420,16 +425,18 @@ class Ext2FileSystem:
                     if seed is not None and not _dir_block_ok(
                         block, run.logical + at // bs, inode, seed
                     ):
-                        raise FSError(errno.EIO, f"directory {ino}: block checksum does not match")
-                    for child, name, _ in iter_dirents(block, filetype=self._filetype):
-                        if child > self.geo.inodes_count:
-                            raise FSError(errno.EIO, f"directory {ino}: entry for inode {child}")
-                        entries.append((name, child))
+                        raise FSError(
+                            errno.EIO, f"directory {inode.ino}: block checksum does not match"
+                        )
+                    entries += [
+                        (name, child)
+                        for child, name, _ in iter_dirents(block, filetype=self._filetype)
+                    ]
                 if len(entries) > DIR_MAX_NAMES:
-                    raise FSError(errno.EIO, f"directory {ino} holds over {DIR_MAX_NAMES} names")
-        directory = _Directory(entries)
-        self._dirs.put(ino, directory, len(entries) + 1)
-        return directory
+                    raise FSError(
+                        errno.EIO, f"directory {inode.ino} holds over {DIR_MAX_NAMES} names"
+                    )
+        return entries
 
     async def _xattrs(self, ino: int) -> list[tuple[bytes, xattr.Value]]:
         """`ino`'s shown attributes; ea_inode values are read by `_xattr_value`."""
@@ -452,8 +459,10 @@ class Ext2FileSystem:
         if isinstance(value, bytes):
             return value
         where = f"inode {owner}: attribute {name!r} in inode {value.inum}"
-        if "ea_inode" not in self.geo.features or value.inum == owner:
-            raise FSError(errno.EIO, f"{where}: not an EA inode")
+        if "ea_inode" not in self.geo.features:
+            raise FSError(errno.EIO, f"{where}, without the ea_inode feature")
+        if value.inum == owner:
+            raise FSError(errno.EIO, f"{where}: its own inode")
         if value.size > XATTR_SIZE_MAX:
             raise FSError(errno.EIO, f"{where}: {value.size} bytes")
         ea = await self._inode(value.inum)
