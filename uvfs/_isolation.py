@@ -223,6 +223,26 @@ class _LostInFlight(FSError):
         super().__init__(errno.EIO, f"the driver process died during {operation}")
 
 
+class _Waiter:
+    """A request sent and not yet answered: its reply (None: the process died), or the task
+    to wake with it."""
+
+    __slots__ = ("reply", "task")
+
+    def __init__(self) -> None:
+        self.reply: Any = _NO_REPLY
+        self.task: trio.lowlevel.Task | None = None
+
+    def answer(self, reply: list | None) -> None:
+        if self.task is None:
+            self.reply = reply  # still sending: it finds the reply when done
+        else:
+            trio.lowlevel.reschedule(self.task, outcome.Value(reply))
+
+
+_NO_REPLY = object()
+
+
 class _DriverProcess:
     """One child process serving the driver: its socket and the requests it has not answered."""
 
@@ -232,7 +252,7 @@ class _DriverProcess:
         self.alive = True
         self._channel = channel
         self._ids = itertools.count(1)
-        self._waiting: dict[int, trio.lowlevel.Task] = {}  # request -> the task awaiting it
+        self._waiting: dict[int, _Waiter] = {}
         self._nursery: trio.Nursery | None = None
 
     @classmethod
@@ -275,18 +295,21 @@ class _DriverProcess:
         if not self.alive:
             raise _Died(sent=False)
         request = next(self._ids)
-        self._waiting[request] = trio.lowlevel.current_task()  # before: sending may wait
+        waiter = self._waiting[request] = _Waiter()  # before sending: sending may wait
         try:
             await self._channel.send((request, operation, args))
         except trio.BrokenResourceError:
             del self._waiting[request]
             raise _Died(sent=False) from None
+        reply = waiter.reply
+        if reply is _NO_REPLY:
+            waiter.task = trio.lowlevel.current_task()
 
-        def abort(_: object) -> trio.lowlevel.Abort:
-            self._waiting.pop(request, None)  # its reply, if it comes, goes nowhere
-            return trio.lowlevel.Abort.SUCCEEDED
+            def abort(_: object) -> trio.lowlevel.Abort:
+                self._waiting.pop(request, None)  # its reply, if it comes, goes nowhere
+                return trio.lowlevel.Abort.SUCCEEDED
 
-        reply = await trio.lowlevel.wait_task_rescheduled(abort)
+            reply = await trio.lowlevel.wait_task_rescheduled(abort)
         if reply is None:
             raise _Died(sent=True)
         return reply
@@ -307,12 +330,12 @@ class _DriverProcess:
             with suppress(EOFError):
                 while True:
                     request, *reply = await self._channel.receive()
-                    task = self._waiting.pop(request, None)
-                    if task is not None:
-                        trio.lowlevel.reschedule(task, outcome.Value(reply))
+                    waiter = self._waiting.pop(request, None)
+                    if waiter is not None:
+                        waiter.answer(reply)
             self.alive = False
-            for task in self._waiting.values():
-                trio.lowlevel.reschedule(task, outcome.Value(None))
+            for waiter in self._waiting.values():
+                waiter.answer(None)
             self._waiting.clear()
             nursery.cancel_scope.cancel()
 
