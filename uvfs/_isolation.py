@@ -34,9 +34,11 @@ process serves, requests wait; the broker's caches answer what they hold.
   numbers exist only in its memory (a table filled by lookups) sees requests for numbers it
   never handed out, which fail (ESTALE, ENOENT) until the kernel looks the names up again.
 * Writes: what the driver had written back (fsync, its own flushes) is on the image and the
-  new process reads it; what it held in memory is lost, and the kernel may still show some of
-  it from its caches until they expire. Unlinked files still open when it died are left for
-  fsck.
+  new process reads it; what it held in memory is lost, and the kernel and the broker may
+  still show some of it from their caches. So that no fsync vouches for lost writes, the
+  next fsync of an open file written through since its last fsync, in a process that died,
+  fails with EIO, once (as Linux reports a failed write-back). Unlinked files still open
+  when it died are left for fsck.
 * Bounds: more than `DEATHS_MAX` deaths within `DEATHS_WINDOW` seconds (a driver that dies
   on every open, or while opening the images), or a restart the driver refuses, and the
   proxy gives up: one log line, then EIO for every request until the unmount.
@@ -300,6 +302,7 @@ class _DriverProcess:
             await self._channel.send((request, operation, args))
         except trio.BrokenResourceError:
             del self._waiting[request]
+            self.alive = False  # so that callers wait for the next process, not spin on this
             raise _Died(sent=False) from None
         reply = waiter.reply
         if reply is _NO_REPLY:
@@ -374,6 +377,8 @@ class _Handle:
     caller: Caller
     process: _DriverProcess
     handle: int
+    written: bool = False  # written through since its last fsync, in `process`
+    lost: bool = False  # written through in a process that died: the next fsync says EIO
 
 
 class _Proxy:
@@ -450,6 +455,8 @@ class _Proxy:
                 if h.process is not process:  # not opened again by another request meanwhile
                     h.handle = await self._reopen(process, h)
                     h.process = process
+                    h.lost |= h.written
+                    h.written = False
         return h.handle
 
     async def _reopen(self, process: _DriverProcess, h: _Handle) -> int:
@@ -464,6 +471,30 @@ class _Proxy:
         except FSError as e:
             log.warning("inode %d cannot be opened again after a restart: %s", h.ino, e)
             raise FSError(errno.EIO, f"inode {h.ino} lost its open file in a restart") from None
+
+    async def _write(self, ino: int, handle: int, offset: int, data: bytes) -> int:
+        written = await self._call_with_handle("write", (ino, handle, offset, data))
+        if (h := self._handles.get(handle)) is not None:
+            h.written = True
+        return written
+
+    async def _fsync(self, ino: int, handle: int, datasync: bool) -> None:
+        """The driver's fsync, if it has one; EIO, once, if writes through the handle were
+        acknowledged by a process that died since (as Linux reports a failed write-back)."""
+        h = self._handles.get(handle)
+        if "fsync" in self._operations:
+            try:
+                await self._call_with_handle("fsync", (ino, handle, datasync))
+            except _LostInFlight:
+                if h is not None:
+                    h.written = h.lost = False  # this EIO tells of the loss
+                raise
+        if h is None:
+            return
+        lost = h.lost or (h.written and not h.process.alive)
+        h.written = h.lost = False
+        if lost:
+            raise FSError(errno.EIO, "writes acknowledged by a driver process that died")
 
     def _new_handle(self, process: _DriverProcess, ino: int, flags: int, caller: Caller,
                     handle: int) -> int:  # fmt: skip
@@ -581,8 +612,8 @@ _SPECIAL: dict[str, Any] = {
     "create": lambda self, *a: self._create(*a),
     "release": lambda self, *a: self._release(*a),
     "read": lambda self, *a: self._call_with_handle("read", a),
-    "write": lambda self, *a: self._call_with_handle("write", a),
-    "fsync": lambda self, *a: self._call_with_handle("fsync", a),
+    "write": lambda self, *a: self._write(*a),
+    "fsync": lambda self, *a: self._fsync(*a),
     "forget": lambda self, *a: self._forget(*a),
     "close": lambda self: self._close(),
 }
@@ -595,7 +626,8 @@ def _proxy_class(operations: Sequence[str]) -> type[_Proxy]:
         "lookup": lambda self, *a: self._call("lookup", a),
         "getattr": lambda self, *a: self._call("getattr", a),
     }
-    for name in operations:
+    # A writable filesystem gets `fsync` even without its own: it reports lost writes.
+    for name in {*operations, *(["fsync"] if "write" in operations else [])}:
         methods[name] = _SPECIAL.get(name) or (lambda self, *a, _name=name: self._call(_name, a))
     return type("IsolatedFileSystem", (_Proxy,), methods)
 
