@@ -27,16 +27,18 @@ DATA = b"still here\n"
 GIVE_UP = "giving up, every request now fails with EIO"
 
 CRASHY = textwrap.dedent('''
-    """Four files in memory and ways to die: reading "crash" or opening "poison" crashes the
-    process (in C), reading or writing "slow" takes a second. While a file "die-on-open"
-    lies beside this module, opening the images kills the process too."""
+    """Five files in memory and ways to die: reading "crash" or opening "poison" crashes the
+    process (in C), reading or writing "slow" takes a second, reading "hog" the first time
+    runs out of memory. While a file "die-on-open" lies beside this module, opening the
+    images kills the process too."""
     import ctypes, errno, itertools, os, stat
     import trio
     import uvfs
 
     DATA = b"still here\\n"
-    FILES = {b"calm": 2, b"crash": 3, b"slow": 4, b"poison": 5}
+    FILES = {b"calm": 2, b"crash": 3, b"slow": 4, b"poison": 5, b"hog": 6}
     MARKER = os.path.join(os.path.dirname(__file__), "die-on-open")
+    HOGGED = os.path.join(os.path.dirname(__file__), "hogged")
 
 
     def crash():
@@ -78,6 +80,9 @@ CRASHY = textwrap.dedent('''
                 crash()
             if ino == FILES[b"slow"]:
                 await trio.sleep(1)
+            if ino == FILES[b"hog"] and not os.path.exists(HOGGED):
+                open(HOGGED, "w").close()
+                raise MemoryError
             return DATA[offset : offset + size]
 
         async def write(self, ino, handle, offset, data):
@@ -202,6 +207,14 @@ def test_a_read_in_flight_is_repeated_and_open_files_are_opened_again(mount, cra
     assert log.count("was killed by SIGKILL") == 1
     assert log.count("was killed by SIGSEGV") == 4
     assert GIVE_UP not in log
+
+
+def test_a_driver_out_of_memory_is_restarted_and_the_read_answered(mount, crashy) -> None:
+    mnt = _mount_crashy(mount, crashy, "ro,isolate,cache_size=0")
+    first, _ = _driver(mnt)
+    assert (mnt / "hog").read_bytes() == DATA
+    assert _driver(mnt)[0] != first
+    assert _server_log(mnt).count(f"driver process {first} ran out of memory") == 1
 
 
 def test_a_write_in_flight_fails_with_eio_and_fsync_tells_of_lost_writes(mount, crashy) -> None:
