@@ -6,7 +6,7 @@ depends on it and on the data's byte order (the block pointer's BP_BYTEORDER):
 * fletcher2 sums the data as 64-bit words in pairs, fletcher4 as 32-bit words; the words
   are read in the data's byte order (the ``_byteswap`` variants upstream) and the sums wrap
   at 2^64. Both are prefix sums of prefix sums, which numpy's wrapping ``cumsum`` computes
-  exactly (`fletcher2`, `fletcher4`: the reference); `compute` uses _fletcher.c, one pass
+  exactly (`fletcher2`, `fletcher4`: the reference); `compute` uses _native.c, one pass
   in C that is ten times faster, cheap enough to run inline (`INLINE`).
 * sha256 words are the digest read big-endian, whatever the data's order.
 * sha512 (SHA-512/256), skein, edonr and blake3 words are the digest read in the data's
@@ -26,7 +26,7 @@ import struct
 
 import numpy as np
 
-from uvfs_fs.zfs import _fletcher
+from uvfs_fs.zfs import _native
 
 try:
     import blake3 as _blake3
@@ -61,7 +61,7 @@ def checksum_name(func: int) -> str:
     return CHECKSUM_NAMES[func] if 0 <= func < len(CHECKSUM_NAMES) else f"checksum {func}"
 
 
-# Functions computed at more than 1 GB/s (_fletcher.c): a worker thread costs more than
+# Functions computed at more than 1 GB/s (_native.c): a worker thread costs more than
 # they do, except for the largest blocks.
 INLINE = frozenset({ZIO_CHECKSUM_FLETCHER_2, ZIO_CHECKSUM_FLETCHER_4, ZIO_CHECKSUM_ZILOG,
                     ZIO_CHECKSUM_ZILOG2})  # fmt: skip
@@ -114,9 +114,9 @@ def compute(func: int, data: bytes, byteorder: str, salt: bytes | None = None) -
         noparity, skein, edonr, blake3 without salt or library, unknown numbers).
     """
     if func in (ZIO_CHECKSUM_FLETCHER_2, ZIO_CHECKSUM_ZILOG):
-        return _fletcher.fletcher2(data, byteorder == ">")
+        return _native.fletcher2(data, byteorder == ">")
     if func in (ZIO_CHECKSUM_FLETCHER_4, ZIO_CHECKSUM_ZILOG2):
-        return _fletcher.fletcher4(data, byteorder == ">")
+        return _native.fletcher4(data, byteorder == ">")
     if func in (ZIO_CHECKSUM_SHA256, ZIO_CHECKSUM_LABEL, ZIO_CHECKSUM_GANG_HEADER):
         return struct.unpack(">4Q", hashlib.sha256(data).digest())
     if func == ZIO_CHECKSUM_SHA512:

@@ -3,9 +3,9 @@
 `decompress` turns a block's physical bytes into its `lsize` logical bytes by enum
 zio_compress. Framing differs per algorithm:
 
-* lzjb: a raw stream (_lzjb.c, a C extension: the format is a byte loop);
+* lzjb: a raw stream (_native.c, a C extension: the format is a byte loop);
 * zle (zero-length encoding, zle.c, level 64): a length byte ``n`` below 64 means ``n + 1``
-  literal bytes follow, otherwise ``n - 63`` zero bytes (decoded by _zle.c;
+  literal bytes follow, otherwise ``n - 63`` zero bytes (decoded by _native.c;
   `zle_decompress` is the Python reference);
 * gzip-1..9: a zlib stream (with header), trailing sector padding ignored;
 * lz4 (lz4_zfs.c): a 4-byte big-endian length, then one raw LZ4 block of that length;
@@ -25,10 +25,8 @@ import zlib
 import lz4.block
 import zstandard
 
-from uvfs_fs.zfs._lzjb import LzjbError
-from uvfs_fs.zfs._lzjb import decompress as lzjb_decompress
-from uvfs_fs.zfs._zle import ZleError
-from uvfs_fs.zfs._zle import decompress as zle_decompress_c
+from uvfs_fs.zfs._native import LzjbError, ZleError, lzjb_decompress
+from uvfs_fs.zfs._native import zle_decompress as zle_decompress_c
 
 # enum zio_compress
 ZIO_COMPRESS_INHERIT = 0
@@ -60,7 +58,7 @@ class CompressError(ValueError):
 
 
 def zle_decompress(src: bytes, lsize: int) -> bytes:
-    """Decode a zero-length-encoded block to exactly `lsize` bytes (the reference of _zle.c)."""
+    """Decode a zero-length-encoded block to exactly `lsize` bytes (the reference for _native.c)."""
     out = bytearray()
     s = 0
     n = len(src)

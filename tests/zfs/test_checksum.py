@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from uvfs_fs.zfs import _fletcher
+from uvfs_fs.zfs import _native
 from uvfs_fs.zfs import checksum as ck
 
 DATA = random.Random(1).randbytes(8192)
@@ -53,17 +53,17 @@ def test_fletcher_matches_the_loops(order: str) -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=2048), st.sampled_from("<>"))
 def test_c_fletcher_matches_the_reference(data: bytes, order: str) -> None:
-    """_fletcher.c gives numpy's words for any length and order (a partial word ignored)."""
+    """_native.c gives numpy's words for any length and order (a partial word ignored)."""
     big = order == ">"
-    assert _fletcher.fletcher4(data, big) == ck.fletcher4(data, order)
-    assert _fletcher.fletcher2(data, big) == ck.fletcher2(data, order)
+    assert _native.fletcher4(data, big) == ck.fletcher4(data, order)
+    assert _native.fletcher2(data, big) == ck.fletcher2(data, order)
 
 
 def test_c_fletcher_wraps_on_big_blocks() -> None:
     ones = b"\xff" * (16 << 20)  # the largest block: every sum wraps many times
     for order in "<>":
-        assert _fletcher.fletcher4(ones, order == ">") == ck.fletcher4(ones, order)
-        assert _fletcher.fletcher2(ones, order == ">") == ck.fletcher2(ones, order)
+        assert _native.fletcher4(ones, order == ">") == ck.fletcher4(ones, order)
+        assert _native.fletcher2(ones, order == ">") == ck.fletcher2(ones, order)
 
 
 def test_digest_word_order() -> None:

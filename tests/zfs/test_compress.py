@@ -13,10 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from uvfs_fs.zfs import compress as c
-from uvfs_fs.zfs._lzjb import LzjbError
-from uvfs_fs.zfs._lzjb import decompress as lzjb_decompress
-from uvfs_fs.zfs._zle import ZleError
-from uvfs_fs.zfs._zle import decompress as zle_c
+from uvfs_fs.zfs._native import LzjbError, ZleError, lzjb_decompress
+from uvfs_fs.zfs._native import zle_decompress as zle_c
 from uvfs_fs.zfs.compress import CompressError, decompress, zle_decompress
 
 TEXT = b"".join(b"record %d, compressible\n" % i for i in range(4000))
@@ -135,7 +133,7 @@ _RUN = st.one_of(
 @settings(max_examples=300, deadline=None)
 @given(st.lists(_RUN, max_size=40), st.integers(-3, 3))
 def test_c_zle_matches_the_reference(runs: list[tuple[bool, bytes]], slack: int) -> None:
-    """_zle.c decodes well-formed streams as the Python loop does, and refuses the same
+    """_native.c decodes ZLE well-formed streams as the Python loop does, and refuses the same
     streams when the logical size is off (too short or too long)."""
     stream = _zle_stream(runs)
     lsize = max(sum(len(chunk) for _, chunk in runs) + slack, 0)
