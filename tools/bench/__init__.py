@@ -8,7 +8,8 @@ as a mount that unmounts itself), ``_probe`` (one timed workload in a child proc
 ``_suite`` (what runs when), with the suites of their own: ``_framework`` (the null tree
 of ``_null``, through uvfs and through ``_bare`` pyfuse3), ``_memory`` and ``_audit``;
 ``_floor`` (the write floor: the in-memory tree of ``_ramtree`` through ``_ramfs`` on uvfs
-and ``_bare_ram`` pyfuse3, in the write suite);
+and ``_bare_ram`` pyfuse3, in the write suite; the two drivers share ``_driver``, the two
+bare servers ``_serve``);
 ``_profile`` (py-spy of the uvfs server), ``_report`` (table, JSON, chart) and ``_cli``.
 README.md gives the method and the reasons behind it.
 """

@@ -13,51 +13,32 @@ and never read ahead.
 
 from __future__ import annotations
 
-import argparse
 import errno
-import os
 from collections.abc import Sequence
 
 import pyfuse3
 
 from ._null import Node, NullTree
-from ._serve import serve
+from ._serve import BareServer, command_line, serve
 
 
-class BareOperations(pyfuse3.Operations):
+class BareOperations(BareServer):
     """The tree's requests, answered straight from memory."""
 
-    supports_dot_lookup = False
-    enable_writeback_cache = False
-    enable_acl = False
-
-    def __init__(self, tree: NullTree, entry: float, attr: float, negative: float) -> None:
-        super().__init__()
+    def __init__(self, tree: NullTree, timeouts: Sequence[float]) -> None:
+        super().__init__(timeouts, acl=False)
         self.tree = tree
-        self.entry_timeout, self.attr_timeout, self.negative_timeout = entry, attr, negative
 
     def _entry(self, node: Node | None) -> pyfuse3.EntryAttributes:
         if node is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
-        entry = pyfuse3.EntryAttributes()
-        entry.st_ino = node.ino
-        entry.entry_timeout = self.entry_timeout
-        entry.attr_timeout = self.attr_timeout
-        entry.st_mode = node.mode
-        entry.st_nlink = node.nlink
-        entry.st_size = node.size
-        entry.st_blksize = 4096
-        return entry
+        return self._attributes(node.ino, node.mode, node.nlink, node.size)
 
     async def lookup(
         self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         ino = self.tree.lookup(parent_inode, name)
-        if ino is None:
-            entry = pyfuse3.EntryAttributes()  # inode 0: a cacheable "no such name"
-            entry.entry_timeout = self.negative_timeout
-            return entry
-        return self._entry(self.tree.node(ino))
+        return self._absent() if ino is None else self._entry(self.tree.node(ino))
 
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         return self._entry(self.tree.node(inode))
@@ -79,16 +60,10 @@ class BareOperations(pyfuse3.Operations):
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tools.bench._bare")
-    parser.add_argument("spec")
-    parser.add_argument("mountpoint")
-    parser.add_argument("--timeouts", nargs=3, type=float, required=True,
-                        metavar=("ENTRY", "ATTR", "NEGATIVE"))  # fmt: skip
-    args = parser.parse_args(argv)
+    args = command_line("python -m tools.bench._bare").parse_args(argv)
     with open(args.spec, "rb") as f:
         tree = NullTree.from_spec(f.read())
-    options = {f"fsname={os.path.abspath(args.spec)}", "subtype=bare", "ro", "default_permissions"}
-    serve(BareOperations(tree, *args.timeouts), args.mountpoint, options)
+    serve(BareOperations(tree, args.timeouts), args.spec, args.mountpoint, read_only=True)
 
 
 if __name__ == "__main__":

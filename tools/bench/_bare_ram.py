@@ -19,7 +19,6 @@ counts too, as in uvfs. The counting costs a fraction of a microsecond a request
 
 from __future__ import annotations
 
-import argparse
 import mmap
 import os
 from collections.abc import Sequence
@@ -27,14 +26,11 @@ from collections.abc import Sequence
 import pyfuse3
 
 from ._ramtree import RamNode, RamTree
-from ._serve import serve
+from ._serve import BareServer, command_line, serve
 
 
-class BareRamOperations(pyfuse3.Operations):
+class BareRamOperations(BareServer):
     """The tree's requests, each one call on the tree."""
-
-    supports_dot_lookup = False
-    enable_writeback_cache = False
 
     def __init__(
         self,
@@ -44,23 +40,14 @@ class BareRamOperations(pyfuse3.Operations):
         acl: bool,
         counter: memoryview,
     ) -> None:
-        super().__init__()
+        super().__init__(timeouts, acl=acl)
         self.tree = tree
-        self.entry_timeout, self.attr_timeout, self.negative_timeout = timeouts
-        self.enable_acl = acl  # read by pyfuse3 at INIT
         self.counter = counter  # one unsigned 64-bit count, in the mapped file
 
     def _entry(self, node: RamNode) -> pyfuse3.EntryAttributes:
-        entry = pyfuse3.EntryAttributes()
-        entry.st_ino = node.ino
-        entry.entry_timeout = self.entry_timeout
-        entry.attr_timeout = self.attr_timeout
-        entry.st_mode = node.mode
-        entry.st_nlink = node.nlink
+        entry = self._attributes(node.ino, node.mode, node.nlink, len(node.data))
         entry.st_uid = node.uid
         entry.st_gid = node.gid
-        entry.st_size = len(node.data)
-        entry.st_blksize = 4096
         entry.st_blocks = (len(node.data) + 511) // 512
         entry.st_atime_ns = node.atime_ns
         entry.st_mtime_ns = node.mtime_ns
@@ -78,11 +65,7 @@ class BareRamOperations(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         self.counter[0] += 1
         node = self.tree.lookup(parent_inode, name)
-        if node is None:
-            entry = pyfuse3.EntryAttributes()  # inode 0: a cacheable "no such name"
-            entry.entry_timeout = self.negative_timeout
-            return entry
-        return self._entry(node)
+        return self._absent() if node is None else self._entry(node)
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         self.counter[0] += 1
@@ -224,11 +207,7 @@ def read_requests(path: str | os.PathLike[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tools.bench._bare_ram")
-    parser.add_argument("spec")
-    parser.add_argument("mountpoint")
-    parser.add_argument("--timeouts", nargs=3, type=float, required=True,
-                        metavar=("ENTRY", "ATTR", "NEGATIVE"))  # fmt: skip
+    parser = command_line("python -m tools.bench._bare_ram")
     parser.add_argument("--acl", action="store_true", help="let the kernel check POSIX ACLs")
     parser.add_argument("--requests", required=True, metavar="FILE", help="the request count")
     args = parser.parse_args(argv)
@@ -239,8 +218,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         mapped = mmap.mmap(f.fileno(), 8)
     counter = memoryview(mapped).cast("Q")
     operations = BareRamOperations(tree, args.timeouts, acl=args.acl, counter=counter)
-    options = {f"fsname={os.path.abspath(args.spec)}", "subtype=bare", "default_permissions"}
-    serve(operations, args.mountpoint, options)
+    serve(operations, args.spec, args.mountpoint, read_only=False)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import uvfs
 
+from ._driver import SpecDriver
 from ._probe import NULL_NAME
 
 ROOT, FILES, DATA = 1, 2, 3
@@ -113,20 +114,14 @@ class NullFS:
         return self.tree.read(offset, size)
 
 
-class NullDriver:
+class NullDriver(SpecDriver):
     """Mounted by path: ``uvfs mount -t tools.bench._null:DRIVER SPEC MOUNTPOINT``."""
 
     name = "null"
+    description = "the benchmark's null tree"
 
-    def probe(self, head: bytes) -> bool:
-        return False  # never detected: selected with -t
-
-    async def open(self, sources: Sequence[uvfs.ImageFile], options: uvfs.MountOptions) -> NullFS:
-        spec = sources[0]
-        return NullFS(NullTree.from_spec(await spec.read(0, spec.size)))
-
-    async def describe(self, sources: Sequence[uvfs.ImageFile]) -> str:
-        return "the benchmark's null tree"
+    def filesystem(self, spec: bytes) -> NullFS:
+        return NullFS(NullTree.from_spec(spec))
 
 
 DRIVER = NullDriver()

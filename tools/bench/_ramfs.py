@@ -9,10 +9,10 @@ pyfuse3 alone. Mounted by module path, with a spec file as its source:
 from __future__ import annotations
 
 import errno
-from collections.abc import Sequence
 
 import uvfs
 
+from ._driver import SpecDriver
 from ._ramtree import ROOT, RamNode, RamTree
 
 
@@ -108,20 +108,14 @@ class RamFS:
         pass  # no per-handle state
 
 
-class RamDriver:
+class RamDriver(SpecDriver):
     """Mounted by path: ``uvfs mount -t tools.bench._ramfs:DRIVER SPEC MOUNTPOINT``."""
 
     name = "ram"
+    description = "the benchmark's in-memory tree"
 
-    def probe(self, head: bytes) -> bool:
-        return False  # never detected: selected with -t
-
-    async def open(self, sources: Sequence[uvfs.ImageFile], options: uvfs.MountOptions) -> RamFS:
-        spec = sources[0]
-        return RamFS(RamTree.from_spec(await spec.read(0, spec.size), uvfs.FSError))
-
-    async def describe(self, sources: Sequence[uvfs.ImageFile]) -> str:
-        return "the benchmark's in-memory tree"
+    def filesystem(self, spec: bytes) -> RamFS:
+        return RamFS(RamTree.from_spec(spec, uvfs.FSError))
 
 
 DRIVER = RamDriver()
