@@ -221,13 +221,7 @@ def check_readdir_seek(d: Path) -> None:
     for i in range(300):
         os.close(os.open(d / f"entry-{i:04d}-{'y' * 30}", os.O_CREAT | os.O_WRONLY, 0o644))
     with DirStream(d) as stream:
-        listing: list[tuple[int, bytes]] = []
-        while True:
-            position = stream.tell()
-            name = stream.read()
-            if name is None:
-                break
-            listing.append((position, name))
+        listing = stream.listing()
         assert sorted(n for _, n in listing if n not in (b".", b"..")) == sorted(
             f"entry-{i:04d}-{'y' * 30}".encode() for i in range(300)
         )

@@ -305,13 +305,7 @@ def check_tree_inode_stable(d: Path) -> None:
 def check_tree_seekdir(d: Path) -> None:
     """seekdir to a position telldir gave resumes listing at the same entry (300 entries)."""
     with DirStream(d / "many") as stream:
-        listing: list[tuple[int, bytes]] = []
-        while True:
-            position = stream.tell()
-            name = stream.read()
-            if name is None:
-                break
-            listing.append((position, name))
+        listing = stream.listing()
         assert len(listing) == tree.MANY + 2
         for position, name in listing[::-11]:
             stream.seek(position)

@@ -81,5 +81,15 @@ class DirStream:
     def tell(self) -> int:
         return _libc.telldir(self._dir)
 
+    def listing(self) -> list[tuple[int, bytes]]:
+        """Every (telldir position, name) from here to the end of the directory."""
+        entries = []
+        while True:
+            position = self.tell()
+            name = self.read()
+            if name is None:
+                return entries
+            entries.append((position, name))
+
     def seek(self, position: int) -> None:
         _libc.seekdir(self._dir, position)
