@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from uvfs import _runtime
 
 UVFS = [sys.executable, "-m", "uvfs.cli"]
 
@@ -30,9 +35,14 @@ def _is_mounted(path: Path) -> bool:
 
 
 def force_unmount(path: Path) -> None:
-    """Unmount `path` whatever state it is in; used only in teardown."""
+    """Unmount `path` whatever state it is in, and stop its server; used only in teardown.
+
+    A server that outlives a failed test would keep its image locked and, stuck, could
+    burn a core for the rest of the run: it is killed if it has not exited on its own.
+    """
     if not _is_mounted(path):
         return
+    record = _runtime.find(os.path.realpath(path))
     try:
         unmounted = run_uvfs("umount", str(path), check=False).returncode == 0
     except subprocess.TimeoutExpired:
@@ -40,6 +50,13 @@ def force_unmount(path: Path) -> None:
     if not unmounted or _is_mounted(path):
         subprocess.run(["fusermount3", "-uz", str(path)], capture_output=True, check=False)
         subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
+    if record is not None:
+        deadline = time.monotonic() + 5
+        while _runtime.find(record.mountpoint) is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):
+            if _runtime.find(record.mountpoint) is not None:
+                os.kill(record.pid, signal.SIGKILL)
 
 
 Mounter = Callable[..., Path]
