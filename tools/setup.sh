@@ -11,6 +11,7 @@ packages=(
   zfs-fuse                            # zpool/zfs to build test pools, and the peer to compare
   gdisk fdisk bzip2 util-linux        # sgdisk and sfdisk disks, test data, unshare/mount, losetup
   qemu-utils                          # qemu-img and qemu-io make the qcow2 test images
+  zip                                 # the tutorial's zip driver is tested on a zip(1) archive
 )
 missing=()
 for p in "${packages[@]}"; do
