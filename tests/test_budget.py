@@ -58,7 +58,7 @@ async def sharing(path: Path, *caches: BufferCache) -> AsyncIterator[None]:
     """Each cache in the table at `path`, as if each were a process of its own."""
     async with trio.open_nursery() as nursery:
         for cache in caches:
-            await nursery.start(partial(share_budget, cache, path=path))
+            await nursery.start(partial(share_budget, cache.memory, path=path))
         yield
         nursery.cancel_scope.cancel()
 
@@ -186,7 +186,7 @@ async def test_the_periodic_check_publishes_hits_and_invalidations(tmp_path: Pat
     cache = BufferCache(1 << 20)
     with BudgetTable(path) as table:
         async with trio.open_nursery() as nursery:
-            await nursery.start(partial(share_budget, cache, path=path, period=0.01))
+            await nursery.start(partial(share_budget, cache.memory, path=path, period=0.01))
             for i in range(2):
                 await cache.read((1, 1), i * EXTENT_MAX, PIECE, fetch)
             assert (table.charge[0], table.oldest[0]) == (cost(2, 1), cache.oldest_use)

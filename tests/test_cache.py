@@ -512,7 +512,7 @@ async def test_a_pool_hears_of_every_fill_and_may_hold_answers_back() -> None:
     driver = Driver(pattern(10000))
     cache = BufferCache(1 << 20)
     pool = Pool(cache)
-    cache.join(pool)
+    cache.memory.join(pool)
     await cache.read(KEY, 0, 1000, driver.fetch)  # a fill
     await cache.read(KEY, 0, 1000, driver.fetch)  # a hit: no news
     await cache.write(KEY, 1000, b"x", driver.store)
@@ -526,7 +526,7 @@ async def test_a_pool_hears_of_every_fill_and_may_hold_answers_back() -> None:
         assert await cache.read(KEY, 0, 10, driver.fetch) == driver.tail[:10]  # hits go on
         pool.room.set()
     assert (pool.waits, pool.crowded) == (1, False)
-    cache.join(None)
+    cache.memory.join(None)
     await cache.read(KEY, 8000, 10, driver.fetch)
     assert len(pool.grown_at) == 3
 

@@ -44,6 +44,7 @@ from uvfs._api import (
 from uvfs._broker import Timeouts
 from uvfs._image import ImageFile, ImageInUse
 from uvfs._lru import LRU
+from uvfs._memory import ChargedLRU, MemoryBudget
 from uvfs._mount import MountFailed, serve
 from uvfs._window import BlockDevice
 
@@ -54,6 +55,7 @@ __all__ = [
     "Attr",
     "BlockDevice",
     "Caller",
+    "ChargedLRU",
     "Close",
     "Create",
     "DirEntry",
@@ -67,6 +69,7 @@ __all__ = [
     "ImageInUse",
     "Link",
     "ListXattr",
+    "MemoryBudget",
     "MkDir",
     "MkNod",
     "MountFailed",

@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import errno as _errno
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
+
+from uvfs._memory import MemoryBudget
 
 if TYPE_CHECKING:
     from uvfs._image import ImageFile
@@ -127,6 +129,9 @@ class MountOptions:
 
     writable: bool = False
     force: bool = False  # mount even an image whose state says it needs checking
+    # The budget of the server's caches (-o cache_size), the broker's file data included:
+    # a driver keeps what it caches of the image in `memory.lru(...)` maps, not its own.
+    memory: MemoryBudget = field(default_factory=MemoryBudget)
 
 
 # --- the filesystem: one protocol per operation -------------------------------------------

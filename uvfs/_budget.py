@@ -6,7 +6,8 @@ Theory of operation
 Why a table
 -----------
 pyfuse3 keeps one FUSE session per process, so every ``uvfs mount`` is a server process
-with a `BufferCache` of its own. For them to keep to one budget, each process publishes
+with a `MemoryBudget` of its own (`uvfs._memory`: the broker's `BufferCache` and the
+driver's caches, evicted as one LRU list). For them to keep to one budget, each process publishes
 what its cache costs in a small table that all of them map into memory: the file
 ``cache-budget`` in the user's runtime directory (`uvfs._runtime.runtime_dir`, mode 0700,
 so only the user's own processes see it). A process can free only its own memory, so the
@@ -20,9 +21,9 @@ cache line each, so that writers of different slots never share a line:
 ==========  ============================================================================
 ``pid``     the owning process; 0 marks a free slot
 ``started`` its start time (field 22 of ``/proc/PID/stat``): a reused pid is not its owner
-``asked``   the budget of its own cache (``-o cache_size``)
-``charge``  its cache's `BufferCache.charge` when last published
-``oldest``  when its least recently used extent was last used (`BufferCache.oldest_use`),
+``asked``   the budget of its own caches (``-o cache_size``)
+``charge``  its `MemoryBudget.charge` (all its caches) when last published
+``oldest``  when its least recently used entry was last used (`MemoryBudget.oldest_use`),
             inf when it has none. CLOCK_MONOTONIC is one clock for the whole machine
             on Linux, so these compare across processes.
 ==========  ============================================================================
@@ -131,7 +132,7 @@ import numpy as np
 import trio
 
 from uvfs import _runtime
-from uvfs._cache import BufferCache
+from uvfs._memory import MemoryBudget
 
 __all__ = ["PATIENCE", "PERIOD", "SLACK_FRACTION", "SLOTS", "BudgetTable", "share_budget"]
 
@@ -273,13 +274,13 @@ class BudgetTable:
 
 
 class _Share:
-    """One cache's membership of the table (its `BudgetPool`): publishes, evicts, nudges,
+    """One process's membership of the table (its `BudgetPool`): publishes, evicts, nudges,
     and holds fills back while the table is crowded."""
 
-    def __init__(self, table: BudgetTable, slot: int, cache: BufferCache) -> None:
+    def __init__(self, table: BudgetTable, slot: int, cache: MemoryBudget) -> None:
         self.table = table
         self.slot = slot
-        self.cache = cache
+        self.cache = cache  # the process's caches, all of them
         self.crowded = False  # the last fill left the total beyond budget + slack
         self.awaited = -1  # the slot last nudged to make room
         self.deaf: tuple[int, float] | None = None  # (slot, oldest): let a wait run out
@@ -372,7 +373,7 @@ class _Share:
 
 
 async def share_budget(
-    cache: BufferCache,
+    cache: MemoryBudget,
     *,
     path: Path | None = None,
     period: float = PERIOD,
@@ -384,13 +385,13 @@ async def share_budget(
     If the table is unusable or full, `cache` keeps a budget of its own, with a warning.
 
     Args:
-        cache: this process's cache; the budget it was made with is what it asks for.
+        cache: this process's caches (`BufferCache.memory`); their budget is what it asks for.
         path: the table; default ``cache-budget`` in the runtime directory.
         period: seconds between checks when not nudged.
         task_status: started once the cache is in the table (or on its own).
     """
     path = path or _runtime.runtime_dir() / "cache-budget"
-    asked = cache.statistics().budget
+    asked = cache.budget
     try:
         table = BudgetTable(path)
     except (OSError, ValueError) as e:

@@ -39,15 +39,16 @@ hundred bytes per in-flight request. A file without extents and without requests
 flight is forgotten altogether, EOF knowledge included, so nothing outside the charge
 grows with the number of files ever read.
 
-A cache can also share a budget with the caches of other processes (each ``uvfs mount``
-is a process of its own): a `BudgetPool` (`uvfs._budget`) joined with `BufferCache.join`
-hears after every fill that the charge may have grown, and evicts through
-`BufferCache.shrink`, down to a charge and only extents last used before a given time.
-For that, every extent carries the `time.monotonic` of its last use, so `oldest_use`
-compares across processes. The cache still keeps within its own budget first. While the
-pool is ``crowded`` (too far over its budget), a miss, write or truncate waits
-in `BudgetPool.wait_room` before it answers: after installing, holding no lock, so only
-that request waits; hits never do.
+The budget is a `MemoryBudget` (`uvfs._memory`), which the cache shares with the
+driver's own caches (metadata blocks, parsed records): after every change the cache calls
+`MemoryBudget.settle`, which evicts from whichever member holds the oldest entries, this
+cache through `BufferCache.shrink` (down to a charge, and only extents last used before a
+given time). For that, every extent carries the `time.monotonic` of its last use, so
+`oldest_use` compares across members and across processes: a `MemoryBudget` also shares
+its budget with the other processes of the user (`uvfs._budget`; each ``uvfs mount`` is a
+process of its own). While that shared pool is ``crowded`` (too far over its budget), a
+miss, write or truncate waits in `MemoryBudget.pace` before it answers: after installing,
+holding no lock, so only that request waits; hits never do.
 
 A single fill (the gaps one read fetched, or one write) larger than the whole budget only
 updates bytes already cached: it is answered, not kept, and does not flush the cache.
@@ -113,17 +114,17 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from time import monotonic
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 import trio
 
+from uvfs._memory import MemoryBudget
 from uvfs._rangelock import RangeLock
 
 __all__ = [
     "EXTENT_CHARGE",
     "EXTENT_MAX",
     "FILE_CHARGE",
-    "BudgetPool",
     "BufferCache",
     "CacheStatistics",
     "FileKey",
@@ -232,36 +233,23 @@ class _File:
         return min(start, eof) if eof is not None and end > eof else start
 
 
-class BudgetPool(Protocol):
-    """A budget that several caches share, each in a process of its own (`uvfs._budget`)."""
-
-    crowded: bool  # a fill took the pool too far over its budget: `wait_room` before answering
-
-    def grown(self) -> None:
-        """The cache grew and fits its own budget: `BufferCache.shrink` it if the pool is over."""
-
-    async def wait_room(self) -> None:
-        """Return once the pool is back within its slack, evicting from this cache if need be."""
-
-
 class BufferCache:
     """Offset-range cache of file data for all mounts, within one memory budget.
 
     Args:
-        budget: what cached data and its bookkeeping may cost, in bytes, for all mounts
-            together (see the module docstring); 0 caches nothing.
+        budget: what cached data and its bookkeeping may cost, for all mounts together
+            (see the module docstring): the `MemoryBudget` it shares with the driver's
+            caches, or a number of bytes for a budget of its own; 0 caches nothing.
     """
 
-    def __init__(self, budget: int) -> None:
-        if budget < 0:
-            raise ValueError(f"negative cache budget {budget}")
-        self._budget = budget
+    def __init__(self, budget: MemoryBudget | int) -> None:
+        self.memory = budget if isinstance(budget, MemoryBudget) else MemoryBudget(budget)
+        self.memory.add(self, "file data")
         self._charge = 0
         self._files: dict[FileKey, _File] = {}
         self._lru: OrderedDict[_Extent, None] = OrderedDict()  # oldest first
         self._mounts: dict[int, _Counters] = {}
         self._retired = _Counters()  # what unmounted mounts counted, for the totals
-        self._pool: BudgetPool | None = None
 
     # --- the API ----------------------------------------------------------------------------
 
@@ -329,7 +317,9 @@ class BufferCache:
             raise ValueError(f"bad write at {offset}")
 
         def update(file: _File, written: int) -> None:
-            self._fill(file, offset, memoryview(data)[:written], insert=written <= self._budget)
+            self._fill(
+                file, offset, memoryview(data)[:written], insert=written <= self.memory.budget
+            )
             if written and file.eof is not None and offset + written > file.eof:
                 file.eof = offset + written
 
@@ -380,9 +370,9 @@ class BufferCache:
         else:
             parts = [self._retired, *self._mounts.values()]
         totals = {name: sum(getattr(part, name) for part in parts) for name in _COUNTERS}
-        return CacheStatistics(budget=self._budget, **totals)
+        return CacheStatistics(budget=self.memory.budget, **totals)
 
-    # --- a budget shared with other caches (uvfs._budget) ----------------------------------
+    # --- as a member of its MemoryBudget ----------------------------------------------------
 
     @property
     def charge(self) -> int:
@@ -412,10 +402,6 @@ class BufferCache:
             file.counters.evictions += 1
             self._discard_if_idle(file)
         return before - self._charge
-
-    def join(self, pool: BudgetPool | None) -> None:
-        """Tell `pool` whenever the charge may have grown (None: stop telling)."""
-        self._pool = pool
 
     # --- reads ------------------------------------------------------------------------------
 
@@ -518,7 +504,7 @@ class BufferCache:
             counters.hits += 1
         if file.generation == generation:
             for off, got in fetched:
-                self._fill(file, off, got, insert=from_driver <= self._budget)
+                self._fill(file, off, got, insert=from_driver <= self.memory.budget)
             if found_eof is not None and file.changing == 0 and file.epoch == epoch:
                 self._set_eof(file, found_eof)
             self._evict()
@@ -659,17 +645,14 @@ class BufferCache:
         self._charge += nbytes
 
     async def _pace(self) -> None:
-        """Hold a fill's answer back while the pool is crowded: the fill's reader, not the
-        other processes, then waits for room (see `uvfs._budget`)."""
-        if self._pool is not None and self._pool.crowded:
-            await self._pool.wait_room()
+        """Hold a fill's answer back while the shared pool is crowded: the fill's reader,
+        not the other processes, then waits for room (see `uvfs._budget`)."""
+        await self.memory.pace()
 
     def _evict(self) -> None:
-        """Evict least recently used extents until the charge fits the budget, then let the
-        pool bring the charge of all the caches that share it within its budget."""
-        self.shrink(self._budget)
-        if self._pool is not None:
-            self._pool.grown()
+        """Evict the least recently used entries of the budget's members (this cache's
+        extents, the driver's entries) until the budget fits, then tell the shared pool."""
+        self.memory.settle()
 
     def _forget(self, file: _File) -> None:
         """Drop all of the file's data and EOF; in-flight operations will install nothing."""

@@ -37,6 +37,7 @@ from uvfs._cache import BufferCache
 from uvfs._control import query, serve_control
 from uvfs._image import ImageInUse
 from uvfs._isolation import driver_statistics, isolated
+from uvfs._memory import DEFAULT_BUDGET, MemoryBudget
 from uvfs._mount import MountFailed, serve, unescape_mount_field
 from uvfs._source import Source, Survey, choose, open_container, open_source, survey
 from uvfs._window import BlockDevice
@@ -52,7 +53,7 @@ class UserError(Exception):
 
 _FUSE_FLAGS = ("allow_other", "default_permissions", "debug")
 _SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-DEFAULT_CACHE_SIZE = 256 << 20
+DEFAULT_CACHE_SIZE = DEFAULT_BUDGET
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,17 +241,18 @@ async def _mount(args: argparse.Namespace, options: Options, progress: _Progress
     with open_sources(sources, writable=False) as images:
         driver = _driver_for(args.type, images[0])
     spec = args.type or driver.name
+    memory = MemoryBudget(options.cache_size)  # the broker's cache and the driver's share it
     async with contextlib.AsyncExitStack() as stack:
         with _driver_warnings(progress):
-            fs = await _open_filesystem(stack, spec, driver, sources, writable, options)
+            fs = await _open_filesystem(stack, spec, driver, sources, writable, options, memory)
             if writable and not isinstance(fs, api.Write):
                 progress.warn(
                     f"the {driver.name} driver cannot write, mounting {args.sources[0]} read-only"
                 )
                 writable = False
                 await stack.aclose()  # reopen read-only, so the image's bytes cannot change
-                fs = await _open_filesystem(stack, spec, driver, sources, writable, options)
-        await _serve_mount(args, options, driver, fs, writable, progress)
+                fs = await _open_filesystem(stack, spec, driver, sources, writable, options, memory)
+        await _serve_mount(args, options, driver, fs, writable, progress, memory)
 
 
 class _ProgressHandler(logging.Handler):
@@ -286,9 +288,10 @@ async def _open_filesystem(
     sources: Sequence[Source],
     writable: bool,
     options: Options,
+    memory: MemoryBudget,
 ) -> api.FileSystem:
     """Open the images and the driver, here or (``isolate``) in a process of their own."""
-    mount_options = api.MountOptions(writable=writable, force=options.force)
+    mount_options = api.MountOptions(writable=writable, force=options.force, memory=memory)
     if options.isolate:
         return await stack.enter_async_context(isolated(spec, sources, mount_options))
     images = [stack.enter_context(_open_source(s, writable)) for s in sources]
@@ -302,8 +305,9 @@ async def _serve_mount(
     fs: api.FileSystem,
     writable: bool,
     progress: _Progress,
+    memory: MemoryBudget,
 ) -> None:
-    cache = BufferCache(options.cache_size) if options.cache_size else None
+    cache = BufferCache(memory) if options.cache_size else None
     _, socket_path, log_path = _runtime.paths_for(args.mountpoint)
     async with trio.open_nursery() as nursery:
         if cache is not None:  # one budget for all the user's mounts: see uvfs/_budget.py
@@ -311,7 +315,7 @@ async def _serve_mount(
             # second to every `uvfs umount` and `uvfs stats` (unmounting is timed in benches).
             from uvfs._budget import share_budget
 
-            await nursery.start(share_budget, cache)
+            await nursery.start(share_budget, memory)
 
         async def serve_then_stop(task_status: trio.TaskStatus[Any]) -> None:
             await serve(
@@ -339,6 +343,7 @@ async def _serve_mount(
             }
             if cache is not None:
                 stats["cache"] = asdict(cache.statistics(broker.mount_id))
+            stats["memory"] = asdict(memory.statistics())  # the driver's caches too
             return stats
 
         await nursery.start(serve_control, socket_path, report)
@@ -558,9 +563,11 @@ def cmd_stats(args: argparse.Namespace) -> int:
         f"mountpoint: {stats['mountpoint']} ({stats['type']}, "
         f"{'read-only' if stats['read_only'] else 'read-write'}, pid {record.pid})"
     )
-    for section in ("driver", "broker", "cache"):
+    for section in ("driver", "broker", "cache", "memory"):
         for name, value in stats.get(section, {}).items():
-            print(f"{section}.{name}: {value}")
+            # The memory section's caches and peaks are maps: one line per cache.
+            for key, item in value.items() if isinstance(value, dict) else [("", value)]:
+                print(f"{section}.{name}{'.' if key else ''}{key}: {item}")
     return 0
 
 

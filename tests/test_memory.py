@@ -1,0 +1,150 @@
+"""One memory budget for a server's caches: drivers' `ChargedLRU` maps and the broker's
+buffer cache evict as one merged LRU list, within the budget and any capacity of their own;
+the budget pickles to a fresh one and is shared across processes through the table."""
+
+from __future__ import annotations
+
+import itertools
+import pickle
+from functools import partial
+from pathlib import Path
+
+import pytest
+import trio
+
+from uvfs import ChargedLRU, MemoryBudget, MountOptions, _cache, _memory
+from uvfs._budget import BudgetTable, share_budget
+from uvfs._cache import EXTENT_CHARGE, FILE_CHARGE, BufferCache
+from uvfs._memory import DEFAULT_BUDGET, ENTRY_CHARGE
+
+W = 1000  # the weight of one test entry
+E = W + ENTRY_CHARGE  # what it charges
+
+
+@pytest.fixture(autouse=True)
+def clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every use reads a later time, so the order of uses is the order of the calls."""
+    ticks = itertools.count(1.0)
+    monkeypatch.setattr(_memory, "monotonic", lambda: next(ticks))
+    monkeypatch.setattr(_cache, "monotonic", lambda: next(ticks))
+
+
+def keys(lru: ChargedLRU) -> list:
+    return list(lru._items)
+
+
+def test_an_entry_charges_its_weight_and_its_bookkeeping() -> None:
+    memory = MemoryBudget(10 * E)
+    lru: ChargedLRU[str, bytes] = memory.lru("blocks")
+    lru.put("a", b"x", W)
+    lru.put("b", b"y", W)
+    lru.put("a", b"z", 2 * W)  # replaced: charged once, at its new weight
+    assert (lru.get("a"), lru.get("b"), lru.get("c"), len(lru)) == (b"z", b"y", None, 2)
+    assert lru.charge == memory.charge == 3 * W + 2 * ENTRY_CHARGE
+    assert lru.pop("a") == b"z" and lru.pop("a") is None
+    assert memory.statistics() == _memory.MemoryStatistics(
+        10 * E, E, {"blocks": E}, {"blocks": 3 * W + 2 * ENTRY_CHARGE}
+    )
+    lru.clear()
+    assert (len(lru), memory.charge) == (0, 0)
+
+
+def test_members_evict_as_one_merged_lru_list() -> None:
+    memory = MemoryBudget(4 * E)
+    meta: ChargedLRU[str, int] = memory.lru("meta")
+    data: ChargedLRU[str, int] = memory.lru("data")
+    meta.put("m1", 1, W)
+    data.put("d1", 1, W)
+    meta.put("m2", 2, W)
+    data.put("d2", 2, W)
+    assert meta.get("m1") == 1  # now the youngest of all: d1 is the oldest
+    data.put("d3", 3, W)
+    assert (keys(meta), keys(data)) == (["m2", "m1"], ["d2", "d3"])
+    meta.put("m3", 3, W)  # m2 is the oldest now
+    data.put("d4", 4, W)  # then d2
+    assert (keys(meta), keys(data)) == (["m1", "m3"], ["d3", "d4"])
+    assert memory.charge == 4 * E
+
+
+def test_the_buffer_cache_and_a_driver_cache_share_the_budget() -> None:
+    extent = 4000 + EXTENT_CHARGE + FILE_CHARGE  # one file, one extent of 4000 bytes
+    memory = MemoryBudget(extent + 2 * E)
+    cache = BufferCache(memory)
+    blocks: ChargedLRU[int, bytes] = memory.lru("zfs metadata")
+    blocks.put(1, b"", W)
+
+    async def read() -> None:
+        async def fetch(off: int, size: int) -> bytes:
+            return bytes(size)
+
+        await cache.read((0, 1), 0, 4000, fetch)
+
+    trio.run(read)
+    blocks.put(2, b"", W)
+    assert (keys(blocks), cache.charge) == ([1, 2], extent)  # all of it fits
+    blocks.put(3, b"", W)  # block 1 is the oldest entry of all
+    assert (keys(blocks), cache.charge) == ([2, 3], extent)
+    blocks.get(2)
+    blocks.get(3)
+    blocks.put(4, b"", W)  # now the file's extent is the oldest
+    assert (keys(blocks), cache.charge, cache.statistics().evictions) == ([2, 3, 4], 0, 1)
+    assert memory.statistics().caches == {"file data": 0, "zfs metadata": 3 * E}
+    assert cache.statistics().budget == extent + 2 * E
+
+
+def test_a_capacity_bounds_one_member_within_the_budget() -> None:
+    memory = MemoryBudget(100 * E)
+    brief: ChargedLRU[int, int] = memory.lru("brief", capacity=2 * E)
+    kept: ChargedLRU[int, int] = memory.lru("kept")
+    kept.put(0, 0, W)
+    for i in range(5):
+        brief.put(i, i, W)
+    assert (keys(brief), keys(kept), memory.statistics().peaks["brief"]) == ([3, 4], [0], 2 * E)
+
+
+def test_a_budget_of_zero_keeps_nothing_and_an_entry_over_the_budget_is_not_kept() -> None:
+    lru: ChargedLRU[int, int] = MemoryBudget(0).lru("none")
+    lru.put(1, 1, W)
+    assert (lru.get(1), lru.charge) == (None, 0)
+    small: ChargedLRU[int, int] = MemoryBudget(E).lru("small")
+    small.put(1, 1, W)
+    small.put(2, 2, 2 * W)  # too big for the whole budget: everything goes
+    assert (keys(small), small.charge) == ([], 0)
+
+
+def test_dropped_members_no_longer_count() -> None:
+    memory = MemoryBudget(10 * E)
+    lru: ChargedLRU[int, int] = memory.lru("gone")
+    lru.put(1, 1, W)
+    del lru
+    assert (memory.charge, memory.statistics().caches) == (0, {})
+
+
+def test_a_pickled_budget_is_a_fresh_one_of_the_same_size() -> None:
+    memory = MemoryBudget(12345)
+    memory.lru("x").put(1, 1, W)
+    options = pickle.loads(pickle.dumps(MountOptions(memory=memory)))
+    assert (options.memory.budget, options.memory.charge) == (12345, 0)
+    assert options.memory is not memory
+    assert MountOptions().memory.budget == DEFAULT_BUDGET
+    assert MountOptions().memory is not MountOptions().memory  # one per open, not shared
+
+
+def test_bad_budgets_are_refused() -> None:
+    with pytest.raises(ValueError, match="negative cache budget -1"):
+        MemoryBudget(-1)
+
+
+async def test_a_driver_cache_charges_the_budget_shared_across_processes(tmp_path: Path) -> None:
+    memory = MemoryBudget(10 * E)
+    lru: ChargedLRU[int, int] = memory.lru("zfs metadata")
+    with BudgetTable(tmp_path / "b") as table:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(share_budget, memory, path=tmp_path / "b"))
+            lru.put(1, 1, W)
+            lru.put(2, 2, W)
+            assert (table.charge[0], table.oldest[0]) == (2 * E, memory.oldest_use)
+            assert table.asked[0] == 10 * E
+            # Another process asks the table to make room: the oldest entry goes.
+            assert memory.shrink(E) == E and keys(lru) == [2]
+            nursery.cancel_scope.cancel()
