@@ -102,14 +102,18 @@ def test_a_capacity_bounds_one_member_within_the_budget() -> None:
     assert (keys(brief), keys(kept), memory.statistics().peaks["brief"]) == ([3, 4], [0], 2 * E)
 
 
-def test_a_budget_of_zero_keeps_nothing_and_an_entry_over_the_budget_is_not_kept() -> None:
+def test_a_budget_of_zero_keeps_nothing_and_an_entry_over_a_bound_is_not_kept() -> None:
     lru: ChargedLRU[int, int] = MemoryBudget(0).lru("none")
     lru.put(1, 1, W)
     assert (lru.get(1), lru.charge) == (None, 0)
     small: ChargedLRU[int, int] = MemoryBudget(E).lru("small")
     small.put(1, 1, W)
-    small.put(2, 2, 2 * W)  # too big for the whole budget: everything goes
-    assert (keys(small), small.charge) == ([], 0)
+    small.put(2, 2, 2 * W)  # too big for the whole budget: not kept, and nothing goes for it
+    small.put(1, 3, W)
+    assert (keys(small), small.charge) == ([1], E)
+    capped: ChargedLRU[int, int] = MemoryBudget(10 * E).lru("capped", capacity=E)
+    capped.put(1, 1, 2 * W)
+    assert len(capped) == 0
 
 
 def test_dropped_members_no_longer_count() -> None:

@@ -219,7 +219,8 @@ class ChargedLRU(Generic[_K, _V]):
     An entry weighs what the caller says (its bytes, for a block) plus `ENTRY_CHARGE`.
     After each `put`, entries go, oldest first, while this map exceeds its own `capacity`
     (if any) and while the budget is exceeded and this map holds the oldest entries of all
-    its members. Any entry may be gone at the next `get`, the one just put included.
+    its members. An entry heavier than the budget or the capacity is not kept (rather than
+    flushing everything else first). Any entry may be gone at the next `get`.
     """
 
     def __init__(self, memory: MemoryBudget, capacity: int | None = None) -> None:
@@ -249,6 +250,8 @@ class ChargedLRU(Generic[_K, _V]):
         """Keep `value` under `key`, weighing `weight` bytes besides its bookkeeping."""
         self.pop(key)
         weight += ENTRY_CHARGE
+        if weight > self.memory.budget or (self.capacity is not None and weight > self.capacity):
+            return
         self._items[key] = (value, weight, monotonic())
         self._charge += weight
         if self.capacity is not None and self._charge > self.capacity:

@@ -41,7 +41,7 @@ class ZfsDriver:
         """
         pool = await open_pool(sources)
         try:
-            return await ZfsFileSystem.from_pool(pool)
+            return await ZfsFileSystem.from_pool(pool, options.memory)
         except FSError as e:
             raise Refusal(f"zfs: pool {pool.name!r}: cannot read its datasets: {e}") from None
 

@@ -17,12 +17,19 @@ the child `(blkid >> (epbs * (L - 1))) & (2^epbs - 1)`. A hole pointer anywhere 
 (or a block past `dn_maxblkid`) reads as zeros: sparse files cost nothing. Each block's
 byte order is the one its pointer gives, which is how big-endian pools read here.
 
-Blocks come through `BlockCache`, one per mount: a bounded LRU (by bytes) of verified,
-decompressed blocks keyed by their block pointer, so the indirect blocks above a file being
-read sequentially, dnode blocks and ZAP leaves are read from disk once. It also keeps the
-most recently used dnode blocks and parsed dnodes of every object set, so the tree walk
-and parse for a file's dnode happen once however many requests name the file. A block
-being read is read once however many tasks ask for it meanwhile.
+Blocks come through `BlockCache`, one per mount: verified, decompressed blocks keyed by
+their block pointer, so the indirect blocks above a file being read sequentially, dnode
+blocks and ZAP leaves are read from disk once. It also keeps the most recently used dnode
+blocks and parsed dnodes of every object set, so the tree walk and parse for a file's dnode
+happen once however many requests name the file. A block being read is read once however
+many tasks ask for it meanwhile.
+
+Every one of those caches is a `ChargedLRU` of the mount's `MemoryBudget` (``-o
+cache_size``), evicted in one LRU order with the broker's cache of file data. File data
+blocks are kept apart and only briefly (`DATA_CACHE_BYTES`): the broker already keeps the
+bytes a reader asked for, so keeping the blocks as well would hold the data twice; they
+stay only long enough for the rest of a block read in pieces and for blocks read ahead
+to meet their reader.
 
 Reading is batched where it pays: `read_object` finds every pointer of its range first and
 reads the blocks together (`BlockCache.read_many`, neighbours on disk in one I/O), and
@@ -42,17 +49,25 @@ from typing import Protocol
 import trio
 from construct import Bytes, Int64ub, Int64ul, Struct
 
-from uvfs import LRU, FSError
+from uvfs import ChargedLRU, FSError, MemoryBudget
 
 from .blkptr import BLKPTR_SIZE, BlockPtr, parse_blkptr
-from .dnode import DMU_OT_NONE, DN_MAX_OBJECT, DNODE_MIN_SIZE, DNODE_SHIFT, DnodePhys, parse_dnode
+from .dnode import (
+    DMU_OT_NONE,
+    DMU_OT_PLAIN_FILE_CONTENTS,
+    DN_MAX_OBJECT,
+    DNODE_MIN_SIZE,
+    DNODE_SHIFT,
+    DnodePhys,
+    parse_dnode,
+)
 
 DMU_OST_META = 1
 DMU_OST_ZFS = 2
 OBJSET_PHYS_SIZE_V1 = 1024
-CACHE_BYTES = 64 << 20  # per mount: enough for a few hundred 128 KiB records
-DNODE_CACHE = 16384  # parsed dnodes kept per mount (about 1.5 KiB each)
-DNODE_BLOCK_CACHE = 1024  # dnode blocks (with their byte order) kept per mount
+DATA_CACHE_BYTES = 8 << 20  # file data blocks kept: twice the most one read asks ahead
+DNODE_CHARGE = 1536  # budget bytes charged per parsed dnode (measured: ~1.4 KiB)
+DNODE_BLOCK_PREFETCH = 512  # dnode blocks one listing prefetches, at most
 PREFETCH_PARALLEL = 8  # blocks read at once by the prefetches (small, latency-bound)
 PREFETCH_FIRST_BLOCKS = 256  # subdirectories whose first block one listing prefetches
 
@@ -107,25 +122,30 @@ class CacheStatistics:
 
 
 class BlockCache:
-    """A bounded LRU of decompressed blocks in front of the pool, shared by one mount.
+    """Decompressed blocks in front of the pool, shared by one mount, within its budget.
 
     Args:
         pool: where blocks come from.
-        capacity: the most bytes kept.
+        memory: the mount's budget (`MountOptions.memory`); default a budget of its own.
     """
 
-    def __init__(self, pool: BlockSource, capacity: int = CACHE_BYTES) -> None:
+    def __init__(self, pool: BlockSource, memory: MemoryBudget | None = None) -> None:
         self.pool = pool
-        self.capacity = capacity
+        self.memory = memory = memory or MemoryBudget()
         # Keyed by where and when a block was written: cheaper to hash than the BlockPtr.
-        self._blocks: LRU[tuple[int, ...], bytes] = LRU(capacity)
+        self._metadata: ChargedLRU[tuple[int, ...], bytes] = memory.lru("zfs metadata")
+        self._data: ChargedLRU[tuple[int, ...], bytes] = memory.lru(
+            "zfs data", capacity=DATA_CACHE_BYTES
+        )
         self._hits = 0
         self._misses = 0
         self._pending: dict[tuple[int, ...], trio.Event] = {}  # blocks being read now
         # Mount-wide, keyed by (object set number, object or block id), so that browsing
         # many snapshots does not multiply them.
-        self.dnodes: LRU[tuple[int, int], DnodePhys] = LRU(DNODE_CACHE)
-        self.dnode_blocks: LRU[tuple[int, int], tuple[bytes, str]] = LRU(DNODE_BLOCK_CACHE)
+        self.dnodes: ChargedLRU[tuple[int, int], DnodePhys] = memory.lru("zfs dnodes")
+        self.dnode_blocks: ChargedLRU[tuple[int, int], tuple[bytes, str]] = memory.lru(
+            "zfs dnode blocks"
+        )
         self._objsets = itertools.count()
 
     def objset_number(self) -> int:
@@ -141,19 +161,26 @@ class BlockCache:
         dva = bp.dvas[0] if bp.dvas else None
         return (dva.vdev, dva.offset, bp.birth_txg, bp.lsize) if dva else (-1, *bp.cksum)
 
+    def _blocks(self, bp: BlockPtr) -> ChargedLRU[tuple[int, ...], bytes]:
+        """Where `bp`'s block is kept: file data apart from everything else."""
+        if bp.level == 0 and bp.type == DMU_OT_PLAIN_FILE_CONTENTS:
+            return self._data
+        return self._metadata
+
     async def read(self, bp: BlockPtr) -> bytes:
         """The logical bytes of `bp` (a non-hole pointer)."""
         key = self._key(bp)
         if key is None:
             return await self.pool.read_bp(bp)
-        data = self._blocks.get(key)
+        blocks = self._blocks(bp)
+        data = blocks.get(key)
         if data is not None:
             self._hits += 1
             return data
         pending = self._pending.get(key)
         if pending is not None:  # another task is reading it: one disk read serves both
             await pending.wait()
-            data = self._blocks.get(key)
+            data = blocks.get(key)
             if data is not None:
                 self._hits += 1
                 return data
@@ -164,7 +191,7 @@ class BlockCache:
         finally:  # a failed or cancelled read lets the waiters try for themselves
             del self._pending[key]
             event.set()
-        self._keep(key, data)
+        blocks.put(key, data, len(data))
         return data
 
     async def read_many(self, bps: Sequence[BlockPtr]) -> list[bytes]:
@@ -175,7 +202,7 @@ class BlockCache:
         alone = []  # embedded pointers (no I/O) and blocks that another task is reading
         for i, bp in enumerate(bps):
             key = self._key(bp)
-            data = None if key is None else self._blocks.get(key)
+            data = None if key is None else self._blocks(bp).get(key)
             if data is not None:
                 self._hits += 1
                 out[i] = data
@@ -196,7 +223,7 @@ class BlockCache:
             for (key, indexes), data in zip(wanted.items(), datas, strict=True):
                 for i in indexes:
                     out[i] = data
-                self._keep(key, data)
+                self._blocks(bps[indexes[0]]).put(key, data, len(data))
         for i in alone:
             out[i] = await self.read(bps[i])
         return out
@@ -207,7 +234,7 @@ class BlockCache:
         todo = {}
         for bp in bps:
             key = self._key(bp)
-            if key is not None and key not in self._pending and self._blocks.get(key) is None:
+            if key is not None and key not in self._pending and key not in self._blocks(bp):
                 todo[key] = bp
                 self._pending[key] = trio.Event()
 
@@ -215,20 +242,16 @@ class BlockCache:
             key = self._key(bp)
             assert key is not None
             if data is not None:
-                self._keep(key, data)
+                self._blocks(bp).put(key, data, len(data))
             self._pending.pop(key).set()
 
         if todo:
             self._misses += len(todo)
             self.pool.prefetch_bps(list(todo.values()), deliver)
 
-    def _keep(self, key: tuple[int, ...], data: bytes) -> None:
-        if len(data) <= self.capacity:
-            self._blocks.put(key, data, len(data))
-
     def statistics(self) -> CacheStatistics:
         """Hit and miss counts and what the cache holds now."""
-        return CacheStatistics(self._hits, self._misses, len(self._blocks))
+        return CacheStatistics(self._hits, self._misses, len(self._metadata) + len(self._data))
 
 
 async def block_pointer(cache: BlockCache, dn: DnodePhys, blkid: int) -> BlockPtr | None:
@@ -354,7 +377,7 @@ class ObjectSet:
         dn = parse_dnode(memoryview(data)[at:], byteorder)
         if dn.dn_type == DMU_OT_NONE:
             raise FSError(errno.ENOENT, f"object {obj} is free")
-        self.cache.dnodes.put((self.number, obj), dn)
+        self.cache.dnodes.put((self.number, obj), dn, DNODE_CHARGE)
         return dn
 
     def _dnode_block_size(self) -> int:
@@ -368,7 +391,7 @@ class ObjectSet:
         key = (self.number, blkid)
         block = self.cache.dnode_blocks.get(key) or await read_block(self.cache, self.meta, blkid)
         if block is not None:
-            self.cache.dnode_blocks.put(key, block)
+            self.cache.dnode_blocks.put(key, block, len(block[0]))
         return block
 
     async def prefetch_dnodes(self, objs: Iterable[int]) -> None:
@@ -381,13 +404,13 @@ class ObjectSet:
         wanted = {
             (obj << DNODE_SHIFT) // bsz
             for obj in objs
-            if 0 < obj < DN_MAX_OBJECT and cached.get((self.number, obj)) is None
+            if 0 < obj < DN_MAX_OBJECT and (self.number, obj) not in cached
         }
-        missing = [
-            b for b in sorted(wanted) if self.cache.dnode_blocks.get((self.number, b)) is None
-        ]
-        if len(missing) > 1:  # never evict what it fetched
-            await _prefetch(self._dnode_block, missing[: DNODE_BLOCK_CACHE // 2])
+        missing = [b for b in sorted(wanted) if (self.number, b) not in self.cache.dnode_blocks]
+        # No more than a quarter of the budget, so that it never evicts what it fetched.
+        most = min(DNODE_BLOCK_PREFETCH, self.cache.memory.budget // (4 * bsz))
+        if len(missing) > 1:
+            await _prefetch(self._dnode_block, missing[:most])
 
     async def prefetch_first_blocks(self, objs: Sequence[int]) -> None:
         """Bring block 0 of each of `objs` into the block cache, PREFETCH_PARALLEL at once:

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from uvfs import LRU, Attr, DirEntry, FSError, StatFS
+from uvfs import LRU, Attr, DirEntry, FSError, MemoryBudget, StatFS
 
 from .dmu import DMU_OST_ZFS, BlockCache, ObjectSet
 from .dnode import DMU_OT_SA, DMU_OT_ZNODE, DnodePhys
@@ -127,12 +127,13 @@ class ZfsFileSystem:
         self._size: int | None = None
 
     @classmethod
-    async def from_pool(cls, pool: Pool) -> ZfsFileSystem:
-        """Read the pool's dataset tree and place every filesystem.
+    async def from_pool(cls, pool: Pool, memory: MemoryBudget | None = None) -> ZfsFileSystem:
+        """Read the pool's dataset tree and place every filesystem, caching within `memory`
+        (the mount's budget; default a budget of its own).
 
         Raises FSError when the MOS or the root dataset cannot be read.
         """
-        cache = BlockCache(pool)
+        cache = BlockCache(pool, memory)
         mos = await ObjectSet.open(cache, pool.uberblock.ub_rootbp)
         fs = cls(pool, cache, mos)
         try:

@@ -11,7 +11,7 @@ import pytest
 import trio
 from zfsfuse import PoolRecord
 
-from uvfs import FSError, ImageFile
+from uvfs import FSError, ImageFile, MemoryBudget
 from uvfs_fs.zfs.dmu import BlockCache, ObjectSet, parse_objset, read_block, read_object
 from uvfs_fs.zfs.dsl import parse_dsl_dataset, parse_dsl_dir
 from uvfs_fs.zfs.spa import Pool, open_pool
@@ -49,7 +49,7 @@ def pool_record(zfs_pool) -> PoolRecord:  # type: ignore[no-untyped-def]
 
 async def _objects(record: PoolRecord, capacity: int) -> tuple[Pool, ObjectSet, dict[str, int]]:
     pool = await open_pool([ImageFile(str(v)) for v in record.vdevs])
-    cache = BlockCache(pool, capacity)
+    cache = BlockCache(pool, MemoryBudget(capacity))
     mos = await ObjectSet.open(cache, pool.uberblock.ub_rootbp)
     root_dir = (await (await Zap.open(mos, 1)).lookup(b"root_dataset")).int()
     dd = parse_dsl_dir((await mos.dnode(root_dir)).dn_bonus, mos.meta.byteorder)
@@ -74,12 +74,13 @@ async def test_sparse_object_reads_holes_without_io(pool_record: PoolRecord) -> 
     assert tail == b"\0end" + bytes(6)  # no end-of-object check at this layer
 
 
-async def test_cache_stays_within_capacity(pool_record: PoolRecord) -> None:
-    _, objset, names = await _objects(pool_record, 256 * 1024)
+async def test_cache_stays_within_its_budget(pool_record: PoolRecord) -> None:
+    _, objset, names = await _objects(pool_record, 512 * 1024)
     dn = await objset.dnode(names["big"])
     assert await objset.read(dn, 0, 1 << 20) == pool_record.files["big"]
-    stats = objset.cache.statistics()
-    assert stats.blocks <= 2  # 128 KiB records in a 256 KiB cache
+    memory = objset.cache.memory.statistics()
+    assert memory.charge <= 512 * 1024 and memory.caches["zfs data"] > 0
+    assert objset.cache.statistics().blocks <= 3  # 128 KiB records in a 512 KiB budget
     await objset.read(dn, (1 << 20) - 10, 10)
     stats = objset.cache.statistics()
     await objset.read(dn, (1 << 20) - 10, 10)  # now surely cached
