@@ -152,3 +152,34 @@ async def test_a_driver_cache_charges_the_budget_shared_across_processes(tmp_pat
             # Another process asks the table to make room: the oldest entry goes.
             assert memory.shrink(E) == E and keys(lru) == [2]
             nursery.cancel_scope.cancel()
+
+
+class Pool:
+    """A fake shared pool: counts how often it hears that the charge grew."""
+
+    crowded = False
+
+    def __init__(self) -> None:
+        self.heard = 0
+
+    def grown(self) -> None:
+        self.heard += 1
+
+    async def wait_room(self) -> None:
+        raise AssertionError("never crowded")
+
+
+def test_the_pool_hears_of_driver_puts_once_they_add_up() -> None:
+    memory = MemoryBudget(int(10 * E / _memory.TELL_FRACTION))  # it hears every 10 entries
+    pool = Pool()
+    memory.join(pool)
+    lru: ChargedLRU[int, int] = memory.lru("walk")
+    for i in range(10):
+        lru.put(i, i, W)
+    assert pool.heard == 0
+    lru.put(10, 10, W)
+    assert pool.heard == 1
+    memory.settle()  # a broker fill: heard at once, and the count starts again
+    for i in range(10):
+        lru.put(100 + i, i, W)
+    assert pool.heard == 2
