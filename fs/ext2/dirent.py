@@ -64,15 +64,22 @@ def pack_dirent(inode: int, name: bytes, file_type: int, rec_len: int, block_siz
     return (head + name).ljust(rec_len, b"\0")
 
 
-def iter_dirents(block: bytes, *, filetype: bool) -> Iterator[tuple[int, bytes, int]]:
+def iter_dirents(
+    block: bytes, *, filetype: bool, ciphertext: bool = False
+) -> Iterator[tuple[int, bytes, int]]:
     """The used records of one directory block, in order, as (inode, name, file_type).
 
     Every record must lie inside the block and hold its name, so the walk ends after at
     most len(block) / 8 steps.
 
+    Args:
+        filetype: the volume has the filetype feature.
+        ciphertext: the names are encrypted (an EXT4_ENCRYPT_FL directory): any bytes.
+
     Raises:
         FSError: EIO for a record that is malformed (rec_len 0, unaligned or past the
-            block's end, name longer than the record, "/" or NUL in a name).
+            block's end, name longer than the record, "/" or NUL in a name that is not
+            ciphertext).
     """
     size = len(block)
     offset = 0
@@ -91,7 +98,7 @@ def iter_dirents(block: bytes, *, filetype: bool) -> Iterator[tuple[int, bytes, 
         if inode:
             start = offset + ext2_dir_entry_2.size
             name = block[start : start + name_len]
-            if not name or b"/" in name or b"\0" in name:
+            if not name or (not ciphertext and (b"/" in name or b"\0" in name)):
                 raise FSError(errno.EIO, f"directory record at {offset}: bad name {name!r}")
             yield inode, name, file_type if filetype else EXT2_FT_UNKNOWN
         offset += rec_len

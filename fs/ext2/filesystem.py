@@ -32,10 +32,24 @@ from contextlib import aclosing
 
 from construct import Container
 
-from uvfs import LRU, Attr, BlockDevice, DirEntry, FSError, ImageFile, MountOptions, Refusal, StatFS
+from uvfs import (
+    LRU,
+    Attr,
+    BlockDevice,
+    Caller,
+    DirEntry,
+    FSError,
+    ImageFile,
+    MountOptions,
+    Refusal,
+    StatFS,
+)
 from uvfs_fs.ext2 import csum, htree, xattr
 from uvfs_fs.ext2.blockmap import Run, map_indirect
+from uvfs_fs.ext2.casefold import EXT4_CASEFOLD_FL, Folding
 from uvfs_fs.ext2.dirent import EXT2_NAME_LEN, decode_rec_len, iter_dirents
+from uvfs_fs.ext2.dirnames import Directory, ExactQuery, FoldQuery, NoKeyLookup, Query
+from uvfs_fs.ext2.encrypt import EXT4_ENCRYPT_FL, nokey_name, symlink_target
 from uvfs_fs.ext2.extents import map_extents
 from uvfs_fs.ext2.group_desc import (
     GroupDesc,
@@ -81,18 +95,6 @@ MAP_CHUNK_BLOCKS = 1024  # directory scans map this many blocks at a time
 XATTR_SIZE_MAX = 1 << 16  # the largest value getxattr(2) returns: larger ea_inode values are EIO
 
 
-class _Directory:
-    """A directory's entries in on-disk order, and an index by name."""
-
-    __slots__ = ("entries", "index")
-
-    def __init__(self, entries: list[tuple[bytes, int]]) -> None:
-        self.entries = entries
-        self.index: dict[bytes, int] = {}
-        for name, ino in entries:
-            self.index.setdefault(name, ino)
-
-
 async def read_superblock(image: ImageFile) -> Container:
     """The primary superblock of `image`; `Refusal` when the image is too small to hold one."""
     if image.size < SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE:
@@ -128,11 +130,14 @@ class Ext2FileSystem:
         self._inline_data = "inline_data" in geo.features
         self._dir_index = "dir_index" in geo.features
         self._huge_file = "huge_file" in geo.features
+        self._folding = (
+            Folding(sb.s_encoding, sb.s_encoding_flags) if "casefold" in geo.features else None
+        )
         self._itable_blocks = -(-geo.inodes_per_group * geo.inode_size // geo.block_size)
         self._meta: LRU[int, bytes] = LRU(max(16, META_CACHE_BYTES // geo.block_size))
         self._descs: LRU[int, GroupDesc] = LRU(DESC_CACHE_ENTRIES)
         self._inodes: LRU[int, Inode] = LRU(INODE_CACHE_ENTRIES)
-        self._dirs: LRU[int, _Directory] = LRU(DIR_CACHE_NAMES)
+        self._dirs: LRU[int, Directory] = LRU(DIR_CACHE_NAMES)
         # metadata_csum: the checksum seed; None when the volume has no checksums
         self._csum_seed: int | None = None
         if "metadata_csum" in geo.features:
@@ -389,7 +394,7 @@ class Ext2FileSystem:
             raise FSError(errno.ENOTDIR)
         return inode
 
-    async def _directory(self, ino: int) -> _Directory:
+    async def _directory(self, ino: int) -> Directory:
         cached = self._dirs.get(ino)
         if cached is not None:
             return cached
@@ -402,7 +407,7 @@ class Ext2FileSystem:
         for _, child in entries:
             if child > self.geo.inodes_count:
                 raise FSError(errno.EIO, f"directory {ino}: entry for inode {child}")
-        directory = _Directory(entries)
+        directory = Directory(entries)
         self._dirs.put(ino, directory, len(entries) + 1)
         return directory
 
@@ -430,7 +435,11 @@ class Ext2FileSystem:
                         )
                     entries += [
                         (name, child)
-                        for child, name, _ in iter_dirents(block, filetype=self._filetype)
+                        for child, name, _ in iter_dirents(
+                            block,
+                            filetype=self._filetype,
+                            ciphertext=bool(inode.flags & EXT4_ENCRYPT_FL),
+                        )
                     ]
                 if len(entries) > DIR_MAX_NAMES:
                     raise FSError(
@@ -472,8 +481,8 @@ class Ext2FileSystem:
             raise FSError(errno.EIO, f"{where}: {ea.size} bytes, not {value.size}")
         return xattr.shown_value(name, await self._read_data(ea, 0, value.size))
 
-    async def _dx_find(self, inode: Inode, name: bytes) -> int | None:
-        """The inode `name` names in indexed directory `inode`, looked up through its hash
+    async def _dx_find(self, inode: Inode, query: Query) -> int | None:
+        """The inode `query` finds in indexed directory `inode`, looked up through its hash
         index, or None when it is absent. Reads the index blocks on the name's path and
         the leaves its hash may be in.
 
@@ -492,7 +501,8 @@ class Ext2FileSystem:
 
         leaves = htree.dx_leaves(
             await read_block(0),
-            name,
+            query.hashed or b"",
+            target=query.target,
             seed=self.sb.s_hash_seed,
             unsigned=bool(self.sb.s_flags & htree.EXT2_FLAGS_UNSIGNED_HASH),
             csum=seed is not None,
@@ -511,8 +521,12 @@ class Ext2FileSystem:
                     child = next(
                         (
                             c
-                            for c, found, _ in iter_dirents(block, filetype=self._filetype)
-                            if found == name
+                            for c, found, _ in iter_dirents(
+                                block,
+                                filetype=self._filetype,
+                                ciphertext=bool(inode.flags & EXT4_ENCRYPT_FL),
+                            )
+                            if query.matches(found)
                         ),
                         None,
                     )
@@ -528,22 +542,81 @@ class Ext2FileSystem:
         """The inode `name` names in directory `parent`, or None: through the hash index of
         an indexed directory not yet read whole, else from the parsed directory. A damaged
         index is searched linearly, as the kernel does (with a warning)."""
+        inode = await self._dir_inode(parent)
+        query = self._query(inode, name)
         directory = self._dirs.get(parent)
-        if directory is None and name not in (b".", b".."):
-            inode = await self._dir_inode(parent)
-            if self._dir_index and inode.flags & EXT2_INDEX_FL and not self._is_inline(inode):
-                try:
-                    return await self._dx_find(inode, name)
-                except htree.DxCorrupt as e:
-                    log.warning(
-                        "%s: directory %d: htree index damaged (%s); searching it linearly",
-                        self.image.path,
-                        parent,
-                        e,
-                    )
+        indexed = self._dir_index and inode.flags & EXT2_INDEX_FL and not self._is_inline(inode)
+        if directory is None and name not in (b".", b"..") and indexed:
+            try:
+                return await self._dx_find(inode, query)
+            except htree.DxCorrupt as e:
+                log.warning(
+                    "%s: directory %d: htree index damaged (%s); searching it linearly",
+                    self.image.path,
+                    parent,
+                    e,
+                )
         if directory is None:
             directory = await self._directory(parent)
-        return directory.index.get(name)
+        return query.find(directory)
+
+    def _query(self, inode: Inode, name: bytes) -> Query:
+        """A lookup of `name` in directory `inode`: by no-key name in an encrypted one (no
+        key is ever loaded), by fold in a casefolded one, else by its bytes."""
+        if inode.flags & EXT4_ENCRYPT_FL:
+            return NoKeyLookup(name)
+        if self._folding is not None and inode.flags & EXT4_CASEFOLD_FL:
+            return FoldQuery(self._folding, name)
+        return ExactQuery(name)
+
+    async def _nokey_names(self, inode: Inode, names: list[bytes]) -> list[bytes]:
+        """The no-key names encrypted directory `inode` lists for its stored `names`, with
+        the hashes the kernel's readdir gives them: those of the index's hash in an indexed
+        directory (none if the index is damaged), of s_def_hash_version in a directory of
+        one block, else none (ext4_readdir and ext4_htree_fill_tree)."""
+        version = None
+        if self._dir_index and inode.flags & EXT2_INDEX_FL:
+            runs = await self._map(inode, 0, 1)
+            if runs and runs[0].physical:
+                root = await self._meta_block(runs[0].physical)
+                try:
+                    csum = self._csum_seed is not None
+                    levels = 2 if "large_dir" in self.geo.features else 1
+                    version = htree.parse_root(root, csum=csum, max_levels=levels).hash_version
+                except htree.DxCorrupt:
+                    version = None
+        elif self._dir_index and inode.size // self.geo.block_size == 1:
+            version = self.sb.s_def_hash_version
+        if version is None:
+            return [nokey_name(name) for name in names]
+        if version <= htree.DX_HASH_TEA and self.sb.s_flags & htree.EXT2_FLAGS_UNSIGNED_HASH:
+            version += htree.DX_HASH_UNSIGNED_DELTA
+        try:
+            return [
+                nokey_name(name, *htree.dx_hash_pair(name, version, self.sb.s_hash_seed))
+                for name in names
+            ]
+        except htree.DxCorrupt as e:
+            raise FSError(errno.EIO, f"directory {inode.ino}: {e}") from None
+
+    async def _encrypted_target(self, inode: Inode) -> bytes:
+        """What encrypted symlink `inode` reads as without the key: from i_block when it
+        is fast, else from its whole first block (ext4_encrypted_get_link)."""
+        if self._is_fast_symlink(inode):
+            return symlink_target(inode.i_block)
+        runs = await self._map(inode, 0, 1)
+        if not runs or not runs[0].physical:
+            raise FSError(errno.EIO, f"symlink {inode.ino}: no block")
+        bs = self.geo.block_size
+        return symlink_target(await self.image.read(runs[0].physical * bs, bs))
+
+    async def _shown_attr(self, inode: Inode) -> Attr:
+        """`inode`'s attributes as stat shows them: an encrypted symlink's size is that of
+        the target it reads as (fscrypt_symlink_getattr)."""
+        attr = self._attr(inode)
+        if stat.S_ISLNK(inode.mode) and inode.flags & EXT4_ENCRYPT_FL:
+            attr = attr._replace(size=len(await self._encrypted_target(inode)))
+        return attr
 
     # --- the driver API -------------------------------------------------------------------
 
@@ -569,20 +642,32 @@ class Ext2FileSystem:
         child = await self._find(parent, name)
         if child is None:
             raise FSError(errno.ENOENT)
-        return self._attr(await self._inode(child))
+        return await self._shown_attr(await self._inode(child))
 
     async def getattr(self, ino: int) -> Attr:
         """The attributes of inode `ino`."""
-        return self._attr(await self._inode(ino))
+        return await self._shown_attr(await self._inode(ino))
 
     async def readdir(self, ino: int) -> Sequence[DirEntry]:
-        """Every entry of directory `ino` in on-disk order, without "." and ".."."""
+        """Every entry of directory `ino` in on-disk order, without "." and ".." (no-key
+        names in an encrypted directory)."""
         directory = await self._directory(ino)
+        entries = [(name, child) for name, child in directory.entries if name not in (b".", b"..")]
+        names = [name for name, _ in entries]
+        inode = await self._dir_inode(ino)
+        if inode.flags & EXT4_ENCRYPT_FL:
+            names = await self._nokey_names(inode, names)
         return [
-            DirEntry(name, self._attr(await self._inode(child)))
-            for name, child in directory.entries
-            if name not in (b".", b"..")
+            DirEntry(shown, await self._shown_attr(await self._inode(child)))
+            for shown, (_, child) in zip(names, entries, strict=True)
         ]
+
+    async def open(self, ino: int, flags: int, caller: Caller) -> int:
+        """Open file `ino`: ENOKEY for an encrypted regular file, whose key is never had."""
+        inode = await self._inode(ino)
+        if stat.S_ISREG(inode.mode) and inode.flags & EXT4_ENCRYPT_FL:
+            raise FSError(errno.ENOKEY, f"inode {ino} is encrypted")
+        return 0
 
     async def read(self, ino: int, handle: int, offset: int, size: int) -> bytes:
         """Up to `size` bytes of regular file `ino` from `offset`."""
@@ -602,15 +687,20 @@ class Ext2FileSystem:
             raise FSError(errno.EIO, f"symlink {ino} of {inode.size} bytes")
         if self._is_inline(inode):
             return inline_bytes(inode)
-        # As the kernel decides: a symlink owning no block but its xattr block is fast,
-        # whatever its flags say (some kernels set EXTENTS_FL on fast symlinks).
-        cluster = self.geo.block_size * self.geo.cluster_ratio
-        xattr_blocks = cluster // 512 if inode.file_acl else 0
-        if inode.blocks_512 == xattr_blocks:
+        if inode.flags & EXT4_ENCRYPT_FL:
+            return await self._encrypted_target(inode)
+        if self._is_fast_symlink(inode):
             if inode.size >= len(inode.i_block):
                 raise FSError(errno.EIO, f"fast symlink {ino} of {inode.size} bytes")
             return inode.i_block[: inode.size]
         return await self._read_data(inode, 0, inode.size)
+
+    def _is_fast_symlink(self, inode: Inode) -> bool:
+        """As the kernel decides: a symlink owning no block but its xattr block is fast,
+        whatever its flags say (some kernels set EXTENTS_FL on fast symlinks)."""
+        cluster = self.geo.block_size * self.geo.cluster_ratio
+        xattr_blocks = cluster // 512 if inode.file_acl else 0
+        return inode.blocks_512 == xattr_blocks
 
     async def statfs(self) -> StatFS:
         """Totals as the kernel's ext4 driver reports them (minus metadata overhead)."""

@@ -12,8 +12,9 @@ previous one (a collision run split over blocks), so the next leaf must be searc
 
 Hashes follow fs/ext4/hash.c: legacy (dx_hack_hash), half-MD4 and TEA, each in a signed and
 an unsigned-char flavour (the superblock's s_flags says which the volume was made with),
-seeded by s_hash_seed (all zeros: MD4's initial words). SipHash (casefolded, encrypted
-names) is not done: such an index is treated as damaged.
+seeded by s_hash_seed (all zeros: MD4's initial words). A casefolded directory hashes
+its names folded (casefold.py). SipHash (casefolded and encrypted names, the hash stored
+in each record) is not done: such an index is treated as damaged.
 
 Damage (what the kernel's dx_probe calls a bad dx directory: unknown hash version, unknown
 flags, too many levels, a limit that is not the block's, a count of 0 or past the limit, a
@@ -144,8 +145,10 @@ def _hash_words(chars: list[int], length: int, num: int) -> list[int]:
     return out + [pad] * (num - len(out))
 
 
-def dx_hash(name: bytes, version: int, seed: Sequence[int]) -> int:
-    """The major hash ext4 files `name` under, for hash `version` (0-5) and s_hash_seed.
+def dx_hash_pair(name: bytes, version: int, seed: Sequence[int]) -> tuple[int, int]:
+    """The (major, minor) hashes ext4 files `name` under, for hash `version` (0-5) and
+    s_hash_seed. The minor hash only orders a directory's readdir; no-key names of
+    encrypted directories carry both (encrypt.py).
 
     Raises:
         DxCorrupt: for a version this code does not compute.
@@ -156,16 +159,21 @@ def dx_hash(name: bytes, version: int, seed: Sequence[int]) -> int:
     chars = _chars(name, signed=version < DX_HASH_UNSIGNED_DELTA)
     buf = list(seed) if any(seed) else [0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476]
     if flavour == DX_HASH_LEGACY:
-        value = _legacy(chars)
+        value, minor = _legacy(chars), 0
     else:
         step, transform = (32, _half_md4) if flavour == DX_HASH_HALF_MD4 else (16, _tea)
         for at in range(0, len(chars), step):
             transform(buf, _hash_words(chars[at:], len(chars) - at, step // 4))
-        value = buf[1] if flavour == DX_HASH_HALF_MD4 else buf[0]
+        value, minor = (buf[1], buf[2]) if flavour == DX_HASH_HALF_MD4 else (buf[0], buf[1])
     value &= ~1 & _M
     if value == EXT4_HTREE_EOF_32BIT << 1:
         value = (EXT4_HTREE_EOF_32BIT - 1) << 1
-    return value
+    return value, minor
+
+
+def dx_hash(name: bytes, version: int, seed: Sequence[int]) -> int:
+    """The major hash ext4 files `name` under (`dx_hash_pair`'s first)."""
+    return dx_hash_pair(name, version, seed)[0]
 
 
 # --- index blocks --------------------------------------------------------------------------
@@ -242,6 +250,7 @@ async def dx_leaves(
     root: bytes,
     name: bytes,
     *,
+    target: int | None = None,
     seed: Sequence[int],
     unsigned: bool,
     csum: bool,
@@ -254,6 +263,9 @@ async def dx_leaves(
 
     Args:
         root: directory block 0.
+        name: the bytes the directory hashes for the name looked up (casefold.py folds
+            them first); target: its hash instead, when only that is known (a long
+            no-key name of an encrypted directory, encrypt.py).
         seed: s_hash_seed; unsigned: s_flags has EXT2_FLAGS_UNSIGNED_HASH.
         nblocks: the directory's blocks: every block number must be below it.
         read_block: reads a directory block by its logical number.
@@ -264,7 +276,8 @@ async def dx_leaves(
     """
     info = parse_root(root, csum=csum, max_levels=max_levels)
     version = info.hash_version + (DX_HASH_UNSIGNED_DELTA if unsigned else 0)
-    target = dx_hash(name, version, seed)
+    if target is None:
+        target = dx_hash(name, version, seed)
 
     async def node(block: int, path: list[int]) -> list[tuple[int, int]]:
         if block in path:

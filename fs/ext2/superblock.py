@@ -200,10 +200,12 @@ FEATURE_NAMES: dict[tuple[int, int], str] = {
 # The incompat features this reader understands. needs_recovery is handled apart (a
 # read-only open replays the journal in memory, see filesystem.py); mmp only guards
 # writers; metadata_csum_seed only moves the checksum seed; large_dir allows a third
-# htree level (htree.py); inline_data and ea_inode are read (inline_data.py, xattr.py).
+# htree level (htree.py); inline_data and ea_inode are read (inline_data.py, xattr.py);
+# casefolded directories are matched as the kernel folds (casefold.py), encrypted ones are
+# shown as the kernel shows them without the key (encrypt.py).
 SUPPORTED_INCOMPAT = frozenset(
     {"filetype", "meta_bg", "extent", "64bit", "mmp", "flex_bg", "metadata_csum_seed", "large_dir",
-     "inline_data", "ea_inode"}
+     "inline_data", "ea_inode", "casefold", "encrypt"}
 )  # fmt: skip
 
 

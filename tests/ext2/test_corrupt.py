@@ -99,9 +99,9 @@ async def test_needs_recovery(ext4_copy: Path) -> None:
 
 async def test_unknown_features_are_named(ext4_copy: Path) -> None:
     (incompat,) = struct.unpack_from("<I", ext4_copy.read_bytes(), 1024 + 0x60)
-    poke(ext4_copy, 1024 + 0x60, struct.pack("<I", incompat | 0x10000 | 0x20000 | 1 << 31))
+    poke(ext4_copy, 1024 + 0x60, struct.pack("<I", incompat | 0x0001 | 0x1000 | 1 << 31))
     assert await refusal(ext4_copy) == (
-        "unsupported ext2 feature(s): encrypt, casefold, FEATURE_I31"
+        "unsupported ext2 feature(s): compression, dirdata, FEATURE_I31"
     )
 
 
