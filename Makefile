@@ -1,6 +1,6 @@
 # The two commands of the README: `make demo` and `make test`. Both install what is missing.
 
-.PHONY: setup demo test lint bench bench-quick conformance
+.PHONY: setup demo test lint bench bench-quick fuzz conformance
 
 setup:
 	@tools/setup.sh
@@ -20,6 +20,12 @@ bench: setup
 
 bench-quick: setup
 	.venv/bin/python -m tools.bench --quick
+
+# Damaged metadata of real images through each driver (tools/fuzz): no traceback, no hang,
+# no write; both drivers run, either failing fails. Failures land in /tmp/uvfs-fuzz/failures.
+FUZZ = .venv/bin/python -m tools.fuzz --count 10000 --jobs 2 --progress
+fuzz: setup
+	$(FUZZ) --driver ext2; status=$$?; $(FUZZ) --driver zfs && exit $$status
 
 # pjdfstest and fsx are third-party code, built by hand outside the repository
 # (tools/conformance/README.md says how); this runs them against a read-write mount.

@@ -1,0 +1,168 @@
+"""Cases: seeded damage to a seed's metadata regions, as byte patches.
+
+A case is plain data (JSON): the seed's name, the patches (file index, offset, bytes) and
+whether bp checksums are to be ignored. `make_case(seed_number, index)` is a pure function
+of its arguments and the seeds, so a run of N cases with seed S is the same on every
+machine and one case can be regenerated from its number alone.
+
+Damage comes in bursts on one region (a structure whose fields are hit together breaks
+the parser's assumptions more often than scattered bytes): 1 to 8 operations, each one of
+an interesting value written over 1, 2, 4 or 8 bytes (0, 1, all ones, the sign bit, a
+power of two, a random word; either byte order, usually aligned), a flipped bit, a run of
+zeros, ones or random bytes, or a piece of the region copied over another (duplicated
+records, repeated keys). A region with an embedded checksum is usually resealed.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+from dataclasses import dataclass
+
+from uvfs_fs.zfs.checksum import ZIO_CHECKSUM_LABEL, compute, eck_byteorder
+
+from ._corpus import Seed
+from ._targets import Region
+
+Patch = tuple[int, int, bytes]  # file index, offset, bytes
+SEAL_PROBABILITY = 0.85
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    """One mutated image: which seed, what changed, how to read it."""
+
+    number: int
+    seed: str
+    kinds: tuple[str, ...]
+    patches: tuple[Patch, ...]
+    unverified: bool = False
+
+    def to_json(self) -> dict:
+        return {
+            "number": self.number, "seed": self.seed, "kinds": list(self.kinds),
+            "patches": [[f, o, b.hex()] for f, o, b in self.patches],
+            "unverified": self.unverified,
+        }  # fmt: skip
+
+    @classmethod
+    def from_json(cls, d: dict) -> Case:
+        patches = tuple((f, o, bytes.fromhex(b)) for f, o, b in d["patches"])
+        return cls(d["number"], d["seed"], tuple(d["kinds"]), patches, d["unverified"])
+
+
+def _interesting(rng: random.Random, width: int, region_size: int) -> int:
+    top = 1 << (8 * width)
+    return rng.choice(
+        [
+            0, 1, top - 1, top >> 1, (top >> 1) - 1, rng.randrange(top), rng.randrange(17),
+            1 << rng.randrange(8 * width), region_size % top, (region_size - 1) % top,
+            (top - 1) ^ rng.randrange(16),
+        ]
+    )  # fmt: skip
+
+
+def mutate(buf: bytearray, rng: random.Random) -> None:
+    """1 to 8 random operations on `buf` in place."""
+    n = len(buf)
+    for _ in range(min(1 + int(rng.expovariate(0.5)), 8)):
+        op = rng.randrange(6)
+        if op <= 1:
+            width = rng.choice((1, 2, 4, 8))
+            if n < width:
+                continue
+            at = rng.randrange(n - width + 1)
+            if rng.random() < 0.7:
+                at -= at % width
+            order = "<" if rng.random() < 0.8 else ">"
+            value = _interesting(rng, width, n)
+            buf[at : at + width] = value.to_bytes(width, "little" if order == "<" else "big")
+        elif op == 2:
+            at = rng.randrange(n)
+            buf[at] ^= 1 << rng.randrange(8)
+        elif op == 3:
+            length = min(rng.randint(1, 64), n)
+            at = rng.randrange(n - length + 1)
+            fill = rng.choice((b"\0", b"\xff"))
+            buf[at : at + length] = fill * length
+        elif op == 4:
+            length = min(rng.randint(1, 32), n)
+            at = rng.randrange(n - length + 1)
+            buf[at : at + length] = rng.randbytes(length)
+        else:
+            length = min(rng.randint(4, 256), n)
+            src = rng.randrange(n - length + 1)
+            dst = rng.randrange(n - length + 1)
+            buf[dst : dst + length] = buf[src : src + length]
+
+
+def seal_eck(buf: bytearray, offset: int) -> None:
+    """Recompute the embedded label checksum (zio_eck_t) of `buf`, which lies at device
+    `offset`; left alone when the damage hit its magic."""
+    order = eck_byteorder(bytes(buf))
+    if order is None:
+        return
+    fmt = order + "4Q"
+    seeded = bytes(buf[:-32]) + struct.pack(fmt, offset, 0, 0, 0)
+    words = compute(ZIO_CHECKSUM_LABEL, seeded, order)
+    assert words is not None
+    buf[-32:] = struct.pack(fmt, *words)
+
+
+def _diff(file: int, start: int, old: bytes, new: bytes) -> list[Patch]:
+    """The changed runs of `new` against `old`, as patches (gaps under 16 bytes merged)."""
+    patches: list[Patch] = []
+    i, n = 0, len(old)
+    while i < n:
+        if old[i] == new[i]:
+            i += 1
+            continue
+        j = i + 1
+        while j < n and (old[j] != new[j] or old[j : j + 16] != new[j : j + 16]):
+            j += 1
+        patches.append((file, start + i, bytes(new[i:j])))
+        i = j
+    return patches
+
+
+class Mutator:
+    """Makes the cases of one driver from its seeds and their regions."""
+
+    def __init__(self, seeds: list[Seed], regions: dict[str, list[Region]]) -> None:
+        self.seeds = [s for s in seeds if regions.get(s.name)]
+        self.regions = regions
+        self._bytes: dict[tuple[str, Region], bytes] = {}
+
+    def _pristine(self, seed: Seed, region: Region) -> bytes:
+        key = (seed.name, region)
+        data = self._bytes.get(key)
+        if data is None:
+            with open(seed.files[region.file], "rb") as f:
+                f.seek(region.start)
+                data = f.read(region.end - region.start)
+            if len(self._bytes) > 4096:
+                self._bytes.clear()
+            self._bytes[key] = data
+        return data
+
+    def make_case(self, run_seed: int, number: int) -> Case:
+        """Case `number` of the run seeded `run_seed`: one or two damaged regions."""
+        rng = random.Random(f"{run_seed}:{number}")
+        seed = rng.choice(self.seeds)
+        by_kind: dict[str, list[Region]] = {}
+        for r in self.regions[seed.name]:
+            by_kind.setdefault(r.kind, []).append(r)
+        patches: list[Patch] = []
+        kinds: list[str] = []
+        unverified = False
+        for _ in range(1 if rng.random() < 0.75 else 2):
+            region = rng.choice(by_kind[rng.choice(sorted(by_kind))])
+            old = self._pristine(seed, region)
+            buf = bytearray(old)
+            mutate(buf, rng)
+            if region.seal == "eck" and rng.random() < SEAL_PROBABILITY:
+                seal_eck(buf, region.start)
+            patches += _diff(region.file, region.start, old, bytes(buf))
+            kinds.append(region.kind)
+            unverified |= region.unverified
+        return Case(number, seed.name, tuple(kinds), tuple(patches), unverified)
