@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import force_unmount, run_uvfs
-from uvfs.cli import UserError, parse_options, parse_size
+from uvfs._mount_command import parse_options, parse_size
+from uvfs._user_error import UserError
 
 
 def one_line_error(done, pattern: str) -> None:

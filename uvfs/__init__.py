@@ -1,7 +1,11 @@
 """uvfs: a userland VFS framework. A trio broker in front of pluggable filesystem servers.
 
 The public surface is re-exported here, name by name; `tests/test_exports.py` pins it.
+The names that need trio or pyfuse3 load on first use, so that importing `uvfs` (every
+``uvfs umount`` does) stays cheap.
 """
+
+from typing import TYPE_CHECKING
 
 from uvfs._api import (
     RENAME_EXCHANGE,
@@ -42,10 +46,8 @@ from uvfs._api import (
     Write,
 )
 from uvfs._broker import Timeouts
-from uvfs._image import ImageFile, ImageInUse
 from uvfs._lru import LRU
 from uvfs._memory import ChargedLRU, MemoryBudget
-from uvfs._mount import MountFailed, serve
 from uvfs._window import BlockDevice
 
 __all__ = [
@@ -95,3 +97,25 @@ __all__ = [
     "Write",
     "serve",
 ]
+
+_LOADED_ON_USE = {
+    "ImageFile": "uvfs._image",
+    "ImageInUse": "uvfs._image",
+    "MountFailed": "uvfs._mount",
+    "serve": "uvfs._mount",
+}
+
+if TYPE_CHECKING:
+    from uvfs._image import ImageFile, ImageInUse
+    from uvfs._mount import MountFailed, serve
+
+
+def __getattr__(name: str) -> object:
+    home = _LOADED_ON_USE.get(name)
+    if home is None:
+        raise AttributeError(f"module 'uvfs' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value

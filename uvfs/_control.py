@@ -40,15 +40,3 @@ async def serve_control(
         await trio.serve_listeners(answer, [listener])
     finally:
         path.unlink(missing_ok=True)
-
-
-def query(path: Path, request: str = "stats", timeout: float = 10.0) -> dict[str, Any]:
-    """Send `request` to the control socket at `path` and return the decoded reply."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(str(path))
-        sock.sendall(request.encode() + b"\n")
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    return json.loads(b"".join(chunks))

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -26,6 +25,7 @@ import trio
 from uvfs._api import FileSystem, FSError
 from uvfs._broker import Broker, Timeouts
 from uvfs._fuse import FuseOperations
+from uvfs._runtime import unescape_mount_field
 
 if TYPE_CHECKING:
     from uvfs._cache import BufferCache
@@ -41,11 +41,6 @@ _READ_AHEAD_KB = 1024
 
 class MountFailed(Exception):
     """The kernel mount itself failed (permissions, no /dev/fuse ...)."""
-
-
-def unescape_mount_field(field: str) -> str:
-    """A path as /proc/mounts and mountinfo write it (octal escapes) -> the path."""
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), field)
 
 
 def _mount_device(target: str) -> str | None:

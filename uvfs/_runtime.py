@@ -12,8 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,3 +69,20 @@ def find(mountpoint: str) -> MountRecord | None:
     except (OSError, ValueError, TypeError):
         return None
     return record
+
+
+def query(path: Path, request: str = "stats", timeout: float = 10.0) -> dict[str, Any]:
+    """Send `request` to the control socket at `path` and return the decoded reply."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(path))
+        sock.sendall(request.encode() + b"\n")
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return json.loads(b"".join(chunks))
+
+
+def unescape_mount_field(field: str) -> str:
+    """A path as /proc/mounts and mountinfo write it (octal escapes) -> the path."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), field)

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from uvfs.cli import DEFAULT_CACHE_SIZE
+from uvfs._mount_command import DEFAULT_CACHE_SIZE
 
 from ._host import BenchError, drop_caches, run
 from ._images import BIG_FILE, prepare_memory_image

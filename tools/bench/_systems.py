@@ -16,7 +16,7 @@ from types import TracebackType
 
 from uvfs import _runtime
 from uvfs._broker import Timeouts
-from uvfs._control import query
+from uvfs._runtime import query
 
 from ._bare_ram import read_requests
 from ._host import BenchError, is_mounted, mount_options, run, wait_mounted
