@@ -389,9 +389,11 @@ class ObjectSet:
     async def _dnode_block(self, blkid: int) -> tuple[bytes, str] | None:
         # The block cache skips the meta dnode's tree walk (often 6 levels) for neighbours.
         key = (self.number, blkid)
-        block = self.cache.dnode_blocks.get(key) or await read_block(self.cache, self.meta, blkid)
-        if block is not None:
-            self.cache.dnode_blocks.put(key, block, len(block[0]))
+        block = self.cache.dnode_blocks.get(key)
+        if block is None:
+            block = await read_block(self.cache, self.meta, blkid)
+            if block is not None:
+                self.cache.dnode_blocks.put(key, block, len(block[0]))
         return block
 
     async def prefetch_dnodes(self, objs: Iterable[int]) -> None:
