@@ -44,12 +44,13 @@ cache of blocks it only needs briefly), which bounds it within the shared budget
 Costs
 -----
 A `ChargedLRU` hit is a dict lookup, a move to the young end and one clock read (~0.3 us).
-A put adds `ENTRY_CHARGE` to the entry's weight for its bookkeeping (an OrderedDict node,
-the key and the record: ~200 bytes measured on CPython 3.11) and takes it from the *room*
-the budget had when the members' charges were last summed: only once that runs out are
-they summed again (a few us, over weak references). Evictions only add room, and the
-broker's cache sums after each fill (`settle`), so the room is never overstated. A cold
-walk of 20,000 files on ZFS put 42,000 entries; summing at each put cost ~15% of its CPU.
+A put adds `ENTRY_CHARGE` to the entry's weight for its bookkeeping (an OrderedDict node
+and the record, ~165 bytes measured on CPython 3.11, and a key of a few ints, 60-110) and
+takes it from the *room* the budget had when the members' charges were last summed: only
+once that runs out are they summed again (a few us, over weak references). Evictions only
+add room, and the broker's cache sums after each fill (`settle`), so the room is never
+overstated. A cold walk of 20,000 files on ZFS put 42,000 entries; summing at each put
+cost ~15% of its CPU.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ __all__ = [
 ]
 
 DEFAULT_BUDGET = 256 << 20  # a mount without cache_size=, and a driver opened outside a mount
-ENTRY_CHARGE = 200  # budget bytes charged per ChargedLRU entry for its bookkeeping
+ENTRY_CHARGE = 256  # budget bytes charged per ChargedLRU entry for its bookkeeping
 TELL_FRACTION = 1 / 64  # of the budget: how much drivers' puts add before the pool hears
 
 _K = TypeVar("_K")
