@@ -14,6 +14,11 @@ bonus), a longer one in the object's data. SA files carry the same values as nam
 attributes (ZPL_MODE ...); the target is ZPL_SYMLINK and SA xattrs a packed nvlist in
 ZPL_DXATTR.
 
+Values are checked as the Linux port takes them into an inode: the mode is a umode_t (its
+low 16 bits), times are signed seconds and nanoseconds (taken modulo 10^9: a damaged
+field must not carry into the seconds), and a size past 2^63 - 1, which no loff_t holds,
+is corruption (EUCLEAN) for that file alone.
+
 Device numbers are stored "expanded" (zfs_expldev) by Solaris and ZFS on Linux: major << 32
 | minor. zfs-fuse stores the Linux dev_t it was given as is (glibc's encoding, below 2^32
 for every major below 4096), and shows it back unchanged; a value below 2^32 is taken as
@@ -25,7 +30,7 @@ from __future__ import annotations
 import errno
 import os
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from uvfs import FSError
 
@@ -55,6 +60,28 @@ class Znode:
     dxattr: bytes | None = None  # packed nvlist of SA xattrs
 
 
+_LOFF_MAX = (1 << 63) - 1
+
+
+def _time(sec: int, nsec: int) -> tuple[int, int]:
+    """A stored (u64 seconds, u64 nanoseconds) pair as signed seconds and nanoseconds."""
+    return (sec - (1 << 64) if sec >> 63 else sec, nsec % 1_000_000_000)
+
+
+def _checked(z: Znode) -> Znode:
+    """`z` with its fields in the ranges the kernel keeps them in (see the module notes)."""
+    if z.size > _LOFF_MAX:
+        raise FSError(errno.EUCLEAN, f"znode: size {z.size} past 2^63 - 1")
+    return replace(
+        z,
+        mode=z.mode & 0xFFFF,
+        atime=_time(*z.atime),
+        mtime=_time(*z.mtime),
+        ctime=_time(*z.ctime),
+        crtime=_time(*z.crtime),
+    )
+
+
 def linux_rdev(stored: int) -> int:
     """The Linux dev_t for a stored device number."""
     if stored >> 32:
@@ -71,22 +98,24 @@ def parse_znode_phys(bonus: bytes, byteorder: str) -> Znode:
     symlink = None
     if size + ZNODE_PHYS_SIZE <= len(bonus):
         symlink = bytes(bonus[ZNODE_PHYS_SIZE : ZNODE_PHYS_SIZE + size])
-    return Znode(
-        mode=w[9],
-        size=size,
-        uid=w[16],
-        gid=w[17],
-        links=w[12],
-        parent=w[11],
-        gen=w[8],
-        flags=w[15],
-        rdev=w[14],
-        xattr=w[13],
-        atime=(w[0], w[1]),
-        mtime=(w[2], w[3]),
-        ctime=(w[4], w[5]),
-        crtime=(w[6], w[7]),
-        symlink=symlink,
+    return _checked(
+        Znode(
+            mode=w[9],
+            size=size,
+            uid=w[16],
+            gid=w[17],
+            links=w[12],
+            parent=w[11],
+            gen=w[8],
+            flags=w[15],
+            rdev=w[14],
+            xattr=w[13],
+            atime=(w[0], w[1]),
+            mtime=(w[2], w[3]),
+            ctime=(w[4], w[5]),
+            crtime=(w[6], w[7]),
+            symlink=symlink,
+        )
     )
 
 
@@ -108,21 +137,23 @@ def znode_from_sa(attrs: dict[str, bytes], byteorder: str) -> Znode:
         sec, nsec = struct.unpack_from(f"{byteorder}2Q", raw)
         return sec, nsec
 
-    return Znode(
-        mode=u64("ZPL_MODE"),
-        size=u64("ZPL_SIZE"),
-        uid=u64("ZPL_UID", 0),
-        gid=u64("ZPL_GID", 0),
-        links=u64("ZPL_LINKS", 1),
-        parent=u64("ZPL_PARENT", 0),
-        gen=u64("ZPL_GEN", 0),
-        flags=u64("ZPL_FLAGS", 0),
-        rdev=u64("ZPL_RDEV", 0),
-        xattr=u64("ZPL_XATTR", 0),
-        atime=time("ZPL_ATIME"),
-        mtime=time("ZPL_MTIME"),
-        ctime=time("ZPL_CTIME"),
-        crtime=time("ZPL_CRTIME"),
-        symlink=attrs.get("ZPL_SYMLINK"),
-        dxattr=attrs.get("ZPL_DXATTR"),
+    return _checked(
+        Znode(
+            mode=u64("ZPL_MODE"),
+            size=u64("ZPL_SIZE"),
+            uid=u64("ZPL_UID", 0),
+            gid=u64("ZPL_GID", 0),
+            links=u64("ZPL_LINKS", 1),
+            parent=u64("ZPL_PARENT", 0),
+            gen=u64("ZPL_GEN", 0),
+            flags=u64("ZPL_FLAGS", 0),
+            rdev=u64("ZPL_RDEV", 0),
+            xattr=u64("ZPL_XATTR", 0),
+            atime=time("ZPL_ATIME"),
+            mtime=time("ZPL_MTIME"),
+            ctime=time("ZPL_CTIME"),
+            crtime=time("ZPL_CRTIME"),
+            symlink=attrs.get("ZPL_SYMLINK"),
+            dxattr=attrs.get("ZPL_DXATTR"),
+        )
     )

@@ -355,7 +355,7 @@ class ZfsFileSystem:
         if obj == OBJ_SEALED:
             return self._synthetic(ino, stat.S_IFDIR | 0o755, 2, m)
         z, dn = await self._znode(m, obj)
-        mode = z.mode & 0xFFFF
+        mode = z.mode
         rdev = linux_rdev(z.rdev) if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else 0
         return Attr(
             ino=ino,
