@@ -154,7 +154,8 @@ def decode_inode(
             file, is i_size_high part of the size (it was i_dir_acl), as the kernel reads it.
 
     Raises:
-        FSError: EIO when i_extra_isize runs past the slot.
+        FSError: EIO when i_extra_isize runs past the slot; EUCLEAN for a size past
+            2^63 - 1, as the kernel's ext4_iget ("bad i_size value").
     """
     b = _INODE.unpack(raw)
     extra_isize = 0
@@ -164,6 +165,9 @@ def decode_inode(
         extra_isize = x.i_extra_isize
         if extra_isize & 3 or EXT2_GOOD_OLD_INODE_SIZE + extra_isize > len(raw):
             raise FSError(errno.EIO, f"inode {ino}: bad i_extra_isize {extra_isize}")
+    size = b.i_size | (b.i_size_high << 32 if large_dir or stat.S_ISREG(b.i_mode) else 0)
+    if size >> 63:
+        raise FSError(errno.EUCLEAN, f"inode {ino}: bad i_size {size}")
     blocks = b.i_blocks
     if huge_file:
         blocks |= b.l_i_blocks_hi << 32
@@ -174,7 +178,7 @@ def decode_inode(
         mode=b.i_mode,
         uid=b.i_uid | b.l_i_uid_high << 16,
         gid=b.i_gid | b.l_i_gid_high << 16,
-        size=b.i_size | (b.i_size_high << 32 if large_dir or stat.S_ISREG(b.i_mode) else 0),
+        size=size,
         links_count=b.i_links_count,
         blocks_512=blocks,
         atime_ns=decode_time(b.i_atime, x.i_atime_extra if extra_isize >= 0x10 else None),
