@@ -627,7 +627,8 @@ class Ext2FileSystem:
         metadata, which this closed form approximates by blocks (mke2fs always records
         s_overhead_clusters, so the count is only needed for older images).
         """
-        if self.sb.s_overhead_clusters:
+        # As the kernel, a recorded count past the blocks count is ignored as ridiculous.
+        if 0 < self.sb.s_overhead_clusters <= self.geo.blocks_count:
             return self.sb.s_overhead_clusters * self.geo.cluster_ratio
         overhead = metadata_overhead(self.geo, self.sb.s_reserved_gdt_blocks)
         if "has_journal" in self.geo.features and self.sb.s_journal_inum:
@@ -714,7 +715,7 @@ class Ext2FileSystem:
             reserved += min(clusters // 50, 4096) * geo.cluster_ratio
         return StatFS(
             block_size=geo.block_size,
-            blocks=geo.blocks_count - await self._overhead(),
+            blocks=max(geo.blocks_count - await self._overhead(), 0),
             blocks_free=free,
             blocks_avail=max(free - reserved, 0),
             files=geo.inodes_count,
