@@ -15,13 +15,14 @@ used before a given time.
 
 Eviction: one merged LRU list
 -----------------------------
-After every fill a member calls `MemoryBudget.settle`. While the members' total charge
-exceeds the budget, the member whose least recently used entry is the oldest evicts until
-the total fits or its tail is younger than the next member's tail; then that member goes
-on. The entries evicted are exactly those one LRU list holding every member's entries would
-evict, so a driver's hot metadata block outlives a file byte range nobody has read since,
-and the reverse. The newest entry may go too: a budget of 0 caches nothing, drivers'
-caches included (a driver must work with any of its caches empty; it just reads again).
+After every fill a member has its budget settle (`MemoryBudget.settle`): while the
+members' total charge exceeds the budget, the member whose least recently used entry is
+the oldest evicts until the total fits or its tail is younger than the next member's tail;
+then that member goes on. The entries evicted are exactly those one LRU list holding every
+member's entries would evict, so a driver's hot metadata block outlives a file byte range
+nobody has read since, and the reverse. A budget of 0 caches nothing, drivers' caches
+included, and an entry heavier than the whole budget is not kept: a driver must work with
+any of its caches empty (it reads again).
 
 The same interface (`charge`, `oldest_use`, `shrink`) is what `uvfs._budget` shares across
 the user's server processes, so the merged order extends over every member of every server
@@ -65,6 +66,7 @@ from typing import Generic, Protocol, TypeVar
 __all__ = [
     "DEFAULT_BUDGET",
     "ENTRY_CHARGE",
+    "TELL_FRACTION",
     "BudgetPool",
     "ChargedLRU",
     "MemoryBudget",
