@@ -91,8 +91,10 @@ class DnodePhys(NamedTuple):
 
     @property
     def used_bytes(self) -> int:
-        """Bytes allocated on disk for the object."""
-        return self.dn_used if self.dn_flags & DNODE_FLAG_USED_BYTES else self.dn_used << 9
+        """Bytes allocated on disk for the object, at most 2^63 - 1 (a damaged dn_used
+        would otherwise make a st_blocks no stat can hold)."""
+        used = self.dn_used if self.dn_flags & DNODE_FLAG_USED_BYTES else self.dn_used << 9
+        return min(used, (1 << 63) - 1)
 
 
 def parse_dnode(raw: bytes, byteorder: str) -> DnodePhys:
