@@ -10,9 +10,10 @@ their checksum inside, so a mutation is resealed and reaches the parsers), and e
 the test suite's `walk_pool` reaches except file contents: object sets, dnode blocks,
 ZAPs, SA and DSL objects, indirect blocks. Those are located through their first DVA on a
 disk or mirror top-level vdev (a raidz vdev spreads a block over its members: only its
-labels are damaged). A bp-addressed block keeps its checksum in its parent, so a case
-damaging one runs with checksum verification off (`Region.unverified`): the parsers then
-see what a crafter who recomputed the checksums would show them.
+labels are damaged). A bp-addressed block keeps its checksum in its parent, so damage
+to it as stored is read with checksum verification off (`Region.unverified`), and
+damage to its logical contents is applied as it is decompressed (see _mutate.py): either
+way the parsers see what a crafter who recomputed the checksums would show them.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from uvfs import MountOptions
 from uvfs_fs.ext2 import DRIVER as EXT2
 from uvfs_fs.ext2.group_desc import desc_location
 from uvfs_fs.zfs.blkptr import BlockPtr
-from uvfs_fs.zfs.dnode import DMU_OT_PLAIN_FILE_CONTENTS
+from uvfs_fs.zfs.dnode import DMU_OT_DNODE, DMU_OT_OBJSET, DMU_OT_PLAIN_FILE_CONTENTS
 from uvfs_fs.zfs.label import (
     VDEV_LABEL_START_SIZE,
     VDEV_PHYS_OFFSET,
@@ -51,7 +52,9 @@ class Region:
     """Bytes [start, end) of file `file` (index into the seed's files), holding `kind`.
 
     `seal` names an embedded checksum to recompute after damage ("eck": a ZFS label or
-    uberblock zio_eck_t); `unverified` says the case must run without bp checksums.
+    uberblock zio_eck_t); `unverified` says the case must run without bp checksums;
+    `record` is the size of the records the region is an array of (inodes, dnodes,
+    block pointers), whose known fields the mutator aims at; 0 when not an array.
     """
 
     kind: str
@@ -60,10 +63,13 @@ class Region:
     end: int
     seal: str = ""
     unverified: bool = False
+    record: int = 0
+    compress: int = -1  # a ZFS block's compression (enum zio_compress); -1 for others
+    lsize: int = 0  # and its logical size
 
 
-def _merge_blocks(kind: str, blocks: set[int], bs: int) -> list[Region]:
-    return [Region(kind, 0, b * bs, (b + 1) * bs) for b in sorted(blocks) if b > 0]
+def _merge_blocks(kind: str, blocks: set[int], bs: int, record: int = 0) -> list[Region]:
+    return [Region(kind, 0, b * bs, (b + 1) * bs, record=record) for b in sorted(blocks) if b > 0]
 
 
 async def _ext2_regions(seed: Seed) -> list[Region]:
@@ -90,7 +96,7 @@ async def _ext2_regions(seed: Seed) -> list[Region]:
             tables.update(range(d.inode_table, d.inode_table + itable_blocks))
         regions += _merge_blocks("group_desc", descs, bs)
         regions += _merge_blocks("bitmap", bitmaps, bs)
-        regions += _merge_blocks("inode_table", tables & walked, bs)
+        regions += _merge_blocks("inode_table", tables & walked, bs, geo.inode_size)
         regions += _merge_blocks("walked", walked - tables - descs - {0, 1}, bs)
         if fs.sb.s_journal_inum:
             journal = await fs._inode(fs.sb.s_journal_inum)
@@ -109,8 +115,11 @@ def _vdev_files(vdev: object, files: list[str]) -> list[int]:
     return []
 
 
-def _bp_kind(bp: BlockPtr) -> str:
-    return f"zfs_l{bp.level}_type{bp.type}"
+def _bp_kind(bp: BlockPtr) -> tuple[str, int]:
+    """The region kind of `bp`'s block and the size of the records it is an array of."""
+    record = 128 if bp.level else 512 if bp.type in (DMU_OT_DNODE, DMU_OT_OBJSET) else 0
+    kind = "zfs_indirect" if bp.level else f"zfs_type{bp.type}"
+    return kind, record
 
 
 async def _zfs_regions(seed: Seed) -> list[Region]:
@@ -152,7 +161,11 @@ async def _zfs_regions(seed: Seed) -> list[Region]:
                     start = VDEV_LABEL_START_SIZE + dva.offset
                     if (f, start) not in seen:
                         seen.add((f, start))
-                        blocks.append(Region(_bp_kind(bp), f, start, start + bp.psize, "", True))
+                        kind, record = _bp_kind(bp)
+                        end = start + bp.psize
+                        blocks.append(
+                            Region(kind, f, start, end, "", True, record, bp.compress, bp.lsize)
+                        )
         except Exception:
             pass  # an encrypted or partly unreadable seed: the blocks reached so far
         step = max(1, len(blocks) // ZFS_BLOCKS_MAX)

@@ -7,7 +7,9 @@ case out, or see it kill the process, without losing the run: a Python loop that
 awaits cannot be cancelled from inside.
 
 A case with `unverified` set runs with block-pointer checksums accepted as they are
-(zio's comparison replaced for that case), as if the damage had been resealed.
+(zio's comparison replaced for that case), as if the damage had been resealed; one with
+`logical` patches runs with zio's decompression wrapped to apply them to the blocks they
+name (by the sha256 of their stored bytes).
 """
 
 from __future__ import annotations
@@ -96,6 +98,35 @@ def checksums_accepted(on: bool) -> Iterator[None]:
         zio._matches = saved
 
 
+@contextmanager
+def logical_damage(patches: tuple[tuple[str, int, bytes], ...]) -> Iterator[None]:
+    """While inside, a block whose stored bytes hash to a key of `patches` decompresses
+    to its bytes with those patches applied."""
+    if not patches:
+        yield
+        return
+    by_block: dict[str, list[tuple[int, bytes]]] = {}
+    for key, offset, data in patches:
+        by_block.setdefault(key, []).append((offset, data))
+    real = zio.decompress
+
+    def damaged(compress: int, src: bytes, lsize: int) -> bytes:
+        out = real(compress, src, lsize)
+        edits = by_block.get(hashlib.sha256(src).hexdigest())
+        if edits:
+            buf = bytearray(out)
+            for offset, data in edits:
+                buf[offset : offset + len(data)] = data
+            out = bytes(buf[:lsize])
+        return out
+
+    zio.decompress = damaged
+    try:
+        yield
+    finally:
+        zio.decompress = real
+
+
 def driver_named(name: str) -> object:
     if name == "ext2":
         from uvfs_fs.ext2 import DRIVER
@@ -111,7 +142,11 @@ def run_case(driver: str, files: list[Path], case: Case) -> dict:
         before = [sparse_sha256(p) for p in files]
         result: dict = {"number": case.number, "failure": None, "answers": 0}
         try:
-            with ExitStack() as stack, checksums_accepted(case.unverified):
+            with (
+                ExitStack() as stack,
+                checksums_accepted(case.unverified),
+                logical_damage(case.logical),
+            ):
                 images = [stack.enter_context(FuzzImage(str(p))) for p in files]
                 result["answers"] = trio.run(walk_images, driver_named(driver), images)
         except Written as e:
