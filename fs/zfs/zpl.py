@@ -489,13 +489,14 @@ class ZfsFileSystem:
         avail = max(size - used, 0)
         bs = 1 << 9
         objects = sum(bp.fill for bp in root.objset.meta.dn_blkptr) if root.objset else 0
+        cap = (1 << 64) - 1  # statfs counts are u64: damaged sizes and fills must not pass
         return StatFS(
             block_size=bs,
-            blocks=max(size, used) // bs,
-            blocks_free=avail // bs,
-            blocks_avail=avail // bs,
-            files=objects + (avail >> 9),
-            files_free=avail >> 9,
+            blocks=min(max(size, used) // bs, cap),
+            blocks_free=min(avail // bs, cap),
+            blocks_avail=min(avail // bs, cap),
+            files=min(objects + (avail >> 9), cap),
+            files_free=min(avail >> 9, cap),
         )
 
     async def _pool_size(self) -> int:
