@@ -22,7 +22,7 @@ bench-quick: setup
 	.venv/bin/python -m tools.bench --quick
 
 # Damaged metadata of real images through each driver (tools/fuzz): no traceback, no hang,
-# no write; both drivers run, either failing fails. Failures land in /tmp/uvfs-fuzz/failures.
+# no write; both drivers run, either failing fails. Failing images are kept (paths printed).
 FUZZ = .venv/bin/python -m tools.fuzz --count 10000 --jobs 2 --progress
 fuzz: setup
 	$(FUZZ) --driver ext2; status=$$?; $(FUZZ) --driver zfs && exit $$status

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._corpus import CorpusError, seeds
+from ._corpus import CorpusError, default_workdir, seeds
 from ._run import pristine_hashes, replay, run
 
 
@@ -24,9 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--first", type=int, default=0, help="number of the first case")
     p.add_argument("--jobs", type=int, default=1, help="worker processes")
     p.add_argument("--timeout", type=float, default=20.0, help="seconds per image before a hang")
-    p.add_argument(
-        "--workdir", type=Path, default=Path("/tmp/uvfs-fuzz"), help="seeds are built here"
-    )
+    p.add_argument("--workdir", type=Path, default=default_workdir(), help="seeds are kept here")
     p.add_argument("--out", type=Path, help="failing cases go here (default: WORKDIR/failures)")
     p.add_argument(
         "--replay",

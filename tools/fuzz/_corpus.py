@@ -2,9 +2,11 @@
 
 Each seed is a set of image files (one for ext2, a pool's vdevs for ZFS) under
 ``<workdir>/seeds/<driver>/<name>/``; a ``ready`` file marks a finished build, so later
-runs reuse them. The ext2 seeds cover the feature sets a user meets (ext2, ext3 with a
-journal, ext4 with and without metadata_csum, 1 and 4 KiB blocks, inline data, ea_inode, a
-journal left needing recovery); their tree holds an htree directory (built by
+runs reuse them (building the ZFS pools takes zfs-fuse half a minute).
+
+The ext2 seeds cover the feature sets a user meets (ext2, ext3 with a journal, ext4 with
+and without metadata_csum, 1 and 4 KiB blocks, inline data, ea_inode, a journal left
+needing recovery); their tree holds an htree directory (built by
 ``e2fsck -fD``), xattrs in the inode and in a block, fast and slow symlinks, sparse files
 with many extents, devices and hard links. The ZFS seeds are pools zfs-fuse builds (a
 single disk and a mirror; micro and fat ZAP directories, snapshots, xattrs) and the shared
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import bz2
 import contextlib
+import hashlib
 import os
 import shutil
 import subprocess
@@ -23,6 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 TESTDATA = Path("/work/shared/testdata/zfs")
+
+
+def default_workdir() -> Path:
+    """Where seeds are kept between runs: named after this module's text, so a change to
+    what the seeds hold builds them afresh instead of reusing stale ones."""
+    stamp = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:10]
+    return Path("/var/tmp/uvfs-fuzz") / stamp
 
 
 class CorpusError(Exception):

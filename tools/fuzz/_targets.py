@@ -18,6 +18,7 @@ way the parsers see what a crafter who recomputed the checksums would show them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -181,7 +182,8 @@ async def _regions(driver: str, seed: Seed) -> list[Region]:
 
 def regions(driver: str, seed: Seed, workdir: Path) -> list[Region]:
     """The metadata regions of `seed`, found once and kept in `workdir`."""
-    cache = workdir / "regions" / f"{driver}-{seed.name}.json"
+    stamp = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:10]  # stale if changed
+    cache = workdir / "regions" / f"{driver}-{seed.name}-{stamp}.json"
     if cache.exists():
         return [Region(**r) for r in json.loads(cache.read_text())]
     found = trio.run(_regions, driver, seed)
