@@ -7,7 +7,7 @@ key, the kernel (fs/crypto/fname.c, hooks.c) shows what can be shown:
 - **No-key names.** A name of a directory is shown as the unpadded base64url of a
   `fscrypt_nokey_name`: the name's two htree hashes (little-endian words), then its
   ciphertext, whole if it is at most 149 bytes; a longer one keeps its first 149 bytes
-  and the SHA-256 of the rest (180 bytes in all, 240 characters). The hashes are those of
+  and the SHA-256 of the rest (189 bytes in all, 252 characters). The hashes are those of
   the ciphertext under the directory's hash when the kernel lists it through the htree
   code (an indexed directory, or one of exactly one block: `readdir_hashes`), else zero.
   "." and ".." are shown as they are; a ciphertext under 16 bytes cannot be shown
@@ -37,7 +37,7 @@ from uvfs import FSError
 EXT4_ENCRYPT_FL = 0x00000800  # i_flags
 NOKEY_NAME_BYTES = 149  # fscrypt_nokey_name.bytes: ciphertext kept whole up to this
 NOKEY_NAME_MAX = 8 + NOKEY_NAME_BYTES + 32  # hashes, bytes, SHA-256 of the rest
-NOKEY_NAME_MAX_ENCODED = 240  # base64url of NOKEY_NAME_MAX bytes
+NOKEY_NAME_MAX_ENCODED = 252  # base64url of NOKEY_NAME_MAX bytes
 FNAME_MIN_MSG_LEN = 16  # no ciphertext name is shorter (FSCRYPT_FNAME_MIN_MSG_LEN)
 _HASHES = struct.Struct("<II")  # dirhash[0] (major), dirhash[1] (minor)
 _SYMLINK_LEN = struct.Struct("<H")  # fscrypt_symlink_data.len
