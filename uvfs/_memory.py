@@ -257,7 +257,8 @@ class ChargedLRU(Generic[_K, _V]):
     def __init__(self, memory: MemoryBudget, capacity: int | None = None) -> None:
         self.memory = memory
         self.capacity = capacity
-        self._items: OrderedDict[_K, tuple[_V, int, float]] = OrderedDict()  # oldest first
+        # key -> [value, weight, last use], oldest first; a list, so a hit stamps in place
+        self._items: OrderedDict[_K, list] = OrderedDict()
         self._charge = 0
         self.peak = 0  # the highest charge after a put settled
 
@@ -269,7 +270,7 @@ class ChargedLRU(Generic[_K, _V]):
         item = self._items.get(key)
         if item is None:
             return default
-        self._items[key] = (item[0], item[1], monotonic())
+        item[2] = monotonic()
         self._items.move_to_end(key)
         return item[0]
 
@@ -283,7 +284,7 @@ class ChargedLRU(Generic[_K, _V]):
         weight += ENTRY_CHARGE
         if weight > self.memory.budget or (self.capacity is not None and weight > self.capacity):
             return
-        self._items[key] = (value, weight, monotonic())
+        self._items[key] = [value, weight, monotonic()]
         self._charge += weight
         if self.capacity is not None and self._charge > self.capacity:
             self.shrink(self.capacity)
