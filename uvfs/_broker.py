@@ -67,18 +67,23 @@ METADATA_ENTRIES = 100_000  # weight of the read-only metadata cache (a listing 
 _ABSENT = object()  # not in the metadata cache
 _MISSING = object()  # cached: the name does not exist
 
+_DAMAGE = frozenset({errno.EIO, errno.EUCLEAN, errno.EBADMSG})  # errnos of a damaged image
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 
 def _request(method: Callable[_P, Awaitable[_T]]) -> Callable[_P, Awaitable[_T]]:
-    """Turn an unexpected exception from a driver into EIO for this request alone."""
+    """Turn an unexpected exception from a driver into EIO for this request alone; log the
+    driver's account of damage it met (EIO, EUCLEAN, EBADMSG with a message naming the
+    object), as the kernel logs a filesystem error."""
 
     @functools.wraps(method)
     async def guarded(*args: _P.args, **kwargs: _P.kwargs) -> _T:
         try:
             return await method(*args, **kwargs)
-        except FSError:
+        except FSError as e:
+            if e.errno in _DAMAGE and e.message:
+                log.warning("%s: %s", method.__name__, e.message)
             raise
         except Exception:
             log.exception("driver failed in %s; answering EIO", method.__name__)
