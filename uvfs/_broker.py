@@ -232,6 +232,17 @@ class Broker:
             raise FSError(absent_errno)
         return self.fs
 
+    def forget_driver_state(self) -> set[int]:
+        """Forget every answer of the driver kept here, after it lost changes it had
+        answered (the process of an isolated driver was restarted): the mount's file data
+        in the buffer cache and remembered metadata. The kernel's numbers of the nodes it
+        holds are returned: its cached data and attributes of them must go too."""
+        if self.cache is not None:
+            self.cache.invalidate_mount(self.mount_id)
+        if self._metadata is not None:
+            self._metadata.clear()
+        return {ROOT, *map(self._swap, self._lookups)}
+
     # --- statistics -------------------------------------------------------------------------
 
     def count(self, failed: bool) -> None:

@@ -354,10 +354,14 @@ class BufferCache:
             self._forget(file)
             self._discard_if_idle(file)
 
-    def drop_mount(self, mount: int) -> None:
-        """Forget every file of `mount` (unmounted); its counters go into the totals."""
+    def invalidate_mount(self, mount: int) -> None:
+        """`invalidate` every file of `mount` (its driver lost changes it had answered)."""
         for key in [key for key in self._files if key[0] == mount]:
             self.invalidate(key)
+
+    def drop_mount(self, mount: int) -> None:
+        """Forget every file of `mount` (unmounted); its counters go into the totals."""
+        self.invalidate_mount(mount)
         counters = self._mounts.pop(mount, None)
         if counters is not None:
             for name in _COUNTERS:
