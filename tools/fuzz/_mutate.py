@@ -29,6 +29,7 @@ import random
 import struct
 from dataclasses import dataclass
 
+from uvfs_fs.ext2.csum import S_CHECKSUM, crc32c_le
 from uvfs_fs.zfs.checksum import ZIO_CHECKSUM_LABEL, compute, eck_byteorder
 from uvfs_fs.zfs.compress import decompress
 
@@ -155,6 +156,14 @@ def seal_eck(buf: bytearray, offset: int) -> None:
     buf[-32:] = struct.pack(fmt, *words)
 
 
+def seal_ext4_superblock(buf: bytearray, offset: int) -> None:
+    """Recompute a metadata_csum superblock's s_checksum (crc32c of what precedes it)."""
+    buf[S_CHECKSUM:] = crc32c_le(0xFFFFFFFF, bytes(buf[:S_CHECKSUM])).to_bytes(4, "little")
+
+
+SEALS = {"eck": seal_eck, "ext4_sb": seal_ext4_superblock}
+
+
 def _diff(file: int, start: int, old: bytes, new: bytes) -> list[Patch]:
     """The changed runs of `new` against `old`, as patches (gaps under 16 bytes merged)."""
     patches: list[Patch] = []
@@ -215,8 +224,8 @@ class Mutator:
                 continue
             buf = bytearray(old)
             mutate(buf, rng, region.record)
-            if region.seal == "eck" and rng.random() < SEAL_PROBABILITY:
-                seal_eck(buf, region.start)
+            if region.seal and rng.random() < SEAL_PROBABILITY:
+                SEALS[region.seal](buf, region.start)
             patches += _diff(region.file, region.start, old, bytes(buf))
             kinds.append(region.kind)
             unverified |= region.unverified

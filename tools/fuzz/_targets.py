@@ -53,9 +53,10 @@ class Region:
     """Bytes [start, end) of file `file` (index into the seed's files), holding `kind`.
 
     `seal` names an embedded checksum to recompute after damage ("eck": a ZFS label or
-    uberblock zio_eck_t); `unverified` says the case must run without bp checksums;
-    `record` is the size of the records the region is an array of (inodes, dnodes,
-    block pointers), whose known fields the mutator aims at; 0 when not an array.
+    uberblock zio_eck_t; "ext4_sb": a metadata_csum superblock's s_checksum);
+    `unverified` says the case must run without bp checksums; `record` is the size of
+    the records the region is an array of (inodes, dnodes, block pointers), whose known
+    fields the mutator aims at, 0 when not an array.
     """
 
     kind: str
@@ -87,7 +88,8 @@ async def _ext2_regions(seed: Seed) -> list[Region]:
         image.on_read = record
         await walk_images(EXT2, [image], walks.append)
         image.on_read = None
-        regions = [Region("superblock", 0, 1024, 2048)]
+        csummed = "metadata_csum" in geo.features
+        regions = [Region("superblock", 0, 1024, 2048, "ext4_sb" if csummed else "")]
         descs, bitmaps, tables = set(), set(), set()
         itable_blocks = -(-geo.inodes_per_group * geo.inode_size // bs)
         for group in range(geo.groups_count):
