@@ -13,10 +13,18 @@ Unicode (14.0 on Python 3.11), and the kernel passes characters newer than 12.1 
 untouched (no folding, no decomposition, combining class 0), so the code points that
 Unicode 13.0 and 14.0 added *and* Python would fold, decompose or reorder are listed in
 `_NEWER` and kept as they are. The ignorables are 12.1's (`_IGNORABLE`: U+180F, made one
-in 14.0, is not). Both tables were checked against e2fsprogs' copy of the kernel's utf8data
-(every code point, and random strings): the folds agree (tests/ext2/test_casefold.py
-checks names against debugfs's casefolded hashes). A later Python only adds code points
-to `_NEWER`; one built on an older Unicode than 12.1 would fold less than the kernel.
+in 14.0, is not). `_NEWER` is complete for Unicode 14.0 (`TABLES_UNICODE`); a Python of
+a later Unicode would fold the characters that Unicode added, which the kernel does not,
+so test_casefold.py fails there until they are listed too.
+
+The kernel folds one character at a time and then puts each run of combining marks in
+canonical order, reading the bytes with its own cursor (utf8byte), whose ways are kept:
+a run ends at an ignorable as at a starter; a continuation byte where a character should
+start is invalid first in the name but otherwise copied through, once for each pass the
+cursor makes over the run of marks it sits in. All of this was checked against
+e2fsprogs' copy of the kernel's tables: every code point alone, and 200,000 random
+strings (combining marks, ignorables, newer characters, Hangul, invalid bytes) fold to
+the same bytes; tests/ext2/test_casefold.py checks folded hashes against debugfs.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from uvfs import FSError, Refusal
 EXT4_ENC_UTF8_12_1 = 1  # s_encoding
 EXT4_ENC_STRICT_MODE_FL = 0x0001  # s_encoding_flags
 EXT4_CASEFOLD_FL = 0x40000000  # i_flags: the directory's names are casefolded
+TABLES_UNICODE = "14.0.0"  # the unicodedata version `_NEWER` was made for
 
 # Default_Ignorable_Code_Point in Unicode 12.1 (DerivedCoreProperties.txt), as ranges.
 _IGNORABLE = (

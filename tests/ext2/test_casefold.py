@@ -22,7 +22,7 @@ import pytest
 from tests.conftest import need
 from tests.ext2.conftest import open_image
 from uvfs import FSError, Refusal
-from uvfs_fs.ext2.casefold import Folding, casefold
+from uvfs_fs.ext2.casefold import TABLES_UNICODE, Folding, casefold
 from uvfs_fs.ext2.htree import dx_hash_pair
 
 EXT4_CASEFOLD_FL, EXT4_EXTENTS_FL = 0x40000000, 0x00080000
@@ -36,6 +36,11 @@ NAMES = [
     "a\u0301\u0316", "a\u0316\u0301", "Ꟈ-newer", "ꟈ-newer", "Ⅻ", "①", "\uff21\uff22\uff23",
     "e\u0345\u0301",
 ]  # fmt: skip
+
+
+def test_unicodedata_is_the_version_the_tables_were_made_for() -> None:
+    """Characters a later Unicode adds must be listed in casefold._NEWER first."""
+    assert unicodedata.unidata_version == TABLES_UNICODE
 
 
 def test_folds_as_the_kernel_tables() -> None:
