@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import pyfuse3
@@ -25,6 +25,7 @@ import trio
 from uvfs._api import FileSystem, FSError
 from uvfs._broker import Broker, Timeouts
 from uvfs._fuse import FuseOperations
+from uvfs._isolation import on_restart
 from uvfs._runtime import unescape_mount_field
 
 if TYPE_CHECKING:
@@ -80,6 +81,13 @@ async def _write_back(broker: Broker) -> None:
             await broker.sync()
 
 
+def _invalidate_nodes(nodes: Iterable[int]) -> None:
+    """Make the kernel forget its cached data and attributes of `nodes`."""
+    for ino in nodes:
+        with contextlib.suppress(OSError):  # ENOENT: the kernel let it go meanwhile
+            pyfuse3.invalidate_inode(ino)
+
+
 async def serve(
     filesystem: FileSystem,
     mountpoint: str,
@@ -125,10 +133,23 @@ async def serve(
         # the only way to check a path walk whose names it has cached.
         options.add("default_permissions")
     operations = FuseOperations(broker, os.getuid() if fakeroot else None)
+    mounted = False
+
+    async def forget_lost_changes() -> None:
+        """An isolated driver restarted, losing what it had answered but not written back:
+        neither the broker's caches nor the kernel's may show that."""
+        nodes = broker.forget_driver_state()
+        if mounted:
+            # In a thread: the kernel may first write back dirty mmap pages of a node,
+            # with requests this loop answers.
+            await trio.to_thread.run_sync(_invalidate_nodes, nodes)
+
     try:
         pyfuse3.init(operations, mountpoint, options)
     except RuntimeError as e:
         raise MountFailed(f"{mountpoint}: cannot mount: {e}") from None
+    mounted = True
+    on_restart(filesystem, forget_lost_changes)
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_raise_read_ahead, operations.initialized, target)
@@ -138,6 +159,7 @@ async def serve(
             await pyfuse3.main()
             nursery.cancel_scope.cancel()
     finally:
+        mounted = False
         pyfuse3.close(unmount=True)
         with trio.CancelScope(shield=True):
             await broker.close()
