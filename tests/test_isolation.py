@@ -30,7 +30,7 @@ CRASHY = textwrap.dedent('''
     """Five files in memory and ways to die: reading "crash" or opening "poison" crashes the
     process (in C), reading or writing "slow" takes a second, reading "hog" the first time
     runs out of memory. While a file "die-on-open" lies beside this module, opening the
-    images kills the process too."""
+    images kills the process too. What is written stays in the process's memory only."""
     import ctypes, errno, itertools, os, stat
     import trio
     import uvfs
@@ -52,13 +52,14 @@ CRASHY = textwrap.dedent('''
             # Handles differ from one process to the next: an old one here is EBADF.
             self.handles = set()
             self.numbers = itertools.count(os.getpid() << 16)
+            self.data = {ino: bytearray(DATA) for ino in FILES.values()}
 
         async def getattr(self, ino):
             if ino == 1:
                 return uvfs.Attr(ino=1, mode=stat.S_IFDIR | 0o755, nlink=2, uid=0, gid=0, size=0)
             if ino in FILES.values():
                 return uvfs.Attr(ino=ino, mode=stat.S_IFREG | 0o644, nlink=1, uid=0, gid=0,
-                                 size=len(DATA))
+                                 size=len(self.data[ino]))
             raise uvfs.FSError(errno.ENOENT)
 
         async def lookup(self, parent, name):
@@ -83,13 +84,14 @@ CRASHY = textwrap.dedent('''
             if ino == FILES[b"hog"] and not os.path.exists(HOGGED):
                 open(HOGGED, "w").close()
                 raise MemoryError
-            return DATA[offset : offset + size]
+            return bytes(self.data[ino][offset : offset + size])
 
         async def write(self, ino, handle, offset, data):
             if handle not in self.handles:
                 raise uvfs.FSError(errno.EBADF)
             if ino == FILES[b"slow"]:
                 await trio.sleep(1)
+            self.data[ino][offset : offset + len(data)] = data
             return len(data)
 
         async def release(self, ino, handle):
@@ -240,6 +242,26 @@ def test_a_write_in_flight_fails_with_eio_and_fsync_tells_of_lost_writes(mount, 
     finally:
         os.close(calm)
         os.close(slow)
+
+
+def test_no_cache_shows_writes_a_restarted_read_write_driver_lost(mount, crashy) -> None:
+    # The broker's cache is on: written bytes are cached (write-allocate), and the kernel's
+    # page cache holds them as well.
+    mnt = _mount_crashy(mount, crashy, "rw,isolate")
+    calm = os.open(mnt / "calm", os.O_RDWR)
+    try:
+        assert os.pwrite(calm, b"LOST", 0) == 4  # only in the driver process's memory
+        assert os.pread(calm, 100, 0) == b"LOST" + DATA[4:]
+        os.posix_fadvise(calm, 0, 0, os.POSIX_FADV_DONTNEED)
+        assert os.pread(calm, 100, 0) == b"LOST" + DATA[4:]  # from the broker's cache
+        _kill_driver(mnt)
+        _wait_for_restarts(mnt, 1)
+        # The new process never saw the write: neither the kernel's page cache (the same
+        # open file, no fadvise) nor the broker's shows it any more.
+        assert os.pread(calm, 100, 0) == DATA
+        assert (mnt / "calm").read_bytes() == DATA
+    finally:
+        os.close(calm)
 
 
 def test_a_driver_that_dies_on_every_open_is_given_up(mount, crashy) -> None:

@@ -539,6 +539,7 @@ class _Proxy:
         self._handles: dict[int, _Handle] = {}
         self._handle_ids = itertools.count(1)
         self._reopening = trio.Lock()
+        self._restart_callbacks: list[Callable[[], Awaitable[None]]] = []
 
     def statistics(self) -> DriverStatistics:
         return DriverStatistics(pid=self._process.pid, restarts=self._restarts)
@@ -715,9 +716,15 @@ class _Proxy:
             await process.stop()
             self._give_up("came back with another root or other operations")
             return
+        self._install(process)
+        if options.writable:
+            for callback in self._restart_callbacks:
+                try:
+                    await callback()
+                except Exception:
+                    log.exception("a callback after the restart of the %s driver failed", driver)
         self._restarts += 1
         log.warning("the %s driver restarted as process %d", driver, process.pid)
-        self._install(process)
 
     def _install(self, process: _DriverProcess) -> None:
         self._process = process
@@ -730,6 +737,15 @@ class _Proxy:
         )
         self._failed = True
         self._changed.set()
+
+
+def on_restart(fs: api.FileSystem, callback: Callable[[], Awaitable[None]]) -> None:
+    """Have `callback` awaited whenever `fs`, an isolated writable driver, has restarted:
+    once the new process serves, before the restart counts in its statistics. What the dead
+    process had answered but not written back is gone, so the caches must not show it.
+    Nothing happens for a driver served in-process."""
+    if isinstance(fs, _Proxy):
+        fs._restart_callbacks.append(callback)
 
 
 def _unwrap(operation: str, reply: list) -> Any:
