@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from uvfs import LRU, Attr, DirEntry, FSError, MemoryBudget, StatFS
+from uvfs import LRU, Attr, ChargedLRU, DirEntry, FSError, MemoryBudget, StatFS
 
 from .dmu import DMU_OST_ZFS, BlockCache, ObjectSet
 from .dnode import DMU_OT_SA, DMU_OT_ZNODE, DnodePhys
@@ -66,7 +66,7 @@ LINUX_XATTR_PREFIXES = (b"user.", b"trusted.", b"security.", b"system.")
 MAX_SYMLINK = 1 << 16
 XATTR_SIZE_MAX = 1 << 16  # Linux's limit on one value
 MAX_PATH_DEPTH = 256
-ZNODE_CACHE = 8192
+ZNODE_CHARGE = 2048  # budget bytes per cached znode: it (~750) and the dnode it holds (~1450)
 ZAP_CACHE = 64  # open ZAPs (directories, xattr directories) kept: each holds its block 0
 MAX_CONFIG = 16 << 20
 ZFS_DIRENT_TYPE_SHIFT = 60  # a directory entry's value: type << 60 | object (ZPL >= 2)
@@ -121,7 +121,7 @@ class ZfsFileSystem:
         # (dataset index, directory object) -> {name: dataset index mounted there}
         self.mounts: dict[tuple[int, int], dict[bytes, int]] = {}
         self.root = 0
-        self._znodes: LRU[int, tuple[Znode, DnodePhys]] = LRU(ZNODE_CACHE)
+        self._znodes: ChargedLRU[int, tuple[Znode, DnodePhys]] = cache.memory.lru("zfs znodes")
         self._zaps: LRU[int, Zap] = LRU(ZAP_CACHE)
         self._read_ends: LRU[int, int] = LRU(READ_STREAMS)  # ino -> where its last read ended
         self._size: int | None = None
@@ -315,7 +315,7 @@ class ZfsFileSystem:
             z = znode_from_sa(*await self._sa_attrs(m, dn))
         else:
             raise FSError(errno.EIO, f"object {obj}: bonus type {dn.dn_bonustype} is no znode")
-        self._znodes.put(key, (z, dn))
+        self._znodes.put(key, (z, dn), ZNODE_CHARGE)
         return z, dn
 
     async def _sa_attrs(self, m: DatasetView, dn: DnodePhys) -> tuple[dict[str, bytes], str]:
