@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import errno
 import logging
+import math
 import os
 import signal
 import stat
@@ -31,7 +32,7 @@ from uvfs import _registry, _runtime
 from uvfs._cache import BufferCache
 from uvfs._control import serve_control
 from uvfs._image import ImageInUse
-from uvfs._isolation import driver_statistics, isolated
+from uvfs._isolation import DEFAULT_TIMEOUT, driver_statistics, isolated
 from uvfs._memory import DEFAULT_BUDGET, MemoryBudget
 from uvfs._mount import MountFailed, serve
 from uvfs._source import Source, Survey, choose, open_container, open_source, survey
@@ -52,6 +53,7 @@ class Options:
     writable: bool = True  # mount(8) mounts read-write unless told otherwise
     force: bool = False
     isolate: bool = False  # serve the driver from a process of its own
+    driver_timeout: float = DEFAULT_TIMEOUT  # seconds before an isolated driver is hung
     fakeroot: bool = False  # the mounting user acts as root inside the image
     fuse: tuple[str, ...] = ()
     cache_size: int = DEFAULT_CACHE_SIZE
@@ -68,9 +70,20 @@ def parse_size(text: str) -> int:
     return int(number) * _SIZE_UNITS[unit]
 
 
+def _parse_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds < math.inf:
+        raise UserError(f"bad driver_timeout '{text}' (expected seconds, e.g. 60)")
+    return seconds
+
+
 def parse_options(text: str | None) -> Options:
     """Parse mount(8)-style ``-o`` options; an unknown one is a `UserError` naming it."""
     writable, fuse, cache_size, partition = True, [], DEFAULT_CACHE_SIZE, None
+    driver_timeout: float | None = None
     flags = {"force": False, "isolate": False, "fakeroot": False}
     for item in filter(None, (text or "").split(",")):
         name, _, value = item.partition("=")
@@ -86,20 +99,25 @@ def parse_options(text: str | None) -> Options:
             if not value.isdigit() or int(value) < 1:
                 raise UserError(f"bad partition number '{value}' (expected 1, 2, ...)")
             partition = int(value)
+        elif name == "driver_timeout" and value:
+            driver_timeout = _parse_seconds(value)
         else:
             known = (
                 "ro, rw, allow_other, default_permissions, debug, force, isolate, fakeroot, "
-                "cache_size=SIZE, partition=N"
+                "cache_size=SIZE, partition=N, driver_timeout=SECS"
             )
             raise UserError(f"unknown mount option '{item}' (known: {known})")
     if flags["fakeroot"] and "allow_other" in fuse:
         raise UserError(
             "fakeroot cannot be combined with allow_other (nothing would check the other users)"
         )
+    if driver_timeout is not None and not flags["isolate"]:
+        raise UserError("driver_timeout needs isolate (only a driver process can be restarted)")
     return Options(
         writable=writable,
         force=flags["force"],
         isolate=flags["isolate"],
+        driver_timeout=DEFAULT_TIMEOUT if driver_timeout is None else driver_timeout,
         fakeroot=flags["fakeroot"],
         fuse=tuple(fuse),
         cache_size=cache_size,
@@ -282,7 +300,8 @@ async def _open_filesystem(
     """Open the images and the driver, here or (``isolate``) in a process of their own."""
     mount_options = api.MountOptions(writable=writable, force=options.force, memory=memory)
     if options.isolate:
-        return await stack.enter_async_context(isolated(spec, sources, mount_options))
+        opened = isolated(spec, sources, mount_options, timeout=options.driver_timeout)
+        return await stack.enter_async_context(opened)
     images = [stack.enter_context(_open_source(s, writable)) for s in sources]
     return await driver.open(images, mount_options)
 
