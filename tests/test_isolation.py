@@ -4,6 +4,7 @@ with EIO, open files stay open, and a driver that keeps dying is given up with o
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -262,6 +263,69 @@ def test_no_cache_shows_writes_a_restarted_read_write_driver_lost(mount, crashy)
         assert (mnt / "calm").read_bytes() == DATA
     finally:
         os.close(calm)
+
+
+def _stop_driver(mountpoint: Path) -> int:
+    """SIGSTOP the driver process: alive, answering nothing; its pid."""
+    pid, _ = _driver(mountpoint)
+    os.kill(pid, signal.SIGSTOP)
+    return pid
+
+
+def _resume(pid: int) -> None:
+    """SIGCONT `pid` if it still runs, so that no stopped process outlives a failed test."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGCONT)
+
+
+def test_a_hung_driver_is_killed_and_a_read_asked_again(mount, crashy) -> None:
+    mnt = _mount_crashy(mount, crashy, "ro,isolate,cache_size=0,driver_timeout=2")
+    stopped = _stop_driver(mnt)
+    try:
+        started = time.monotonic()
+        assert (mnt / "calm").read_bytes() == DATA  # its open was asked of the next process
+        assert 2 <= time.monotonic() - started < 10
+    finally:
+        _resume(stopped)
+    assert _driver(mnt)[1] == 1
+    log = _server_log(mnt)
+    assert log.count("killing it as hung") == 1
+    assert log.count(f"driver process {stopped} was killed by SIGKILL") == 1
+
+
+def test_a_write_to_a_hung_driver_fails_with_eio_and_the_mount_goes_on(mount, crashy) -> None:
+    mnt = _mount_crashy(mount, crashy, "rw,isolate,driver_timeout=1")
+    calm = os.open(mnt / "calm", os.O_WRONLY)
+    try:
+        stopped = _stop_driver(mnt)
+        try:
+            started = time.monotonic()
+            assert _errno_of(os.pwrite, calm, b"x", 0) == errno.EIO  # may have happened
+            assert 1 <= time.monotonic() - started < 10
+        finally:
+            _resume(stopped)
+        assert os.pwrite(calm, b"y", 0) == 1  # the same open file, on the next process
+    finally:
+        os.close(calm)
+    assert _driver(mnt)[1] == 1
+    assert (mnt / "calm").read_bytes() == b"y" + DATA[1:]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ("driver_timeout=5", "driver_timeout needs isolate"),
+        ("isolate,driver_timeout=0", "bad driver_timeout '0'"),
+        ("isolate,driver_timeout=soon", "bad driver_timeout 'soon'"),
+    ],
+)
+def test_driver_timeout_is_seconds_for_an_isolated_driver(options: str, message: str) -> None:
+    from uvfs._mount_command import parse_options
+    from uvfs._user_error import UserError
+
+    assert parse_options("isolate,driver_timeout=2.5").driver_timeout == 2.5
+    with pytest.raises(UserError, match=message):
+        parse_options(options)
 
 
 def test_a_driver_that_dies_on_every_open_is_given_up(mount, crashy) -> None:
