@@ -16,7 +16,7 @@ import pytest
 from tools.bench._audit import COMMANDS
 from tools.bench._framework import WORKLOADS as FRAMEWORK
 from tools.bench._ramtree import RENAME_EXCHANGE, ROOT, RamTree
-from tools.bench._results import BARE, TARGETS, UVFS_RAM, workload_ops
+from tools.bench._results import BARE, TARGETS, UVFS_ISOLATE, UVFS_RAM, workload_ops
 from tools.bench._sizes import TINY
 from tools.bench._suite import READS, WRITES, ZFS_READS
 
@@ -44,7 +44,11 @@ def test_tiny_run_reports_every_workload_and_system(tmp_path: Path) -> None:
     writes = ["write"] + [s for s in ("write-ext4",) if s not in skipped]
     floor = {BARE, UVFS_RAM}  # the write floor (ext2 suite only): the in-memory tree
     expected = {
-        **{("ext2", w, p): {"uvfs", "kernel", "fuse2fs"} for w in READS for p in ("cold", "warm")},
+        **{
+            ("ext2", w, p): {"uvfs", "kernel", "fuse2fs", UVFS_ISOLATE}
+            for w in READS
+            for p in ("cold", "warm")
+        },
         **{
             (suite, w, "cold"): {"uvfs", "kernel", "fuse2fs"}
             | (floor if suite == "write" else set())

@@ -9,7 +9,9 @@ divided by the requests it is the server's cost per request. The peak is the ker
 high-water mark of the server's resident set (``VmHWM``), reset to the current RSS just
 before the workload by writing 5 to ``/proc/PID/clear_refs``; so it covers the workload
 alone, and the caches the server already filled count as well, as they must against a
-memory budget. A kernel mount has no server: nothing is observed.
+memory budget. A server's child processes count with it (``uvfs -o isolate`` serves the
+driver from one): their CPU time is added, and so are their peaks (a bound on the peak of
+the whole). A kernel mount has no server: nothing is observed.
 """
 
 from __future__ import annotations
@@ -39,11 +41,28 @@ def peak_rss(pid: int) -> int:
     raise BenchError(f"/proc/{pid}/status has no VmHWM")
 
 
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/PID/stat from field 3 on (the command name, field 2, may hold spaces)."""
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+
+
 def cpu_seconds(pid: int) -> float:
     """The user + system time `pid` has used, all its threads."""
-    # The command name (field 2) may hold spaces: count fields after its closing ")".
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    fields = _stat_fields(pid)
     return (int(fields[11]) + int(fields[12])) * TICK  # utime, stime: fields 14, 15
+
+
+def family(pid: int) -> list[int]:
+    """`pid` and its child processes."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int(_stat_fields(int(entry.name))[1]) == pid:  # ppid: field 4
+                    children.append(int(entry.name))
+            except (OSError, IndexError):  # it ended meanwhile
+                continue
+    return [pid, *children]
 
 
 @contextlib.contextmanager
@@ -57,11 +76,13 @@ def observe(mount: Mount, cell: Measurement) -> Iterator[None]:
         yield
         return
     requests = mount.requests()
-    reset_peak_rss(pid)
-    cpu = cpu_seconds(pid)
+    pids = family(pid)
+    for p in pids:
+        reset_peak_rss(p)
+    cpu = sum(map(cpu_seconds, pids))
     yield
-    cell.cpu.append(cpu_seconds(pid) - cpu)
-    cell.peak_rss.append(peak_rss(pid))
+    cell.cpu.append(sum(map(cpu_seconds, pids)) - cpu)
+    cell.peak_rss.append(sum(map(peak_rss, pids)))
     after = mount.requests()
     if requests is not None and after is not None:
         cell.requests.append(after - requests)

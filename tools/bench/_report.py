@@ -13,6 +13,7 @@ from ._results import (
     BARE,
     FLOOR_MARGIN,
     UVFS,
+    UVFS_ISOLATE,
     UVFS_RAM,
     Measurement,
     Results,
@@ -23,7 +24,8 @@ from ._sizes import MiB
 
 SHORT_ERROR = 20  # an error this short is shown in its cell, a longer one as a footnote
 SYSTEM_COLOURS = {UVFS: "#d62728", "kernel": "#7f7f7f", "fuse2fs": "#1f77b4", "zfs-fuse": "#2ca02c",
-                  BARE: "#9467bd", "plain": "#8c564b", UVFS_RAM: "#ff9896"}  # fmt: skip
+                  BARE: "#9467bd", "plain": "#8c564b", UVFS_RAM: "#ff9896",
+                  UVFS_ISOLATE: "#e377c2"}  # fmt: skip
 
 
 def workload_label(workload: str, meta: dict[str, Any]) -> str:

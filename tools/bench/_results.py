@@ -18,6 +18,7 @@ from ._sizes import MiB
 UVFS = "uvfs"
 BARE = "pyfuse3"  # pyfuse3 alone: the null tree (framework), the in-memory tree (write floor)
 UVFS_RAM = "uvfs-mem"  # uvfs with the write floor's in-memory driver
+UVFS_ISOLATE = "uvfs-isolate"  # uvfs -o isolate: the same driver in a process of its own
 
 
 @dataclass(slots=True)
@@ -167,6 +168,8 @@ TARGETS = (
            issue=None),
     Target("framework on writes: uvfs-mem <= 1.3x bare pyfuse3 (in-memory tree)", "write",
            None, "cold", BARE, 1.3, issue=None, system=UVFS_RAM),
+    Target("issue 14: cold reads, uvfs -o isolate <= 1.2x uvfs", "ext2", None, "cold", UVFS,
+           1.2, issue=None, system=UVFS_ISOLATE),
 )
 # fmt: on
 

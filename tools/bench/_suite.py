@@ -28,7 +28,7 @@ from ._images import BIG_FILE, FILES_DIR, SEED, Images
 from ._memory import memory
 from ._observe import observe
 from ._profile import Profiler
-from ._results import UVFS, Measurement, Results
+from ._results import UVFS, UVFS_ISOLATE, Measurement, Results
 from ._sizes import MiB, Sizes
 from ._systems import Fuse2fsMount, KernelMount, Mount, UvfsMount
 
@@ -188,7 +188,9 @@ class Bench:
         print(f"bench: {suite:<10} {workload:<11} {system:<9} {phase} {shown}", flush=True)
 
     def ext2(self) -> None:
-        """Reads of the ext2 image: kernel, fuse2fs, uvfs; then the broker-cache re-read."""
+        """Reads of the ext2 image: kernel, fuse2fs, uvfs, and uvfs with the driver in a
+        process of its own (``-o isolate``: what isolation costs); then the broker-cache
+        re-read."""
         image = self.images.ext2
         self.reads(
             "ext2",
@@ -198,6 +200,13 @@ class Bench:
                 "fuse2fs": lambda: Fuse2fsMount(image, self.mountpoint("fuse2fs"), writable=False),
                 UVFS: lambda: UvfsMount(
                     [image], self.mountpoint(UVFS), writable=False, fstype=self.ext2_type
+                ),
+                UVFS_ISOLATE: lambda: UvfsMount(
+                    [image],
+                    self.mountpoint(UVFS_ISOLATE),
+                    writable=False,
+                    fstype=self.ext2_type,
+                    options=",isolate",
                 ),
             },
         )
