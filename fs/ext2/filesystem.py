@@ -37,9 +37,11 @@ from uvfs import (
     Attr,
     BlockDevice,
     Caller,
+    ChargedLRU,
     DirEntry,
     FSError,
     ImageFile,
+    MemoryBudget,
     MountOptions,
     Refusal,
     StatFS,
@@ -85,11 +87,12 @@ log = logging.getLogger("uvfs.ext2")
 EXT2_ROOT_INO = 2
 EXT4_CRC32C_CHKSUM = 1  # s_checksum_type
 
-# Cache bounds. Metadata blocks by bytes, so 64 KiB blocks do not multiply the memory.
+# Cache bounds. Metadata blocks and directories charge the mount's memory budget
+# (-o cache_size, shared with the broker's cache); metadata blocks also keep within 8 MiB.
 META_CACHE_BYTES = 8 << 20
+DIRENT_CHARGE = 256  # budget bytes per cached directory name: record, index entry, name
 INODE_CACHE_ENTRIES = 8192
 DESC_CACHE_ENTRIES = 4096
-DIR_CACHE_NAMES = 1 << 20  # names held by all cached directories together
 DIR_MAX_NAMES = 1 << 24  # more in one directory is taken for corruption (repeated blocks)
 MAP_CHUNK_BLOCKS = 1024  # directory scans map this many blocks at a time
 XATTR_SIZE_MAX = 1 << 16  # the largest value getxattr(2) returns: larger ea_inode values are EIO
@@ -122,8 +125,11 @@ class Ext2FileSystem:
 
     root = EXT2_ROOT_INO
 
-    def __init__(self, image: ImageFile, sb: Container, geo: Geometry) -> None:
+    def __init__(
+        self, image: ImageFile, sb: Container, geo: Geometry, memory: MemoryBudget | None = None
+    ) -> None:
         self.image = image
+        memory = memory or MemoryBudget()
         self.sb = sb
         self.geo = geo
         self._filetype = "filetype" in geo.features
@@ -134,10 +140,10 @@ class Ext2FileSystem:
             Folding(sb.s_encoding, sb.s_encoding_flags) if "casefold" in geo.features else None
         )
         self._itable_blocks = -(-geo.inodes_per_group * geo.inode_size // geo.block_size)
-        self._meta: LRU[int, bytes] = LRU(max(16, META_CACHE_BYTES // geo.block_size))
+        self._meta: ChargedLRU[int, bytes] = memory.lru("ext2 metadata", capacity=META_CACHE_BYTES)
         self._descs: LRU[int, GroupDesc] = LRU(DESC_CACHE_ENTRIES)
         self._inodes: LRU[int, Inode] = LRU(INODE_CACHE_ENTRIES)
-        self._dirs: LRU[int, Directory] = LRU(DIR_CACHE_NAMES)
+        self._dirs: ChargedLRU[int, Directory] = memory.lru("ext2 directories")
         # metadata_csum: the checksum seed; None when the volume has no checksums
         self._csum_seed: int | None = None
         if "metadata_csum" in geo.features:
@@ -172,7 +178,7 @@ class Ext2FileSystem:
                     "reading it as it is (run e2fsck)",
                     image.path,
                 )
-        fs = cls(image, sb, geo)
+        fs = cls(image, sb, geo, options.memory)
         try:
             root = await fs._inode(EXT2_ROOT_INO)
         except FSError as e:
@@ -269,7 +275,7 @@ class Ext2FileSystem:
                 raise FSError(errno.EIO, f"metadata block {block} outside the filesystem")
             bs = self.geo.block_size
             data = await self.image.read(block * bs, bs)
-            self._meta.put(block, data)
+            self._meta.put(block, data, len(data))
         return data
 
     async def _group_desc(self, group: int) -> GroupDesc:
@@ -408,7 +414,7 @@ class Ext2FileSystem:
             if child > self.geo.inodes_count:
                 raise FSError(errno.EIO, f"directory {ino}: entry for inode {child}")
         directory = Directory(entries)
-        self._dirs.put(ino, directory, len(entries) + 1)
+        self._dirs.put(ino, directory, (len(entries) + 1) * DIRENT_CHARGE)
         return directory
 
     async def _block_entries(self, inode: Inode) -> list[tuple[bytes, int]]:

@@ -78,6 +78,7 @@ from uvfs import (
     DirEntry,
     FSError,
     ImageFile,
+    MemoryBudget,
     MountOptions,
     Refusal,
     SetAttr,
@@ -201,8 +202,10 @@ class WritableExt2(Ext2FileSystem):
     everything back and marks the volume clean.
     """
 
-    def __init__(self, image: ImageFile, sb: Container, geo: Geometry) -> None:
-        super().__init__(image, sb, geo)
+    def __init__(
+        self, image: ImageFile, sb: Container, geo: Geometry, memory: MemoryBudget | None = None
+    ) -> None:
+        super().__init__(image, sb, geo, memory)
         self._writable = False
         self._mount_state = EXT2_VALID_FS  # s_state before we marked the volume in use
         self._lock = trio.Lock()
