@@ -6,14 +6,16 @@ other than file contents (directory, htree, extent, indirect and xattr blocks), 
 first blocks of the journal (its superblock, descriptors, commits and revokes).
 
 ZFS: for every vdev, each label's config nvlist and each valid uberblock slot (both carry
-their checksum inside, so a mutation is resealed and reaches the parsers), and every block
-the test suite's `walk_pool` reaches except file contents: object sets, dnode blocks,
-ZAPs, SA and DSL objects, indirect blocks. Those are located through their first DVA on a
-disk or mirror top-level vdev (a raidz vdev spreads a block over its members: only its
-labels are damaged). A bp-addressed block keeps its checksum in its parent, so damage
-to it as stored is read with checksum verification off (`Region.unverified`), and
-damage to its logical contents is applied as it is decompressed (see _mutate.py): either
-way the parsers see what a crafter who recomputed the checksums would show them.
+their checksum inside, so a mutation is resealed and reaches the parsers), and the blocks
+the test suite's `walk_pool` reaches, other than file contents, that the driver itself
+reads as it walks the seed: object sets, dnode blocks, ZAPs, SA and DSL objects, indirect
+blocks (space maps and the like stay out: no read-only walk reaches them). Those are
+located through their first DVA on a disk or mirror top-level vdev (a raidz vdev spreads
+a block over its members: only its labels are damaged). A bp-addressed block keeps its
+checksum in its parent, so damage to it as stored is read with checksum verification off
+(`Region.unverified`), and damage to its logical contents is applied as it is
+decompressed (see _mutate.py): either way the parsers see what a crafter who recomputed
+the checksums would show them.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import trio
 from uvfs import MountOptions
 from uvfs_fs.ext2 import DRIVER as EXT2
 from uvfs_fs.ext2.group_desc import desc_location
+from uvfs_fs.zfs import DRIVER as ZFS
 from uvfs_fs.zfs.blkptr import BlockPtr
 from uvfs_fs.zfs.dnode import DMU_OT_DNODE, DMU_OT_OBJSET, DMU_OT_PLAIN_FILE_CONTENTS
 from uvfs_fs.zfs.label import (
@@ -144,6 +147,14 @@ async def _zfs_regions(seed: Seed) -> list[Region]:
                     if slots:
                         regions += [Region("uberblock", index, o, o + step, "eck") for o in slots]
                         break
+        read: set[tuple[int, int]] = set()  # (file, sector) of every sector the driver read
+        for index, image in enumerate(images):
+            image.on_read = lambda offset, size, index=index: read.update(
+                (index, sector) for sector in range(offset >> 9, (offset + size + 511) >> 9)
+            )
+        await walk_images(ZFS, images)
+        for image in images:
+            image.on_read = None
         try:
             pool = await open_pool(images)
         except Exception:
@@ -162,7 +173,7 @@ async def _zfs_regions(seed: Seed) -> list[Region]:
                     continue
                 for f in _vdev_files(pool.vdevs[dva.vdev], files)[:1]:
                     start = VDEV_LABEL_START_SIZE + dva.offset
-                    if (f, start) not in seen:
+                    if (f, start) not in seen and (f, start >> 9) in read:
                         seen.add((f, start))
                         kind, record = _bp_kind(bp)
                         end = start + bp.psize
