@@ -189,8 +189,9 @@ def replay(path: Path, workdir: Path) -> dict:
     if not images.exists():
         apply(copy_seed(by_name[case.seed], images), case.patches)
     files = sorted(images.iterdir(), key=lambda p: int(p.name.split("-", 1)[0]))
-    # The saved files are already damaged: run the case with no patches on them.
-    bare = Case(case.number, case.seed, case.kinds, (), case.unverified)
+    # The saved files are already damaged: run the case with no patches on them (its
+    # logical damage, applied as blocks are read, still applies).
+    bare = Case(case.number, case.seed, case.kinds, (), case.unverified, case.logical)
     return run_case(driver, files, bare)
 
 
