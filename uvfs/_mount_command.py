@@ -208,20 +208,29 @@ def _writable(path: str) -> bool:
 class _Progress:
     """What the serving process tells its user: on stderr in the foreground, else through
     the pipe to the ``uvfs mount`` that waits for it (lines "warning: ...", then "ok" or
-    "error: ...")."""
+    "error: ..."). The warnings are kept for ``uvfs stats``."""
 
     def __init__(self, fd: int | None) -> None:
         self._pipe = os.fdopen(fd, "w", buffering=1) if fd is not None else None
+        self.warnings: list[str] = []
 
     @property
     def detached(self) -> bool:
         return self._pipe is not None
 
     def warn(self, message: str) -> None:
+        self.warnings.append(message)
         if self._pipe is None:
             warn(message)
         elif not self._pipe.closed:
             self._pipe.write(f"warning: {message}\n")
+
+    def logged(self, message: str) -> None:
+        """A warning the server logged: `warn` it, unless the log is the user's stderr."""
+        if self.detached:
+            self.warn(message)
+        else:
+            self.warnings.append(message)
 
     def finish(self, outcome: str) -> None:
         """Say "ok" or "error: ..." and let the waiting parent go."""
@@ -268,17 +277,15 @@ class _ProgressHandler(logging.Handler):
         self.progress = progress
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.progress.warn(record.getMessage())
+        self.progress.logged(record.getMessage())
 
 
 @contextlib.contextmanager
 def _driver_warnings(progress: _Progress) -> Iterator[None]:
     """What a driver logs as a warning while it opens the image (a journal replayed in
     memory, an error state read as it is ...) reaches the user who runs ``uvfs mount``,
-    not only the server's log. In the foreground the log is already on stderr."""
-    if not progress.detached:
-        yield
-        return
+    not only the server's log (in the foreground the log is already on stderr), and
+    ``uvfs stats``."""
     handler = _ProgressHandler(progress)
     root = logging.getLogger()
     root.addHandler(handler)
@@ -352,6 +359,7 @@ async def _serve_mount(
             if cache is not None:
                 stats["cache"] = asdict(cache.statistics(broker.mount_id))
             stats["memory"] = asdict(memory.statistics())  # the driver's caches too
+            stats["warnings"] = progress.warnings  # what `uvfs mount` said
             return stats
 
         await nursery.start(serve_control, socket_path, report)
