@@ -19,20 +19,22 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import need, run_uvfs
+from tests.conftest import force_unmount, need, run_uvfs
 from tests.ext2.images import debugfs, make_image, make_tree
 from tests.ext2.test_mount_vs_kernel import view
 from uvfs._runtime import paths_for
 
 DATA = b"still here\n"
+WARNING = "writes are kept in memory only"  # what the crashy driver logs at open
 GIVE_UP = "giving up, every request now fails with EIO"
 
 CRASHY = textwrap.dedent('''
     """Five files in memory and ways to die: reading "crash" or opening "poison" crashes the
     process (in C), reading or writing "slow" takes a second, reading "hog" the first time
     runs out of memory. While a file "die-on-open" lies beside this module, opening the
-    images kills the process too. What is written stays in the process's memory only."""
-    import ctypes, errno, itertools, os, stat
+    images kills the process too. What is written stays in the process's memory only. Every
+    open warns that it is so."""
+    import ctypes, errno, itertools, logging, os, stat
     import trio
     import uvfs
 
@@ -108,6 +110,7 @@ CRASHY = textwrap.dedent('''
         async def open(self, sources, options):
             if os.path.exists(MARKER):
                 crash()
+            logging.getLogger("crashy").warning("writes are kept in memory only")
             return CrashyFS()
 
         async def describe(self, sources):
@@ -351,6 +354,25 @@ def test_a_driver_that_dies_while_reopening_its_images_is_given_up(mount, crashy
     assert log.count("exited while opening the images") == 5
     assert log.count(GIVE_UP) == 1
     assert _driver(mnt)[1] == 0
+
+
+@pytest.mark.parametrize("options", ["ro", "ro,isolate"])
+def test_what_a_driver_warns_of_at_open_mount_prints_and_stats_shows(
+    tmp_path: Path, crashy: Path, options: str
+) -> None:
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    path = os.pathsep.join(filter(None, [str(crashy), os.environ.get("PYTHONPATH")]))
+    try:
+        done = run_uvfs("mount", "-t", "crashy_driver:DRIVER", "-o", options,
+                        str(crashy / "empty.img"), str(mnt),
+                        env={**os.environ, "PYTHONPATH": path})  # fmt: skip
+        assert done.stderr == f"uvfs: {WARNING}\n"
+        assert _stats(mnt)["warnings"] == [WARNING]
+        assert f"warning: {WARNING}" in run_uvfs("stats", str(mnt)).stdout.splitlines()
+        assert _server_log(mnt).count(WARNING) == 1
+    finally:
+        force_unmount(mnt)
 
 
 # --- ext2: a reader and a writer while the driver is killed ------------------------------------

@@ -8,7 +8,8 @@ answers requests concurrently, each in its own task, replies tagged with the req
 
 Wire format: frames of a 4-byte big-endian length and a pickle. Parent to child:
 ``("open", driver, sources, options)`` once, then ``(id, operation, args, slot)``; child to
-parent: ``("ready", root, operations)`` or ``("refused", message)``, then ``("ok", value)``,
+parent: ``("ready", root, operations, warnings)`` or ``("refused", message)``, then
+``("ok", value)``,
 ``("error", errno, message)``, ``("bug", traceback)`` or ``("slot", length)``, each after the
 request's id. Pickle is safe here: both ends are this program, started by the same user,
 over a private socketpair.
@@ -74,8 +75,8 @@ import sys
 import time
 import traceback
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import ExitStack, asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import ExitStack, asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -351,7 +352,9 @@ class _DriverProcess:
         except BaseException:
             await self.stop()
             raise
-        _, root, operations = reply
+        _, root, operations, warnings = reply
+        for name, message in warnings:  # here, where `uvfs mount` and its log hear them
+            logging.getLogger(name).warning("%s", message)
         return self, root, operations
 
     async def call(self, operation: str, args: tuple) -> list:
@@ -842,6 +845,32 @@ async def _answer(
         await channel.send(reply)
 
 
+@contextmanager
+def _warnings_kept() -> Iterator[list[tuple[str, str]]]:
+    """The warnings logged meanwhile, as (logger, message), kept from this process's log:
+    the parent logs them, where the user who mounts sees them (and ``uvfs stats``)."""
+    kept: list[tuple[str, str]] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            kept.append((record.name, record.getMessage()))
+
+    def not_kept(record: logging.LogRecord) -> bool:
+        return record.levelno < logging.WARNING
+
+    root = logging.getLogger()
+    keep = Keep(logging.WARNING)
+    for handler in root.handlers:
+        handler.addFilter(not_kept)
+    root.addHandler(keep)
+    try:
+        yield kept
+    finally:
+        root.removeHandler(keep)
+        for handler in root.handlers:
+            handler.removeFilter(not_kept)
+
+
 class _Workers:
     """The child's tasks that answer requests: a request goes to one parked since its last
     answer, or to a new one when none is idle (a task spawned per request cost a fifth of
@@ -894,7 +923,8 @@ async def _serve_child(sock: socket.socket, arena: memoryview) -> None:
             opened = [
                 images.enter_context(open_source(s, writable=options.writable)) for s in sources
             ]
-            fs = await driver.open(opened, options)
+            with _warnings_kept() as warnings:
+                fs = await driver.open(opened, options)
         except (Refusal, ImageInUse) as e:
             await channel.send(("refused", str(e)))
             return
@@ -902,7 +932,7 @@ async def _serve_child(sock: socket.socket, arena: memoryview) -> None:
             await channel.send(("refused", f"{sources[0].path}: cannot read image: {e}"))
             return
         operations = [name for name, protocol in OPERATIONS.items() if isinstance(fs, protocol)]
-        await channel.send(("ready", fs.root, operations))
+        await channel.send(("ready", fs.root, operations, warnings))
         async with trio.open_nursery() as nursery:
             workers = _Workers(nursery, functools.partial(_answer, channel, arena, fs))
             while True:
