@@ -121,6 +121,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
         f"mountpoint: {stats['mountpoint']} ({stats['type']}, "
         f"{'read-only' if stats['read_only'] else 'read-write'}, pid {record.pid})"
     )
+    for warning in stats.get("warnings", ()):  # what `uvfs mount` said
+        print(f"warning: {warning}")
     for section in ("driver", "broker", "cache", "memory"):
         for name, value in stats.get(section, {}).items():
             # The memory section's caches and peaks are maps: one line per cache.
