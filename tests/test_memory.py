@@ -50,7 +50,7 @@ def test_an_entry_charges_its_weight_and_its_bookkeeping() -> None:
 
 
 def test_members_evict_as_one_merged_lru_list() -> None:
-    memory = MemoryBudget(4 * E)
+    memory = MemoryBudget(4 * E + E // 2)  # a batch (1/64 of it) is less than half an entry
     meta: ChargedLRU[str, int] = memory.lru("meta")
     data: ChargedLRU[str, int] = memory.lru("data")
     meta.put("m1", 1, W)
@@ -68,7 +68,7 @@ def test_members_evict_as_one_merged_lru_list() -> None:
 
 def test_the_buffer_cache_and_a_driver_cache_share_the_budget() -> None:
     extent = 4000 + EXTENT_CHARGE + FILE_CHARGE  # one file, one extent of 4000 bytes
-    memory = MemoryBudget(extent + 2 * E)
+    memory = MemoryBudget(extent + 2 * E + E // 2)
     cache = BufferCache(memory)
     blocks: ChargedLRU[int, bytes] = memory.lru("zfs metadata")
     blocks.put(1, b"", W)
@@ -89,7 +89,7 @@ def test_the_buffer_cache_and_a_driver_cache_share_the_budget() -> None:
     blocks.put(4, b"", W)  # now the file's extent is the oldest
     assert (keys(blocks), cache.charge, cache.statistics().evictions) == ([2, 3, 4], 0, 1)
     assert memory.statistics().caches == {"file data": 0, "zfs metadata": 3 * E}
-    assert cache.statistics().budget == extent + 2 * E
+    assert cache.statistics().budget == extent + 2 * E + E // 2
 
 
 def test_a_capacity_bounds_one_member_within_the_budget() -> None:
@@ -170,7 +170,7 @@ class Pool:
 
 
 def test_the_pool_hears_of_driver_puts_once_they_add_up() -> None:
-    memory = MemoryBudget(int(10 * E / _memory.TELL_FRACTION))  # it hears every 10 entries
+    memory = MemoryBudget(int(10 * E / _memory.BATCH_FRACTION))  # it hears every 10 entries
     pool = Pool()
     memory.join(pool)
     lru: ChargedLRU[int, int] = memory.lru("walk")
@@ -183,3 +183,16 @@ def test_the_pool_hears_of_driver_puts_once_they_add_up() -> None:
     for i in range(10):
         lru.put(100 + i, i, W)
     assert pool.heard == 2
+
+
+def test_a_driver_put_over_the_budget_evicts_a_batch() -> None:
+    memory = MemoryBudget(128 * E)  # a batch is two entries
+    lru: ChargedLRU[int, int] = memory.lru("walk")
+    for i in range(128):
+        lru.put(i, i, W)
+    assert len(lru) == 128  # the budget, exactly
+    lru.put(128, 128, W)  # over: down to 126 entries, the three oldest gone
+    assert (len(lru), keys(lru)[0]) == (126, 3)
+    lru.put(129, 129, W)
+    lru.put(130, 130, W)  # the room the batch left
+    assert (len(lru), keys(lru)[0]) == (128, 3)

@@ -27,12 +27,17 @@ any of its caches empty (it reads again).
 The same interface (`charge`, `oldest_use`, `shrink`) is what `uvfs._budget` shares across
 the user's server processes, so the merged order extends over every member of every server
 (`share_budget` joins a `MemoryBudget` to the table). A driver's puts are synchronous and
-never wait for room; the broker's next fill does (`pace`), as in `uvfs._cache`. The table
-hears of every broker fill, but of a driver's puts only once they add up to `TELL_FRACTION`
-of the budget (or at its periodic check): a tree walk puts thousands of small entries, and
-a check of the table costs 10-30 us, which doubled the CPU time of a cold ``du`` on ZFS.
-So each process may be that much further over the shared budget than `uvfs._budget` says,
-for at most one period; its own budget always holds at once.
+never wait for room; the broker's next fill does (`pace`), as in `uvfs._cache`.
+
+A driver's puts are settled in batches of `BATCH_FRACTION` of the budget, since a tree walk
+puts thousands of small entries: a put that finds the budget exceeded evicts down to
+``budget * (1 - BATCH_FRACTION)``, not to the budget, so the next puts find room (each
+eviction sums the members' charges and picks the oldest tail: ~10 us, which at every put of
+a 20,000-file walk on a full budget cost a third of its CPU time); and the table hears of
+the puts once they add up to a batch (or at its periodic check; a check costs 10-30 us,
+which at every put doubled the CPU time of a cold ``du`` on ZFS). So each process may be up
+to a batch further over the shared budget than `uvfs._budget` says, for at most one period;
+its own budget always holds at once. The broker's fills evict exactly to the budget.
 
 Why not a budget per cache
 --------------------------
@@ -64,9 +69,9 @@ from time import monotonic
 from typing import Generic, Protocol, TypeVar
 
 __all__ = [
+    "BATCH_FRACTION",
     "DEFAULT_BUDGET",
     "ENTRY_CHARGE",
-    "TELL_FRACTION",
     "BudgetPool",
     "ChargedLRU",
     "MemoryBudget",
@@ -76,7 +81,7 @@ __all__ = [
 
 DEFAULT_BUDGET = 256 << 20  # a mount without cache_size=, and a driver opened outside a mount
 ENTRY_CHARGE = 256  # budget bytes charged per ChargedLRU entry for its bookkeeping
-TELL_FRACTION = 1 / 64  # of the budget: how much drivers' puts add before the pool hears
+BATCH_FRACTION = 1 / 64  # of the budget: drivers' puts are evicted for and told in batches
 
 _K = TypeVar("_K")
 _V = TypeVar("_V")
@@ -202,25 +207,25 @@ class MemoryBudget:
 
     def settle(self) -> None:
         """A member grew: bring the total within the budget, then tell the shared pool."""
-        self._fit()
+        self._fit(self.budget)
         if self._pool is not None:
             self._untold = 0
             self._pool.grown()
 
-    def _fit(self) -> None:
-        """Evict until the members' charges fit the budget; note the room left."""
+    def _fit(self, limit: int) -> None:
+        """If the members' charges exceed the budget, evict down to `limit`; note the room."""
         charge = self.charge
         if charge > self.budget:
-            charge -= self.shrink(self.budget)
+            charge -= self.shrink(limit)
         self._room = self.budget - charge
 
     def _grew(self, weight: int) -> None:
-        """A `ChargedLRU` grew by `weight`: `settle`, telling the pool only now and then."""
+        """A `ChargedLRU` grew by `weight`: `settle` in batches (see the module docstring)."""
         self._room -= weight
         if self._room < 0:
-            self._fit()
+            self._fit(int(self.budget * (1 - BATCH_FRACTION)))
         self._untold += weight
-        if self._pool is not None and self._untold > self.budget * TELL_FRACTION:
+        if self._pool is not None and self._untold > self.budget * BATCH_FRACTION:
             self._untold = 0
             self._pool.grown()
 
