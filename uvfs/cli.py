@@ -156,7 +156,9 @@ def build_parser(*, summaries: bool = True) -> argparse.ArgumentParser:
         dest="options",
         metavar="OPT[,OPT...]",
         help="ro, rw (default), allow_other, debug, force, "
-        "isolate (serve the driver from a process of its own), "
+        "isolate (serve the driver from a process of its own, restarted when it dies), "
+        "driver_timeout=SECS (with isolate: a request unanswered that long gets the driver "
+        "restarted; default 60), "
         "fakeroot (you act as root inside the image; not with allow_other), "
         "cache_size=SIZE (default 256M; a user's mounts share the largest size any asked "
         "for, none holding more than its own; 0 disables the buffer cache)",
