@@ -2,9 +2,11 @@
 
 The walk calls the driver API the way the broker would for ``find``, ``stat``, ``cat``,
 ``readlink`` and ``getfattr -d`` over the whole tree: describe, open, statfs, then for
-every node reachable from the root getattr, readdir and a lookup of each name, readlink,
-open/read/release at the start, middle and end of the file, listxattr and getxattr of each
-name. A driver answers a call or fails it with an errno (`FSError`, or an `OSError` that
+every node reachable from the root getattr, readdir, readlink, open/read/release at the
+start, middle and end of the file, listxattr and getxattr of each name; then, in a fresh
+open, a lookup of every name listed (and of ".." and a missing name in each directory).
+
+A driver answers a call or fails it with an errno (`FSError`, or an `OSError` that
 carries one); a `Refusal` at open is an answer too. Anything else escaping a call is the
 failure this fuzzer looks for, and so is an answer the FUSE glue cannot hand to the
 kernel (`Unfit`: an attribute pyfuse3 refuses, such as a size of 2^64 - 1, raises
@@ -26,8 +28,8 @@ from uvfs._api import Caller
 
 T = TypeVar("T")
 
-NODE_BUDGET = 400  # nodes visited per image: damaged directories may loop or multiply
-NAME_BUDGET = 2000  # lookups per image
+NODE_BUDGET = 250  # nodes visited per image: damaged directories may loop or multiply
+NAMES_PER_DIR = 16  # names of one directory looked up again (spread over its listing)
 READ_SIZE = 1 << 17  # bytes per read call, as a large FUSE read
 _MAX_OFFSET = (1 << 63) - 1  # FUSE offsets are signed 64-bit: the kernel sends no more
 _ROOT = Caller(uid=0, gid=0)
@@ -109,6 +111,7 @@ class Walk:
         self.fs = fs
         self.data_reads = False
         self.answers = 0
+        self.names: list[tuple[int, bytes]] = []  # (directory, name) that readdir listed
 
     async def _call(self, name: str, *args: object) -> Any:
         method = getattr(self.fs, name, None)
@@ -140,13 +143,22 @@ class Walk:
             self.data_reads = False
         await self._call("release", ino, handle)
 
+    async def lookups(self, names: Sequence[tuple[int, bytes]]) -> None:
+        """Look up `names`, and in each of their directories ".." and a missing name."""
+        for parent in dict.fromkeys(parent for parent, _ in names):
+            await self._call("lookup", parent, b"..")
+            await self._call("lookup", parent, b"no such name \xff")
+        for parent, name in names:
+            await self._call("lookup", parent, name)
+
     async def run(self) -> None:
-        """Every read operation on every node reachable from the root, within budget."""
+        """Every read operation on every node reachable from the root, within budget; the
+        names listed are kept in `names` for `lookups`."""
         fs = self.fs
         await self._call("statfs")
         seen = {fs.root}
         stack = [fs.root]
-        nodes, names = NODE_BUDGET, NAME_BUDGET
+        nodes = NODE_BUDGET
         while stack and nodes:
             ino = stack.pop()
             nodes -= 1
@@ -160,10 +172,10 @@ class Walk:
                 await self._call("getxattr", ino, name)
             if not stat.S_ISDIR(mode):
                 continue
-            for entry in await self._call("readdir", ino) or []:
-                if names > 0:
-                    names -= 1
-                    await self._call("lookup", ino, entry.name)
+            listing = await self._call("readdir", ino) or []
+            step = max(1, len(listing) // NAMES_PER_DIR)
+            self.names += [(ino, entry.name) for entry in listing[::step]]
+            for entry in listing:
                 if entry.attr.ino not in seen:
                     seen.add(entry.attr.ino)
                     stack.append(entry.attr.ino)
@@ -174,20 +186,28 @@ async def walk_images(
 ) -> int:
     """Describe and open `images` with `driver`, walk the result; how many calls answered.
 
-    Only an exception that is not an errno (or a `Refusal` from describe/open) escapes.
+    The names the walk listed are then looked up in a second open of the images, whose
+    caches are empty, so each lookup takes the driver's own path (an htree or fat ZAP
+    hash lookup) rather than the listing read before. Only an exception that is not an
+    errno (or a `Refusal` from describe/open) escapes.
     """
     with contextlib.suppress(Refusal, FSError):
         await driver.describe(images)
-    try:
-        fs = await driver.open(images, MountOptions())
-    except (Refusal, FSError):
-        return 0
-    walk = Walk(fs)
-    if on_open is not None:
-        on_open(walk)
-    try:
-        await walk.run()
-    finally:
-        if hasattr(fs, "close"):
-            await _answer(fs.close())
-    return walk.answers
+    names: list[tuple[int, bytes]] = []
+    answers = 0
+    for lookups in (False, True):
+        try:
+            fs = await driver.open(images, MountOptions())
+        except (Refusal, FSError):
+            return answers
+        walk = Walk(fs)
+        if on_open is not None and not lookups:
+            on_open(walk)
+        try:
+            await (walk.lookups(names) if lookups else walk.run())
+        finally:
+            if hasattr(fs, "close"):
+                await _answer(fs.close())
+        names = walk.names
+        answers += walk.answers
+    return answers
