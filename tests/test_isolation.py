@@ -375,6 +375,18 @@ def test_what_a_driver_warns_of_at_open_mount_prints_and_stats_shows(
         force_unmount(mnt)
 
 
+def test_an_isolated_driver_shares_the_users_one_cache_budget(mount, crashy) -> None:
+    from uvfs._budget import BudgetTable
+    from uvfs._runtime import runtime_dir
+
+    shared = _mount_crashy(mount, crashy, "ro,isolate")
+    alone = _mount_crashy(mount, crashy, "ro,isolate,cache_size=0")  # caches nothing at all
+    with BudgetTable(runtime_dir() / "cache-budget") as table:
+        members = set(table.pid.tolist())
+    assert {_server_pid(shared), _driver(shared)[0]} <= members
+    assert not {_server_pid(alone), _driver(alone)[0]} & members
+
+
 # --- ext2: a reader and a writer while the driver is killed ------------------------------------
 
 READER = textwrap.dedent("""

@@ -932,15 +932,23 @@ async def _serve_child(sock: socket.socket, arena: memoryview) -> None:
             await channel.send(("refused", f"{sources[0].path}: cannot read image: {e}"))
             return
         operations = [name for name, protocol in OPERATIONS.items() if isinstance(fs, protocol)]
-        await channel.send(("ready", fs.root, operations, warnings))
-        async with trio.open_nursery() as nursery:
-            workers = _Workers(nursery, functools.partial(_answer, channel, arena, fs))
-            while True:
-                try:
-                    workers.submit(await channel.receive())
-                except EOFError:
-                    break
-            workers.close()
+        async with trio.open_nursery() as sharing:
+            if options.memory.budget:
+                # The driver's caches count in the user's one budget, as the broker's do in
+                # the parent's: an isolated mount holds no more than one in the server.
+                from uvfs._budget import share_budget
+
+                await sharing.start(share_budget, options.memory)
+            await channel.send(("ready", fs.root, operations, warnings))
+            async with trio.open_nursery() as nursery:
+                workers = _Workers(nursery, functools.partial(_answer, channel, arena, fs))
+                while True:
+                    try:
+                        workers.submit(await channel.receive())
+                    except EOFError:
+                        break
+                workers.close()
+            sharing.cancel_scope.cancel()
 
 
 if __name__ == "__main__":
