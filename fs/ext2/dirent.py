@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import errno
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from uvfs import FSError
 
@@ -64,22 +64,15 @@ def pack_dirent(inode: int, name: bytes, file_type: int, rec_len: int, block_siz
     return (head + name).ljust(rec_len, b"\0")
 
 
-def iter_dirents(
-    block: bytes, *, filetype: bool, ciphertext: bool = False
-) -> Iterator[tuple[int, bytes, int]]:
+def iter_dirents(block: bytes, *, filetype: bool) -> Iterator[tuple[int, bytes, int]]:
     """The used records of one directory block, in order, as (inode, name, file_type).
 
     Every record must lie inside the block and hold its name, so the walk ends after at
     most len(block) / 8 steps.
 
-    Args:
-        filetype: the volume has the filetype feature.
-        ciphertext: the names are encrypted (an EXT4_ENCRYPT_FL directory): any bytes.
-
     Raises:
         FSError: EIO for a record that is malformed (rec_len 0, unaligned or past the
-            block's end, name longer than the record, "/" or NUL in a name that is not
-            ciphertext).
+            block's end, name longer than the record, "/" or NUL in a name).
     """
     size = len(block)
     offset = 0
@@ -98,7 +91,87 @@ def iter_dirents(
         if inode:
             start = offset + ext2_dir_entry_2.size
             name = block[start : start + name_len]
-            if not name or (not ciphertext and (b"/" in name or b"\0" in name)):
+            if not name or b"/" in name or b"\0" in name:
                 raise FSError(errno.EIO, f"directory record at {offset}: bad name {name!r}")
             yield inode, name, file_type if filetype else EXT2_FT_UNKNOWN
         offset += rec_len
+
+
+def _record_problem(block: bytes, offset: int, inodes_count: int) -> str | None:
+    """What ext4_check_dir_entry finds wrong with the record at `offset`, or None: a
+    rec_len under 12, unaligned, short of its name, past the block's end or ending in
+    its last 12 bytes; an inode number past s_inodes_count."""
+    size = len(block)
+    if offset + ext2_dir_entry_2.size > size:
+        return f"record at {offset} cut by the block's end"
+    inode, raw_len, name_len, _ = ext2_dir_entry_2.unpack_from(block, offset)
+    rec_len = decode_rec_len(raw_len, size)
+    end = offset + rec_len
+    if (
+        rec_len < dirent_rec_len(1)
+        or rec_len & 3
+        or rec_len < dirent_rec_len(name_len)
+        or end > size
+        or (end > size - dirent_rec_len(1) and end != size)
+    ):
+        return f"record at {offset}: bad rec_len {raw_len}"
+    if inode > inodes_count:
+        return f"record at {offset}: inode {inode} out of bounds"
+    return None
+
+
+def scan_dirents(
+    block: bytes, *, filetype: bool, inodes_count: int, ciphertext: bool = False
+) -> tuple[list[tuple[int, bytes, int]], str | None]:
+    """The records ext4's readdir shows from one block, and what ended it early.
+
+    The first record `_record_problem` finds wrong ends the block: the records before it
+    are kept, the rest skipped, as the kernel's listings skip the rest of such a block.
+    A used record whose name cannot be shown through FUSE (empty, or "/" or NUL in a name
+    that is not ciphertext) is left out alone.
+
+    Returns:
+        (inode, name, file_type) of the kept records, in order, and what ended the block
+        early, or None.
+    """
+    size = len(block)
+    records: list[tuple[int, bytes, int]] = []
+    offset = 0
+    while offset < size:
+        problem = _record_problem(block, offset, inodes_count)
+        if problem is not None:
+            return records, problem
+        inode, raw_len, name_len, file_type = ext2_dir_entry_2.unpack_from(block, offset)
+        if inode:
+            start = offset + ext2_dir_entry_2.size
+            name = block[start : start + name_len]
+            if name and (ciphertext or (b"/" not in name and b"\0" not in name)):
+                records.append((inode, name, file_type if filetype else EXT2_FT_UNKNOWN))
+        offset += decode_rec_len(raw_len, size)
+    return records, None
+
+
+def find_dirent(block: bytes, matches: Callable[[bytes], bool], *, inodes_count: int) -> int | None:
+    """The inode of the first used record of `block` whose name `matches`, or None, found
+    as a lookup finds it (ext4_search_dir): records are followed by rec_len with no other
+    check, and only the matching one is checked in full.
+
+    Raises:
+        FSError: EUCLEAN when the matching record is malformed or a rec_len of 0 stops
+            the walk (the kernel's lookup fails there).
+    """
+    size = len(block)
+    offset = 0
+    while offset < size - ext2_dir_entry_2.size:
+        inode, raw_len, name_len, _ = ext2_dir_entry_2.unpack_from(block, offset)
+        start = offset + ext2_dir_entry_2.size
+        if inode and start + name_len <= size and matches(block[start : start + name_len]):
+            problem = _record_problem(block, offset, inodes_count)
+            if problem is not None:
+                raise FSError(errno.EUCLEAN, problem)
+            return inode
+        rec_len = decode_rec_len(raw_len, size)
+        if rec_len == 0:
+            raise FSError(errno.EUCLEAN, f"record at {offset}: rec_len 0")
+        offset += rec_len
+    return None

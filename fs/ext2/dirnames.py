@@ -22,12 +22,25 @@ from uvfs_fs.ext2.encrypt import NoKeyQuery
 
 
 class Directory:
-    """A directory's (stored name, inode) records in on-disk order, indexed by name."""
+    """A directory's (stored name, inode) records in on-disk order, indexed by name.
 
-    __slots__ = ("_folds", "entries", "index")
+    Args:
+        entries: the records of the blocks that could be read.
+        bad_blocks: how many blocks failed their checksum (their names are not in
+            `entries`): indexed listings fail on them (EBADMSG).
+        cut_blocks: how many blocks a malformed record ended early.
+    Lookups in a directory with either are made on its blocks, as the kernel makes them
+    (filesystem.py), not in `entries`.
+    """
 
-    def __init__(self, entries: list[tuple[bytes, int]]) -> None:
+    __slots__ = ("_folds", "bad_blocks", "cut_blocks", "entries", "index")
+
+    def __init__(
+        self, entries: list[tuple[bytes, int]], bad_blocks: int = 0, cut_blocks: int = 0
+    ) -> None:
         self.entries = entries
+        self.bad_blocks = bad_blocks
+        self.cut_blocks = cut_blocks
         self.index: dict[bytes, int] = {}
         for name, ino in entries:
             self.index.setdefault(name, ino)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import errno
 import logging
 import stat
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 
 from construct import Container
@@ -49,7 +49,7 @@ from uvfs import (
 from uvfs_fs.ext2 import csum, htree, xattr
 from uvfs_fs.ext2.blockmap import Run, map_indirect
 from uvfs_fs.ext2.casefold import EXT4_CASEFOLD_FL, Folding
-from uvfs_fs.ext2.dirent import EXT2_NAME_LEN, decode_rec_len, iter_dirents
+from uvfs_fs.ext2.dirent import EXT2_NAME_LEN, decode_rec_len, find_dirent, scan_dirents
 from uvfs_fs.ext2.dirnames import Directory, ExactQuery, FoldQuery, NoKeyLookup, Query
 from uvfs_fs.ext2.encrypt import EXT4_ENCRYPT_FL, nokey_name, symlink_target
 from uvfs_fs.ext2.extents import map_extents
@@ -408,23 +408,24 @@ class Ext2FileSystem:
         if self._is_inline(inode):
             records = [(ino, b".", 0), *inline_dirents(inode, filetype=self._filetype)]
             entries = [(name, child) for child, name, _ in records]
+            for _, child in entries:
+                if child > self.geo.inodes_count:
+                    raise FSError(errno.EIO, f"directory {ino}: entry for inode {child}")
+            directory = Directory(entries)
         else:
-            entries = await self._block_entries(inode)
-        for _, child in entries:
-            if child > self.geo.inodes_count:
-                raise FSError(errno.EIO, f"directory {ino}: entry for inode {child}")
-        directory = Directory(entries)
+            directory = await self._block_entries(inode)
+            entries = directory.entries
         self._dirs.put(ino, directory, (len(entries) + 1) * DIRENT_CHARGE)
         return directory
 
-    async def _block_entries(self, inode: Inode) -> list[tuple[bytes, int]]:
-        """(name, inode) of every record in directory `inode`'s blocks, in order."""
+    async def _dir_blocks(self, inode: Inode) -> AsyncIterator[tuple[int, bytes | None]]:
+        """(logical number, bytes) of directory `inode`'s blocks in order, holes left out;
+        the bytes are None for a block failing its checksum (with a warning)."""
         bs = self.geo.block_size
         if inode.size > self.geo.blocks_count * bs:
             raise FSError(errno.EIO, f"directory {inode.ino} larger than the filesystem")
         nblocks = -(-inode.size // bs)
         seed = self._inode_seed(inode)
-        entries: list[tuple[bytes, int]] = []
         for first in range(0, nblocks, MAP_CHUNK_BLOCKS):
             runs = await self._map(inode, first, min(MAP_CHUNK_BLOCKS, nblocks - first))
             for run in runs:
@@ -433,25 +434,65 @@ class Ext2FileSystem:
                 data = await self.image.read(run.physical * bs, run.count * bs)
                 for at in range(0, len(data), bs):
                     block = data[at : at + bs]
-                    if seed is not None and not _dir_block_ok(
-                        block, run.logical + at // bs, inode, seed
-                    ):
-                        raise FSError(
-                            errno.EIO, f"directory {inode.ino}: block checksum does not match"
-                        )
-                    entries += [
-                        (name, child)
-                        for child, name, _ in iter_dirents(
-                            block,
-                            filetype=self._filetype,
-                            ciphertext=bool(inode.flags & EXT4_ENCRYPT_FL),
-                        )
-                    ]
+                    logical = run.logical + at // bs
+                    if seed is not None and not _dir_block_ok(block, logical, inode, seed):
+                        self._dir_warning(inode, logical, "checksum does not match")
+                        yield logical, None
+                    else:
+                        yield logical, block
+
+    async def _block_entries(self, inode: Inode) -> Directory:
+        """(name, inode) of every record in directory `inode`'s blocks, in order, as the
+        kernel lists them: a block failing its checksum is left out and counted, a bad
+        record ends its block (`scan_dirents`, with a warning)."""
+        entries: list[tuple[bytes, int]] = []
+        bad_blocks = cut_blocks = 0
+        async with aclosing(self._dir_blocks(inode)) as blocks:
+            async for logical, block in blocks:
+                if block is None:
+                    bad_blocks += 1
+                    continue
+                records, problem = scan_dirents(
+                    block,
+                    filetype=self._filetype,
+                    inodes_count=self.geo.inodes_count,
+                    ciphertext=bool(inode.flags & EXT4_ENCRYPT_FL),
+                )
+                if problem is not None:
+                    self._dir_warning(inode, logical, problem)
+                    cut_blocks += 1
+                entries += [(name, child) for child, name, _ in records]
                 if len(entries) > DIR_MAX_NAMES:
                     raise FSError(
                         errno.EIO, f"directory {inode.ino} holds over {DIR_MAX_NAMES} names"
                     )
-        return entries
+        return Directory(entries, bad_blocks, cut_blocks)
+
+    async def _scan_find(self, inode: Inode, query: Query) -> int | None:
+        """`query` looked up in a damaged directory as the kernel's linear search does:
+        block by block, failing at the first block with a bad checksum (EBADMSG) or a
+        record its walk cannot pass (EUCLEAN) before the name is found."""
+        async with aclosing(self._dir_blocks(inode)) as blocks:
+            async for _, block in blocks:
+                if block is None:
+                    raise FSError(
+                        errno.EBADMSG, f"directory {inode.ino}: block checksum does not match"
+                    )
+                child = find_dirent(block, query.matches, inodes_count=self.geo.inodes_count)
+                if child is not None:
+                    return child
+        return None
+
+    def _dir_warning(self, inode: Inode, logical: int, problem: str) -> None:
+        log.warning("%s: directory %d, block %d: %s", self.image.path, inode.ino, logical, problem)
+
+    def _lists_by_hash(self, inode: Inode) -> bool:
+        """Whether the kernel lists directory `inode` through its htree code (is_dx_dir):
+        indexed, or of exactly one block, or inline, on a dir_index volume."""
+        one_block = inode.size // self.geo.block_size == 1
+        return self._dir_index and bool(
+            inode.flags & EXT2_INDEX_FL or one_block or self._is_inline(inode)
+        )
 
     async def _xattrs(self, ino: int) -> list[tuple[bytes, xattr.Value]]:
         """`ino`'s shown attributes; ea_inode values are read by `_xattr_value`."""
@@ -521,26 +562,10 @@ class Ext2FileSystem:
                 block = await read_block(logical)
                 if seed is not None and not _dir_block_ok(block, logical, inode, seed):
                     raise FSError(
-                        errno.EIO, f"directory {inode.ino}: block checksum does not match"
+                        errno.EBADMSG, f"directory {inode.ino}: block checksum does not match"
                     )
-                try:
-                    child = next(
-                        (
-                            c
-                            for c, found, _ in iter_dirents(
-                                block,
-                                filetype=self._filetype,
-                                ciphertext=bool(inode.flags & EXT4_ENCRYPT_FL),
-                            )
-                            if query.matches(found)
-                        ),
-                        None,
-                    )
-                except FSError as e:  # a malformed record: the kernel's ERR_BAD_DX_DIR
-                    raise htree.DxCorrupt(f"leaf {logical}: {e}") from None
+                child = find_dirent(block, query.matches, inodes_count=self.geo.inodes_count)
                 if child is not None:
-                    if child > self.geo.inodes_count:
-                        raise FSError(errno.EIO, f"directory {inode.ino}: entry for inode {child}")
                     return child
         return None
 
@@ -564,6 +589,8 @@ class Ext2FileSystem:
                 )
         if directory is None:
             directory = await self._directory(parent)
+        if directory.bad_blocks or directory.cut_blocks:
+            return await self._scan_find(inode, query)
         return query.find(directory)
 
     def _query(self, inode: Inode, name: bytes) -> Query:
@@ -591,7 +618,7 @@ class Ext2FileSystem:
                     version = htree.parse_root(root, csum=csum, max_levels=levels).hash_version
                 except htree.DxCorrupt:
                     version = None
-        elif self._dir_index and inode.size // self.geo.block_size == 1:
+        elif self._lists_by_hash(inode):
             version = self.sb.s_def_hash_version
         if version is None:
             return [nokey_name(name) for name in names]
@@ -659,9 +686,11 @@ class Ext2FileSystem:
         """Every entry of directory `ino` in on-disk order, without "." and ".." (no-key
         names in an encrypted directory)."""
         directory = await self._directory(ino)
+        inode = await self._dir_inode(ino)
+        if directory.bad_blocks and self._lists_by_hash(inode):
+            raise FSError(errno.EBADMSG, f"directory {ino}: block checksum does not match")
         entries = [(name, child) for name, child in directory.entries if name not in (b".", b"..")]
         names = [name for name, _ in entries]
-        inode = await self._dir_inode(ino)
         if inode.flags & EXT4_ENCRYPT_FL:
             names = await self._nokey_names(inode, names)
         return [
