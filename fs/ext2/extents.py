@@ -112,10 +112,13 @@ async def map_extents(
     *,
     blocks_count: int,
     read_block: ReadBlock,
+    unwritten: bool = False,
 ) -> list[Run]:
     """The runs covering logical blocks [first, first + count) of an extent-mapped file.
 
-    Uninitialized extents and gaps between extents come back as holes.
+    Uninitialized extents and gaps between extents come back as holes; with `unwritten`,
+    uninitialized extents come back as their blocks (a directory: the kernel reads its
+    blocks with ext4_bread, whatever the extent's flag says).
 
     Raises:
         FSError: EIO for any inconsistency in the nodes visited.
@@ -146,7 +149,8 @@ async def map_extents(
                 break
             t = min(stop, start + length)
             if s < t:
-                append_run(data, Run(s, 0 if uninit else physical + s - start, t - s))
+                hole = uninit and not unwritten
+                append_run(data, Run(s, 0 if hole else physical + s - start, t - s))
 
     await walk(i_block, None, 0, 1 << 32)
     runs: list[Run] = []

@@ -342,7 +342,11 @@ class Ext2FileSystem:
             return None
         return csum.inode_seed(self._csum_seed, inode.ino, inode.generation)
 
-    async def _map(self, inode: Inode, first: int, count: int) -> list[Run]:
+    async def _map(
+        self, inode: Inode, first: int, count: int, *, unwritten: bool = False
+    ) -> list[Run]:
+        """The runs of `inode`'s blocks [first, first + count); `unwritten`: uninitialized
+        extents as their blocks, not holes (`map_extents`)."""
         if inode.flags & EXT4_EXTENTS_FL:
             seed = self._inode_seed(inode)
 
@@ -359,6 +363,7 @@ class Ext2FileSystem:
                 count,
                 blocks_count=self.geo.blocks_count,
                 read_block=read_node,
+                unwritten=unwritten,
             )
         return await map_indirect(
             inode.i_block,
@@ -427,8 +432,8 @@ class Ext2FileSystem:
         nblocks = -(-inode.size // bs)
         seed = self._inode_seed(inode)
         for first in range(0, nblocks, MAP_CHUNK_BLOCKS):
-            runs = await self._map(inode, first, min(MAP_CHUNK_BLOCKS, nblocks - first))
-            for run in runs:
+            count = min(MAP_CHUNK_BLOCKS, nblocks - first)
+            for run in await self._map(inode, first, count, unwritten=True):
                 if not run.physical:
                     continue  # a hole in a directory holds no names
                 data = await self.image.read(run.physical * bs, run.count * bs)
@@ -541,7 +546,7 @@ class Ext2FileSystem:
         seed = self._inode_seed(inode)
 
         async def read_block(logical: int) -> bytes:
-            runs = await self._map(inode, logical, 1)
+            runs = await self._map(inode, logical, 1, unwritten=True)
             if not runs or not runs[0].physical:
                 raise FSError(errno.EIO, f"directory {inode.ino}: hole at block {logical}")
             return await self._meta_block(runs[0].physical)
@@ -609,7 +614,7 @@ class Ext2FileSystem:
         one block, else none (ext4_readdir and ext4_htree_fill_tree)."""
         version = None
         if self._dir_index and inode.flags & EXT2_INDEX_FL:
-            runs = await self._map(inode, 0, 1)
+            runs = await self._map(inode, 0, 1, unwritten=True)
             if runs and runs[0].physical:
                 root = await self._meta_block(runs[0].physical)
                 try:
