@@ -9,10 +9,12 @@ answers requests concurrently, each in its own task, replies tagged with the req
 Wire format: frames of a 4-byte big-endian length and a pickle. Parent to child:
 ``("open", driver, sources, options)`` once, then ``(id, operation, args, slot)``; child to
 parent: ``("ready", root, operations, warnings)`` or ``("refused", message)``, then
-``("ok", value)``,
-``("error", errno, message)``, ``("bug", traceback)`` or ``("slot", length)``, each after the
-request's id. Pickle is safe here: both ends are this program, started by the same user,
-over a private socketpair.
+``("ok", value)``, ``("attr", *fields)``, ``("entries", [(name, *fields), ...])``,
+``("slot", length)``, ``("error", errno, message)`` or ``("bug", traceback)``, each after
+the request's id. Pickle is safe here: both ends are this program, started by the same
+user, over a private socketpair. An `Attr` (a reply to lookup, getattr, setattr ...) and a
+listing cross as plain tuples, rebuilt with ``tuple.__new__``: pickle reduces a NamedTuple
+through ``__reduce_ex__`` and ``__getnewargs__``, 3 us an entry, a tenth of that as tuples.
 
 Read data crosses in shared memory: pickling a 1 MiB reply, sending it through the socket,
 receiving and unpickling it copied it four times (0.9 ms of the child's CPU and 0.35 ms of
@@ -84,7 +86,7 @@ import outcome
 import trio
 
 from uvfs import _api as api
-from uvfs._api import Caller, FSError, MountOptions, Refusal
+from uvfs._api import Attr, Caller, DirEntry, FSError, MountOptions, Refusal
 
 if TYPE_CHECKING:
     from uvfs._source import Source
@@ -285,6 +287,7 @@ class _Waiter:
 
 
 _NO_REPLY = object()
+_new_tuple = tuple.__new__  # a NamedTuple from its fields, as its `_make` does
 
 
 class _DriverProcess:
@@ -408,9 +411,15 @@ class _DriverProcess:
         waiter = self._waiting.pop(request, None)
         if waiter is None:
             return
-        if reply[0] == "slot":
+        kind = reply[0]
+        if kind == "slot":
             start = waiter.slot * _SLOT_SIZE
             reply = ["ok", self._arena[start : start + reply[1]]]
+        elif kind == "attr":
+            reply = ["ok", _new_tuple(Attr, reply[1:])]
+        elif kind == "entries":
+            entries = [_new_tuple(DirEntry, (e[0], _new_tuple(Attr, e[1:]))) for e in reply[1]]
+            reply = ["ok", entries]
         self._free(waiter.slot)
         waiter.answer(reply)
 
@@ -828,12 +837,16 @@ async def _answer(
             fs.forget(*args)
             return
         value = await getattr(fs, operation)(*args)
-        if slot == _NO_SLOT:
-            reply: tuple = (request, "ok", value)
-        else:  # a read's bytes, at most the size asked for: they fit
+        if slot != _NO_SLOT:  # a read's bytes, at most the size asked for: they fit
             start = slot * _SLOT_SIZE
             arena[start : start + len(value)] = value
-            reply = (request, "slot", len(value))
+            reply: tuple = (request, "slot", len(value))
+        elif type(value) is Attr:
+            reply = (request, "attr", *value)
+        elif operation == "readdir":
+            reply = (request, "entries", [(e.name, *e.attr) for e in value])
+        else:
+            reply = (request, "ok", value)
     except FSError as e:
         reply = (request, "error", e.errno, e.message)
     except MemoryError:
