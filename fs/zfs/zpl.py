@@ -50,7 +50,7 @@ from .dsl import Dataset, list_datasets
 from .nvlist import NvlistError, unpack_nvlist
 from .sa import SaRegistry, load_registry, parse_sa
 from .spa import Pool
-from .zap import Zap
+from .zap import LEAF_CACHE_BYTES, Zap
 from .znode import Znode, linux_rdev, parse_znode_phys, znode_from_sa
 
 ZPL_VERSION_MAX = 5  # SA-based files; no later version exists
@@ -67,7 +67,7 @@ MAX_SYMLINK = 1 << 16
 XATTR_SIZE_MAX = 1 << 16  # Linux's limit on one value
 MAX_PATH_DEPTH = 256
 ZNODE_CHARGE = 2048  # budget bytes per cached znode: it (~750) and the dnode it holds (~1450)
-ZAP_CACHE = 64  # open ZAPs (directories, xattr directories) kept: each holds its block 0
+ZAP_ENTRY_CHARGE = 256  # budget bytes per parsed micro ZAP entry (measured: ~190)
 MAX_CONFIG = 16 << 20
 ZFS_DIRENT_TYPE_SHIFT = 60  # a directory entry's value: type << 60 | object (ZPL >= 2)
 DT_DIR = 4
@@ -92,6 +92,14 @@ class DatasetView:
     path: tuple[bytes, ...] = ()  # where its root appears, from the pool root
     snapshots: dict[bytes, int] = field(default_factory=dict)  # name -> index
     opened: bool = False
+
+
+def _zap_charge(zap: Zap) -> int:
+    """Budget bytes for an open ZAP (directory): block 0 and its parsed micro entries, or
+    block 0 and the most its cache of parsed leaves may come to (twice their bytes)."""
+    if zap.micro is not None:
+        return len(zap.block0) + len(zap.micro) * ZAP_ENTRY_CHARGE
+    return len(zap.block0) + 2 * LEAF_CACHE_BYTES
 
 
 def _xattr_shown(stored: bytes) -> bytes:
@@ -122,7 +130,7 @@ class ZfsFileSystem:
         self.mounts: dict[tuple[int, int], dict[bytes, int]] = {}
         self.root = 0
         self._znodes: ChargedLRU[int, tuple[Znode, DnodePhys]] = cache.memory.lru("zfs znodes")
-        self._zaps: LRU[int, Zap] = LRU(ZAP_CACHE)
+        self._zaps: ChargedLRU[int, Zap] = cache.memory.lru("zfs zaps")
         self._read_ends: LRU[int, int] = LRU(READ_STREAMS)  # ino -> where its last read ended
         self._size: int | None = None
 
@@ -335,7 +343,7 @@ class ZfsFileSystem:
         if zap is None:
             assert m.objset is not None
             zap = await Zap.open(m.objset, obj)
-            self._zaps.put(key, zap)
+            self._zaps.put(key, zap, _zap_charge(zap))
         return zap
 
     async def _dir_lookup(self, m: DatasetView, dir_obj: int, name: bytes) -> int:

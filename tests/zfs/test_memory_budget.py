@@ -41,7 +41,8 @@ def test_the_driver_caches_stay_within_cache_size(zfs_pool, mount, tmp_path, mon
     memory = stats["memory"]
     assert memory["budget"] == BUDGET == stats["cache"]["budget"]
     assert set(memory["caches"]) == {
-        "file data", "zfs metadata", "zfs data", "zfs dnodes", "zfs dnode blocks", "zfs znodes"
+        "file data", "zfs metadata", "zfs data", "zfs dnodes", "zfs dnode blocks", "zfs znodes",
+        "zfs zaps",
     }  # fmt: skip
     assert sum(memory["caches"].values()) == memory["charge"] <= BUDGET
     assert memory["caches"]["zfs metadata"] > 0 and memory["caches"]["zfs dnodes"] > 0
