@@ -30,10 +30,11 @@ class Directory:
             `entries`): indexed listings fail on them (EBADMSG).
         cut_blocks: how many blocks a malformed record ended early.
     Lookups in a directory with either are made on its blocks, as the kernel makes them
-    (filesystem.py), not in `entries`.
+    (filesystem.py), not in `entries`; so are those in an indexed directory whose
+    `listing` differs from `entries` (a damaged index: names it does not lead to).
     """
 
-    __slots__ = ("_folds", "bad_blocks", "cut_blocks", "entries", "index")
+    __slots__ = ("_folds", "bad_blocks", "cut_blocks", "entries", "index", "listing", "trusted")
 
     def __init__(
         self, entries: list[tuple[bytes, int]], bad_blocks: int = 0, cut_blocks: int = 0
@@ -41,6 +42,9 @@ class Directory:
         self.entries = entries
         self.bad_blocks = bad_blocks
         self.cut_blocks = cut_blocks
+        # An indexed directory's listing through its index (htree.dx_listing), once made.
+        self.listing: list[tuple[bytes, int]] | None = None
+        self.trusted = True  # lookups may use `entries`: the listing holds the same names
         self.index: dict[bytes, int] = {}
         for name, ino in entries:
             self.index.setdefault(name, ino)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import errno
 import logging
 import stat
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 
 from construct import Container
@@ -541,48 +541,108 @@ class Ext2FileSystem:
         Raises:
             htree.DxCorrupt: the index or a leaf it leads to is malformed.
         """
-        bs = self.geo.block_size
-        nblocks = -(-inode.size // bs)
-        seed = self._inode_seed(inode)
-
-        async def read_block(logical: int) -> bytes:
-            runs = await self._map(inode, logical, 1, unwritten=True)
-            if not runs or not runs[0].physical:
-                raise FSError(errno.EIO, f"directory {inode.ino}: hole at block {logical}")
-            return await self._meta_block(runs[0].physical)
-
+        nblocks = -(-inode.size // self.geo.block_size)
+        read_index, read_leaf = self._dx_readers(inode)
         leaves = htree.dx_leaves(
-            await read_block(0),
+            await read_index(0),
             query.hashed or b"",
             target=query.target,
             seed=self.sb.s_hash_seed,
             unsigned=bool(self.sb.s_flags & htree.EXT2_FLAGS_UNSIGNED_HASH),
-            csum=seed is not None,
+            csum=self._csum_seed is not None,
             max_levels=2 if "large_dir" in self.geo.features else 1,
             nblocks=nblocks,
-            read_block=read_block,
+            read_block=read_index,
         )
         async with aclosing(leaves):
             async for logical in leaves:
-                block = await read_block(logical)
-                if seed is not None and not _dir_block_ok(block, logical, inode, seed):
-                    raise FSError(
-                        errno.EBADMSG, f"directory {inode.ino}: block checksum does not match"
-                    )
+                block = await read_leaf(logical)
                 child = find_dirent(block, query.matches, inodes_count=self.geo.inodes_count)
                 if child is not None:
                     return child
         return None
 
+    def _dx_readers(
+        self, inode: Inode
+    ) -> tuple[Callable[[int], Awaitable[bytes]], Callable[[int], Awaitable[bytes]]]:
+        """Readers of indexed directory `inode`'s blocks by logical number, for an htree
+        walk: (index blocks, leaves). A hole is EIO; on metadata_csum volumes an index
+        block failing its dx_tail checksum or a leaf failing its own is EBADMSG, as the
+        kernel's dx_probe and leaf reads fail."""
+        seed = self._inode_seed(inode)
+
+        async def read(logical: int, index: bool) -> bytes:
+            runs = await self._map(inode, logical, 1, unwritten=True)
+            if not runs or not runs[0].physical:
+                raise FSError(errno.EIO, f"directory {inode.ino}: hole at block {logical}")
+            block = await self._meta_block(runs[0].physical)
+            if seed is not None and not (
+                htree.dx_csum_ok(block, root=logical == 0, seed=seed)
+                if index
+                else _dir_block_ok(block, logical, inode, seed)
+            ):
+                raise FSError(
+                    errno.EBADMSG, f"directory {inode.ino}: block {logical} checksum does not match"
+                )
+            return block
+
+        async def read_index(logical: int) -> bytes:
+            return await read(logical, True)
+
+        async def read_leaf(logical: int) -> bytes:
+            return await read(logical, False)
+
+        return read_index, read_leaf
+
+    async def _dx_listing(self, inode: Inode) -> list[tuple[bytes, int]] | None:
+        """Indexed directory `inode`'s records as the kernel lists them, through its index
+        (`htree.dx_listing`); None when the index is damaged (the kernel lists linearly).
+        A leaf failing its checksum is EBADMSG, as the kernel's listing is."""
+        read_index, read_leaf = self._dx_readers(inode)
+
+        def leaf_records(block: bytes) -> list[tuple[bytes, int]]:
+            records, _ = scan_dirents(
+                block,
+                filetype=self._filetype,
+                inodes_count=self.geo.inodes_count,
+                ciphertext=bool(inode.flags & EXT4_ENCRYPT_FL),
+            )
+            return [(name, child) for child, name, _ in records]
+
+        folding = self._folding is not None and inode.flags & EXT4_CASEFOLD_FL
+        try:
+            return await htree.dx_listing(
+                await read_index(0),
+                csum=self._csum_seed is not None,
+                max_levels=2 if "large_dir" in self.geo.features else 1,
+                nblocks=-(-inode.size // self.geo.block_size),
+                read_node=read_index,
+                read_leaf=read_leaf,
+                leaf_records=leaf_records,
+                hashed=Folding.hash_name if folding else bytes,
+                seed=self.sb.s_hash_seed,
+                unsigned=bool(self.sb.s_flags & htree.EXT2_FLAGS_UNSIGNED_HASH),
+            )
+        except htree.DxCorrupt as e:
+            log.warning(
+                "%s: directory %d: htree index damaged (%s); listing it linearly",
+                self.image.path,
+                inode.ino,
+                e,
+            )
+            return None
+
     async def _find(self, parent: int, name: bytes) -> int | None:
         """The inode `name` names in directory `parent`, or None: through the hash index of
-        an indexed directory not yet read whole, else from the parsed directory. A damaged
-        index is searched linearly, as the kernel does (with a warning)."""
+        an indexed directory not yet read whole (or whose index lists other names than its
+        blocks hold), else from the parsed directory, or from its blocks if some are
+        damaged. A damaged index is searched linearly, as the kernel does (with a warning)."""
         inode = await self._dir_inode(parent)
         query = self._query(inode, name)
         directory = self._dirs.get(parent)
         indexed = self._dir_index and inode.flags & EXT2_INDEX_FL and not self._is_inline(inode)
-        if directory is None and name not in (b".", b"..") and indexed:
+        trusted = directory is not None and directory.trusted
+        if not trusted and name not in (b".", b"..") and indexed:
             try:
                 return await self._dx_find(inode, query)
             except htree.DxCorrupt as e:
@@ -692,9 +752,15 @@ class Ext2FileSystem:
         names in an encrypted directory)."""
         directory = await self._directory(ino)
         inode = await self._dir_inode(ino)
-        if directory.bad_blocks and self._lists_by_hash(inode):
+        records = directory.entries
+        if self._dir_index and inode.flags & EXT2_INDEX_FL and not self._is_inline(inode):
+            if directory.listing is None:
+                directory.listing = await self._dx_listing(inode) or directory.entries
+                directory.trusted = sorted(directory.listing) == sorted(directory.entries)
+            records = directory.listing
+        elif directory.bad_blocks and self._lists_by_hash(inode):
             raise FSError(errno.EBADMSG, f"directory {ino}: block checksum does not match")
-        entries = [(name, child) for name, child in directory.entries if name not in (b".", b"..")]
+        entries = [(name, child) for name, child in records if name not in (b".", b"..")]
         names = [name for name, _ in entries]
         if inode.flags & EXT4_ENCRYPT_FL:
             names = await self._nokey_names(inode, names)

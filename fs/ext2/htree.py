@@ -33,6 +33,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import NamedTuple
 
 from uvfs import FSError
+from uvfs_fs.ext2.csum import crc32c_le
 
 DX_HASH_LEGACY, DX_HASH_HALF_MD4, DX_HASH_TEA = 0, 1, 2
 DX_HASH_UNSIGNED_DELTA = 3  # +3: the unsigned-char flavour of the three above
@@ -226,6 +227,26 @@ def parse_node(block: bytes, *, csum: bool) -> list[tuple[int, int]]:
     return _entries(block, DX_NODE_ENTRIES_AT, space // dx_entry.size)
 
 
+def dx_csum_ok(block: bytes, *, root: bool, seed: int) -> bool:
+    """metadata_csum: whether an index block's dx_tail holds its checksum
+    (ext4_dx_csum_verify): crc32c, from the directory's inode seed, over the block up to
+    its last entry, then dt_reserved and a zero checksum. A root whose info is not the
+    usual 8 bytes, or a table whose limit leaves no room for the tail, fails."""
+    if root:
+        if block[DX_ROOT_INFO_AT : DX_ROOT_INFO_AT + 4] != bytes(4) or block[0x1D] != 8:
+            return False
+        at = DX_ROOT_INFO_AT + 8
+    else:
+        at = DX_NODE_ENTRIES_AT
+    limit, count = dx_countlimit.unpack_from(block, at)
+    tail = at + limit * dx_entry.size
+    if tail > len(block) - DX_TAIL_SIZE or count > limit:
+        return False
+    crc = crc32c_le(seed, block[: at + count * dx_entry.size])
+    crc = crc32c_le(crc, block[tail : tail + 4] + bytes(4))
+    return crc == int.from_bytes(block[tail + 4 : tail + 8], "little")
+
+
 def _covering(entries: list[tuple[int, int]], hash_: int) -> int:
     """The index of the last entry whose hash is at most `hash_` (entry 0 covers from 0)."""
     lo, hi = 1, len(entries) - 1
@@ -307,3 +328,125 @@ async def dx_leaves(
             block = frames[below - 1].entries[frames[below - 1].at][1]
             frames[below] = DxFrame(await node(block, path[:below]), 0)
     raise DxCorrupt("more leaves than the directory has blocks")
+
+
+# --- listings -------------------------------------------------------------------------------
+
+_NO_MORE = 0xFFFFFFFF  # ~0: no leaf follows
+
+
+class _Cursor:
+    """dx_probe's frames for one hash, and ext4_htree_next_block's step to the next leaf."""
+
+    def __init__(
+        self,
+        info: DxRoot,
+        csum: bool,
+        nblocks: int,
+        read_block: Callable[[int], Awaitable[bytes]],
+    ) -> None:
+        self.info, self.csum, self.nblocks, self.read_block = info, csum, nblocks, read_block
+        self.frames: list[DxFrame] = []
+
+    async def _node(self, below: int) -> list[tuple[int, int]]:
+        block = self.frames[below - 1].entries[self.frames[below - 1].at][1]
+        return parse_node(await self.read_block(_inside(block, self.nblocks)), csum=self.csum)
+
+    async def probe(self, hash_: int) -> int:
+        """Walk down to the leaf covering `hash_`; its block."""
+        self.frames = [DxFrame(self.info.entries, _covering(self.info.entries, hash_))]
+        while len(self.frames) <= self.info.levels:
+            entries = await self._node(len(self.frames))
+            self.frames.append(DxFrame(entries, _covering(entries, hash_)))
+        return self.leaf()
+
+    def leaf(self) -> int:
+        return _inside(self.frames[-1].entries[self.frames[-1].at][1], self.nblocks)
+
+    async def next_leaf(self) -> int:
+        """Step to the next leaf in index order; the hash its entry starts at, or
+        `_NO_MORE` when the index has no more leaves."""
+        level = len(self.frames) - 1
+        while self.frames[level].at + 1 >= len(self.frames[level].entries):
+            if level == 0:
+                return _NO_MORE
+            level -= 1
+        self.frames[level] = DxFrame(self.frames[level].entries, self.frames[level].at + 1)
+        start = self.frames[level].entries[self.frames[level].at][0]
+        for below in range(level + 1, len(self.frames)):
+            self.frames[below] = DxFrame(await self._node(below), 0)
+        return start
+
+
+async def dx_listing(
+    root: bytes,
+    *,
+    csum: bool,
+    max_levels: int,
+    nblocks: int,
+    read_node: Callable[[int], Awaitable[bytes]],
+    read_leaf: Callable[[int], Awaitable[bytes]],
+    leaf_records: Callable[[bytes], list[tuple[bytes, int]]],
+    hashed: Callable[[bytes], bytes],
+    seed: Sequence[int],
+    unsigned: bool,
+) -> list[tuple[bytes, int]]:
+    """The (name, inode) records an indexed directory lists, in the kernel's order
+    (ext4_dx_readdir and ext4_htree_fill_tree): from hash 0 up, each round probes the
+    index for the current hash, reads leaves in index order until it holds a name and the
+    next leaf starts a new hash, and returns the names of hash at least the current one
+    in (hash, minor hash) order; the next round starts at the next leaf's hash. So a
+    damaged index lists what the kernel lists: a name filed in a leaf whose range is past
+    its hash is left out. "." and ".." come from the root, with hashes 0 and 2.
+
+    Args:
+        root: block 0; read_node, read_leaf: read an index node or a leaf by its
+            logical number; leaf_records: the used records a leaf lists (kernel rules);
+        hashed: the bytes a stored name is hashed by (its fold in a casefolded
+            directory); seed, unsigned: as for `dx_leaves`.
+
+    Raises:
+        DxCorrupt: the index is damaged: the kernel lists the directory linearly.
+    """
+    info = parse_root(root, csum=csum, max_levels=max_levels)
+    version = info.hash_version + (DX_HASH_UNSIGNED_DELTA if unsigned else 0)
+    dot, dotdot = (int.from_bytes(root[at : at + 4], "little") for at in (0, 12))
+    cursor = _Cursor(info, csum, nblocks, read_node)
+    out: list[tuple[bytes, int]] = []
+    current: tuple[int, int] = (0, 0)
+    for _ in range(nblocks + 2):  # a round per leaf at most, while the index is in order
+        tree: dict[tuple[int, int], list[tuple[bytes, int]]] = {}
+        if current == (0, 0):
+            _store(tree, (0, 0), (b".", dot))
+        if current <= (2, 0):
+            _store(tree, (2, 0), (b"..", dotdot))
+        next_hash = _NO_MORE
+        leaf = await cursor.probe(current[0])
+        for _ in range(nblocks):
+            for name, ino in leaf_records(await read_leaf(leaf)):
+                key = dx_hash_pair(hashed(name), version, seed)
+                if key >= current:
+                    _store(tree, key, (name, ino))
+            next_hash = await cursor.next_leaf()
+            if next_hash == _NO_MORE or (tree and not next_hash & 1):
+                break
+            leaf = cursor.leaf()
+        if not tree:
+            break
+        for key in sorted(tree):
+            out += tree[key]
+            current = key
+        if next_hash == _NO_MORE:
+            break
+        current = (next_hash, 0)
+    return out
+
+
+def _store(
+    tree: dict[tuple[int, int], list[tuple[bytes, int]]],
+    key: tuple[int, int],
+    record: tuple[bytes, int],
+) -> None:
+    """Add `record` under `key`, as ext4_htree_store_dirent chains a collision: right
+    after the chain's first record."""
+    tree.setdefault(key, []).insert(1, record)
