@@ -46,7 +46,7 @@ import itertools
 import logging
 import os
 import stat
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
@@ -232,16 +232,20 @@ class Broker:
             raise FSError(absent_errno)
         return self.fs
 
-    def forget_driver_state(self) -> set[int]:
+    def forget_driver_state(
+        self, names: Iterable[tuple[int, bytes]] = ()
+    ) -> tuple[set[int], list[tuple[int, bytes]]]:
         """Forget every answer of the driver kept here, after it lost changes it had
         answered (the process of an isolated driver was restarted): the mount's file data
-        in the buffer cache and remembered metadata. The kernel's numbers of the nodes it
-        holds are returned: its cached data and attributes of them must go too."""
+        in the buffer cache and remembered metadata. Returned in the kernel's numbers: the
+        nodes it holds, and the driver's `names` (parent, name) it may have lost changes
+        of, whose cached data, attributes and entries the kernel must let go too."""
         if self.cache is not None:
             self.cache.invalidate_mount(self.mount_id)
         if self._metadata is not None:
             self._metadata.clear()
-        return {ROOT, *map(self._swap, self._lookups)}
+        entries = [(self._swap(parent), name) for parent, name in names]
+        return {ROOT, *map(self._swap, self._lookups)}, entries
 
     # --- statistics -------------------------------------------------------------------------
 

@@ -81,8 +81,12 @@ async def _write_back(broker: Broker) -> None:
             await broker.sync()
 
 
-def _invalidate_nodes(nodes: Iterable[int]) -> None:
-    """Make the kernel forget its cached data and attributes of `nodes`."""
+def _invalidate(nodes: Iterable[int], entries: Iterable[tuple[int, bytes]]) -> None:
+    """Make the kernel forget its cached `entries` (names, found or missing) and its cached
+    data and attributes of `nodes`."""
+    for parent, name in entries:
+        with contextlib.suppress(OSError):  # ENOENT: the kernel holds no such entry
+            pyfuse3.invalidate_entry(parent, name)
     for ino in nodes:
         with contextlib.suppress(OSError):  # ENOENT: the kernel let it go meanwhile
             pyfuse3.invalidate_inode(ino)
@@ -135,14 +139,15 @@ async def serve(
     operations = FuseOperations(broker, os.getuid() if fakeroot else None)
     mounted = False
 
-    async def forget_lost_changes() -> None:
-        """An isolated driver restarted, losing what it had answered but not written back:
-        neither the broker's caches nor the kernel's may show that."""
-        nodes = broker.forget_driver_state()
+    async def forget_lost_changes(names: list[tuple[int, bytes]]) -> None:
+        """An isolated driver restarted, losing what it had answered but not written back
+        (changes of `names`, among others): neither the broker's caches nor the kernel's
+        may show that."""
+        nodes, entries = broker.forget_driver_state(names)
         if mounted:
             # In a thread: the kernel may first write back dirty mmap pages of a node,
             # with requests this loop answers.
-            await trio.to_thread.run_sync(_invalidate_nodes, nodes)
+            await trio.to_thread.run_sync(_invalidate, nodes, entries)
 
     try:
         pyfuse3.init(operations, mountpoint, options)
