@@ -32,8 +32,8 @@ CRASHY = textwrap.dedent('''
     """Five files in memory and ways to die: reading "crash" or opening "poison" crashes the
     process (in C), reading or writing "slow" takes a second, reading "hog" the first time
     runs out of memory. While a file "die-on-open" lies beside this module, opening the
-    images kills the process too. What is written stays in the process's memory only. Every
-    open warns that it is so."""
+    images kills the process too. What is written (or unlinked) stays in the process's
+    memory only. Every open warns that it is so."""
     import ctypes, errno, itertools, logging, os, stat
     import trio
     import uvfs
@@ -56,6 +56,7 @@ CRASHY = textwrap.dedent('''
             self.handles = set()
             self.numbers = itertools.count(os.getpid() << 16)
             self.data = {ino: bytearray(DATA) for ino in FILES.values()}
+            self.unlinked = set()
 
         async def getattr(self, ino):
             if ino == 1:
@@ -66,7 +67,7 @@ CRASHY = textwrap.dedent('''
             raise uvfs.FSError(errno.ENOENT)
 
         async def lookup(self, parent, name):
-            if name not in FILES:
+            if name not in FILES or name in self.unlinked:
                 raise uvfs.FSError(errno.ENOENT)
             return await self.getattr(FILES[name])
 
@@ -96,6 +97,11 @@ CRASHY = textwrap.dedent('''
                 await trio.sleep(1)
             self.data[ino][offset : offset + len(data)] = data
             return len(data)
+
+        async def unlink(self, parent, name):
+            if name not in FILES or name in self.unlinked:
+                raise uvfs.FSError(errno.ENOENT)
+            self.unlinked.add(name)
 
         async def release(self, ino, handle):
             self.handles.discard(handle)
@@ -266,6 +272,15 @@ def test_no_cache_shows_writes_a_restarted_read_write_driver_lost(mount, crashy)
         assert (mnt / "calm").read_bytes() == DATA
     finally:
         os.close(calm)
+
+
+def test_no_name_cache_shows_an_unlink_a_restarted_driver_lost(mount, crashy) -> None:
+    mnt = _mount_crashy(mount, crashy, "rw,isolate")
+    (mnt / "calm").unlink()  # only in the driver process's memory (the driver never syncs)
+    assert _errno_of(os.stat, mnt / "calm") == errno.ENOENT  # now in the kernel's name cache
+    _kill_driver(mnt)
+    _wait_for_restarts(mnt, 1)
+    assert (mnt / "calm").read_bytes() == DATA  # the new process has it: so has the kernel
 
 
 def _stop_driver(mountpoint: Path) -> int:

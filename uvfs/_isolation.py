@@ -46,10 +46,13 @@ process serves, requests wait; the broker's caches answer what they hold.
   numbers exist only in its memory (a table filled by lookups) sees requests for numbers it
   never handed out, which fail (ESTALE, ENOENT) until the kernel looks the names up again.
 * Writes: what the driver had written back (fsync, its own flushes) is on the image and the
-  new process reads it; what it held in memory is lost, and the kernel and the broker may
-  still show some of it from their caches. So that no fsync vouches for lost writes, the
-  next fsync of an open file written through since its last fsync, in a process that died,
-  fails with EIO, once (as Linux reports a failed write-back). Unlinked files still open
+  new process reads it; what it held in memory is lost. So that no cache shows it, a
+  writable proxy's restart awaits the `on_restart` callbacks (the mount's drops the broker's
+  caches and the kernel's data, attributes and entries), given the names changed since the
+  driver's last `sync` (at most `UNSYNCED_NAMES_MAX`, the oldest forgotten first). So that
+  no fsync vouches for lost writes, the next fsync of an open file written through since
+  its last fsync, in a process that died, fails with EIO, once (as Linux reports a failed
+  write-back). Unlinked files still open
   when it died are left for fsck.
 * Hangs: a process alive but not answering (stopped, in a loop, deadlocked) is killed once
   a request has waited `DEFAULT_TIMEOUT` seconds (``-o driver_timeout=SECS``), checked a few
@@ -118,6 +121,13 @@ OPERATIONS: dict[str, type] = {
 _REPEATABLE = frozenset(
     {"lookup", "getattr", "readdir", "read", "readlink", "getxattr", "listxattr", "statfs"}
 )
+# Where a change names directory entries: (parent, name) positions in its arguments.
+_NAMES: dict[str, tuple[tuple[int, int], ...]] = {
+    "create": ((0, 1),), "mknod": ((0, 1),), "mkdir": ((0, 1),), "symlink": ((0, 1),),
+    "link": ((1, 2),), "unlink": ((0, 1),), "rmdir": ((0, 1),), "rename": ((0, 1), (2, 3)),
+}  # fmt: skip
+UNSYNCED_NAMES_MAX = 100_000  # names remembered for a driver that never writes back
+Name = tuple[int, bytes]  # a directory entry: the parent's inode number and the name
 _REOPEN_DROPS = os.O_TRUNC | os.O_CREAT | os.O_EXCL  # what opening again must not repeat
 
 # A request unanswered for this long means the process hangs (-o driver_timeout=SECS).
@@ -551,7 +561,11 @@ class _Proxy:
         self._handles: dict[int, _Handle] = {}
         self._handle_ids = itertools.count(1)
         self._reopening = trio.Lock()
-        self._restart_callbacks: list[Callable[[], Awaitable[None]]] = []
+        self._restart_callbacks: list[Callable[[list[Name]], Awaitable[None]]] = []
+        # Names changed since the driver last wrote back (`sync`): a restart may have lost
+        # those changes, so the kernel's name cache must let them go. Value: when changed.
+        self._unsynced: dict[Name, int] = {}
+        self._changes = itertools.count()
 
     def statistics(self) -> DriverStatistics:
         return DriverStatistics(pid=self._process.pid, restarts=self._restarts)
@@ -573,6 +587,8 @@ class _Proxy:
         """`operation` on the current process: the process and the answer. After a death
         with the request in flight it is asked once more of the next process if
         `repeatable`, else it fails with EIO. With `handle`, ``args[1]`` is a proxy handle."""
+        if operation in _NAMES:
+            self._note_names(operation, args)
         repeated = False
         while True:
             process = await self._serving()
@@ -588,6 +604,23 @@ class _Proxy:
 
     async def _call(self, operation: str, args: tuple) -> Any:
         return (await self._request(operation, args, repeatable=operation in _REPEATABLE))[1]
+
+    def _note_names(self, operation: str, args: tuple) -> None:
+        """Remember the names `operation` changes (before it is sent: it may happen even if
+        the process dies before answering)."""
+        when = next(self._changes)
+        for parent, name in _NAMES[operation]:
+            self._unsynced.pop((args[parent], args[name]), None)  # to the young end
+            self._unsynced[args[parent], args[name]] = when
+        while len(self._unsynced) > UNSYNCED_NAMES_MAX:  # a driver that never syncs
+            del self._unsynced[next(iter(self._unsynced))]
+
+    async def _sync(self) -> None:
+        """The driver's write-back: the names changed before it began are on the image."""
+        began = next(self._changes)
+        process, _ = await self._request("sync", (), repeatable=False)
+        if process is self._process:  # not a process that has died since
+            self._unsynced = {k: when for k, when in self._unsynced.items() if when > began}
 
     async def _call_with_handle(self, operation: str, args: tuple) -> Any:
         repeatable = operation in _REPEATABLE
@@ -730,9 +763,10 @@ class _Proxy:
             return
         self._install(process)
         if options.writable:
+            names, self._unsynced = list(self._unsynced), {}
             for callback in self._restart_callbacks:
                 try:
-                    await callback()
+                    await callback(names)
                 except Exception:
                     log.exception("a callback after the restart of the %s driver failed", driver)
         self._restarts += 1
@@ -751,11 +785,12 @@ class _Proxy:
         self._changed.set()
 
 
-def on_restart(fs: api.FileSystem, callback: Callable[[], Awaitable[None]]) -> None:
-    """Have `callback` awaited whenever `fs`, an isolated writable driver, has restarted:
-    once the new process serves, before the restart counts in its statistics. What the dead
-    process had answered but not written back is gone, so the caches must not show it.
-    Nothing happens for a driver served in-process."""
+def on_restart(fs: api.FileSystem, callback: Callable[[list[Name]], Awaitable[None]]) -> None:
+    """Have ``callback(names)`` awaited whenever `fs`, an isolated writable driver, has
+    restarted: once the new process serves, before the restart counts in its statistics.
+    What the dead process had answered but not written back is gone, so the caches must not
+    show it; `names` are the (parent, name) entries changed since its last write-back
+    (`Sync`), or in flight. Nothing happens for a driver served in-process."""
     if isinstance(fs, _Proxy):
         fs._restart_callbacks.append(callback)
 
@@ -780,6 +815,7 @@ _SPECIAL: dict[str, Any] = {
     "fsync": lambda self, *a: self._fsync(*a),
     "forget": lambda self, *a: self._forget(*a),
     "close": lambda self: self._close(),
+    "sync": lambda self: self._sync(),
 }
 
 
