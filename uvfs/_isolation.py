@@ -52,8 +52,7 @@ process serves, requests wait; the broker's caches answer what they hold.
   driver's last `sync` (at most `UNSYNCED_NAMES_MAX`, the oldest forgotten first). So that
   no fsync vouches for lost writes, the next fsync of an open file written through since
   its last fsync, in a process that died, fails with EIO, once (as Linux reports a failed
-  write-back). Unlinked files still open
-  when it died are left for fsck.
+  write-back). Unlinked files still open when it died are left for fsck.
 * Hangs: a process alive but not answering (stopped, in a loop, deadlocked) is killed once
   a request has waited `DEFAULT_TIMEOUT` seconds (``-o driver_timeout=SECS``), checked a few
   times per timeout; then it is a death like any other. The unmount's ``close`` has no
