@@ -284,3 +284,78 @@ async def test_damaged_leaf_is_euclean_not_an_exception(kernel_dir: Path, tmp_pa
         with pytest.raises(FSError) as info:
             await fs.lookup(ino, name)
         assert info.value.errno == errno.EUCLEAN
+
+
+async def _listing_and_lookup(image: Path, name: bytes) -> tuple[object, int]:
+    """The driver's listing of /d (sorted names, or errno) and its lookup of `name`
+    (inode, or -errno), on a fresh open: the listing goes through the index."""
+    with CountingImage(str(image)) as img:
+        fs = await DRIVER.open([img], MountOptions())
+        ino = (await fs.lookup(fs.root, DIR.encode())).ino
+        try:
+            listing: object = sorted(entry.name for entry in await fs.readdir(ino))
+        except FSError as e:
+            listing = e.errno
+        try:
+            found = (await fs.lookup(ino, name)).ino
+        except FSError as e:
+            found = -e.errno
+    return listing, found
+
+
+def _kernel_listing_and_lookup(image: Path, name: bytes) -> tuple[object, int]:
+    mountpoint = image.with_name(image.name + ".ro")
+    mountpoint.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-o", "loop,ro", str(image), str(mountpoint)], check=True)
+    try:
+        try:
+            listing: object = sorted(os.listdir(os.fsencode(mountpoint / DIR)))
+        except OSError as e:
+            listing = e.errno
+        try:
+            found = os.lstat(mountpoint / DIR / os.fsdecode(name)).st_ino
+        except OSError as e:
+            found = -e.errno
+        return listing, found
+    finally:
+        subprocess.run(["umount", str(mountpoint)], check=True)
+
+
+@pytest.mark.slow
+def test_a_misfiled_leaf_lists_as_the_kernel(kernel_dir: Path, tmp_path: Path) -> None:
+    """A node entry whose hash is raised past names its leaf holds: the kernel's readdir
+    (hash rounds through the index) leaves those names out, and so does the driver."""
+    image = Path(shutil.copy(kernel_dir, tmp_path / "image"))
+    root = _dx_root_offset(image, 1024)
+    with open(image, "rb") as f:
+        f.seek(root + 0x20 + 4)
+        (node,) = struct.unpack("<I", f.read(4))
+    node_at = int(debugfs(image, f"bmap /{DIR} {node}").split()[0]) * 1024
+    with open(image, "rb") as f:
+        f.seek(node_at + 8)
+        table = f.read(8 * 12)
+    (low,), (high,) = struct.unpack_from("<I", table, 8 * 5), struct.unpack_from("<I", table, 8 * 6)
+    poke(image, node_at + 8 + 8 * 5, struct.pack("<I", (low + (high - low) // 2) & ~1))
+    ours = trio.run(_listing_and_lookup, image, NAMES[0])
+    assert ours == _kernel_listing_and_lookup(image, NAMES[0])
+    assert isinstance(ours[0], list) and 0 < len(NAMES) - len(ours[0]) < len(NAMES)
+
+
+@pytest.mark.slow
+def test_a_bad_index_checksum_is_ebadmsg(tmp_path: Path) -> None:
+    """metadata_csum: a node whose dx_tail no longer matches fails the listing and the
+    lookups routed through it with EBADMSG, as on the kernel."""
+    image = tmp_path / "image"
+    make_dir_image(image, 1024, list(NAMES), csum=True)
+    root = _dx_root_offset(image, 1024)
+    with open(image, "rb") as f:
+        f.seek(root + 0x20 + 4)
+        (node,) = struct.unpack("<I", f.read(4))
+    node_at = int(debugfs(image, f"bmap /{DIR} {node}").split()[0]) * 1024
+    with open(image, "rb") as f:
+        f.seek(node_at + 8 + 8 * 3 + 4)  # entry 3's block number: the high bits are unused
+        (block,) = struct.unpack("<I", f.read(4))
+    poke(image, node_at + 8 + 8 * 3 + 4, struct.pack("<I", block | 1 << 30))
+    ours = trio.run(_listing_and_lookup, image, NAMES[0])
+    assert ours == _kernel_listing_and_lookup(image, NAMES[0])
+    assert ours[0] == errno.EBADMSG
