@@ -764,10 +764,14 @@ class Ext2FileSystem:
         names = [name for name, _ in entries]
         if inode.flags & EXT4_ENCRYPT_FL:
             names = await self._nokey_names(inode, names)
-        return [
-            DirEntry(shown, await self._shown_attr(await self._inode(child)))
-            for shown, (_, child) in zip(names, entries, strict=True)
-        ]
+        listing = []
+        for shown, (_, child) in zip(names, entries, strict=True):
+            try:
+                listing.append(DirEntry(shown, await self._shown_attr(await self._inode(child))))
+            except FSError as e:  # the kernel lists the name and fails its stat: no attrs to
+                # give FUSE, so the name alone is left out rather than the whole listing
+                log.warning("%s: directory %d: %r left out: %s", self.image.path, ino, shown, e)
+        return listing
 
     async def open(self, ino: int, flags: int, caller: Caller) -> int:
         """Open file `ino`: ENOKEY for an encrypted regular file, whose key is never had."""
