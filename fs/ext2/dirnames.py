@@ -34,7 +34,10 @@ class Directory:
     `listing` differs from `entries` (a damaged index: names it does not lead to).
     """
 
-    __slots__ = ("_folds", "bad_blocks", "cut_blocks", "entries", "index", "listing", "trusted")
+    __slots__ = (
+        "_folds", "bad_blocks", "cut_blocks", "entries", "first_hole", "index", "listing",
+        "trusted",
+    )  # fmt: skip
 
     def __init__(
         self, entries: list[tuple[bytes, int]], bad_blocks: int = 0, cut_blocks: int = 0
@@ -45,6 +48,7 @@ class Directory:
         # An indexed directory's listing through its index (htree.dx_listing), once made.
         self.listing: list[tuple[bytes, int]] | None = None
         self.trusted = True  # lookups may use `entries`: the listing holds the same names
+        self.first_hole = False  # block 0 is a hole: htree listings fail (EUCLEAN)
         self.index: dict[bytes, int] = {}
         for name, ino in entries:
             self.index.setdefault(name, ino)

@@ -424,8 +424,8 @@ class Ext2FileSystem:
         return directory
 
     async def _dir_blocks(self, inode: Inode) -> AsyncIterator[tuple[int, bytes | None]]:
-        """(logical number, bytes) of directory `inode`'s blocks in order, holes left out;
-        the bytes are None for a block failing its checksum (with a warning)."""
+        """(logical number, bytes) of directory `inode`'s blocks in order; the bytes are
+        empty for a hole, None for a block failing its checksum (with a warning)."""
         bs = self.geo.block_size
         if inode.size > self.geo.blocks_count * bs:
             raise FSError(errno.EIO, f"directory {inode.ino} larger than the filesystem")
@@ -435,7 +435,9 @@ class Ext2FileSystem:
             count = min(MAP_CHUNK_BLOCKS, nblocks - first)
             for run in await self._map(inode, first, count, unwritten=True):
                 if not run.physical:
-                    continue  # a hole in a directory holds no names
+                    for logical in range(run.logical, run.logical + run.count):
+                        yield logical, b""
+                    continue
                 data = await self.image.read(run.physical * bs, run.count * bs)
                 for at in range(0, len(data), bs):
                     block = data[at : at + bs]
@@ -452,8 +454,12 @@ class Ext2FileSystem:
         record ends its block (`scan_dirents`, with a warning)."""
         entries: list[tuple[bytes, int]] = []
         bad_blocks = cut_blocks = 0
+        first_hole = False
         async with aclosing(self._dir_blocks(inode)) as blocks:
             async for logical, block in blocks:
+                if block == b"":  # a hole holds no names
+                    first_hole = first_hole or logical == 0
+                    continue
                 if block is None:
                     bad_blocks += 1
                     continue
@@ -471,7 +477,9 @@ class Ext2FileSystem:
                     raise FSError(
                         errno.EIO, f"directory {inode.ino} holds over {DIR_MAX_NAMES} names"
                     )
-        return Directory(entries, bad_blocks, cut_blocks)
+        directory = Directory(entries, bad_blocks, cut_blocks)
+        directory.first_hole = first_hole
+        return directory
 
     async def _scan_find(self, inode: Inode, query: Query) -> int | None:
         """`query` looked up in a damaged directory as the kernel's linear search does:
@@ -483,6 +491,8 @@ class Ext2FileSystem:
                     raise FSError(
                         errno.EBADMSG, f"directory {inode.ino}: block checksum does not match"
                     )
+                if not block:
+                    continue  # a hole
                 child = find_dirent(block, query.matches, inodes_count=self.geo.inodes_count)
                 if child is not None:
                     return child
@@ -574,7 +584,7 @@ class Ext2FileSystem:
         async def read(logical: int, index: bool) -> bytes:
             runs = await self._map(inode, logical, 1, unwritten=True)
             if not runs or not runs[0].physical:
-                raise FSError(errno.EIO, f"directory {inode.ino}: hole at block {logical}")
+                raise FSError(errno.EUCLEAN, f"directory {inode.ino}: hole at block {logical}")
             block = await self._meta_block(runs[0].physical)
             if seed is not None and not (
                 htree.dx_csum_ok(block, root=logical == 0, seed=seed)
@@ -758,8 +768,11 @@ class Ext2FileSystem:
                 directory.listing = await self._dx_listing(inode) or directory.entries
                 directory.trusted = sorted(directory.listing) == sorted(directory.entries)
             records = directory.listing
-        elif directory.bad_blocks and self._lists_by_hash(inode):
-            raise FSError(errno.EBADMSG, f"directory {ino}: block checksum does not match")
+        elif self._lists_by_hash(inode) and not self._is_inline(inode):
+            if directory.first_hole:  # the kernel's htree read of block 0 finds a hole
+                raise FSError(errno.EUCLEAN, f"directory {ino}: hole at block 0")
+            if directory.bad_blocks:
+                raise FSError(errno.EBADMSG, f"directory {ino}: block checksum does not match")
         entries = [(name, child) for name, child in records if name not in (b".", b"..")]
         names = [name for name, _ in entries]
         if inode.flags & EXT4_ENCRYPT_FL:
