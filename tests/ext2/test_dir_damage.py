@@ -6,6 +6,7 @@ compares the driver with the kernel's read-only mount of the same bytes.
 
 from __future__ import annotations
 
+import errno
 import shutil
 import struct
 from pathlib import Path
@@ -31,3 +32,15 @@ async def test_uninitialized_directory_extent_is_read(
     view = await dir_view(image, "dirs", b"wide")
     assert view == kernel_dir_view(kernel_mount(image), "dirs", b"wide")
     assert b"wide" in view[0] and view[1] == 0
+
+
+async def test_a_hole_for_the_only_block_fails_the_listing(
+    ext2_image: Path, tmp_path: Path, kernel_mount
+) -> None:
+    """A directory of one block whose block is a hole: the kernel lists such a directory
+    through its htree code, which finds the hole (EUCLEAN); a lookup in it finds nothing."""
+    image = Path(shutil.copy(ext2_image, tmp_path / "image"))
+    debugfs(image, "sif /dirs/empty block[0] 0", "-w")
+    view = await dir_view(image, "dirs/empty", b"x")
+    assert view == kernel_dir_view(kernel_mount(image), "dirs/empty", b"x")
+    assert view[0] == errno.EUCLEAN
