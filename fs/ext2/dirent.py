@@ -8,6 +8,11 @@ high half of a 16-bit name_len, always 0 for names of at most 255 bytes.
 Indexed (htree) directories need no special case when read by linear scan: the index root
 hides inside the rec_len of "..", index nodes are one unused record spanning the block,
 and the metadata_csum tail is an unused 12-byte record.
+
+Damaged blocks are read three ways: `iter_dirents` (the writer) refuses a block with any
+malformed record; `scan_dirents` reads one as the kernel's listings do (the records before
+the first bad one); `find_dirent` searches one as the kernel's lookups do (following
+rec_len alone, checking only the record that matches).
 """
 
 from __future__ import annotations
