@@ -32,15 +32,17 @@ CRASHY = textwrap.dedent('''
     """Five files in memory and ways to die: reading "crash" or opening "poison" crashes the
     process (in C), reading or writing "slow" takes a second, reading "hog" the first time
     runs out of memory. While a file "die-on-open" lies beside this module, opening the
-    images kills the process too. What is written (or unlinked) stays in the process's
-    memory only. Every open warns that it is so."""
-    import ctypes, errno, itertools, logging, os, stat
+    images kills the process too; while "fork-on-open" lies there, opening forks a process
+    that holds every descriptor (its pid goes into "holders") for a minute. What is written
+    (or unlinked) stays in the process's memory only. Every open warns that it is so."""
+    import ctypes, errno, itertools, logging, os, stat, time
     import trio
     import uvfs
 
     DATA = b"still here\\n"
     FILES = {b"calm": 2, b"crash": 3, b"slow": 4, b"poison": 5, b"hog": 6}
     MARKER = os.path.join(os.path.dirname(__file__), "die-on-open")
+    FORK = os.path.join(os.path.dirname(__file__), "fork-on-open")
     HOGGED = os.path.join(os.path.dirname(__file__), "hogged")
 
 
@@ -116,6 +118,12 @@ CRASHY = textwrap.dedent('''
         async def open(self, sources, options):
             if os.path.exists(MARKER):
                 crash()
+            if os.path.exists(FORK):
+                if (pid := os.fork()) == 0:
+                    time.sleep(60)
+                    os._exit(0)
+                with open(os.path.join(os.path.dirname(__file__), "holders"), "a") as f:
+                    f.write(f"{pid}\\n")
             logging.getLogger("crashy").warning("writes are kept in memory only")
             return CrashyFS()
 
@@ -358,6 +366,23 @@ def test_a_driver_that_dies_on_every_open_is_given_up(mount, crashy) -> None:
     assert time.monotonic() - started < 60
     assert _driver(mnt)[1] == 5
     assert _server_log(mnt).count(GIVE_UP) == 1
+
+
+def test_a_death_is_seen_while_a_forked_process_holds_the_socket(mount, crashy) -> None:
+    (crashy / "fork-on-open").touch()
+    try:
+        mnt = _mount_crashy(mount, crashy, "ro,isolate,cache_size=0")
+        _kill_driver(mnt)  # no request in flight: nobody is reading
+        _wait_for_restarts(mnt, 1)
+        assert (mnt / "calm").read_bytes() == DATA
+        # A request in flight: the task waiting for its reply reads.
+        assert _errno_of((mnt / "crash").read_bytes) == errno.EIO
+        _wait_for_restarts(mnt, 5)
+        assert (mnt / "calm").read_bytes() == DATA
+    finally:
+        for pid in map(int, (crashy / "holders").read_text().split()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_a_driver_that_dies_while_reopening_its_images_is_given_up(mount, crashy) -> None:

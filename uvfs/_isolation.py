@@ -240,8 +240,9 @@ class _Channel:
             self._end += received
 
     def close(self) -> None:
-        trio.lowlevel.notify_closing(self._sock)
-        self._sock.close()
+        if self._sock.fileno() != -1:  # not closed yet
+            trio.lowlevel.notify_closing(self._sock)
+            self._sock.close()
 
 
 # --- the parent's side: one driver process ------------------------------------------------------
@@ -480,16 +481,22 @@ class _DriverProcess:
 
     async def _watch_exit(self) -> None:
         await self.process.wait()
-        while self._reading and not self._dead.is_set():  # it reads to the end, or stops
-            await trio.sleep(0.01)
-        if not self._dead.is_set():
-            self._reading = True
-            with suppress(EOFError):
-                while True:
-                    request, *reply = await self._channel.receive()
-                    self._dispatch(request, reply)
-            self._reading = False
-            self._die()
+        # Its last replies are in the socket: read them to its end, as the task reading does
+        # or here, for a second at most (a process it forked may hold the socket open).
+        with trio.move_on_after(1):
+            while self._reading and not self._dead.is_set():
+                await trio.sleep(0.01)
+            if not self._dead.is_set():
+                self._reading = True
+                try:
+                    with suppress(EOFError):
+                        while True:
+                            request, *reply = await self._channel.receive()
+                            self._dispatch(request, reply)
+                finally:
+                    self._reading = False
+        self._channel.close()  # a task still reading stops
+        self._die()
 
     def _free(self, slot: int) -> None:
         if slot != _NO_SLOT:
