@@ -238,8 +238,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 if __name__ == "__main__":  # how `uvfs mount` starts its server: python -m uvfs.cli
     status = main()
     # The image is closed and synced by now. Skip the interpreter's teardown, which frees
-    # every cached object one by one (a tenth of a second that `uvfs umount` waits for).
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)
+    # every cached object one by one (a tenth of a second that `uvfs umount` waits for),
+    # unless a profiler (python -m cProfile) still has to write its results.
+    if sys.getprofile() is None:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
