@@ -126,14 +126,13 @@ def _record_problem(block: bytes, offset: int, inodes_count: int) -> str | None:
 
 
 def scan_dirents(
-    block: bytes, *, filetype: bool, inodes_count: int, ciphertext: bool = False
+    block: bytes, *, filetype: bool, inodes_count: int
 ) -> tuple[list[tuple[int, bytes, int]], str | None]:
     """The records ext4's readdir shows from one block, and what ended it early.
 
     The first record `_record_problem` finds wrong ends the block: the records before it
     are kept, the rest skipped, as the kernel's listings skip the rest of such a block.
-    A used record whose name cannot be shown through FUSE (empty, or "/" or NUL in a name
-    that is not ciphertext) is left out alone.
+    Names are kept whatever their bytes (the VFS judges them: filesystem.py).
 
     Returns:
         (inode, name, file_type) of the kept records, in order, and what ended the block
@@ -150,8 +149,7 @@ def scan_dirents(
         if inode:
             start = offset + ext2_dir_entry_2.size
             name = block[start : start + name_len]
-            if name and (ciphertext or (b"/" not in name and b"\0" not in name)):
-                records.append((inode, name, file_type if filetype else EXT2_FT_UNKNOWN))
+            records.append((inode, name, file_type if filetype else EXT2_FT_UNKNOWN))
         offset += decode_rec_len(raw_len, size)
     return records, None
 

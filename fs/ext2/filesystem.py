@@ -467,7 +467,6 @@ class Ext2FileSystem:
                     block,
                     filetype=self._filetype,
                     inodes_count=self.geo.inodes_count,
-                    ciphertext=bool(inode.flags & EXT4_ENCRYPT_FL),
                 )
                 if problem is not None:
                     self._dir_warning(inode, logical, problem)
@@ -615,7 +614,6 @@ class Ext2FileSystem:
                 block,
                 filetype=self._filetype,
                 inodes_count=self.geo.inodes_count,
-                ciphertext=bool(inode.flags & EXT4_ENCRYPT_FL),
             )
             return [(name, child) for child, name, _ in records]
 
@@ -777,6 +775,11 @@ class Ext2FileSystem:
         names = [name for name, _ in entries]
         if inode.flags & EXT4_ENCRYPT_FL:
             names = await self._nokey_names(inode, names)
+        elif any(not name or b"/" in name for name in names):  # the VFS's verify_dirent_name
+            raise FSError(errno.EIO, f"directory {ino}: a name that cannot be listed")
+        # a NUL inside a name would cut it short on its way through FUSE
+        entries = [entry for entry, name in zip(entries, names, strict=True) if b"\0" not in name]
+        names = [name for name in names if b"\0" not in name]
         listing = []
         for shown, (_, child) in zip(names, entries, strict=True):
             try:

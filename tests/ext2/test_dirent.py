@@ -15,8 +15,10 @@ from uvfs_fs.ext2.dirent import (
     dirent_rec_len,
     encode_rec_len,
     ext2_dir_entry_2,
+    find_dirent,
     iter_dirents,
     pack_dirent,
+    scan_dirents,
 )
 
 BS = 1024
@@ -89,3 +91,39 @@ def test_malformed_records(data: bytes) -> None:
     with pytest.raises(FSError) as info:
         list(iter_dirents(data, filetype=True))
     assert info.value.errno == errno.EIO
+
+
+def _damaged(at: int, data: bytes) -> bytes:
+    """Three records, a, b and c, with `data` written at byte `at` (b starts at 12)."""
+    raw = bytearray(block((11, b"a", 1), (12, b"b", 1), (13, b"c", 1)))
+    raw[at : at + len(data)] = data
+    return bytes(raw)
+
+
+@pytest.mark.parametrize(
+    ("at", "data", "why"),
+    [
+        (12 + 4, struct.pack("<H", 8), "bad rec_len"),  # under 12
+        (12 + 4, struct.pack("<H", 14), "bad rec_len"),  # unaligned
+        (12 + 6, b"\x20", "bad rec_len"),  # the name past the record
+        (12 + 4, struct.pack("<H", BS - 16), "bad rec_len"),  # ends 4 bytes before the end
+        (12, struct.pack("<I", 10_000), "out of bounds"),  # an inode past the count
+    ],
+)
+def test_a_listing_keeps_the_records_before_a_bad_one(at: int, data: bytes, why: str) -> None:
+    records, problem = scan_dirents(_damaged(at, data), filetype=True, inodes_count=100)
+    assert records == [(11, b"a", 1)]
+    assert problem is not None and why in problem
+
+
+def test_a_lookup_follows_rec_len_and_checks_only_its_match() -> None:
+    """As ext4_search_dir: b's name too long for its record is passed over to find c; b
+    naming an inode past the count is EUCLEAN when b is the name looked up; a rec_len of 0
+    stops the walk (EUCLEAN)."""
+    damaged = _damaged(12 + 6, b"\x20")
+    assert find_dirent(damaged, lambda name: name == b"c", inodes_count=100) == 13
+    assert find_dirent(damaged, lambda name: name == b"x", inodes_count=100) is None
+    for name, at, data in ((b"b", 12, struct.pack("<I", 10_000)), (b"c", 12 + 4, b"\0\0")):
+        with pytest.raises(FSError) as e:
+            find_dirent(_damaged(at, data), lambda n, name=name: n == name, inodes_count=100)
+        assert e.value.errno == errno.EUCLEAN
