@@ -11,9 +11,12 @@ can be mounted by hand.
 from __future__ import annotations
 
 import json
+import os
 import selectors
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -54,10 +57,16 @@ def mutator(driver: str, workdir: Path) -> tuple[list[Seed], Mutator]:
 
 
 class _Worker:
+    """One worker process and the scratch directory (under /dev/shm when there is one) where
+    it keeps its copies of the seeds; the directory is removed here, since a killed worker
+    cannot remove it itself."""
+
     def __init__(self, driver: str, workdir: Path) -> None:
         root = Path(__file__).resolve().parents[2]
+        shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+        self.scratch = Path(tempfile.mkdtemp(prefix="uvfs-fuzz-", dir=shm))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tools.fuzz._worker", driver, str(workdir)],
+            [sys.executable, "-m", "tools.fuzz._worker", driver, str(workdir), str(self.scratch)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             cwd=root, text=True, bufsize=1,
         )  # fmt: skip
@@ -78,6 +87,7 @@ class _Worker:
         for pipe in (self.proc.stdin, self.proc.stdout):
             if pipe is not None:
                 pipe.close()
+        shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 def save_failure(

@@ -1,6 +1,6 @@
 """The worker process: runs cases sent as JSON lines on stdin, one answer line per case.
 
-It keeps a private working copy of every seed (sparse, under /dev/shm when there is room),
+It keeps a private working copy of every seed (sparse, in the runner's scratch directory),
 patches it for a case, hashes the files, walks them in-process (`walk_images`), hashes
 again and undoes the patches. It is a process of its own so that the runner can time a
 case out, or see it kill the process, without losing the run: a Python loop that never
@@ -20,7 +20,6 @@ import logging
 import os
 import subprocess
 import sys
-import tempfile
 import traceback
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -168,19 +167,19 @@ def run_case(driver: str, files: list[Path], case: Case) -> dict:
 
 
 def main() -> None:
-    driver, workdir = sys.argv[1], Path(sys.argv[2])
+    """``python -m tools.fuzz._worker DRIVER WORKDIR SCRATCH``: SCRATCH (the runner's, which
+    removes it) holds the working copies of the seeds."""
+    driver, workdir, scratch = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
     logging.disable(logging.CRITICAL)  # damaged images log by the thousand: keep it quiet
     by_name = {s.name: s for s in seeds(driver, workdir)}
-    shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
-    with tempfile.TemporaryDirectory(prefix="uvfs-fuzz-", dir=shm) as tmp:
-        copies: dict[str, list[Path]] = {}
-        for line in sys.stdin:
-            case = Case.from_json(json.loads(line))
-            if case.seed not in copies:
-                copies[case.seed] = copy_seed(by_name[case.seed], Path(tmp) / case.seed)
-            result = run_case(driver, copies[case.seed], case)
-            sys.stdout.write(json.dumps(result) + "\n")
-            sys.stdout.flush()
+    copies: dict[str, list[Path]] = {}
+    for line in sys.stdin:
+        case = Case.from_json(json.loads(line))
+        if case.seed not in copies:
+            copies[case.seed] = copy_seed(by_name[case.seed], scratch / case.seed)
+        result = run_case(driver, copies[case.seed], case)
+        sys.stdout.write(json.dumps(result) + "\n")
+        sys.stdout.flush()
 
 
 if __name__ == "__main__":
