@@ -24,6 +24,10 @@ import subprocess
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tests.zfs.zfsfuse import ZfsFuse
 
 TESTDATA = Path("/work/shared/testdata/zfs")
 
@@ -196,7 +200,7 @@ ZFS_SHARED = (
 ZFS_BUILT = {"fuse-disk": [("disk", 1)], "fuse-mirror": [("mirror", 2)]}
 
 
-def _populate(daemon: object, name: str, mnt: Path) -> None:
+def _populate(daemon: ZfsFuse, name: str, mnt: Path) -> None:
     """Fill a zfs-fuse pool: files of several sizes, a fat ZAP directory, symlinks, a
     child dataset and a snapshot."""
     (mnt / "files").mkdir()
@@ -215,7 +219,7 @@ def _populate(daemon: object, name: str, mnt: Path) -> None:
     os.symlink("../files/tiny", mnt / "a/fast")
     os.symlink("/".join(["segment"] * 30), mnt / "a/slow")
     os.link(mnt / "files/tiny", mnt / "a/hard")
-    run = daemon.run  # type: ignore[attr-defined]
+    run = daemon.run
     with contextlib.suppress(OSError):  # zfs-fuse without -x keeps no xattrs
         os.setxattr(mnt / "files/tiny", "user.small", b"s")
     run("zfs", "snapshot", f"{name}@snap")

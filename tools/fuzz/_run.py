@@ -42,7 +42,7 @@ class Summary:
 
     def line(self) -> str:
         kinds = ", ".join(
-            f"{self.failures[k]} {k}s" for k in ("exception", "hang", "crash", "write")
+            f"{k} {self.failures[k]}" for k in ("exception", "hang", "crash", "write")
         )
         total = sum(self.failures.values())
         return (
