@@ -43,7 +43,8 @@ stamp=.venv/.installed
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+# Installed again when pyproject.toml or a C extension's source changed since.
+if [ ! -f "$stamp" ] || [ -n "$(find pyproject.toml fs -newer "$stamp" \( -name pyproject.toml -o -name '*.c' \) | head -1)" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e '.[test,bench]'
   touch "$stamp"

@@ -33,6 +33,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import NamedTuple
 
 from uvfs import FSError
+from uvfs_fs.ext2 import _native
 from uvfs_fs.ext2.csum import crc32c_le
 
 DX_HASH_LEGACY, DX_HASH_HALF_MD4, DX_HASH_TEA = 0, 1, 2
@@ -66,86 +67,6 @@ class DxFrame(NamedTuple):
 # --- hashes ---------------------------------------------------------------------------------
 
 
-def _rol(x: int, s: int) -> int:
-    return ((x << s) | (x >> (32 - s))) & _M
-
-
-def _half_md4(buf: list[int], data: Sequence[int]) -> None:
-    """One half-MD4 round set over 8 words, added into `buf` (half_md4_transform)."""
-    a, b, c, d = buf
-    k2, k3 = 0o13240474631, 0o15666365641
-
-    def f(x: int, y: int, z: int) -> int:
-        return z ^ (x & (y ^ z))
-
-    def g(x: int, y: int, z: int) -> int:
-        return ((x & y) + ((x ^ y) & z)) & _M
-
-    def h(x: int, y: int, z: int) -> int:
-        return x ^ y ^ z
-
-    for fn, k, order, shifts in (
-        (f, 0, (0, 1, 2, 3, 4, 5, 6, 7), (3, 7, 11, 19)),
-        (g, k2, (1, 3, 5, 7, 0, 2, 4, 6), (3, 5, 9, 13)),
-        (h, k3, (3, 7, 2, 6, 1, 5, 0, 4), (3, 9, 11, 15)),
-    ):
-        for i, word in enumerate(order):
-            s = shifts[i % 4]
-            match i % 4:
-                case 0:
-                    a = _rol((a + fn(b, c, d) + data[word] + k) & _M, s)
-                case 1:
-                    d = _rol((d + fn(a, b, c) + data[word] + k) & _M, s)
-                case 2:
-                    c = _rol((c + fn(d, a, b) + data[word] + k) & _M, s)
-                case 3:
-                    b = _rol((b + fn(c, d, a) + data[word] + k) & _M, s)
-    buf[0], buf[1] = (buf[0] + a) & _M, (buf[1] + b) & _M
-    buf[2], buf[3] = (buf[2] + c) & _M, (buf[3] + d) & _M
-
-
-def _tea(buf: list[int], data: Sequence[int]) -> None:
-    """16 TEA rounds over 4 words, added into buf[0:2] (TEA_transform)."""
-    b0, b1 = buf[0], buf[1]
-    a, b, c, d = data
-    total = 0
-    for _ in range(16):
-        total = (total + 0x9E3779B9) & _M
-        b0 = (b0 + ((((b1 << 4) + a) & _M) ^ ((b1 + total) & _M) ^ (((b1 >> 5) + b) & _M))) & _M
-        b1 = (b1 + ((((b0 << 4) + c) & _M) ^ ((b0 + total) & _M) ^ (((b0 >> 5) + d) & _M))) & _M
-    buf[0], buf[1] = (buf[0] + b0) & _M, (buf[1] + b1) & _M
-
-
-def _chars(name: bytes, signed: bool) -> list[int]:
-    return [c - 256 if signed and c >= 128 else c for c in name]
-
-
-def _legacy(chars: list[int]) -> int:
-    hash0, hash1 = 0x12A3FE2D, 0x37ABE8F9
-    for c in chars:
-        value = (hash1 + (hash0 ^ ((c * 7152373) & _M))) & _M
-        if value & 0x80000000:
-            value = (value - 0x7FFFFFFF) & _M
-        hash1, hash0 = hash0, value
-    return (hash0 << 1) & _M
-
-
-def _hash_words(chars: list[int], length: int, num: int) -> list[int]:
-    """`num` words from up to num*4 chars, padded with the length (str2hashbuf)."""
-    pad = length | (length << 8)
-    pad |= pad << 16
-    out = []
-    val = pad
-    for i, c in enumerate(chars[: num * 4]):
-        val = (c + (val << 8)) & _M
-        if i % 4 == 3:
-            out.append(val)
-            val = pad
-    if len(out) < num:
-        out.append(val)
-    return out + [pad] * (num - len(out))
-
-
 def dx_hash_pair(name: bytes, version: int, seed: Sequence[int]) -> tuple[int, int]:
     """The (major, minor) hashes ext4 files `name` under, for hash `version` (0-5) and
     s_hash_seed. The minor hash only orders a directory's readdir; no-key names of
@@ -154,18 +75,10 @@ def dx_hash_pair(name: bytes, version: int, seed: Sequence[int]) -> tuple[int, i
     Raises:
         DxCorrupt: for a version this code does not compute.
     """
-    flavour = version % DX_HASH_UNSIGNED_DELTA
     if version not in range(2 * DX_HASH_UNSIGNED_DELTA):
         raise DxCorrupt(f"hash version {version}")
-    chars = _chars(name, signed=version < DX_HASH_UNSIGNED_DELTA)
-    buf = list(seed) if any(seed) else [0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476]
-    if flavour == DX_HASH_LEGACY:
-        value, minor = _legacy(chars), 0
-    else:
-        step, transform = (32, _half_md4) if flavour == DX_HASH_HALF_MD4 else (16, _tea)
-        for at in range(0, len(chars), step):
-            transform(buf, _hash_words(chars[at:], len(chars) - at, step // 4))
-        value, minor = (buf[1], buf[2]) if flavour == DX_HASH_HALF_MD4 else (buf[0], buf[1])
+    flavour, unsigned = version % DX_HASH_UNSIGNED_DELTA, version >= DX_HASH_UNSIGNED_DELTA
+    value, minor = _native.dx_hash(name, flavour, not unsigned, *seed)
     value &= ~1 & _M
     if value == EXT4_HTREE_EOF_32BIT << 1:
         value = (EXT4_HTREE_EOF_32BIT - 1) << 1
