@@ -9,8 +9,8 @@ images per driver). Theory of operation:
    read other than file contents is noted, with the structures the walk does not read
    (bitmaps, the journal, every label and uberblock): those byte ranges are what gets
    damaged.
-3. Cases (`_mutate`): case *i* of seed *S* is a pure function of (S, i): a burst of
-   mutations on one or two regions, embedded checksums resealed, as byte patches.
+3. Cases (`_mutate`): case *i* of seed *S* is a function of (S, i) and the seed images:
+   a burst of mutations on one or two regions, embedded checksums resealed, as patches.
 4. Walks (`_walk`, `_worker`): worker processes patch a private copy of the seed, open it
    read-only through the driver API in-process (no FUSE: thousands of images a minute) and
    call every read operation on every reachable node. A failure is an exception other than

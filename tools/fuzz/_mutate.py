@@ -2,8 +2,9 @@
 
 A case is plain data (JSON): the seed's name, the patches (file index, offset, bytes) and
 whether bp checksums are to be ignored. `make_case(seed_number, index)` is a pure function
-of its arguments and the seeds, so a run of N cases with seed S is the same on every
-machine and one case can be regenerated from its number alone.
+of its arguments and the seed images, so with the same seed store (kept between runs) a
+run of N cases with seed S is the same every time, and one case can be regenerated from
+its number alone. (Seeds built afresh differ: mke2fs and zfs-fuse draw UUIDs and GUIDs.)
 
 Damage comes in bursts on one region (a structure whose fields are hit together breaks
 the parser's assumptions more often than scattered bytes): 1 to 8 operations, each one of

@@ -195,8 +195,8 @@ def replay(path: Path, workdir: Path) -> dict:
     case = Case.from_json(record["case"])
     driver = record["driver"]
     images = path.parent / "image"
-    by_name = {s.name: s for s in seeds(driver, workdir)}
-    if not images.exists():
+    if not images.exists():  # a case.json alone: damage a copy of its seed again
+        by_name = {s.name: s for s in seeds(driver, workdir)}
         apply(copy_seed(by_name[case.seed], images), case.patches)
     files = sorted(images.iterdir(), key=lambda p: int(p.name.split("-", 1)[0]))
     # The saved files are already damaged: run the case with no patches on them (its
