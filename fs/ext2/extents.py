@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 from bisect import bisect_right
+from collections.abc import Callable
 
 from construct import Int16ul, Int32ul, Struct
 
@@ -27,6 +28,8 @@ from uvfs_fs.ext2.record import FastRecord
 EXT4_EXT_MAGIC = 0xF30A
 EXT4_MAX_EXTENT_DEPTH = 5
 EXT_INIT_MAX_LEN = 1 << 15  # longer ee_len values mean uninitialized, length - 2^15
+EXT4_EXT_ROOT_MAX = 4  # entries the 60-byte i_block holds after the header
+EXT4_EXT_CHECK_DEPTH = 32  # the depth __ext4_ext_check rejects past (a walk stops at 5)
 
 # fmt: off
 ext4_extent_header = Struct(
@@ -105,6 +108,47 @@ def parse_node(node: bytes, blocks_count: int) -> tuple[int, list[tuple[int, ...
     return 0, entries
 
 
+def check_root(i_block: bytes, block_ok: Callable[[int, int], bool]) -> None:
+    """The kernel's ext4_ext_check_inode: the root in i_block checked when the inode is
+    read, so a bad root makes the inode itself unreadable, not just its data.
+
+    `block_ok(start, count)` says whether blocks may belong to a file (ext4_inode_block_valid).
+
+    Raises:
+        FSError: EUCLEAN (EFSCORRUPTED) for a bad magic, eh_max 0 or past 4, more entries
+            than eh_max, an empty index root, a depth past 32, or an entry that is empty,
+            wraps, overlaps the one before or lies outside the filesystem.
+    """
+    h = _HEADER.unpack(i_block)
+
+    def bad(why: str) -> FSError:
+        return FSError(errno.EUCLEAN, f"extent tree root: {why}")
+
+    if h.eh_magic != EXT4_EXT_MAGIC:
+        raise bad(f"bad magic {h.eh_magic:#x}")
+    if not 0 < h.eh_max <= EXT4_EXT_ROOT_MAX or h.eh_entries > h.eh_max:
+        raise bad(f"{h.eh_entries} of {h.eh_max} entries")
+    if h.eh_depth and not h.eh_entries:
+        raise bad(f"no entries at depth {h.eh_depth}")
+    raw = i_block[_HEADER.size : _HEADER.size + _EXTENT.size * h.eh_entries]
+    cur = 0  # entries must not start before the previous one ends (an index: its start + 1)
+    if h.eh_depth:
+        for ei_block, leaf_lo, leaf_hi, _ in _INDEX.iter_unpack(raw):
+            if not block_ok(leaf_lo | leaf_hi << 32, 1) or ei_block < cur:
+                raise bad("bad index entry")
+            cur = ei_block + 1
+    else:
+        for ee_block, ee_len, start_hi, start_lo in _EXTENT.iter_unpack(raw):
+            length = ee_len - EXT_INIT_MAX_LEN if ee_len > EXT_INIT_MAX_LEN else ee_len
+            if not length or ee_block + length >= 1 << 32 or ee_block < cur:
+                raise bad("empty, wrapping or overlapping extent")
+            if not block_ok(start_lo | start_hi << 32, length):
+                raise bad("extent outside the filesystem")
+            cur = ee_block + length
+    if h.eh_depth > EXT4_EXT_CHECK_DEPTH:
+        raise bad(f"depth {h.eh_depth}")
+
+
 async def map_extents(
     i_block: bytes,
     first: int,
@@ -130,6 +174,9 @@ async def map_extents(
         node_depth, entries = parse_node(node, blocks_count)
         if depth is not None and node_depth != depth:
             raise _corrupt(f"node of depth {node_depth} where {depth} was due")
+        # a child's first entry starts where its parent's index says (ext4_valid_extent_entries)
+        if depth is not None and entries and entries[0][0] != lo:
+            raise _corrupt(f"node starts at block {entries[0][0]}, its index at {lo}")
         # The last entry starting at or before `first` is the first one that can matter.
         i = max(bisect_right(entries, (max(lo, first), 1 << 64)) - 1, 0)
         stop = min(hi, end)

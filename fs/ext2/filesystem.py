@@ -66,7 +66,9 @@ from uvfs_fs.ext2.inode import (
     EXT4_EXTENTS_FL,
     EXT4_INLINE_DATA_FL,
     Inode,
+    check_iget,
     decode_inode,
+    is_fast_symlink,
 )
 from uvfs_fs.ext2.jbd2 import JournalError
 from uvfs_fs.ext2.journal import recover_journal, write_replay
@@ -288,10 +290,14 @@ class Ext2FileSystem:
         return desc
 
     async def _inode(self, ino: int) -> Inode:
-        """Inode `ino`, parsed and checked to be a live file of a known type."""
+        """Inode `ino`, parsed and checked as the kernel's ext4_iget checks it."""
         inode = self._inodes.get(ino)
-        if inode is not None:
-            return inode
+        if inode is None:
+            inode = await self._read_inode(ino)
+            self._inodes.put(ino, inode)
+        return inode
+
+    async def _read_inode(self, ino: int) -> Inode:
         geo = self.geo
         if not 0 < ino <= geo.inodes_count:
             raise FSError(errno.EIO, f"inode number {ino} out of range")
@@ -312,11 +318,19 @@ class Ext2FileSystem:
         if self._csum_seed is not None:
             extra_isize = int.from_bytes(raw[128:130], "little")
             if not csum.inode_ok(raw, self._csum_seed, ino, inode.generation, extra_isize):
-                raise FSError(errno.EIO, f"inode {ino}: checksum does not match")
-        if inode.links_count == 0 or stat.S_IFMT(inode.mode) not in _FILE_TYPES:
-            raise FSError(errno.EIO, f"inode {ino} is not in use (mode {inode.mode:o})")
-        self._inodes.put(ino, inode)
+                raise FSError(errno.EBADMSG, f"inode {ino}: checksum does not match")
+        check_iget(
+            inode,
+            block_ok=self._block_ok,
+            cluster_size=self.geo.block_size * self.geo.cluster_ratio,
+            inline=self._is_inline(inode),
+            features=self.geo.features,
+        )
         return inode
+
+    def _block_ok(self, start: int, count: int) -> bool:
+        """Blocks [start, start + count) may belong to a file (ext4_inode_block_valid)."""
+        return self.geo.first_data_block < start and start + count <= self.geo.blocks_count
 
     def _attr(self, inode: Inode) -> Attr:
         return Attr(
@@ -719,6 +733,8 @@ class Ext2FileSystem:
     async def _shown_attr(self, inode: Inode) -> Attr:
         """`inode`'s attributes as stat shows them: an encrypted symlink's size is that of
         the target it reads as (fscrypt_symlink_getattr)."""
+        if inode.flags & EXT4_EA_INODE_FL:  # ext4_iget's check_igot_inode: only xattrs use one
+            raise FSError(errno.EUCLEAN, f"inode {inode.ino}: unexpected EA_INODE flag")
         attr = self._attr(inode)
         if stat.S_ISLNK(inode.mode) and inode.flags & EXT4_ENCRYPT_FL:
             attr = attr._replace(size=len(await self._encrypted_target(inode)))
@@ -826,8 +842,7 @@ class Ext2FileSystem:
         """As the kernel decides: a symlink owning no block but its xattr block is fast,
         whatever its flags say (some kernels set EXTENTS_FL on fast symlinks)."""
         cluster = self.geo.block_size * self.geo.cluster_ratio
-        xattr_blocks = cluster // 512 if inode.file_acl else 0
-        return inode.blocks_512 == xattr_blocks
+        return is_fast_symlink(inode, cluster, self._is_inline(inode))
 
     async def statfs(self) -> StatFS:
         """Totals as the kernel's ext4 driver reports them (minus metadata overhead)."""
@@ -872,16 +887,3 @@ def _dir_block_ok(block: bytes, logical: int, inode: Inode, seed: int) -> bool:
     if block[:4] == b"\0\0\0\0" and first_len == len(block):
         return True  # an index node: one unused record spanning the block
     return csum.dir_block_ok(block, seed)
-
-
-_FILE_TYPES = frozenset(
-    {
-        stat.S_IFREG,
-        stat.S_IFDIR,
-        stat.S_IFLNK,
-        stat.S_IFCHR,
-        stat.S_IFBLK,
-        stat.S_IFIFO,
-        stat.S_IFSOCK,
-    }
-)

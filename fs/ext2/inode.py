@@ -12,21 +12,40 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Callable
 from typing import NamedTuple
 
 from construct import Bytes, Int16ul, Int32ul, Struct
 
 from uvfs import FSError
+from uvfs_fs.ext2.casefold import EXT4_CASEFOLD_FL
+from uvfs_fs.ext2.encrypt import EXT4_ENCRYPT_FL
+from uvfs_fs.ext2.extents import check_root
 from uvfs_fs.ext2.record import FastRecord
 
 EXT2_N_BLOCKS = 15  # i_block[] holds 15 32-bit words: 60 bytes
 
 # i_flags
+EXT2_IMMUTABLE_FL = 0x00000010
+EXT2_APPEND_FL = 0x00000020
 EXT2_INDEX_FL = 0x00001000  # an htree directory
 EXT4_HUGE_FILE_FL = 0x00040000  # i_blocks counts file-system blocks, not 512-byte sectors
 EXT4_EXTENTS_FL = 0x00080000  # i_block holds an extent tree root
 EXT4_EA_INODE_FL = 0x00200000
 EXT4_INLINE_DATA_FL = 0x10000000
+
+# the file types an inode may have; any other i_mode is "bogus" to ext4_iget
+FILE_TYPES = frozenset(
+    {
+        stat.S_IFREG,
+        stat.S_IFDIR,
+        stat.S_IFLNK,
+        stat.S_IFCHR,
+        stat.S_IFBLK,
+        stat.S_IFIFO,
+        stat.S_IFSOCK,
+    }
+)
 
 # fmt: off
 ext2_inode = Struct(
@@ -154,8 +173,9 @@ def decode_inode(
             file, is i_size_high part of the size (it was i_dir_acl), as the kernel reads it.
 
     Raises:
-        FSError: EIO when i_extra_isize runs past the slot; EUCLEAN for a size past
-            2^63 - 1, as the kernel's ext4_iget ("bad i_size value").
+        FSError: EUCLEAN when i_extra_isize runs past the slot or is not a multiple of
+            4, or for a size past 2^63 - 1, as the kernel's ext4_iget ("bad extra_isize",
+            "bad i_size value").
     """
     b = _INODE.unpack(raw)
     extra_isize = 0
@@ -164,7 +184,7 @@ def decode_inode(
         x = _EXTRA.unpack(raw[EXT2_GOOD_OLD_INODE_SIZE:].ljust(_EXTRA.size, b"\0"))
         extra_isize = x.i_extra_isize
         if extra_isize & 3 or EXT2_GOOD_OLD_INODE_SIZE + extra_isize > len(raw):
-            raise FSError(errno.EIO, f"inode {ino}: bad i_extra_isize {extra_isize}")
+            raise FSError(errno.EUCLEAN, f"inode {ino}: bad i_extra_isize {extra_isize}")
     size = b.i_size | (b.i_size_high << 32 if large_dir or stat.S_ISREG(b.i_mode) else 0)
     if size >> 63:
         raise FSError(errno.EUCLEAN, f"inode {ino}: bad i_size {size}")
@@ -194,3 +214,71 @@ def decode_inode(
         i_block=b.i_block,
         xattr_ibody=raw[EXT2_GOOD_OLD_INODE_SIZE + extra_isize :],
     )
+
+
+def check_iget(
+    inode: Inode,
+    *,
+    block_ok: Callable[[int, int], bool],
+    cluster_size: int,
+    inline: bool,
+    features: frozenset[str],
+) -> None:
+    """The checks the kernel's ext4_iget makes of an inode it reads by number, after its
+    checksum: whatever fails here is an error for the inode itself (stat, open), not just
+    for its data.
+
+    Args:
+        inode: the decoded inode.
+        block_ok: ``block_ok(start, count)``: blocks a file may own (ext4_inode_block_valid).
+        cluster_size: the allocation unit in bytes, for a fast symlink's xattr block.
+        inline: the inode's data is inline (flag and inline_data feature).
+        features: the volume's feature names.
+
+    Raises:
+        FSError: EUCLEAN (EFSCORRUPTED), with the kernel's reason.
+    """
+
+    def bad(why: str) -> FSError:
+        return FSError(errno.EUCLEAN, f"inode {inode.ino}: {why}")
+
+    mode = stat.S_IFMT(inode.mode)
+    # a name for a deleted inode: ext4_iget's ESTALE, which ext4_lookup makes EFSCORRUPTED
+    if inode.links_count == 0:
+        raise bad(f"deleted inode referenced (mode {inode.mode:o})")
+    if mode not in FILE_TYPES:
+        raise bad(f"bogus i_mode {inode.mode:o}")
+    if inode.flags & EXT2_INDEX_FL and "dir_index" not in features and "metadata_csum" in features:
+        raise bad("htree directory without the dir_index feature")
+    fast = is_fast_symlink(inode, cluster_size, inline)
+    if inode.file_acl and not block_ok(inode.file_acl, 1):
+        raise bad(f"bad extended attribute block {inode.file_acl}")
+    if not inline and (mode in (stat.S_IFREG, stat.S_IFDIR) or (mode == stat.S_IFLNK and not fast)):
+        if inode.flags & EXT4_EXTENTS_FL:
+            check_root(inode.i_block, block_ok)
+        else:
+            for at in range(0, len(inode.i_block), 4):
+                block = int.from_bytes(inode.i_block[at : at + 4], "little")
+                if block and not block_ok(block, 1):
+                    raise bad(f"invalid block {block}")
+    if mode == stat.S_IFLNK:
+        if inode.flags & (EXT2_APPEND_FL | EXT2_IMMUTABLE_FL):
+            raise bad("immutable or append flags on a symlink")
+        if fast and not inode.flags & EXT4_ENCRYPT_FL:  # an encrypted one is ciphertext
+            text = inode.i_block
+            # strnlen(i_data, size + 1) == size: no NUL before the end, one right after it
+            size = inode.size
+            if not 0 < size < len(text) or b"\0" in text[:size] or text[size]:
+                raise bad(f"invalid fast symlink length {inode.size}")
+    if inode.flags & EXT4_CASEFOLD_FL and "casefold" not in features:
+        raise bad("casefold flag without casefold feature")
+
+
+def is_fast_symlink(inode: Inode, cluster_size: int, inline: bool) -> bool:
+    """As the kernel decides (ext4_inode_is_fast_symlink): a symlink owning no block but
+    its xattr block, whatever its flags say (some kernels set EXTENTS_FL on fast symlinks),
+    and not inline."""
+    if not stat.S_ISLNK(inode.mode) or inline:
+        return False
+    xattr_blocks = cluster_size // 512 if inode.file_acl else 0
+    return inode.blocks_512 == xattr_blocks
