@@ -24,6 +24,7 @@ from uvfs_fs.ext2.extents import check_root
 from uvfs_fs.ext2.record import FastRecord
 
 EXT2_N_BLOCKS = 15  # i_block[] holds 15 32-bit words: 60 bytes
+EXT2_NDIR_BLOCKS = 12  # the direct pointers among them, before IND, DIND and TIND
 
 # i_flags
 EXT2_IMMUTABLE_FL = 0x00000010
@@ -257,7 +258,8 @@ def check_iget(
         if inode.flags & EXT4_EXTENTS_FL:
             check_root(inode.i_block, block_ok)
         else:
-            for at in range(0, len(inode.i_block), 4):
+            # ext4_ind_check_inode: the direct pointers only (EXT4_NDIR_BLOCKS)
+            for at in range(0, 4 * EXT2_NDIR_BLOCKS, 4):
                 block = int.from_bytes(inode.i_block[at : at + 4], "little")
                 if block and not block_ok(block, 1):
                     raise bad(f"invalid block {block}")

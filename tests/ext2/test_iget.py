@@ -1,0 +1,114 @@
+"""Inodes the kernel refuses to read (ext4_iget's checks): the driver fails the same inode
+with the same errno, and the rest of the volume reads.
+
+Each case damages one inode of a small volume with debugfs (``sif`` recomputes the inode
+checksum, so only the field itself is wrong) and compares the driver's lookup of it with
+``lstat`` on the kernel's read-only loop mount of the same bytes.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from uvfs import FSError
+
+from .conftest import open_image, resolve
+from .images import debugfs
+
+pytestmark = pytest.mark.slow
+
+# (case, volume, debugfs requests, errno of the damaged node's lookup)
+CASES = [
+    ("deleted", "ext4", ["sif /file links_count 0"], errno.EUCLEAN),
+    ("bogus-mode", "ext4", ["sif /file mode 0170644"], errno.EUCLEAN),
+    ("extra-isize-unaligned", "ext4", ["sif /file extra_isize 6"], errno.EUCLEAN),
+    ("extra-isize-too-big", "ext4", ["sif /file extra_isize 200"], errno.EUCLEAN),
+    ("xattr-block-past-end", "ext4", ["sif /file file_acl 0xfffffff"], errno.EUCLEAN),
+    ("extent-root-magic", "ext4", ["sif /file block[0] 0x0001f30b"], errno.EUCLEAN),
+    ("extent-root-eh-max-0", "ext4", ["sif /file block[1] 0"], errno.EUCLEAN),
+    ("extent-past-end", "ext4", ["sif /file block[5] 0xfffffff"], errno.EUCLEAN),
+    ("extent-empty", "ext4", ["sif /file block[4] 0"], errno.EUCLEAN),
+    ("fast-symlink-too-long", "ext4", ["sif /link size 60"], errno.EUCLEAN),
+    ("fast-symlink-empty", "ext4", ["sif /link size 0"], errno.EUCLEAN),
+    ("fast-symlink-short", "ext4", ["sif /link size 3"], errno.EUCLEAN),
+    ("immutable-symlink", "ext4", ["sif /link flags 0x10"], errno.EUCLEAN),
+    ("ea-inode-flag", "ext4", ["sif /file flags 0x280000"], errno.EUCLEAN),
+    ("casefold-flag", "ext4", ["sif /file flags 0x40080000"], errno.EUCLEAN),
+    ("checksum", "ext4", ["sif /file checksum 0x1234"], errno.EBADMSG),
+    ("block-past-end", "ext2", ["sif /file block[2] 0xffffff0"], errno.EUCLEAN),
+    # only the direct pointers are checked then: the indirect one fails the read alone
+    ("indirect-past-end", "ext2", ["sif /file block[IND] 0xffffff0"], 0),
+    ("block-is-superblock", "ext2", ["sif /file block[0] 1"], errno.EUCLEAN),
+    ("special-file-blocks-unchecked", "ext2", ["sif /fifo block[0] 0xffffff0"], 0),
+]
+
+
+@pytest.fixture(scope="module")
+def volumes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """An ext4 (4 KiB blocks, metadata_csum) and an ext2 (1 KiB) volume holding a 20 KiB
+    file (indirect blocks on ext2), a fast symlink, a fifo and a neighbour file."""
+    root = tmp_path_factory.mktemp("iget")
+    tree = root / "tree"
+    tree.mkdir()
+    (tree / "file").write_bytes(bytes(range(256)) * 80)
+    (tree / "other").write_bytes(b"still readable\n")
+    os.symlink("target-of-the-link", tree / "link")
+    os.mkfifo(tree / "fifo")
+    made = {}
+    for fstype, block_size in (("ext4", 4096), ("ext2", 1024)):
+        image = root / f"{fstype}.img"
+        subprocess.run(
+            ["mke2fs", "-q", "-F", "-t", fstype, "-b", str(block_size),
+             "-d", str(tree), str(image), "8M"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        made[fstype] = image
+    return made
+
+
+def kernel_errno(mountpoint: Path, rel: str) -> int:
+    try:
+        os.lstat(mountpoint / rel)
+    except OSError as e:
+        return e.errno
+    return 0
+
+
+async def driver_view(image: Path, rel: str) -> tuple[int, bytes]:
+    """The errno of looking `rel` up through the driver (0 if found), and the neighbour's
+    contents."""
+    img, fs = await open_image(image)
+    with img:
+        try:
+            await resolve(fs, rel)
+            code = 0
+        except FSError as e:
+            code = e.errno
+        other = await resolve(fs, "other")
+        return code, await fs.read(other.ino, 0, 0, 100)
+
+
+@pytest.mark.parametrize(
+    ("fstype", "requests", "code"),
+    [pytest.param(fstype, requests, code, id=case) for case, fstype, requests, code in CASES],
+)
+async def test_inode_fails_as_on_the_kernel(
+    volumes: dict[str, Path],
+    tmp_path: Path,
+    kernel_mount,
+    fstype: str,
+    requests: list[str],
+    code: int,
+) -> None:
+    image = Path(shutil.copy(volumes[fstype], tmp_path / "image"))
+    for request in requests:
+        debugfs(image, request, "-w")
+    rel = requests[0].split()[1].lstrip("/")
+    assert await driver_view(image, rel) == (code, b"still readable\n")
+    assert kernel_errno(kernel_mount(image), rel) == code
