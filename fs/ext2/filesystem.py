@@ -83,6 +83,7 @@ from uvfs_fs.ext2.superblock import (
     ext2_super_block,
     geometry,
 )
+from uvfs_fs.ext2.syszone import SystemZone
 
 log = logging.getLogger("uvfs.ext2")
 
@@ -145,6 +146,7 @@ class Ext2FileSystem:
         self._meta: ChargedLRU[int, bytes] = memory.lru("ext2 metadata", capacity=META_CACHE_BYTES)
         self._descs: LRU[int, GroupDesc] = LRU(DESC_CACHE_ENTRIES)
         self._inodes: LRU[int, Inode] = LRU(INODE_CACHE_ENTRIES)
+        self._zone: SystemZone | None = None  # built when the first inode is read
         self._dirs: ChargedLRU[int, Directory] = memory.lru("ext2 directories")
         # metadata_csum: the checksum seed; None when the volume has no checksums
         self._csum_seed: int | None = None
@@ -321,16 +323,24 @@ class Ext2FileSystem:
                 raise FSError(errno.EBADMSG, f"inode {ino}: checksum does not match")
         check_iget(
             inode,
-            block_ok=self._block_ok,
+            block_ok=(await self._system_zone()).block_ok,
             cluster_size=self.geo.block_size * self.geo.cluster_ratio,
             inline=self._is_inline(inode),
             features=self.geo.features,
         )
         return inode
 
-    def _block_ok(self, start: int, count: int) -> bool:
-        """Blocks [start, start + count) may belong to a file (ext4_inode_block_valid)."""
-        return self.geo.first_data_block < start and start + count <= self.geo.blocks_count
+    async def _system_zone(self) -> SystemZone:
+        """The blocks no file may own, from every group's descriptor (read once)."""
+        if self._zone is None:
+            descs = [await self._group_desc(group) for group in range(self.geo.groups_count)]
+            self._zone = SystemZone(
+                self.geo,
+                descs,
+                itable_blocks=self._itable_blocks,
+                reserved_gdt_blocks=self.sb.s_reserved_gdt_blocks,
+            )
+        return self._zone
 
     def _attr(self, inode: Inode) -> Attr:
         return Attr(

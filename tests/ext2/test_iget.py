@@ -45,14 +45,22 @@ CASES = [
     # only the direct pointers are checked then: the indirect one fails the read alone
     ("indirect-past-end", "ext2", ["sif /file block[IND] 0xffffff0"], 0),
     ("block-is-superblock", "ext2", ["sif /file block[0] 1"], errno.EUCLEAN),
+    # the system zone (block_validity): descriptors, reserved descriptors, bitmaps and
+    # inode tables, in every group holding a superblock copy, flex_bg or not
+    ("block-is-descriptor", "ext2", ["sif /file block[0] 2"], errno.EUCLEAN),
+    ("block-is-reserved-gdt", "ext2", ["sif /file block[0] 3"], errno.EUCLEAN),
+    ("block-in-inode-table", "ext2", ["sif /file block[0] 100"], errno.EUCLEAN),
+    ("block-is-backup-super", "ext4-big", ["sif /file block[5] 73729"], errno.EUCLEAN),
+    ("block-in-free-space", "ext4-big", ["sif /file block[5] 30000"], 0),
     ("special-file-blocks-unchecked", "ext2", ["sif /fifo block[0] 0xffffff0"], 0),
 ]
 
 
 @pytest.fixture(scope="module")
 def volumes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """An ext4 (4 KiB blocks, metadata_csum) and an ext2 (1 KiB) volume holding a 20 KiB
-    file (indirect blocks on ext2), a fast symlink, a fifo and a neighbour file."""
+    """An ext4 (4 KiB blocks, metadata_csum), an ext2 (1 KiB) and a 160 MiB ext4 (1 KiB,
+    20 groups in flex groups of 16) volume holding a 20 KiB file (indirect blocks on
+    ext2), a fast symlink, a fifo and a neighbour file."""
     root = tmp_path_factory.mktemp("iget")
     tree = root / "tree"
     tree.mkdir()
@@ -61,14 +69,18 @@ def volumes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     os.symlink("target-of-the-link", tree / "link")
     os.mkfifo(tree / "fifo")
     made = {}
-    for fstype, block_size in (("ext4", 4096), ("ext2", 1024)):
-        image = root / f"{fstype}.img"
+    for name, fstype, block_size, size in (
+        ("ext4", "ext4", 4096, "8M"),
+        ("ext2", "ext2", 1024, "8M"),
+        ("ext4-big", "ext4", 1024, "160M"),
+    ):
+        image = root / f"{name}.img"
         subprocess.run(
             ["mke2fs", "-q", "-F", "-t", fstype, "-b", str(block_size),
-             "-d", str(tree), str(image), "8M"],
+             "-d", str(tree), str(image), size],
             check=True, capture_output=True,
         )  # fmt: skip
-        made[fstype] = image
+        made[name] = image
     return made
 
 

@@ -1,0 +1,73 @@
+"""The system zone: the blocks no file may own, as the kernel's block_validity keeps them.
+
+The kernel refuses an inode whose xattr block, direct pointers or extent tree root name a
+block outside the filesystem or inside the system zone (ext4_inode_block_valid): every
+group's superblock copy with its descriptor and reserved descriptor blocks, and each
+group's block bitmap, inode bitmap and inode table. (The kernel also files the journal
+inode's blocks there, valid for the journal alone; they are left out here, so a file
+claiming journal blocks still reads.) The zone is kept as merged, sorted intervals, so a
+check is one bisection.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Sequence
+
+from uvfs_fs.ext2.group_desc import (
+    GroupDesc,
+    desc_blocks_count,
+    group_first_block,
+    group_has_super,
+)
+from uvfs_fs.ext2.superblock import Geometry
+
+
+def _desc_blocks(geo: Geometry, group: int) -> int:
+    """Descriptor blocks in a group holding a superblock copy (ext4_bg_num_gdb)."""
+    if "meta_bg" not in geo.features:
+        return desc_blocks_count(geo)
+    if group // geo.descs_per_block < geo.first_meta_bg:
+        return geo.first_meta_bg
+    # a meta group keeps its descriptor block in its first, second and last group
+    return int(group % geo.descs_per_block in (0, 1, geo.descs_per_block - 1))
+
+
+class SystemZone:
+    """The blocks [start, end) of a volume's metadata, checked against a file's blocks."""
+
+    def __init__(
+        self,
+        geo: Geometry,
+        descs: Sequence[GroupDesc],
+        *,
+        itable_blocks: int,
+        reserved_gdt_blocks: int,
+    ) -> None:
+        spans = []
+        for group, desc in enumerate(descs):
+            if group_has_super(geo, group):
+                first = group_first_block(geo, group)
+                spans.append((first, first + 1 + _desc_blocks(geo, group) + reserved_gdt_blocks))
+            spans.append((desc.block_bitmap, desc.block_bitmap + 1))
+            spans.append((desc.inode_bitmap, desc.inode_bitmap + 1))
+            spans.append((desc.inode_table, desc.inode_table + itable_blocks))
+        merged: list[tuple[int, int]] = []
+        for start, end in sorted(spans):
+            if merged and start <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+            else:
+                merged.append((start, end))
+        self._starts = [start for start, _ in merged]
+        self._ends = [end for _, end in merged]
+        self._first_data_block = geo.first_data_block
+        self._blocks_count = geo.blocks_count
+
+    def block_ok(self, start: int, count: int) -> bool:
+        """Blocks [start, start + count) lie past the first data block, inside the volume
+        and outside the zone (ext4_sb_block_valid)."""
+        if start <= self._first_data_block or start + count > self._blocks_count:
+            return False
+        # the last interval starting before the range ends is the only one that can overlap
+        i = bisect_right(self._starts, start + count - 1) - 1
+        return i < 0 or self._ends[i] <= start
