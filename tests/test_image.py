@@ -4,11 +4,13 @@ that keep a second writer (or a writer beside readers) away."""
 from __future__ import annotations
 
 import errno
+import threading
 from pathlib import Path
 
 import pytest
 
 from uvfs import FSError, ImageFile, ImageInUse
+from uvfs._image import read_inline_when
 
 
 @pytest.fixture
@@ -66,3 +68,32 @@ async def test_a_full_disk_is_enospc_for_the_request() -> None:
             await f.write(0, b"x" * 4096)
         assert excinfo.value.errno == errno.ENOSPC
         assert "No space left on device" in str(excinfo.value)
+
+
+class _Traced(ImageFile):
+    """An image that notes the thread each read from the device runs in."""
+
+    threads: list[int]
+
+    def read_sync(self, offset: int, size: int) -> bytes:
+        self.threads.append(threading.get_ident())
+        return super().read_sync(offset, size)
+
+
+@pytest.mark.parametrize("alone", [True, False])
+async def test_a_slow_devices_small_reads_stay_on_the_loop_only_when_it_is_alone(
+    image: Path, alone: bool
+) -> None:
+    """A driver process answering a single request reads inline, however slow the device:
+    a hand-off to a thread holds up nobody else there and only costs. Otherwise a slow
+    device's reads leave the loop (in a thread, or none: this image is in the page cache)."""
+    read_inline_when(lambda: alone)
+    try:
+        with _Traced(str(image)) as f:
+            f.threads = []
+            f._latency = 1.0  # a device that takes a second per read
+            assert await f.read(0, 4096) == image.read_bytes()
+            on_loop = [t for t in f.threads if t == threading.get_ident()]
+            assert on_loop == ([threading.get_ident()] if alone else [])
+    finally:
+        read_inline_when(lambda: False)

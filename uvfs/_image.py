@@ -19,7 +19,7 @@ import fcntl
 import os
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import trio
 
@@ -37,6 +37,22 @@ _THREAD_THRESHOLD = 256 * 1024
 # requests keep moving; the estimate keeps following the device either way.
 _INLINE_READ_MAX = 64 * 1024
 _INLINE_LATENCY = 200e-6  # seconds: about what a hand-off to a thread and back costs
+
+
+def _never() -> bool:
+    return False
+
+
+_loop_alone: Callable[[], bool] = _never
+
+
+def read_inline_when(alone: Callable[[], bool]) -> None:
+    """Have small reads done on the loop, however slow the device, whenever ``alone()``
+    says that nothing else waits on it: the hand-off to a thread would then only add its
+    cost. A driver process serving one request at a time says so (`uvfs._isolation.child`);
+    the server's loop always has the kernel's other requests and its cache's hits."""
+    global _loop_alone
+    _loop_alone = alone
 
 
 @contextlib.contextmanager
@@ -117,8 +133,9 @@ class ImageFile:
 
     async def read(self, offset: int, size: int) -> bytes:
         """`read_sync` without holding up the trio loop for long: what is not cached is read
-        in a worker thread, unless the read is small and the device fast."""
-        if size <= _INLINE_READ_MAX and self._latency < _INLINE_LATENCY:
+        in a worker thread, unless the read is small and the device fast, or nothing else
+        waits on the loop (`read_inline_when`)."""
+        if size <= _INLINE_READ_MAX and (self._latency < _INLINE_LATENCY or _loop_alone()):
             return self.read_sync(offset, size)
         data = self._read_cached(offset, size)
         if len(data) == size:
