@@ -143,7 +143,7 @@ def check_root(i_block: bytes, block_ok: Callable[[int, int], bool]) -> None:
             if not length or ee_block + length >= 1 << 32 or ee_block < cur:
                 raise bad("empty, wrapping or overlapping extent")
             if not block_ok(start_lo | start_hi << 32, length):
-                raise bad("extent outside the filesystem")
+                raise bad("extent outside the filesystem or on its metadata")
             cur = ee_block + length
     if h.eh_depth > EXT4_EXT_CHECK_DEPTH:
         raise bad(f"depth {h.eh_depth}")

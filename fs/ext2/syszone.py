@@ -2,8 +2,9 @@
 
 The kernel refuses an inode whose xattr block, direct pointers or extent tree root name a
 block outside the filesystem or inside the system zone (ext4_inode_block_valid): every
-group's superblock copy with its descriptor and reserved descriptor blocks, and each
-group's block bitmap, inode bitmap and inode table. (The kernel also files the journal
+group's superblock copy with its descriptor and reserved descriptor blocks (meta_bg moves
+descriptors into each meta group, see `base_meta_blocks`), and each group's block bitmap,
+inode bitmap and inode table. (The kernel also files the journal
 inode's blocks there, valid for the journal alone; they are left out here, so a file
 claiming journal blocks still reads.) The zone is kept as merged, sorted intervals, so a
 check is one bisection.
@@ -23,14 +24,18 @@ from uvfs_fs.ext2.group_desc import (
 from uvfs_fs.ext2.superblock import Geometry
 
 
-def _desc_blocks(geo: Geometry, group: int) -> int:
-    """Descriptor blocks in a group holding a superblock copy (ext4_bg_num_gdb)."""
-    if "meta_bg" not in geo.features:
-        return desc_blocks_count(geo)
-    if group // geo.descs_per_block < geo.first_meta_bg:
-        return geo.first_meta_bg
-    # a meta group keeps its descriptor block in its first, second and last group
-    return int(group % geo.descs_per_block in (0, 1, geo.descs_per_block - 1))
+def base_meta_blocks(geo: Geometry, group: int, reserved_gdt_blocks: int) -> int:
+    """Blocks at the start of `group` holding a superblock copy and descriptor blocks
+    (ext4_num_base_meta_blocks): with the reserved descriptor blocks under the contiguous
+    table; a meta_bg meta group keeps one descriptor block in its first, second and last
+    group, and no reserved ones."""
+    has_super = int(group_has_super(geo, group))
+    if "meta_bg" in geo.features and group // geo.descs_per_block >= geo.first_meta_bg:
+        return has_super + (group % geo.descs_per_block in (0, 1, geo.descs_per_block - 1))
+    if not has_super:
+        return 0
+    table = geo.first_meta_bg if "meta_bg" in geo.features else desc_blocks_count(geo)
+    return 1 + table + reserved_gdt_blocks
 
 
 class SystemZone:
@@ -46,9 +51,10 @@ class SystemZone:
     ) -> None:
         spans = []
         for group, desc in enumerate(descs):
-            if group_has_super(geo, group):
+            base = base_meta_blocks(geo, group, reserved_gdt_blocks)
+            if base:
                 first = group_first_block(geo, group)
-                spans.append((first, first + 1 + _desc_blocks(geo, group) + reserved_gdt_blocks))
+                spans.append((first, first + base))
             spans.append((desc.block_bitmap, desc.block_bitmap + 1))
             spans.append((desc.inode_bitmap, desc.inode_bitmap + 1))
             spans.append((desc.inode_table, desc.inode_table + itable_blocks))

@@ -52,15 +52,19 @@ CASES = [
     ("block-in-inode-table", "ext2", ["sif /file block[0] 100"], errno.EUCLEAN),
     ("block-is-backup-super", "ext4-big", ["sif /file block[5] 73729"], errno.EUCLEAN),
     ("block-in-free-space", "ext4-big", ["sif /file block[5] 30000"], 0),
+    # meta_bg: a descriptor block in the first and last group of each meta group
+    ("block-is-meta-descriptor", "ext4-meta-bg", ["sif /file block[5] 122881"], errno.EUCLEAN),
+    ("block-past-meta-descriptor", "ext4-meta-bg", ["sif /file block[5] 122882"], 0),
+    ("block-is-next-meta-descriptor", "ext4-meta-bg", ["sif /file block[5] 131073"], errno.EUCLEAN),
     ("special-file-blocks-unchecked", "ext2", ["sif /fifo block[0] 0xffffff0"], 0),
 ]
 
 
 @pytest.fixture(scope="module")
 def volumes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """An ext4 (4 KiB blocks, metadata_csum), an ext2 (1 KiB) and a 160 MiB ext4 (1 KiB,
-    20 groups in flex groups of 16) volume holding a 20 KiB file (indirect blocks on
-    ext2), a fast symlink, a fifo and a neighbour file."""
+    """Volumes holding a 20 KiB file (indirect blocks on ext2), a fast symlink, a fifo
+    and a neighbour file: ext4 (4 KiB blocks, metadata_csum), ext2 (1 KiB), and two ext4
+    of 160 MiB (1 KiB blocks, 20 groups, flex groups of 16; one with meta_bg)."""
     root = tmp_path_factory.mktemp("iget")
     tree = root / "tree"
     tree.mkdir()
@@ -69,14 +73,15 @@ def volumes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     os.symlink("target-of-the-link", tree / "link")
     os.mkfifo(tree / "fifo")
     made = {}
-    for name, fstype, block_size, size in (
+    for name, fstype, block_size, size, *extra in (
         ("ext4", "ext4", 4096, "8M"),
         ("ext2", "ext2", 1024, "8M"),
         ("ext4-big", "ext4", 1024, "160M"),
+        ("ext4-meta-bg", "ext4", 1024, "160M", "-O", "meta_bg,^resize_inode"),
     ):
         image = root / f"{name}.img"
         subprocess.run(
-            ["mke2fs", "-q", "-F", "-t", fstype, "-b", str(block_size),
+            ["mke2fs", "-q", "-F", "-t", fstype, "-b", str(block_size), *extra,
              "-d", str(tree), str(image), size],
             check=True, capture_output=True,
         )  # fmt: skip
