@@ -66,6 +66,7 @@ from uvfs_fs.ext2.inode import (
     EXT4_EXTENTS_FL,
     EXT4_INLINE_DATA_FL,
     Inode,
+    check_ibody_xattrs,
     check_iget,
     decode_inode,
     is_fast_symlink,
@@ -317,16 +318,23 @@ class Ext2FileSystem:
             has_64bit="64bit" in geo.features,
             large_dir="large_dir" in geo.features,
         )
-        if self._csum_seed is not None:
-            extra_isize = int.from_bytes(raw[128:130], "little")
-            if not csum.inode_ok(raw, self._csum_seed, ino, inode.generation, extra_isize):
-                raise FSError(errno.EBADMSG, f"inode {ino}: checksum does not match")
+        extra_isize = int.from_bytes(raw[128:130], "little")
+        seed = self._csum_seed
+        if seed is not None and not csum.inode_ok(raw, seed, ino, inode.generation, extra_isize):
+            raise FSError(errno.EBADMSG, f"inode {ino}: checksum does not match")
+        # in-inode attributes are read and checked only past a non-zero i_extra_isize
+        system_data = bool(extra_isize) and check_ibody_xattrs(
+            inode,
+            ea_inode="ea_inode" in geo.features,
+            first_ino=self.sb.s_first_ino if self.sb.s_rev_level else 11,
+            inodes_count=geo.inodes_count,
+        )
         check_iget(
             inode,
             block_ok=(await self._system_zone()).block_ok,
-            cluster_size=self.geo.block_size * self.geo.cluster_ratio,
-            inline=self._is_inline(inode),
-            features=self.geo.features,
+            cluster_size=geo.block_size * geo.cluster_ratio,
+            inline=self._is_inline(inode) and system_data,
+            features=geo.features,
         )
         return inode
 
@@ -852,7 +860,9 @@ class Ext2FileSystem:
         """As the kernel decides: a symlink owning no block but its xattr block is fast,
         whatever its flags say (some kernels set EXTENTS_FL on fast symlinks)."""
         cluster = self.geo.block_size * self.geo.cluster_ratio
-        return is_fast_symlink(inode, cluster, self._is_inline(inode))
+        return is_fast_symlink(
+            inode, cluster, self._is_inline(inode), "ea_inode" in self.geo.features
+        )
 
     async def statfs(self) -> StatFS:
         """Totals as the kernel's ext4 driver reports them (minus metadata overhead)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import struct
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -47,6 +48,14 @@ FILE_TYPES = frozenset(
         stat.S_IFSOCK,
     }
 )
+
+EXT2_ROOT_INO = 2
+EXT4_XATTR_MAGIC = 0xEA020000  # opens the in-inode attribute area
+EXT4_XATTR_INDEX_SYSTEM = 7  # system.data holds inline data past i_block
+EXT4_XATTR_SIZE_MAX = 1 << 24  # the largest value size the kernel accepts in an entry
+# an attribute entry's fixed part: e_name_len, e_name_index, e_value_offs, e_value_inum,
+# e_value_size, e_hash (as xattr.ext2_ext_attr_entry; the name follows, padded to 4 bytes)
+_XATTR_ENTRY = struct.Struct("<BBHIII")
 
 # fmt: off
 ext2_inode = Struct(
@@ -233,7 +242,8 @@ def check_iget(
         inode: the decoded inode.
         block_ok: ``block_ok(start, count)``: blocks a file may own (ext4_inode_block_valid).
         cluster_size: the allocation unit in bytes, for a fast symlink's xattr block.
-        inline: the inode's data is inline (flag and inline_data feature).
+        inline: the inode's data is inline: flagged so, on an inline_data volume, with a
+            system.data attribute (`check_ibody_xattrs`).
         features: the volume's feature names.
 
     Raises:
@@ -244,6 +254,8 @@ def check_iget(
         return FSError(errno.EUCLEAN, f"inode {inode.ino}: {why}")
 
     mode = stat.S_IFMT(inode.mode)
+    if inode.flags & EXT4_INLINE_DATA_FL and inode.flags & EXT4_EXTENTS_FL:
+        raise bad("both inline data and extents flags")
     # a name for a deleted inode: ext4_iget's ESTALE, which ext4_lookup makes EFSCORRUPTED
     if inode.links_count == 0:
         raise bad(f"deleted inode referenced (mode {inode.mode:o})")
@@ -251,7 +263,7 @@ def check_iget(
         raise bad(f"bogus i_mode {inode.mode:o}")
     if inode.flags & EXT2_INDEX_FL and "dir_index" not in features and "metadata_csum" in features:
         raise bad("htree directory without the dir_index feature")
-    fast = is_fast_symlink(inode, cluster_size, inline)
+    fast = is_fast_symlink(inode, cluster_size, inline, "ea_inode" in features)
     if inode.file_acl and not block_ok(inode.file_acl, 1):
         raise bad(f"bad extended attribute block {inode.file_acl}")
     if not inline and (mode in (stat.S_IFREG, stat.S_IFDIR) or (mode == stat.S_IFLNK and not fast)):
@@ -276,11 +288,70 @@ def check_iget(
         raise bad("casefold flag without casefold feature")
 
 
-def is_fast_symlink(inode: Inode, cluster_size: int, inline: bool) -> bool:
-    """As the kernel decides (ext4_inode_is_fast_symlink): a symlink owning no block but
-    its xattr block, whatever its flags say (some kernels set EXTENTS_FL on fast symlinks),
-    and not inline."""
-    if not stat.S_ISLNK(inode.mode) or inline:
+def check_ibody_xattrs(inode: Inode, *, ea_inode: bool, first_ino: int, inodes_count: int) -> bool:
+    """The kernel's check of an inode's in-inode attributes, made when it reads the inode
+    (ext4_iget_extra_inode, through check_xattrs): names inside the area and free of NULs,
+    then each value inside it, past the names, and any value inode a valid number.
+
+    Returns:
+        Whether the area holds system.data, where the kernel finds inline data
+        (ext4_find_inline_data_nolock): without it an inline-flagged inode is not inline.
+
+    Raises:
+        FSError: EUCLEAN (EFSCORRUPTED), with the kernel's reason.
+    """
+    area = inode.xattr_ibody
+    if len(area) < 4 or int.from_bytes(area[:4], "little") != EXT4_XATTR_MAGIC:
+        return False
+    body = area[4:]  # entries from 0; in-inode values are addressed from here too
+    end = len(body)
+
+    def bad(why: str) -> FSError:
+        return FSError(errno.EUCLEAN, f"inode {inode.ino}: in-inode xattrs: {why}")
+
+    entries = []
+    system_data = False
+    at = 0
+    while at + 4 <= end and body[at : at + 4] != b"\0\0\0\0":
+        if at + _XATTR_ENTRY.size > end:
+            raise bad("e_name out of bounds")
+        name_len, index, offs, inum, size, _ = _XATTR_ENTRY.unpack_from(body, at)
+        following = at + ((_XATTR_ENTRY.size + name_len + 3) & ~3)
+        if following >= end:
+            raise bad("e_name out of bounds")
+        name = body[at + _XATTR_ENTRY.size : at + _XATTR_ENTRY.size + name_len]
+        if b"\0" in name:
+            raise bad("bad e_name length")
+        system_data = system_data or (index, name) == (EXT4_XATTR_INDEX_SYSTEM, b"data")
+        entries.append((offs, inum, size))
+        at = following
+    if at + 4 > end:
+        raise bad("e_name out of bounds")
+    for offs, inum, size in entries:
+        if inum and not ea_inode:
+            raise bad("ea_inode specified without ea_inode feature enabled")
+        if inum and (inum == EXT2_ROOT_INO or not first_ino <= inum <= inodes_count):
+            raise bad(f"invalid ea_ino {inum}")
+        if size > EXT4_XATTR_SIZE_MAX:
+            raise bad("e_value size too large")
+        if size and not inum:
+            if offs > end:
+                raise bad("e_value out of bounds")
+            if offs < at + 4 or size > end - offs or (size + 3) & ~3 > end - offs:
+                raise bad("overlapping e_value")
+    return system_data
+
+
+def is_fast_symlink(inode: Inode, cluster_size: int, inline: bool, ea_inode: bool) -> bool:
+    """As the kernel decides (ext4_inode_is_fast_symlink): on an ea_inode volume (where
+    i_blocks counts the blocks of value inodes) a symlink shorter than i_block; elsewhere a
+    symlink owning no block but its xattr block, whatever its flags say (some kernels set
+    EXTENTS_FL on fast symlinks), and not inline."""
+    if not stat.S_ISLNK(inode.mode):
+        return False
+    if ea_inode:
+        return 0 < inode.size < EXT2_N_BLOCKS * 4
+    if inline:
         return False
     xattr_blocks = cluster_size // 512 if inode.file_acl else 0
     return inode.blocks_512 == xattr_blocks

@@ -105,8 +105,6 @@ def _ino(image: Path, rel: str) -> int:
     [
         ("inum", "self"),  # the value's inode is the owner itself
         ("inum", "twin"),  # a regular file, not an EA inode
-        ("inum", 2),  # the root directory
-        ("inum", 0x0FFFFFFF),  # past the inode count
         ("size", 70000),  # past XATTR_SIZE_MAX: refused before anything is read
         ("size", 2819),  # not the EA inode's size
     ],
@@ -131,6 +129,22 @@ async def test_bad_ea_inode_entries_are_eio(
         assert sorted(await fs.listxattr(ino)) == [b"user.s", b"user.v"]
         assert await fs.getxattr(ino, b"user.s") == b"small"
         assert await fs.read(ino, 0, 0, 100) == b"victim"
+        assert await fs.getxattr((await resolve(fs, "twin")).ino, b"user.big") == BIG
+
+
+@pytest.mark.parametrize("inum", [2, 0x0FFFFFFF])  # the root directory, past the inode count
+async def test_in_inode_entry_naming_a_bad_inode_fails_the_inode(
+    ea_image: Path, tmp_path: Path, inum: int
+) -> None:
+    """An in-inode entry naming the root or no inode at all is checked when the kernel
+    reads the inode (check_xattrs: "invalid ea_ino"): EUCLEAN for the inode itself."""
+    image = Path(shutil.copy(ea_image, tmp_path / "image"))
+    poke(image, _entry_offset(image, "victim", b"v") + 4, struct.pack("<I", inum))
+    img, fs = await open_image(image)
+    with img:
+        with pytest.raises(FSError) as info:
+            await resolve(fs, "victim")
+        assert info.value.errno == errno.EUCLEAN
         assert await fs.getxattr((await resolve(fs, "twin")).ino, b"user.big") == BIG
 
 

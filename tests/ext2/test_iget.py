@@ -40,6 +40,10 @@ CASES = [
     ("immutable-symlink", "ext4", ["sif /link flags 0x10"], errno.EUCLEAN),
     ("ea-inode-flag", "ext4", ["sif /file flags 0x280000"], errno.EUCLEAN),
     ("casefold-flag", "ext4", ["sif /file flags 0x40080000"], errno.EUCLEAN),
+    ("inline-and-extents-flags", "ext4", ["sif /file flags 0x10080000"], errno.EUCLEAN),
+    # flagged inline without a system.data attribute: i_block (an extent root) is then
+    # checked as block pointers
+    ("inline-flag-without-data", "ext4", ["sif /file flags 0x10000000"], errno.EUCLEAN),
     ("checksum", "ext4", ["sif /file checksum 0x1234"], errno.EBADMSG),
     ("block-past-end", "ext2", ["sif /file block[2] 0xffffff0"], errno.EUCLEAN),
     # only the direct pointers are checked then: the indirect one fails the read alone
