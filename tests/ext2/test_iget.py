@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import struct
 import subprocess
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from uvfs import FSError
 
 from .conftest import open_image, resolve
 from .images import debugfs
+from .test_corrupt import inode_offset, poke
 
 pytestmark = pytest.mark.slow
 
@@ -74,6 +76,8 @@ def volumes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     tree.mkdir()
     (tree / "file").write_bytes(bytes(range(256)) * 80)
     (tree / "other").write_bytes(b"still readable\n")
+    (tree / "xfile").write_bytes(b"x")
+    os.setxattr(tree / "xfile", "user.colour", b"blue")  # kept in the inode
     os.symlink("target-of-the-link", tree / "link")
     os.mkfifo(tree / "fifo")
     made = {}
@@ -133,3 +137,35 @@ async def test_inode_fails_as_on_the_kernel(
     rel = requests[0].split()[1].lstrip("/")
     assert await driver_view(image, rel) == (code, b"still readable\n")
     assert kernel_errno(kernel_mount(image), rel) == code
+
+
+# (case, byte offset in the first in-inode entry, bytes written there, errno): entry
+# fields e_name_len 0, e_name_index 1, e_value_offs 2, e_value_inum 4, e_value_size 8,
+# then the name at 16
+XATTR_CASES = [
+    ("name-with-nul", 16 + 2, b"\0", errno.EUCLEAN),
+    ("value-past-inode", 2, struct.pack("<H", 0x200), errno.EUCLEAN),
+    ("value-over-names", 2, struct.pack("<H", 0), errno.EUCLEAN),
+    ("value-too-long", 8, struct.pack("<I", 100), errno.EUCLEAN),
+    ("value-inode-without-feature", 4, struct.pack("<I", 12), errno.EUCLEAN),
+    ("value-moved-inside", 2, struct.pack("<H", 0x40), 0),
+]
+
+
+@pytest.mark.parametrize(
+    ("at", "data", "code"),
+    [pytest.param(at, data, code, id=case) for case, at, data, code in XATTR_CASES],
+)
+async def test_in_inode_xattrs_checked_as_on_the_kernel(
+    volumes: dict[str, Path], tmp_path: Path, kernel_mount, at: int, data: bytes, code: int
+) -> None:
+    """The in-inode attributes are checked when the inode is read (check_xattrs); ext2
+    has no inode checksum to fail first."""
+    image = Path(shutil.copy(volumes["ext2"], tmp_path / "image"))
+    slot = inode_offset(image, "xfile", 1024)
+    with open(image, "rb") as f:
+        f.seek(slot + 128)
+        extra_isize = int.from_bytes(f.read(2), "little")
+    poke(image, slot + 128 + extra_isize + 4 + at, data)  # past the 4-byte magic
+    assert await driver_view(image, "xfile") == (code, b"still readable\n")
+    assert kernel_errno(kernel_mount(image), "xfile") == code
