@@ -165,7 +165,9 @@ async def _serve_child(sock: socket.socket, arena: memoryview) -> None:
                 read_inline_when(workers.alone)
                 while True:
                     try:
-                        workers.submit(await channel.receive())
+                        # Waiting first costs no pass of the scheduler: the worker
+                        # just given a request needs one anyway.
+                        workers.submit(await channel.receive(wait_first=True))
                     except EOFError:
                         break
                 workers.close()

@@ -179,23 +179,28 @@ class DriverProcess:
             self._free(slot)
             self.alive = False  # so that callers wait for the next process, not spin on this
             raise Died(sent=False) from None
+        # Alone in flight, just sent: its reply cannot have come yet.
+        wait_first = len(self._waiting) == 1
         while waiter.reply is _NO_REPLY:
             if self._reading:
                 await waiter.park()
             else:
-                await self._read_until(waiter)
+                await self._read_until(waiter, wait_first=wait_first)
+            wait_first = False
         if waiter.reply is None:
             raise Died(sent=True)
         return waiter.reply
 
-    async def _read_until(self, waiter: _Waiter) -> None:
+    async def _read_until(self, waiter: _Waiter, *, wait_first: bool) -> None:
         """Receive replies, handing each to its request, until `waiter` has its own or the
-        process is gone; then wake another waiting request to read on."""
+        process is gone; then wake another waiting request to read on. `wait_first`: for
+        the socket to be readable before reading it (`Channel.receive`)."""
         self._reading = True
         try:
             while waiter.reply is _NO_REPLY:
                 try:
-                    request, *reply = await self._channel.receive()
+                    request, *reply = await self._channel.receive(wait_first=wait_first)
+                    wait_first = False
                 except EOFError:
                     self._die()
                     return

@@ -83,8 +83,13 @@ class Channel:
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     self._unsent.clear()  # the receiving side sees the end and says so
 
-    async def receive(self) -> Any:
-        """The next message, or raise EOFError when the other end has gone."""
+    async def receive(self, *, wait_first: bool = False) -> Any:
+        """The next message, or raise EOFError when the other end has gone.
+
+        With `wait_first`, a message not held already is waited for before the socket is
+        read: when it cannot have come yet, that saves a read finding nothing (a system
+        call and an exception, a few percent of a round trip's CPU)."""
+        readable = not wait_first
         while True:
             held = self._end - self._start
             want = _HEADER.size
@@ -104,20 +109,27 @@ class Channel:
                 buffer = bytearray(max(want, len(self._buffer)))
                 buffer[:held] = memoryview(self._buffer)[self._start : self._end]
                 self._buffer, self._start, self._end = buffer, 0, held
+            if not readable:
+                await self._wait_readable()
+                readable = True
+                continue
             try:
                 with memoryview(self._buffer) as view, view[self._end :] as room:
                     received = self._sock.recv_into(room)
             except BlockingIOError:
-                try:
-                    await trio.lowlevel.wait_readable(self._sock)
-                except trio.ClosedResourceError:
-                    raise EOFError from None
+                await self._wait_readable()
                 continue
             except OSError:
                 raise EOFError from None
             if not received:
                 raise EOFError
             self._end += received
+
+    async def _wait_readable(self) -> None:
+        try:
+            await trio.lowlevel.wait_readable(self._sock)
+        except trio.ClosedResourceError:
+            raise EOFError from None
 
     def close(self) -> None:
         if self._sock.fileno() != -1:  # not closed yet
