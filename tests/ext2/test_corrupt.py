@@ -269,7 +269,8 @@ async def test_bad_symlink_size(ext4_copy: Path) -> None:
     debugfs(ext4_copy, "sif /links/fast59 size 70", "-w")
     img, fs = await open_image(ext4_copy)
     with img:
-        await eio(fs.readlink((await resolve(fs, "links/slow60")).ino))
+        # ext4_get_link: the block's string, cut at the block's end or its first NUL
+        assert await fs.readlink((await resolve(fs, "links/slow60")).ino) == b"t" * 60
         await eio(resolve(fs, "links/fast59"), errno.EUCLEAN)  # "invalid fast symlink length"
 
 

@@ -79,6 +79,7 @@ def volumes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (tree / "xfile").write_bytes(b"x")
     os.setxattr(tree / "xfile", "user.colour", b"blue")  # kept in the inode
     os.symlink("target-of-the-link", tree / "link")
+    os.symlink("t" * 100, tree / "slowlink")
     os.mkfifo(tree / "fifo")
     made = {}
     for name, fstype, block_size, size, *extra in (
@@ -169,3 +170,25 @@ async def test_in_inode_xattrs_checked_as_on_the_kernel(
     poke(image, slot + 128 + extra_isize + 4 + at, data)  # past the 4-byte magic
     assert await driver_view(image, "xfile") == (code, b"still readable\n")
     assert kernel_errno(kernel_mount(image), "xfile") == code
+
+
+@pytest.mark.parametrize(
+    ("size", "target"),
+    [
+        (100, b"t" * 100),
+        (0, b""),  # read as the empty string, not refused
+        (50, b"t" * 50),  # cut at i_size
+        (100000, b"t" * 100),  # past the block: cut at its first NUL
+    ],
+)
+async def test_slow_symlink_reads_as_on_the_kernel(
+    volumes: dict[str, Path], tmp_path: Path, kernel_mount, size: int, target: bytes
+) -> None:
+    """A slow symlink reads as the kernel's ext4_get_link reads it, whatever its i_size:
+    its first block as a string, ending at i_size, the block's last byte or a NUL."""
+    image = Path(shutil.copy(volumes["ext4"], tmp_path / "image"))
+    debugfs(image, f"sif /slowlink size {size}", "-w")
+    img, fs = await open_image(image)
+    with img:
+        assert await fs.readlink((await resolve(fs, "slowlink")).ino) == target
+    assert os.readlink(os.fsencode(kernel_mount(image) / "slowlink")) == target
