@@ -101,7 +101,10 @@ def indirect_path(logical: int, per_block: int) -> tuple[int, ...]:
 
 def _checked(ptrs: np.ndarray, blocks_count: int) -> np.ndarray:
     """`ptrs`, once each is known to be a hole or a block inside the filesystem."""
-    if (ptrs >= blocks_count).any():
+    # A small read maps one pointer or a few, where numpy's cost per call (a comparison and
+    # an any(): ~4 us) was a sixth of the driver's time on a cached 4 KiB read.
+    top = max(ptrs.tolist(), default=0) if len(ptrs) < 32 else int(ptrs.max(initial=0))
+    if top >= blocks_count:
         raise FSError(errno.EIO, "block pointer beyond the end of the filesystem")
     return ptrs
 
