@@ -443,11 +443,15 @@ class Ext2FileSystem:
             return cached
         inode = await self._dir_inode(ino)
         if self._is_inline(inode):
-            records = [(ino, b".", 0), *inline_dirents(inode, filetype=self._filetype)]
+            listed, problem = inline_dirents(
+                inode, filetype=self._filetype, inodes_count=self.geo.inodes_count
+            )
+            if problem is not None:
+                self._dir_warning(inode, 0, problem)
+            records = [(ino, b".", 0), *listed]
+            # names past the inode count ended the listing; ".." is read as it is (an
+            # out-of-range parent fails its own lookup)
             entries = [(name, child) for child, name, _ in records]
-            for _, child in entries:
-                if child > self.geo.inodes_count:
-                    raise FSError(errno.EIO, f"directory {ino}: entry for inode {child}")
             directory = Directory(entries)
         else:
             directory = await self._block_entries(inode)

@@ -8,18 +8,17 @@ The attribute must be present, in the inode body, even when empty.
 An inline directory starts with the parent's inode number (4 bytes) in place of the "."
 and ".." records; i_block's other 56 bytes are a chain of ordinary directory records, and
 the attribute's value, when not empty, is a second chain (Documentation/filesystems/ext4/
-inlinedata.rst; fs/ext4/inline.c). Both chains are walked by `iter_dirents`, so a record
-with rec_len 0 or running past its area is EIO like in a directory block.
+inlinedata.rst; fs/ext4/inline.c). Both chains are walked by `scan_dirents`: as in the
+kernel's listing, a record with rec_len 0 or running past its area ends the listing.
 """
 
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterator
 
 from uvfs import FSError
 from uvfs_fs.ext2 import xattr
-from uvfs_fs.ext2.dirent import iter_dirents
+from uvfs_fs.ext2.dirent import scan_dirents
 from uvfs_fs.ext2.inode import Inode
 
 EXT4_MIN_INLINE_DATA_SIZE = 60  # i_block
@@ -53,13 +52,24 @@ def inline_bytes(inode: Inode) -> bytes:
     return area[: inode.size]
 
 
-def inline_dirents(inode: Inode, *, filetype: bool) -> Iterator[tuple[int, bytes, int]]:
-    """An inline directory's records as `iter_dirents` gives them: ".." first (from the
-    parent number), then the used records of i_block and of system.data, in order."""
+def inline_dirents(
+    inode: Inode, *, filetype: bool, inodes_count: int
+) -> tuple[list[tuple[int, bytes, int]], str | None]:
+    """An inline directory's records as the kernel's ext4_read_inline_dir lists them: ".."
+    first (from the parent number), then the used records of i_block and of system.data,
+    in order, up to the first bad record, which ends the listing without an error.
+
+    Returns:
+        (inode, name, file_type) of the listed records, and what ended them early, or None.
+    """
     area = inline_area(inode)
-    yield int.from_bytes(area[:EXT4_INLINE_DOTDOT_SIZE], "little"), b"..", 0
-    yield from iter_dirents(
-        area[EXT4_INLINE_DOTDOT_SIZE:EXT4_MIN_INLINE_DATA_SIZE], filetype=filetype
-    )
-    if len(area) > EXT4_MIN_INLINE_DATA_SIZE:
-        yield from iter_dirents(area[EXT4_MIN_INLINE_DATA_SIZE:], filetype=filetype)
+    records = [(int.from_bytes(area[:EXT4_INLINE_DOTDOT_SIZE], "little"), b"..", 0)]
+    for chain in (
+        area[EXT4_INLINE_DOTDOT_SIZE:EXT4_MIN_INLINE_DATA_SIZE],
+        area[EXT4_MIN_INLINE_DATA_SIZE:],
+    ):
+        kept, problem = scan_dirents(chain, filetype=filetype, inodes_count=inodes_count)
+        records += kept
+        if problem is not None:
+            return records, problem
+    return records, None

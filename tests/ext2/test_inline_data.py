@@ -153,9 +153,6 @@ def _sif(image: Path, rel: str, field: str, value: int) -> None:
     [
         ("files/s59", "size", 400, "read"),  # i_size past the 60 + 0 bytes of the area
         ("links/l70", "size", 900, "readlink"),  # past i_block and system.data
-        ("dirs/tiny", "block[2]", 0, "readdir"),  # first record's rec_len 0
-        ("dirs/tiny", "block[2]", 0x100, "readdir"),  # rec_len 256: past the 56 bytes
-        ("dirs/tiny", "block[1]", 0x7FFFFFFF, "readdir"),  # record for an inode past the end
     ],
 )
 async def test_damaged_inline_nodes_are_eio(
@@ -169,15 +166,36 @@ async def test_damaged_inline_nodes_are_eio(
         with pytest.raises(FSError) as info:
             if call == "read":
                 await fs.read(ino, 0, 0, 1 << 16)
-            elif call == "readlink":
-                await fs.readlink(ino)
             else:
-                await fs.readdir(ino)
+                await fs.readlink(ino)
         assert info.value.errno == errno.EIO
         # The rest of the volume reads on.
         assert await fs.read((await resolve(fs, "files/s61")).ino, 0, 0, 100) == _content(61)
         spill = (await resolve(fs, "kernel/spill")).ino
         assert len(await fs.readdir(spill)) == DIRS["kernel/spill"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("block[2]", 0),  # first record's rec_len 0
+        ("block[2]", 0x100),  # rec_len 256: past the 56 bytes
+        ("block[1]", 0x7FFFFFFF),  # record for an inode past the end
+        ("block[4]", 0x7FFFFFFF),  # the second record's inode past the end
+    ],
+)
+async def test_damaged_inline_directory_lists_as_on_the_kernel(
+    inline_image: Path, tmp_path: Path, kernel_mount, field: str, value: int
+) -> None:
+    """A bad record ends an inline directory's listing without an error: the names
+    before it are listed (ext4_read_inline_dir), the rest of the volume reads on."""
+    image = Path(shutil.copy(inline_image, tmp_path / "image"))
+    _sif(image, "dirs/tiny", field, value)
+    img, fs = await open_image(image)
+    with img:
+        names = sorted(e.name for e in await fs.readdir((await resolve(fs, "dirs/tiny")).ino))
+        assert await fs.read((await resolve(fs, "files/s61")).ino, 0, 0, 100) == _content(61)
+    assert names == sorted(os.listdir(os.fsencode(kernel_mount(image) / "dirs/tiny")))
 
 
 async def test_inline_flag_without_system_data(inline_image: Path, tmp_path: Path) -> None:
