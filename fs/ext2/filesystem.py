@@ -59,7 +59,7 @@ from uvfs_fs.ext2.group_desc import (
     desc_location,
     metadata_overhead,
 )
-from uvfs_fs.ext2.inline_data import inline_bytes, inline_dirents
+from uvfs_fs.ext2.inline_data import inline_area, inline_dirents
 from uvfs_fs.ext2.inode import (
     EXT2_INDEX_FL,
     EXT4_EA_INODE_FL,
@@ -408,11 +408,12 @@ class Ext2FileSystem:
 
     async def _read_data(self, inode: Inode, offset: int, size: int) -> bytes:
         """Bytes [offset, offset + size) of `inode`'s data, clipped at its end of file."""
-        if self._is_inline(inode):
-            return inline_bytes(inode)[offset : offset + size]
         end = min(offset + size, inode.size)
         if offset >= end:
             return b""
+        if self._is_inline(inode):  # ext4_read_inline_folio: the area, then zeros to i_size
+            data = inline_area(inode)[offset:end]
+            return data + bytes(end - offset - len(data))
         bs = self.geo.block_size
         first = offset // bs
         runs = await self._map(inode, first, (end - 1) // bs + 1 - first)
@@ -848,11 +849,11 @@ class Ext2FileSystem:
         inode = await self._inode(ino)
         if not stat.S_ISLNK(inode.mode):
             raise FSError(errno.EINVAL)
-        if self._is_inline(inode) or inode.flags & EXT4_ENCRYPT_FL:
+        if self._is_inline(inode):  # ext4_read_inline_link: what of i_size the area holds
+            return inline_area(inode)[: inode.size].split(b"\0", 1)[0]
+        if inode.flags & EXT4_ENCRYPT_FL:
             if not 0 < inode.size <= self.geo.block_size:
                 raise FSError(errno.EIO, f"symlink {ino} of {inode.size} bytes")
-            if self._is_inline(inode):
-                return inline_bytes(inode)
             return await self._encrypted_target(inode)
         if self._is_fast_symlink(inode):  # its length was checked with the inode
             return inode.i_block[: inode.size]

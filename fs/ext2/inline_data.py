@@ -2,7 +2,8 @@
 
 An inode with EXT4_INLINE_DATA_FL keeps its data in i_block (60 bytes) followed by the
 value of its in-inode ``system.data`` attribute (empty while the data fits in i_block); the
-inline area is the two joined, and i_size bytes of it are the file (or the symlink target).
+inline area is the two joined, and i_size bytes of it are the file (or the symlink target);
+as in the kernel, a file whose i_size runs past the area reads zeros there.
 The attribute must be present, in the inode body, even when empty.
 
 An inline directory starts with the parent's inode number (4 bytes) in place of the "."
@@ -36,20 +37,6 @@ def inline_area(inode: Inode) -> bytes:
     if extra is None:
         raise FSError(errno.EIO, f"inode {inode.ino}: inline data without system.data")
     return inode.i_block + extra
-
-
-def inline_bytes(inode: Inode) -> bytes:
-    """The i_size bytes of `inode`'s data.
-
-    Raises:
-        FSError: EIO when i_size runs past the inline area.
-    """
-    area = inline_area(inode)
-    if inode.size > len(area):
-        raise FSError(
-            errno.EIO, f"inode {inode.ino}: {inode.size} bytes of inline data in {len(area)}"
-        )
-    return area[: inode.size]
 
 
 def inline_dirents(
