@@ -14,7 +14,8 @@ locks are needed; two requests missing the same entry both load it, harmlessly.
 Every number taken from the image is checked before it is used as an offset or a loop
 bound (inode and block numbers against the superblock's counts, directory records,
 extent nodes ...), and on metadata_csum volumes every inode, extent, directory leaf and
-xattr block is checked against its checksum; a failed check is EIO for the request at hand.
+xattr block is checked against its checksum. As on the kernel, a failed checksum is
+EBADMSG and other damage EUCLEAN (EIO where the kernel says so), for the object at hand.
 
 A volume whose journal needs recovery opens read-only through a `ReplayedImage`: the
 journal is replayed in memory (recovery.py) and every read, the superblock's included,
@@ -552,8 +553,11 @@ class Ext2FileSystem:
         if inode.file_acl:
             block = await self._meta_block(inode.file_acl)
             seed = self._csum_seed
+            xattr.check_block_header(block)  # before the checksum, as the kernel checks
             if seed is not None and not csum.xattr_block_ok(block, seed, inode.file_acl):
-                raise FSError(errno.EIO, f"xattr block {inode.file_acl}: checksum does not match")
+                raise FSError(
+                    errno.EBADMSG, f"xattr block {inode.file_acl}: checksum does not match"
+                )
             attrs += xattr.parse_block(block)
         return attrs
 
@@ -561,22 +565,23 @@ class Ext2FileSystem:
         """The value of attribute `name` of inode `owner`, read from its EA inode if need be.
 
         The EA inode must be another inode, flagged EXT4_EA_INODE_FL, holding exactly the
-        entry's size, at most `XATTR_SIZE_MAX` bytes (checked before anything is read).
+        entry's size (else EUCLEAN, as ext4_xattr_inode_iget answers), at most
+        `XATTR_SIZE_MAX` bytes (checked before anything is read).
         """
         if isinstance(value, bytes):
             return value
         where = f"inode {owner}: attribute {name!r} in inode {value.inum}"
         if "ea_inode" not in self.geo.features:
-            raise FSError(errno.EIO, f"{where}, without the ea_inode feature")
+            raise FSError(errno.EUCLEAN, f"{where}, without the ea_inode feature")
         if value.inum == owner:
-            raise FSError(errno.EIO, f"{where}: its own inode")
+            raise FSError(errno.EUCLEAN, f"{where}: its own inode")
         if value.size > XATTR_SIZE_MAX:
             raise FSError(errno.EIO, f"{where}: {value.size} bytes")
         ea = await self._inode(value.inum)
         if not ea.flags & EXT4_EA_INODE_FL or not stat.S_ISREG(ea.mode):
-            raise FSError(errno.EIO, f"{where}: not an EA inode")
+            raise FSError(errno.EUCLEAN, f"{where}: not an EA inode")
         if ea.size != value.size:
-            raise FSError(errno.EIO, f"{where}: {ea.size} bytes, not {value.size}")
+            raise FSError(errno.EUCLEAN, f"{where}: {ea.size} bytes, not {value.size}")
         return xattr.shown_value(name, await self._read_data(ea, 0, value.size))
 
     async def _dx_find(self, inode: Inode, query: Query) -> int | None:
@@ -802,6 +807,9 @@ class Ext2FileSystem:
         records = directory.entries
         if self._dir_index and inode.flags & EXT2_INDEX_FL and not self._is_inline(inode):
             if directory.listing is None:
+                # Until the index's listing is read and holds the same names, lookups go
+                # through the index (a listing that fails leaves them there).
+                directory.trusted = False
                 directory.listing = await self._dx_listing(inode) or directory.entries
                 directory.trusted = sorted(directory.listing) == sorted(directory.entries)
             records = directory.listing

@@ -77,29 +77,34 @@ _acl_entry = struct.Struct("<HHI")  # e_tag, e_perm, e_id
 
 
 def _corrupt(why: str) -> FSError:
+    """Damaged attribute storage: EUCLEAN (EFSCORRUPTED), as ext4's xattr checks answer."""
+    return FSError(errno.EUCLEAN, f"extended attributes: {why}")
+
+
+def _bad_acl(why: str) -> FSError:
     return FSError(errno.EIO, f"extended attributes: {why}")
 
 
 def acl_to_xattr(disk: bytes) -> bytes:
     """An ACL in ext4's on-disk form, re-encoded as the kernel's posix_acl xattr value."""
     if len(disk) < _acl_header.size or _acl_header.unpack_from(disk)[0] != EXT4_ACL_VERSION:
-        raise _corrupt("ACL with a bad version")
+        raise _bad_acl("ACL with a bad version")
     out = [_acl_header.pack(POSIX_ACL_XATTR_VERSION)]
     offset = _acl_header.size
     while offset < len(disk):
         if offset + _acl_entry_short.size > len(disk):
-            raise _corrupt("ACL entry cut short")
+            raise _bad_acl("ACL entry cut short")
         tag, perm = _acl_entry_short.unpack_from(disk, offset)
         if tag in (ACL_USER, ACL_GROUP):
             if offset + _acl_entry.size > len(disk):
-                raise _corrupt("ACL entry cut short")
+                raise _bad_acl("ACL entry cut short")
             _, _, ident = _acl_entry.unpack_from(disk, offset)
             offset += _acl_entry.size
         elif tag in (ACL_USER_OBJ, ACL_GROUP_OBJ, ACL_MASK, ACL_OTHER):
             ident = ACL_UNDEFINED_ID
             offset += _acl_entry_short.size
         else:
-            raise _corrupt(f"ACL entry with tag {tag:#x}")
+            raise _bad_acl(f"ACL entry with tag {tag:#x}")
         out.append(_acl_entry.pack(tag, perm, ident))
     return b"".join(out)
 
@@ -201,9 +206,15 @@ def parse_ibody(area: bytes) -> list[tuple[bytes, Value]]:
     return _shown(_ibody_entries(area))
 
 
-def parse_block(block: bytes) -> list[tuple[bytes, Value]]:
-    """The shown attributes stored in an external attribute block (i_file_acl)."""
+def check_block_header(block: bytes) -> None:
+    """EUCLEAN unless `block` starts as an attribute block of one block: the kernel's first
+    check, before the block's checksum and its entries."""
     magic, _, blocks = struct.unpack_from("<III", block)
     if magic != EXT2_EXT_ATTR_MAGIC or blocks != 1:
         raise _corrupt(f"bad block magic {magic:#x}")
+
+
+def parse_block(block: bytes) -> list[tuple[bytes, Value]]:
+    """The shown attributes stored in an external attribute block (i_file_acl)."""
+    check_block_header(block)
     return _shown(_entries(block, ext2_ext_attr_header.sizeof()))
