@@ -1,4 +1,4 @@
-"""The pyfuse3 glue: the only module that imports pyfuse3.
+"""The pyfuse3 glue: the request handlers (with `_mount.py`, the only users of pyfuse3).
 
 Each handler converts pyfuse3's arguments to plain data, asks the broker, and converts the
 answer back. Errors leave as `pyfuse3.FUSEError`; an exception of any other kind would stop
