@@ -812,6 +812,9 @@ class Ext2FileSystem:
                 directory.trusted = False
                 directory.listing = await self._dx_listing(inode) or directory.entries
                 directory.trusted = sorted(directory.listing) == sorted(directory.entries)
+                if directory.listing is not directory.entries:  # a second list: charge it
+                    names = len(directory.entries) + len(directory.listing)
+                    self._dirs.put(ino, directory, (names + 1) * DIRENT_CHARGE)
             records = directory.listing
         elif self._lists_by_hash(inode) and not self._is_inline(inode):
             if directory.first_hole:  # the kernel's htree read of block 0 finds a hole
