@@ -219,6 +219,14 @@ def _dx_root_offset(image: Path, block_size: int) -> int:
     return int(debugfs(image, f"bmap /{DIR} 0").split()[0]) * block_size
 
 
+def _first_node_offset(image: Path) -> int:
+    """Where the index node the root's first entry names lies (1 KiB blocks)."""
+    with open(image, "rb") as f:
+        f.seek(_dx_root_offset(image, 1024) + 0x20 + 4)
+        (node,) = struct.unpack("<I", f.read(4))
+    return int(debugfs(image, f"bmap /{DIR} {node}").split()[0]) * 1024
+
+
 # (offset in the root block, bytes): damage dx_probe reports as a bad dx directory
 ROOT_DAMAGE = {
     "levels": (0x1E, b"\x05"),
@@ -264,11 +272,7 @@ async def test_damaged_leaf_is_euclean_not_an_exception(kernel_dir: Path, tmp_pa
     """A leaf record with rec_len 0: the search of its leaf stops there and the lookup is
     EUCLEAN, as on the kernel (which also lists that block's other names as missing)."""
     image = Path(shutil.copy(kernel_dir, tmp_path / "image"))
-    root = _dx_root_offset(image, 1024)
-    with open(image, "rb") as f:
-        f.seek(root + 0x20 + 4)
-        (node,) = struct.unpack("<I", f.read(4))
-    node_at = int(debugfs(image, f"bmap /{DIR} {node}").split()[0]) * 1024
+    node_at = _first_node_offset(image)
     with open(image, "rb") as f:
         f.seek(node_at + 8 + 4)
         (leaf,) = struct.unpack("<I", f.read(4))
@@ -326,11 +330,7 @@ def test_a_misfiled_leaf_lists_as_the_kernel(kernel_dir: Path, tmp_path: Path) -
     """A node entry whose hash is raised past names its leaf holds: the kernel's readdir
     (hash rounds through the index) leaves those names out, and so does the driver."""
     image = Path(shutil.copy(kernel_dir, tmp_path / "image"))
-    root = _dx_root_offset(image, 1024)
-    with open(image, "rb") as f:
-        f.seek(root + 0x20 + 4)
-        (node,) = struct.unpack("<I", f.read(4))
-    node_at = int(debugfs(image, f"bmap /{DIR} {node}").split()[0]) * 1024
+    node_at = _first_node_offset(image)
     with open(image, "rb") as f:
         f.seek(node_at + 8)
         table = f.read(8 * 12)
@@ -347,11 +347,7 @@ def test_a_bad_index_checksum_is_ebadmsg(tmp_path: Path) -> None:
     lookups routed through it with EBADMSG, as on the kernel."""
     image = tmp_path / "image"
     make_dir_image(image, 1024, list(NAMES), csum=True)
-    root = _dx_root_offset(image, 1024)
-    with open(image, "rb") as f:
-        f.seek(root + 0x20 + 4)
-        (node,) = struct.unpack("<I", f.read(4))
-    node_at = int(debugfs(image, f"bmap /{DIR} {node}").split()[0]) * 1024
+    node_at = _first_node_offset(image)
     with open(image, "rb") as f:
         f.seek(node_at + 8 + 8 * 3 + 4)  # entry 3's block number: the high bits are unused
         (block,) = struct.unpack("<I", f.read(4))
