@@ -183,6 +183,50 @@ class Read(Protocol):
         ...
 
 
+class Extent(NamedTuple):
+    """`length` bytes of a file from file offset `offset`, stored as they are in source
+    `source` (its index among the sources `DriverType.open` was given) from byte `position`."""
+
+    offset: int
+    length: int
+    source: int
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Where bytes [start, end) of a file lie in the images (`ReadLayout`).
+
+    `extents` are sorted, disjoint and inside [start, end); a byte of the range that none
+    covers reads as zero (a hole). `size` is the file's size and ``end <= size``: a read at
+    or past `size` is at end of file.
+    """
+
+    start: int
+    end: int
+    size: int
+    extents: tuple[Extent, ...]
+
+
+@runtime_checkable
+class ReadLayout(Protocol):
+    """Absent, or answering None: every read is the driver's `read`."""
+
+    async def read_layout(self, ino: int, offset: int, size: int) -> Layout | None:
+        """Where the bytes of regular file `ino` from `offset` lie in the images, for a
+        caller that reads them there itself instead of calling `read` for each range (an
+        isolated driver's broker does: a read then costs no message to the driver process).
+
+        The layout covers at least [offset, min(offset + size, file size)); more is
+        welcome, the caller keeps it. It must stay true until the file is written or
+        truncated through this mount or the driver restarts: the caller drops it then.
+        Return None for bytes not stored as they are (compressed, encrypted, inline in
+        the inode, or a journal replayed in memory over the image) or that may change
+        otherwise: `read` answers those. Errors as `read`'s.
+        """
+        ...
+
+
 @runtime_checkable
 class Release(Protocol):
     """Absent: nothing happens when the last reference to a handle goes."""
