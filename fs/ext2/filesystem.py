@@ -42,6 +42,7 @@ from uvfs import (
     DirEntry,
     FSError,
     ImageFile,
+    Layout,
     MemoryBudget,
     MountOptions,
     Refusal,
@@ -74,6 +75,7 @@ from uvfs_fs.ext2.inode import (
 )
 from uvfs_fs.ext2.jbd2 import JournalError
 from uvfs_fs.ext2.journal import recover_journal, write_replay
+from uvfs_fs.ext2.layout import blocks_spanned, runs_layout
 from uvfs_fs.ext2.replayed import ReplayedImage
 from uvfs_fs.ext2.superblock import (
     EXT2_ERROR_FS,
@@ -854,6 +856,25 @@ class Ext2FileSystem:
         if not stat.S_ISREG(inode.mode):
             raise FSError(errno.EINVAL)
         return await self._read_data(inode, offset, size)
+
+    async def read_layout(self, ino: int, offset: int, size: int) -> Layout | None:
+        """Where regular file `ino`'s bytes [offset, offset + size) lie in the image (see
+        fs/ext2/layout.py); None where a read is not the image's bytes as they are."""
+        inode = await self._inode(ino)
+        if (
+            not stat.S_ISREG(inode.mode)
+            or self._is_inline(inode)
+            or inode.flags & EXT4_ENCRYPT_FL
+            or self.image.writable
+            or isinstance(self.image, ReplayedImage)
+        ):
+            return None
+        end = min(offset + size, inode.size)
+        if offset >= end:
+            return Layout(min(offset, inode.size), inode.size, inode.size, ())
+        bs = self.geo.block_size
+        runs = await self._map(inode, *blocks_spanned(offset, end, bs))
+        return runs_layout(runs, bs, offset, end, inode.size)
 
     async def readlink(self, ino: int) -> bytes:
         """The target of symbolic link `ino`: in i_block when fast, in a data block when not."""
