@@ -26,6 +26,7 @@ open replays onto the image first (journal.py), as the kernel does.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import stat
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -334,7 +335,7 @@ class Ext2FileSystem:
         )
         check_iget(
             inode,
-            block_ok=(await self._system_zone()).block_ok,
+            block_ok=functools.partial((await self._system_zone()).block_ok, ino=ino),
             cluster_size=geo.block_size * geo.cluster_ratio,
             inline=self._is_inline(inode) and system_data,
             features=geo.features,
@@ -342,15 +343,29 @@ class Ext2FileSystem:
         return inode
 
     async def _system_zone(self) -> SystemZone:
-        """The blocks no file may own, from every group's descriptor (read once)."""
+        """The blocks no file may own, from every group's descriptor (read once), with the
+        journal's, which only the journal may own."""
         if self._zone is None:
             descs = [await self._group_desc(group) for group in range(self.geo.groups_count)]
-            self._zone = SystemZone(
-                self.geo,
-                descs,
-                itable_blocks=self._itable_blocks,
-                reserved_gdt_blocks=self.sb.s_reserved_gdt_blocks,
-            )
+
+            def zone(owned: list[tuple[int, int, int]]) -> SystemZone:
+                return SystemZone(
+                    self.geo,
+                    descs,
+                    itable_blocks=self._itable_blocks,
+                    reserved_gdt_blocks=self.sb.s_reserved_gdt_blocks,
+                    owned=owned,
+                )
+
+            # the journal inode is read and mapped against the zone without its blocks;
+            # failing, it fails the root's read, so the mount (ext4_setup_system_zone)
+            self._zone = zone([])
+            journal = self.sb.s_journal_inum if "has_journal" in self.geo.features else 0
+            if journal:
+                inode = await self._inode(journal)
+                count = min(-(-inode.size // self.geo.block_size), self.geo.blocks_count)
+                runs = await self._map(inode, 0, count, unwritten=True)
+                self._zone = zone([(r.physical, r.count, journal) for r in runs if r.physical])
         return self._zone
 
     def _attr(self, inode: Inode) -> Attr:
