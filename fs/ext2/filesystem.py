@@ -599,7 +599,24 @@ class Ext2FileSystem:
             raise FSError(errno.EUCLEAN, f"{where}: not an EA inode")
         if ea.size != value.size:
             raise FSError(errno.EUCLEAN, f"{where}: {ea.size} bytes, not {value.size}")
-        return xattr.shown_value(name, await self._read_data(ea, 0, value.size))
+        data = await self._read_data(ea, 0, value.size)
+        # ext4_xattr_inode_verify_hashes: the value's crc32c is kept in the EA inode's
+        # i_atime; a Lustre EA inode (i_mtime names its owner, generations equal, and the
+        # entry's hash is not the stored one) has none
+        stored = ea.atime_ns // 10**9 & 0xFFFFFFFF
+        owner_inode = await self._inode(owner)
+        lustre = (
+            value.e_hash != stored
+            and ea.mtime_ns // 10**9 & 0xFFFFFFFF == owner
+            and ea.generation == owner_inode.generation
+        )
+        if not lustre:
+            seed = csum.fs_seed(
+                self.sb.s_uuid, self.sb.s_checksum_seed, "metadata_csum_seed" in self.geo.features
+            )
+            if csum.crc32c_le(seed, data) != stored or not xattr.entry_hash_ok(value, stored):
+                raise FSError(errno.EUCLEAN, f"{where}: EA inode hash validation failed")
+        return xattr.shown_value(name, data)
 
     async def _dx_find(self, inode: Inode, query: Query) -> int | None:
         """The inode `query` finds in indexed directory `inode`, looked up through its hash

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import errno
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 from construct import Array, Int8ul, Int16ul, Int32ul, Struct
@@ -127,16 +127,46 @@ def xattr_to_acl(value: bytes) -> bytes:
 
 
 class ValueInode(NamedTuple):
-    """An ea_inode attribute's value: the first `size` bytes of inode `inum`'s data."""
+    """An ea_inode attribute's value: the first `size` bytes of inode `inum`'s data; the
+    entry's e_hash and name suffix, and whether it is in the inode (not in the block),
+    for `entry_hash_ok`."""
 
     inum: int
     size: int
+    e_hash: int
+    suffix: bytes
+    in_inode: bool
+
+
+def entry_hash(suffix: bytes, words: Iterable[int], *, signed: bool = False) -> int:
+    """An entry's e_hash (ext4_xattr_hash_entry): its name suffix, then its value as 32-bit
+    words; `signed` hashes the name's bytes as signed chars (the old, buggy variant)."""
+    h = 0
+    for byte in suffix:
+        byte = byte - 256 if signed and byte >= 128 else byte
+        h = ((h << 5) ^ (h >> 27) ^ byte) & 0xFFFFFFFF
+    for word in words:
+        h = ((h << 16) ^ (h >> 16) ^ word) & 0xFFFFFFFF
+    return h
+
+
+def entry_hash_ok(value: ValueInode, value_hash: int) -> bool:
+    """Whether an in-inode entry's e_hash is that of its name and its EA inode's value hash,
+    with either char signedness (ext4_xattr_inode_verify_hashes); block entries are not
+    checked."""
+    if not value.in_inode:
+        return True
+    return value.e_hash in {
+        entry_hash(value.suffix, [value_hash], signed=signed) for signed in (False, True)
+    }
 
 
 Value = bytes | ValueInode
 
 
-def _entries(region: bytes, entries_at: int) -> Iterator[tuple[int, bytes, Value]]:
+def _entries(
+    region: bytes, entries_at: int, *, in_inode: bool
+) -> Iterator[tuple[int, bytes, Value]]:
     """(name index, name suffix, value) of every entry from `entries_at` to the end marker.
 
     In-place values are at e_value_offs from the start of `region`; an entry with
@@ -158,7 +188,8 @@ def _entries(region: bytes, entries_at: int) -> Iterator[tuple[int, bytes, Value
         suffix = region[offset + _ENTRY.size : name_end]
         start = e.e_value_offs
         if e.e_value_inum:
-            yield e.e_name_index, suffix, ValueInode(e.e_value_inum, e.e_value_size)
+            value = ValueInode(e.e_value_inum, e.e_value_size, e.e_hash, suffix, in_inode)
+            yield e.e_name_index, suffix, value
         elif e.e_value_size and (start < name_end or start + e.e_value_size > len(region)):
             raise _corrupt("entry value outside its area")
         else:
@@ -189,7 +220,7 @@ def _shown(entries: Iterator[tuple[int, bytes, Value]]) -> list[tuple[bytes, Val
 def _ibody_entries(area: bytes) -> Iterator[tuple[int, bytes, Value]]:
     if len(area) < 4 or int.from_bytes(area[:4], "little") != EXT2_EXT_ATTR_MAGIC:
         return iter(())  # no magic: the inode simply has no in-inode attributes
-    return _entries(area[4:], 0)
+    return _entries(area[4:], 0, in_inode=True)
 
 
 def ibody_value(area: bytes, index: int, suffix: bytes) -> bytes | None:
@@ -217,4 +248,4 @@ def check_block_header(block: bytes) -> None:
 def parse_block(block: bytes) -> list[tuple[bytes, Value]]:
     """The shown attributes stored in an external attribute block (i_file_acl)."""
     check_block_header(block)
-    return _shown(_entries(block, ext2_ext_attr_header.sizeof()))
+    return _shown(_entries(block, ext2_ext_attr_header.sizeof(), in_inode=False))

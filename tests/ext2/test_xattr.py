@@ -77,7 +77,7 @@ def test_value_in_an_inode() -> None:
     not used (it may hold anything), so the filesystem reads the value from the inode."""
     area = corrupt(bytearray(GOOD), 4 + 4, struct.pack("<I", 99))
     area = corrupt(bytearray(area), 4 + 2, struct.pack("<H", 0xFFFF))
-    assert parse_ibody(area) == [(b"user.a", ValueInode(99, 5))]
+    assert parse_ibody(area) == [(b"user.a", ValueInode(99, 5, 0, b"a", True))]
 
 
 def test_block_attributes() -> None:
