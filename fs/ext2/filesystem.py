@@ -68,6 +68,7 @@ from uvfs_fs.ext2.inode import (
     EXT4_EA_INODE_FL,
     EXT4_EXTENTS_FL,
     EXT4_INLINE_DATA_FL,
+    EXT4_VERITY_FL,
     Inode,
     check_ibody_xattrs,
     check_iget,
@@ -874,10 +875,14 @@ class Ext2FileSystem:
         return listing
 
     async def open(self, ino: int, flags: int, caller: Caller) -> int:
-        """Open file `ino`: ENOKEY for an encrypted regular file, whose key is never had."""
+        """Open file `ino`: ENOKEY for an encrypted regular file, whose key is never had;
+        EOPNOTSUPP for an fs-verity one, as a kernel built without CONFIG_FS_VERITY answers
+        (its Merkle tree is not checked here, and its bytes are not served unchecked)."""
         inode = await self._inode(ino)
         if stat.S_ISREG(inode.mode) and inode.flags & EXT4_ENCRYPT_FL:
             raise FSError(errno.ENOKEY, f"inode {ino} is encrypted")
+        if stat.S_ISREG(inode.mode) and inode.flags & EXT4_VERITY_FL:
+            raise FSError(errno.EOPNOTSUPP, f"inode {ino}: fs-verity files are not read")
         return 0
 
     async def read(self, ino: int, handle: int, offset: int, size: int) -> bytes:

@@ -33,6 +33,7 @@ EXT2_APPEND_FL = 0x00000020
 EXT2_INDEX_FL = 0x00001000  # an htree directory
 EXT4_HUGE_FILE_FL = 0x00040000  # i_blocks counts file-system blocks, not 512-byte sectors
 EXT4_EXTENTS_FL = 0x00080000  # i_block holds an extent tree root
+EXT4_VERITY_FL = 0x00100000  # fs-verity: the file's Merkle tree lies past its end
 EXT4_EA_INODE_FL = 0x00200000
 EXT4_INLINE_DATA_FL = 0x10000000
 
