@@ -19,7 +19,7 @@ from typing import Any
 import outcome
 import trio
 
-from uvfs._api import Attr, FSError, Refusal
+from uvfs._api import Attr, FSError, Layout, Refusal
 from uvfs._isolation.wire import EXIT_OUT_OF_MEMORY, NO_SLOT, OPERATIONS, SLOT_SIZE, SLOTS, Channel
 
 
@@ -38,6 +38,9 @@ async def _answer(
             reply: tuple = (request, "slot", len(value))
         elif type(value) is Attr:
             reply = (request, "attr", *value)
+        elif type(value) is Layout:  # extents as tuples: a tenth of a NamedTuple's pickling
+            extents = [tuple(e) for e in value.extents]
+            reply = (request, "layout", value.start, value.end, value.size, extents)
         elif operation == "readdir":
             reply = (request, "entries", [(e.name, *e.attr) for e in value])
         else:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from uvfs._api import Attr, DirEntry, FSError, MountOptions, Refusal
+from uvfs._api import Attr, DirEntry, Extent, FSError, Layout, MountOptions, Refusal
 
 if TYPE_CHECKING:
     from uvfs._source import Source
@@ -225,6 +225,9 @@ class DriverProcess:
         elif kind == "entries":
             entries = [_new_tuple(DirEntry, (e[0], _new_tuple(Attr, e[1:]))) for e in reply[1]]
             reply = ["ok", entries]
+        elif kind == "layout":
+            extents = tuple([_new_tuple(Extent, e) for e in reply[4]])
+            reply = ["ok", Layout(reply[1], reply[2], reply[3], extents)]
         self._free(waiter.slot)
         waiter.answer(reply)
 

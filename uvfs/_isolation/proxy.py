@@ -10,27 +10,27 @@ import os
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager, suppress
+from contextlib import ExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 
 from uvfs import _api as api
 from uvfs._api import Caller, FSError, MountOptions, Refusal
-
-if TYPE_CHECKING:
-    from uvfs._source import Source
-
-
+from uvfs._image import ImageInUse
 from uvfs._isolation.process import DEFAULT_TIMEOUT, Died, DriverProcess, LostInFlight
+from uvfs._layout import LayoutReader
+from uvfs._source import Source, open_source
+from uvfs._window import BlockDevice
 
 log = logging.getLogger("uvfs.isolation")
 
 # Requests that change nothing: after a death they are asked again of the new process.
 _REPEATABLE = frozenset(
-    {"lookup", "getattr", "readdir", "read", "readlink", "getxattr", "listxattr", "statfs"}
-)
+    {"lookup", "getattr", "readdir", "read", "read_layout", "readlink", "getxattr", "listxattr",
+     "statfs"}
+)  # fmt: skip
 # Where a change names directory entries: (parent, name) positions in its arguments.
 _NAMES: dict[str, tuple[tuple[int, int], ...]] = {
     "create": ((0, 1),), "mknod": ((0, 1),), "mkdir": ((0, 1),), "symlink": ((0, 1),),
@@ -50,6 +50,8 @@ class DriverStatistics:
 
     pid: int  # the driver's process (the server's own when the driver is not isolated)
     restarts: int  # processes started after the first
+    layouts: int = 0  # read layouts asked of the driver (`ReadLayout`)
+    layout_reads: int = 0  # reads answered from the images through them, sparing a request
 
 
 def driver_statistics(fs: api.FileSystem) -> DriverStatistics:
@@ -104,9 +106,25 @@ class _Proxy:
         # those changes, so the kernel's name cache must let them go. Value: when changed.
         self._unsynced: dict[Name, int] = {}
         self._changes = itertools.count()
+        self._layouts: LayoutReader | None = None  # see `read_from_images`
 
     def statistics(self) -> DriverStatistics:
-        return DriverStatistics(pid=self._process.pid, restarts=self._restarts)
+        layouts = self._layouts
+        return DriverStatistics(
+            pid=self._process.pid,
+            restarts=self._restarts,
+            layouts=layouts.layouts_fetched if layouts else 0,
+            layout_reads=layouts.reads if layouts else 0,
+        )
+
+    def read_from_images(self, devices: Sequence[BlockDevice]) -> None:
+        """Answer reads from `devices` (the sources, opened here too) where the driver's
+        read layouts place the bytes, asking the process once per file window instead of
+        once per read. Only for a read-only mount: no write or truncate can move the bytes,
+        and only a restart forgets the layouts."""
+        self._layouts = LayoutReader(
+            devices, lambda ino, offset, size: self._call("read_layout", (ino, offset, size))
+        )
 
     # --- requests -------------------------------------------------------------------------
 
@@ -189,6 +207,13 @@ class _Proxy:
         except FSError as e:
             log.warning("inode %d cannot be opened again after a restart: %s", h.ino, e)
             raise FSError(errno.EIO, f"inode {h.ino} lost its open file in a restart") from None
+
+    async def _read(self, ino: int, handle: int, offset: int, size: int) -> bytes:
+        if self._layouts is not None:
+            data = await self._layouts.read(ino, offset, size)
+            if data is not None:
+                return data
+        return await self._call_with_handle("read", (ino, handle, offset, size))
 
     async def _write(self, ino: int, handle: int, offset: int, data: bytes) -> int:
         written = await self._call_with_handle("write", (ino, handle, offset, data))
@@ -312,6 +337,8 @@ class _Proxy:
 
     def _install(self, process: DriverProcess) -> None:
         self._process = process
+        if self._layouts is not None:  # a layout holds only while its process lives
+            self._layouts.clear()
         self._changed.set()
         self._changed = trio.Event()
 
@@ -348,7 +375,7 @@ _SPECIAL: dict[str, Any] = {
     "open": lambda self, *a: self._open(*a),
     "create": lambda self, *a: self._create(*a),
     "release": lambda self, *a: self._release(*a),
-    "read": lambda self, *a: self._call_with_handle("read", a),
+    "read": lambda self, *a: self._read(*a),
     "write": lambda self, *a: self._write(*a),
     "fsync": lambda self, *a: self._fsync(*a),
     "forget": lambda self, *a: self._forget(*a),
@@ -391,9 +418,24 @@ async def isolated(
     spec = (driver, sources, options)
     proxy = _proxy_class(operations)(spec, timeout, first, root, operations)
     try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(proxy.supervise)
-            yield proxy
-            nursery.cancel_scope.cancel()
+        with ExitStack() as images:
+            if "read_layout" in operations and not options.writable:
+                devices = _opened_here(images, sources)
+                if devices is not None:
+                    proxy.read_from_images(devices)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(proxy.supervise)
+                yield proxy
+                nursery.cancel_scope.cancel()
     finally:
         await proxy._process.stop()
+
+
+def _opened_here(stack: ExitStack, sources: Sequence[Source]) -> list[BlockDevice] | None:
+    """`sources` opened read-only in this process as well, closed with `stack`; None (said
+    in the log) when one cannot be: then every read goes to the driver process."""
+    try:
+        return [stack.enter_context(open_source(s, writable=False)) for s in sources]
+    except (OSError, Refusal, ImageInUse) as e:
+        log.warning("reads go to the driver process: the server cannot open the image: %s", e)
+        return None

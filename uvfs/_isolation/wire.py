@@ -21,7 +21,8 @@ NO_SLOT = -1
 
 # Operation name -> the protocol that declares it; `forget` is the one synchronous call.
 OPERATIONS: dict[str, type] = {
-    "readdir": api.ReadDir, "open": api.Open, "read": api.Read, "release": api.Release,
+    "readdir": api.ReadDir, "open": api.Open, "read": api.Read, "read_layout": api.ReadLayout,
+    "release": api.Release,
     "readlink": api.ReadLink, "statfs": api.StatFs, "getxattr": api.GetXattr,
     "listxattr": api.ListXattr, "forget": api.Forget, "close": api.Close, "write": api.Write,
     "create": api.Create, "mknod": api.MkNod, "mkdir": api.MkDir, "symlink": api.SymLink,
