@@ -1,5 +1,6 @@
 /*
- * ZFS's byte loops as one C extension: LZJB and ZLE decompression and the Fletcher checksums.
+ * ZFS's byte loops as one C extension: LZJB and ZLE compression and decompression and the
+ * Fletcher checksums.
  * Each algorithm below is plain C on a buffer; the Python glue (argument parsing, the GIL,
  * the error classes) is written once, at the end, for all of them.
  *
@@ -79,6 +80,67 @@ lzjb_decompress(const unsigned char *src, Py_ssize_t slen, unsigned char *dst, P
     return NULL;
 }
 
+/*
+ * LZJB compression (the writer's side): at each position the three bytes ahead are hashed
+ * into a 1024-entry table of the positions last seen with that hash (mod 2^16); if the
+ * bytes at the remembered position (within 1023 bytes back) equal them, the longest match
+ * up to 66 bytes becomes a two-byte copy item, otherwise the byte is a literal. The last
+ * 66 bytes of the block are always literals. Upstream stores the low bits of source
+ * *addresses* in the table, so its output depends on the buffer's alignment; positions
+ * here are those of a buffer aligned to 1 KiB (the kernel's page-aligned buffers), which
+ * gives upstream's exact bytes for its own blocks. Like upstream, it gives up (returns
+ * -1) at a group boundary once the output comes within 17 bytes of `dlen`, so the same
+ * blocks fail to compress as there.
+ *
+ * Why C: a byte loop with a hash per position, as the decoder.
+ */
+
+#define LZJB_MATCH_MIN 3
+#define LZJB_MATCH_MAX 66 /* (1 << 6) + LZJB_MATCH_MIN - 1 */
+#define LZJB_OFFSET_MASK 0x3ff
+#define LZJB_LEMPEL_SIZE 1024
+
+static Py_ssize_t
+lzjb_compress(const unsigned char *src, Py_ssize_t slen, unsigned char *dst, Py_ssize_t dlen)
+{
+    uint16_t lempel[LZJB_LEMPEL_SIZE] = {0};
+    Py_ssize_t s = 0, d = 0, map = 0;
+    unsigned int copymask = 1 << 7;
+
+    while (s < slen) {
+        if ((copymask <<= 1) == (1 << 8)) {
+            if (d >= dlen - 1 - 16) /* a group (map byte + 8 matches) might not fit */
+                return -1;
+            copymask = 1;
+            map = d;
+            dst[d++] = 0;
+        }
+        if (s > slen - LZJB_MATCH_MAX) {
+            dst[d++] = src[s++];
+            continue;
+        }
+        unsigned int hash = (src[s] << 16) + (src[s + 1] << 8) + src[s + 2];
+        hash += hash >> 9;
+        hash += hash >> 5;
+        uint16_t *hp = &lempel[hash & (LZJB_LEMPEL_SIZE - 1)];
+        Py_ssize_t offset = (Py_ssize_t)((uint16_t)s - *hp) & LZJB_OFFSET_MASK;
+        *hp = (uint16_t)s;
+        const unsigned char *cpy = src + s - offset;
+        if (offset != 0 && offset <= s && memcmp(src + s, cpy, LZJB_MATCH_MIN) == 0) {
+            Py_ssize_t mlen = LZJB_MATCH_MIN;
+            while (mlen < LZJB_MATCH_MAX && src[s + mlen] == cpy[mlen])
+                mlen++;
+            dst[map] |= copymask;
+            dst[d++] = ((mlen - LZJB_MATCH_MIN) << 2) | (offset >> 8);
+            dst[d++] = offset & 0xff;
+            s += mlen;
+        } else {
+            dst[d++] = src[s++];
+        }
+    }
+    return d;
+}
+
 /* ---- ZLE ---------------------------------------------------------------------------------
  * The stream is runs: a length byte `n` below 64 is followed by `n + 1` literal bytes,
  * a length byte of 64 or more stands for `n - 63` zero bytes. The output must come out at
@@ -112,6 +174,40 @@ zle_decompress(const unsigned char *src, Py_ssize_t slen, unsigned char *dst, Py
         o += len;
     }
     return o == dlen ? NULL : "stream ends before the logical size";
+}
+
+/*
+ * ZLE compression: a run of zeros (up to 192) becomes one length byte; anything else is
+ * a literal run of up to 64 bytes that ends before two zeros in a row (a lone zero stays
+ * inside it). Returns -1 when the output would not fit in `dlen` (the output's
+ * layout, run boundaries included, is upstream's, so a block compresses to its bytes).
+ *
+ * Why C: the same byte loop as the decoder.
+ */
+
+static Py_ssize_t
+zle_compress(const unsigned char *src, Py_ssize_t slen, unsigned char *dst, Py_ssize_t dlen)
+{
+    Py_ssize_t s = 0, d = 0;
+    while (s < slen && d < dlen - 1) {
+        Py_ssize_t first = s, len_at = d++;
+        if (src[s] == 0) {
+            Py_ssize_t last = first + 256 - ZLE_LEVEL < slen ? first + 256 - ZLE_LEVEL : slen;
+            while (s < last && src[s] == 0)
+                s++;
+            dst[len_at] = (unsigned char)(s - first - 1 + ZLE_LEVEL);
+        } else {
+            Py_ssize_t last = first + ZLE_LEVEL < slen ? first + ZLE_LEVEL : slen;
+            if (dlen - d < ZLE_LEVEL)
+                break;
+            while (s < last - 1 && (src[s] | src[s + 1]))
+                dst[d++] = src[s++];
+            if (src[s])
+                dst[d++] = src[s++];
+            dst[len_at] = (unsigned char)(s - first - 1);
+        }
+    }
+    return s == slen ? d : -1;
 }
 
 /* ---- Fletcher ----------------------------------------------------------------------------
@@ -208,6 +304,53 @@ py_zle_decompress(PyObject *module, PyObject *args)
     return decompress(args, "y*n:zle_decompress", zle_decompress, ZleError);
 }
 
+typedef Py_ssize_t (*encoder_fn)(const unsigned char *, Py_ssize_t, unsigned char *, Py_ssize_t);
+
+/* compress(src, dlen) by `encoder`: the stream (at most dlen bytes), or None when the
+ * encoder gives up because it would not fit. */
+static PyObject *
+compress(PyObject *args, const char *format, encoder_fn encoder)
+{
+    Py_buffer src;
+    Py_ssize_t dlen;
+    if (!PyArg_ParseTuple(args, format, &src, &dlen))
+        return NULL;
+    if (dlen < 0) {
+        PyBuffer_Release(&src);
+        PyErr_SetString(PyExc_ValueError, "negative output size");
+        return NULL;
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, dlen);
+    if (out == NULL) {
+        PyBuffer_Release(&src);
+        return NULL;
+    }
+    Py_ssize_t n;
+    Py_BEGIN_ALLOW_THREADS
+    n = encoder(src.buf, src.len, (unsigned char *)PyBytes_AS_STRING(out), dlen);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&src);
+    if (n < 0) {
+        Py_DECREF(out);
+        Py_RETURN_NONE;
+    }
+    if (_PyBytes_Resize(&out, n) < 0)
+        return NULL;
+    return out;
+}
+
+static PyObject *
+py_lzjb_compress(PyObject *module, PyObject *args)
+{
+    return compress(args, "y*n:lzjb_compress", lzjb_compress);
+}
+
+static PyObject *
+py_zle_compress(PyObject *module, PyObject *args)
+{
+    return compress(args, "y*n:zle_compress", zle_compress);
+}
+
 typedef void (*fletcher_fn)(const unsigned char *, Py_ssize_t, int, uint64_t[4]);
 
 /* fletcherN(data, bigendian) by `fn`: its four words as a tuple. */
@@ -244,6 +387,10 @@ static PyMethodDef methods[] = {
      "lzjb_decompress(src, lsize) -> bytes: exactly lsize bytes; LzjbError when src is corrupt."},
     {"zle_decompress", py_zle_decompress, METH_VARARGS,
      "zle_decompress(src, lsize) -> bytes: exactly lsize bytes; ZleError when src is corrupt."},
+    {"lzjb_compress", py_lzjb_compress, METH_VARARGS,
+     "lzjb_compress(src, dlen) -> bytes | None: the stream, or None if it would not fit dlen."},
+    {"zle_compress", py_zle_compress, METH_VARARGS,
+     "zle_compress(src, dlen) -> bytes | None: the stream, or None if it would not fit dlen."},
     {"fletcher4", py_fletcher4, METH_VARARGS,
      "fletcher4(data, bigendian) -> (a, b, c, d): fletcher_4 over 32-bit words."},
     {"fletcher2", py_fletcher2, METH_VARARGS,
@@ -252,7 +399,7 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_native", "ZFS decompression and checksums in C.", -1, methods,
+    PyModuleDef_HEAD_INIT, "_native", "ZFS compression, decompression and checksums in C.", -1, methods,
 };
 
 /* A ValueError subclass named `name` (uvfs_fs.zfs._native.NAME), added to `m`; NULL on error. */

@@ -20,6 +20,10 @@ blk_prop then holds lsize:0..24 and psize:25..31 (bytes, minus one) and the embe
 the checksum bits; the payload fills every word except blk_prop and blk_birth (112 bytes).
 The pointer's words are in the byte order of the block holding it (the caller's
 `byteorder`); the payload bytes are each word's bytes taken least significant first.
+
+`encode_blkptr` is the writer's inverse of `parse_blkptr`: a record parsed from disk
+encodes to the same 128 bytes (the DVA grid bits and blk_pad, never set, are written as
+zeros), and a record built for a new block parses back to itself.
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ from typing import NamedTuple, overload
 BLKPTR_SIZE = 128
 SPA_MINBLOCKSHIFT = 9
 BP_EMBEDDED_TYPE_DATA = 0
+BPE_PAYLOAD_SIZE = 112  # bytes of data an embedded pointer holds (14 words)
+SPA_LSIZEBITS = 16  # lsize and psize fields: sectors minus one
+BPE_LSIZE_MAX = 1 << 25  # an embedded pointer's lsize field: bytes minus one, 25 bits
 _PAYLOAD_WORDS = (0, 1, 2, 3, 4, 5, 7, 8, 9, 11, 12, 13, 14, 15)
 _WORDS = {"<": struct.Struct("<16Q"), ">": struct.Struct(">16Q")}
 
@@ -189,3 +196,87 @@ class BlockPtrs(Sequence[BlockPtr]):
 
     def __repr__(self) -> str:
         return repr(self._all())
+
+
+def _dva_words(dva: DVA) -> tuple[int, int]:
+    if dva.vdev >> 24 or dva.asize >> (24 + SPA_MINBLOCKSHIFT) or dva.offset >> 72:
+        raise ValueError(f"DVA {dva} does not fit its fields")
+    if (dva.asize | dva.offset) & ((1 << SPA_MINBLOCKSHIFT) - 1):
+        raise ValueError(f"DVA {dva} is not in whole sectors")
+    return (
+        (dva.vdev << 32) | (dva.asize >> SPA_MINBLOCKSHIFT),
+        (int(dva.gang) << 63) | (dva.offset >> SPA_MINBLOCKSHIFT),
+    )
+
+
+def _sectors_field(size: int, what: str) -> int:
+    if size <= 0 or size & ((1 << SPA_MINBLOCKSHIFT) - 1) or size > 1 << (16 + 9):
+        raise ValueError(f"{what} {size} is not 1..65536 whole sectors")
+    return (size >> SPA_MINBLOCKSHIFT) - 1
+
+
+def encode_blkptr(bp: BlockPtr, byteorder: str) -> bytes:
+    """The 128-byte blkptr_t of `bp`, its words in `byteorder` ("<" or ">").
+
+    Raises:
+        ValueError: a field out of its range (sizes not in whole sectors, more than three
+            DVAs, an embedded payload over BPE_PAYLOAD_SIZE ...).
+    """
+    common = (
+        (bp.compress & 0x7F) << 32
+        | (bp.type & 0xFF) << 48
+        | (bp.level & 0x1F) << 56
+        | int(bp.encrypted) << 61
+        | int(bp.dedup) << 62
+        | int(bp.byteorder == "<") << 63
+    )
+    if bp.compress >> 7 or bp.type >> 8 or bp.level >> 5 or bp.checksum >> 8:
+        raise ValueError(f"block pointer field out of range: {bp}")
+    w = [0] * 16
+    if bp.embedded:
+        if not 0 < len(bp.payload) == bp.psize <= BPE_PAYLOAD_SIZE:
+            raise ValueError(f"embedded payload of {len(bp.payload)} bytes, psize {bp.psize}")
+        if not 0 < bp.lsize <= BPE_LSIZE_MAX:
+            raise ValueError(f"embedded lsize {bp.lsize} out of range")
+        words = struct.unpack("<14Q", bp.payload.ljust(BPE_PAYLOAD_SIZE, b"\0"))
+        for i, word in zip(_PAYLOAD_WORDS, words, strict=True):
+            w[i] = word
+        w[6] = common | (bp.lsize - 1) | (bp.psize - 1) << 25 | 1 << 39 | bp.etype << 40
+        w[10] = bp.birth_txg
+        return _WORDS[byteorder].pack(*w)
+    if len(bp.dvas) > 3 or bp.is_hole != (not bp.dvas):
+        raise ValueError(f"a block pointer has 1..3 DVAs, a hole none: {bp.dvas}")
+    for i, dva in enumerate(bp.dvas):
+        w[2 * i], w[2 * i + 1] = _dva_words(dva)
+    w[6] = (
+        common
+        | _sectors_field(bp.lsize, "lsize")
+        | _sectors_field(bp.psize, "psize") << 16
+        | bp.checksum << 40
+    )
+    w[9], w[10], w[11] = bp.phys_birth, bp.birth_txg, bp.fill
+    w[12:16] = bp.cksum
+    return _WORDS[byteorder].pack(*w)
+
+
+def embedded_blkptr(
+    payload: bytes, lsize: int, compress: int, type: int, level: int, byteorder: str, birth: int
+) -> BlockPtr:
+    """The embedded pointer (BP_EMBEDDED_TYPE_DATA) holding `payload`, a block's
+    compressed stream, for a block of `lsize` logical bytes in `byteorder` born at `birth`."""
+    return BlockPtr(
+        dvas=(),
+        lsize=lsize,
+        psize=len(payload),
+        compress=compress,
+        checksum=BP_EMBEDDED_TYPE_DATA,
+        type=type,
+        level=level,
+        embedded=True,
+        byteorder=byteorder,
+        birth_txg=birth,
+        fill=1,
+        cksum=(0, 0, 0, 0),
+        is_hole=False,
+        payload=payload,
+    )
