@@ -16,7 +16,9 @@ depends on it and on the data's byte order (the block pointer's BP_BYTEORDER):
 
 Labels, uberblocks and gang headers carry their checksum *inside* the block (zio_eck_t,
 the last 40 bytes: zec_magic, zec_cksum): the checksum is computed over the block with
-zec_cksum replaced by a verifier (the block's own address), which `verify_embedded` does.
+zec_cksum replaced by a verifier (the block's own address), which `verify_embedded` does;
+`embed_checksum` writes it (zio_checksum_compute for such blocks). A new block's pointer
+takes `compute` of its physical bytes, in the byte order it is written in.
 """
 
 from __future__ import annotations
@@ -146,3 +148,18 @@ def verify_embedded(block: bytes, func: int, verifier: Cksum) -> bool:
     stored = struct.unpack_from(fmt, block, len(block) - 32)
     seeded = block[:-32] + struct.pack(fmt, *(v & _MASK64 for v in verifier))
     return compute(func, seeded, order) == stored
+
+
+def embed_checksum(block: bytes, func: int, verifier: Cksum, byteorder: str) -> bytes:
+    """`block` with its trailing zio_eck_t filled in: zec_magic, then the checksum of the
+    block computed with `verifier` in zec_cksum (`verify_embedded`'s inverse).
+
+    Raises:
+        ValueError: `func` cannot be computed here.
+    """
+    fmt = byteorder + "4Q"
+    head = block[:-ZIO_ECK_SIZE] + struct.pack(byteorder + "Q", ZEC_MAGIC)
+    got = compute(func, head + struct.pack(fmt, *(v & _MASK64 for v in verifier)), byteorder)
+    if got is None:
+        raise ValueError(f"{checksum_name(func)} cannot be computed here")
+    return head + struct.pack(fmt, *got)
