@@ -62,7 +62,8 @@ import random
 import stat
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import replace
 
 import numpy as np
@@ -113,7 +114,7 @@ from uvfs_fs.ext2.group_desc import (
     ext2_group_desc,
     group_first_block,
 )
-from uvfs_fs.ext2.inode import EXT4_EXTENTS_FL, Inode, decode_inode
+from uvfs_fs.ext2.inode import EXT2_INDEX_FL, EXT4_EXTENTS_FL, Inode, decode_inode
 from uvfs_fs.ext2.inode_build import blank_slot, encode_inode, encode_rdev
 from uvfs_fs.ext2.record import FastRecord
 from uvfs_fs.ext2.superblock import (
@@ -146,7 +147,6 @@ CLEAN_CACHE_BYTES = 32 << 20
 INODE_CACHE_ENTRIES = 16384  # decoded inodes (their table blocks are the truth)
 
 EXT2_LINK_MAX = 32000
-EXT2_INDEX_FL = 0x1000  # htree directory: cleared when we change it (the index goes stale)
 FAST_SYMLINK_MAX = 59  # longest target kept in i_block (60 bytes, NUL-terminated)
 
 # What this writer keeps consistent. Anything else set refuses a writable mount.
@@ -764,6 +764,14 @@ class WritableExt2(Ext2FileSystem):
 
     # --- housekeeping ---------------------------------------------------------------------
 
+    @asynccontextmanager
+    async def _change(self) -> AsyncIterator[None]:
+        """One change: under the lock, from `_begin` to `_end` (skipped when it fails)."""
+        async with self._lock:
+            await self._begin()
+            yield
+            await self._end()
+
     async def _begin(self) -> None:
         """Start of a change (under the lock): free what the kernel has let go of."""
         for ino in sorted(self._forgotten):
@@ -855,12 +863,10 @@ class WritableExt2(Ext2FileSystem):
     async def open(self, ino: int, flags: int, caller: Caller) -> int:
         """Open `ino`; O_TRUNC on a writable open empties it (the kernel leaves that to us)."""
         if flags & os.O_TRUNC and flags & (os.O_WRONLY | os.O_RDWR):
-            async with self._lock:
-                await self._begin()
+            async with self._change():
                 inode = await self._inode(ino)
                 if stat.S_ISREG(inode.mode) and inode.size:
                     await self._truncate(inode, 0, kill=caller.uid != 0)
-                await self._end()
         return 0
 
     def _max_size(self) -> int:
@@ -881,8 +887,7 @@ class WritableExt2(Ext2FileSystem):
         """Write `data` at `offset`: all of it, or nothing and ENOSPC/EFBIG."""
         if not data:
             return 0
-        async with self._lock:
-            await self._begin()
+        async with self._change():
             inode = await self._inode(ino)
             if not stat.S_ISREG(inode.mode):
                 raise FSError(errno.EISDIR if stat.S_ISDIR(inode.mode) else errno.EINVAL)
@@ -892,7 +897,6 @@ class WritableExt2(Ext2FileSystem):
             if end > self._max_size():
                 raise FSError(errno.EFBIG)
             await self._write_locked(inode, offset, data)
-            await self._end()
         return len(data)
 
     async def _write_locked(self, inode: Inode, offset: int, data: bytes) -> Inode:
@@ -1074,10 +1078,8 @@ class WritableExt2(Ext2FileSystem):
     async def create(
         self, parent: int, name: bytes, mode: int, flags: int, caller: Caller
     ) -> tuple[Attr, int]:
-        async with self._lock:
-            await self._begin()
+        async with self._change():
             inode = await self._make(parent, name, stat.S_IFREG | (mode & 0o7777), caller)
-            await self._end()
         return self._attr(inode), 0
 
     async def mknod(self, parent: int, name: bytes, mode: int, rdev: int, caller: Caller) -> Attr:
@@ -1087,15 +1089,12 @@ class WritableExt2(Ext2FileSystem):
         i_block = bytes(60)
         if kind in (stat.S_IFCHR, stat.S_IFBLK):
             i_block = encode_rdev(rdev).ljust(60, b"\0")
-        async with self._lock:
-            await self._begin()
+        async with self._change():
             inode = await self._make(parent, name, kind | (mode & 0o7777), caller, i_block=i_block)
-            await self._end()
         return self._attr(inode)
 
     async def mkdir(self, parent: int, name: bytes, mode: int, caller: Caller) -> Attr:
-        async with self._lock:
-            await self._begin()
+        async with self._change():
             parent_inode = await self._inode(parent)
             if parent_inode.links_count >= EXT2_LINK_MAX:
                 raise FSError(errno.EMLINK)
@@ -1114,7 +1113,6 @@ class WritableExt2(Ext2FileSystem):
                 )
             )
             await self._touch_dir(parent, links=1)
-            await self._end()
         return self._attr(inode)
 
     async def symlink(self, parent: int, name: bytes, target: bytes, caller: Caller) -> Attr:
@@ -1122,8 +1120,7 @@ class WritableExt2(Ext2FileSystem):
         if len(target) >= bs:
             raise FSError(errno.ENAMETOOLONG)
         mode = stat.S_IFLNK | 0o777
-        async with self._lock:
-            await self._begin()
+        async with self._change():
             if len(target) <= FAST_SYMLINK_MAX:
                 fast = target.ljust(60, b"\0")
                 inode = await self._make(parent, name, mode, caller, i_block=fast)
@@ -1139,12 +1136,10 @@ class WritableExt2(Ext2FileSystem):
                         i_block=phys.to_bytes(4, "little") + bytes(56),
                     )
                 )
-            await self._end()
         return self._attr(inode)
 
     async def link(self, ino: int, new_parent: int, new_name: bytes) -> Attr:
-        async with self._lock:
-            await self._begin()
+        async with self._change():
             inode = await self._inode(ino)
             if stat.S_ISDIR(inode.mode):
                 raise FSError(errno.EPERM)
@@ -1158,20 +1153,17 @@ class WritableExt2(Ext2FileSystem):
             inode = await self._put(
                 inode._replace(links_count=inode.links_count + 1, ctime_ns=time.time_ns())
             )
-            await self._end()
         return self._attr(inode)
 
     # --- removing names ---------------------------------------------------------------------
 
     async def unlink(self, parent: int, name: bytes) -> None:
-        async with self._lock:
-            await self._begin()
+        async with self._change():
             _, inode = await self._lookup_entry(parent, name)
             if stat.S_ISDIR(inode.mode):
                 raise FSError(errno.EISDIR)
             await self._dir_remove(parent, name)
             await self._unlink_inode(inode)
-            await self._end()
 
     async def _empty_dir(self, ino: int) -> None:
         d = await self._dir(ino)
@@ -1179,8 +1171,7 @@ class WritableExt2(Ext2FileSystem):
             raise FSError(errno.ENOTEMPTY)
 
     async def rmdir(self, parent: int, name: bytes) -> None:
-        async with self._lock:
-            await self._begin()
+        async with self._change():
             ino, inode = await self._lookup_entry(parent, name)
             if not stat.S_ISDIR(inode.mode):
                 raise FSError(errno.ENOTDIR)
@@ -1188,13 +1179,11 @@ class WritableExt2(Ext2FileSystem):
             await self._dir_remove(parent, name)
             await self._unlink_inode(inode, links=inode.links_count)
             await self._touch_dir(parent, links=-1)
-            await self._end()
 
     async def rename(
         self, old_parent: int, old_name: bytes, new_parent: int, new_name: bytes, flags: int
     ) -> None:
-        async with self._lock:
-            await self._begin()
+        async with self._change():
             src_ino, src = await self._lookup_entry(old_parent, old_name)
             check_name(new_name)
             if stat.S_ISDIR(src.mode) and old_parent != new_parent:
@@ -1210,7 +1199,6 @@ class WritableExt2(Ext2FileSystem):
                 raise FSError(errno.EEXIST)
             elif dst_entry[0] != src_ino:
                 await self._replace(old_parent, old_name, src, new_parent, new_name)
-            await self._end()
 
     async def _not_below(self, ino: int, ancestor: int) -> None:
         """EINVAL when directory `ino` is `ancestor` or inside it (the kernel checks too)."""
@@ -1280,8 +1268,7 @@ class WritableExt2(Ext2FileSystem):
     # --- attributes -------------------------------------------------------------------------
 
     async def setattr(self, ino: int, changes: SetAttr, caller: Caller) -> Attr:
-        async with self._lock:
-            await self._begin()
+        async with self._change():
             inode = await self._inode(ino)
             if changes.size is not None:
                 if stat.S_ISDIR(inode.mode):
@@ -1305,7 +1292,6 @@ class WritableExt2(Ext2FileSystem):
                     ctime_ns=time.time_ns(),
                 )
             )
-            await self._end()
         return self._attr(inode)
 
     # --- extended attributes ------------------------------------------------------------------
@@ -1318,8 +1304,7 @@ class WritableExt2(Ext2FileSystem):
         """Set `name` (user.*, trusted.*, security.*, the POSIX ACLs): in the inode if it
         fits, else in its block."""
         index, suffix = split_name(name)
-        async with self._lock:
-            await self._begin()
+        async with self._change():
             inode = await self._inode(ino)
             ibody, block = await self._raw_xattrs(inode)
             key = (index, suffix)
@@ -1336,13 +1321,11 @@ class WritableExt2(Ext2FileSystem):
             else:
                 block.append(new)
             await self._store_xattrs(inode, ibody, block)
-            await self._end()
 
     async def removexattr(self, ino: int, name: bytes) -> None:
         """Remove `name`; ENODATA when it is not set."""
         index, suffix = split_name(name)
-        async with self._lock:
-            await self._begin()
+        async with self._change():
             inode = await self._inode(ino)
             ibody, block = await self._raw_xattrs(inode)
             kept_ibody = [e for e in ibody if (e.index, e.name) != (index, suffix)]
@@ -1350,7 +1333,6 @@ class WritableExt2(Ext2FileSystem):
             if len(kept_ibody) + len(kept_block) == len(ibody) + len(block):
                 raise FSError(errno.ENODATA)
             await self._store_xattrs(inode, kept_ibody, kept_block)
-            await self._end()
 
     async def _store_xattrs(
         self, inode: Inode, ibody: list[RawEntry], block: list[RawEntry]
