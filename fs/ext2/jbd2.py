@@ -21,7 +21,9 @@ seeded by the journal UUID: in the superblock, in a 4-byte tail of descriptor an
 blocks, in the commit block's h_chksum[0], and per data block in its tag (16 bits in v2,
 32 in v3), chained over the big-endian transaction sequence first.
 
-Everything here parses bytes and raises `JournalError` for what cannot be trusted; no I/O.
+Each record has its decoder and its encoder side by side, over one layout definition: the
+readers (recovery.py) and the writer (transaction.py) cannot disagree. Decoders raise
+`JournalError` for what cannot be trusted; nothing here does I/O.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import zlib
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from construct import Array, Bytes, Int8ub, Int32ub, Int64ub, Struct
+from construct import Array, Bytes, Container, Int8ub, Int32ub, Int64ub, Struct
 
 from uvfs_fs.ext2.csum import crc32c_le
 
@@ -262,25 +264,69 @@ def decode_superblock(raw: bytes, total_blocks: int) -> JournalSuper:
     )
 
 
+def without_fast_commit(raw: bytes) -> bytes:
+    """The journal superblock `raw` (1024 bytes) without the FAST_COMMIT feature: a writer
+    that logs no fast commits drops it, and its log then runs up to s_maxlen, as the
+    kernel's journal_reset does until ext4 turns fast commits on."""
+    sb = journal_superblock.parse(raw[:JOURNAL_SUPERBLOCK_SIZE])
+    sb.s_feature_incompat &= ~JBD2_FEATURE_INCOMPAT_FAST_COMMIT
+    return _sealed_superblock(sb)
+
+
 def superblock_csum_ok(raw: bytes) -> bool:
     """Whether s_checksum matches the 1024-byte journal superblock in `raw`."""
     data = raw[:S_CHECKSUM] + bytes(4) + raw[S_CHECKSUM + 4 : JOURNAL_SUPERBLOCK_SIZE]
     return crc32c_le(_MASK, data) == _BE32.unpack_from(raw, S_CHECKSUM)[0]
 
 
-def mark_empty(raw: bytes, sequence: int) -> bytes:
-    """The journal superblock `raw` (1024 bytes) once its log is replayed: s_start 0, the
-    next transaction `sequence`, and its checksum (v2/v3) updated."""
-    sb = bytearray(raw[:JOURNAL_SUPERBLOCK_SIZE])
-    _BE32.pack_into(sb, 0x18, sequence & _MASK)  # s_sequence
-    _BE32.pack_into(sb, 0x1C, 0)  # s_start
-    parsed = journal_superblock.parse(sb)
-    if parsed.s_header.h_blocktype == JBD2_SUPERBLOCK_V2 and parsed.s_feature_incompat & (
+def _sealed_superblock(sb: Container) -> bytes:
+    """The 1024 bytes of journal superblock `sb`, its v2/v3 checksum (s_checksum) set."""
+    sb.s_checksum = 0
+    raw = journal_superblock.build(sb)
+    if sb.s_header.h_blocktype == JBD2_SUPERBLOCK_V2 and sb.s_feature_incompat & (
         JBD2_FEATURE_INCOMPAT_CSUM_V2 | JBD2_FEATURE_INCOMPAT_CSUM_V3
     ):
-        _BE32.pack_into(sb, S_CHECKSUM, 0)
-        _BE32.pack_into(sb, S_CHECKSUM, crc32c_le(_MASK, bytes(sb)))
-    return bytes(sb)
+        sb.s_checksum = crc32c_le(_MASK, raw)
+        raw = journal_superblock.build(sb)
+    return raw
+
+
+def with_log_tail(raw: bytes, sequence: int, start: int) -> bytes:
+    """The journal superblock `raw` (1024 bytes) saying the log begins at block `start` with
+    transaction `sequence` (the kernel's jbd2_journal_update_sb_log_tail)."""
+    sb = journal_superblock.parse(raw[:JOURNAL_SUPERBLOCK_SIZE])
+    sb.s_sequence, sb.s_start = sequence & _MASK, start
+    return _sealed_superblock(sb)
+
+
+def mark_empty(raw: bytes, sequence: int, head: int | None = None) -> bytes:
+    """The journal superblock `raw` (1024 bytes) once its log is replayed or checkpointed:
+    s_start 0, the next transaction `sequence`, and its checksum (v2/v3) updated; `head`,
+    when given, is kept in s_head as the kernel's jbd2_mark_journal_empty keeps it."""
+    sb = journal_superblock.parse(raw[:JOURNAL_SUPERBLOCK_SIZE])
+    sb.s_sequence, sb.s_start = sequence & _MASK, 0
+    if head is not None:
+        sb.s_head = head
+    return _sealed_superblock(sb)
+
+
+def with_features(raw: bytes, compat: int, incompat: int) -> bytes:
+    """The journal superblock `raw` (1024 bytes, version 2) with its checksum features set
+    as ext4 sets them when it loads the journal: COMPAT_CHECKSUM, CSUM_V2, CSUM_V3 and
+    ASYNC_COMMIT are replaced by those in `compat` and `incompat`; other incompat bits
+    (64BIT...) are added. Only an empty journal may change its features."""
+    sb = journal_superblock.parse(raw[:JOURNAL_SUPERBLOCK_SIZE])
+    if sb.s_header.h_blocktype != JBD2_SUPERBLOCK_V2:
+        raise JournalError("a version 1 journal superblock has no features")
+    if sb.s_start:
+        raise JournalError("the journal needs recovery: its features cannot change")
+    sums = (JBD2_FEATURE_INCOMPAT_CSUM_V2 | JBD2_FEATURE_INCOMPAT_CSUM_V3
+            | JBD2_FEATURE_INCOMPAT_ASYNC_COMMIT)  # fmt: skip
+    sb.s_feature_compat = sb.s_feature_compat & ~JBD2_FEATURE_COMPAT_CHECKSUM | compat
+    sb.s_feature_incompat = sb.s_feature_incompat & ~sums | incompat
+    if incompat & (JBD2_FEATURE_INCOMPAT_CSUM_V2 | JBD2_FEATURE_INCOMPAT_CSUM_V3):
+        sb.s_checksum_type = JBD2_CRC32C_CHKSUM
+    return _sealed_superblock(sb)
 
 
 # --- log blocks -----------------------------------------------------------------------------
@@ -299,6 +345,30 @@ def decode_header(block: bytes) -> Header | None:
     return Header(head.h_blocktype, head.h_sequence) if head.h_magic == JBD2_MAGIC_NUMBER else None
 
 
+def encode_header(blocktype: int, sequence: int) -> bytes:
+    """The journal_header opening a descriptor, commit or revoke block of `sequence`."""
+    return journal_header.build(
+        {"h_magic": JBD2_MAGIC_NUMBER, "h_blocktype": blocktype, "h_sequence": sequence & _MASK}
+    )
+
+
+def block_tail_csum(block: bytes, seed: int) -> int:
+    """The crc32c a jbd2_journal_block_tail holds: over the block with the tail zeroed."""
+    return crc32c_le(seed, block[: len(block) - JBD2_BLOCK_TAIL_SIZE] + bytes(JBD2_BLOCK_TAIL_SIZE))
+
+
+def block_tail_ok(block: bytes, seed: int) -> bool:
+    """Whether the jbd2_journal_block_tail of a descriptor or revoke block matches it."""
+    return block_tail_csum(block, seed) == _BE32.unpack_from(block, len(block) - 4)[0]
+
+
+def _sealed(block: bytearray, jsb: JournalSuper) -> bytes:
+    """Descriptor or revoke block `block` (a whole log block) with its v2/v3 tail set."""
+    if jsb.tail_size:
+        _BE32.pack_into(block, len(block) - JBD2_BLOCK_TAIL_SIZE, block_tail_csum(block, jsb.seed))
+    return bytes(block)
+
+
 class Tag(NamedTuple):
     """One descriptor tag: the filesystem block the next log block is a copy of."""
 
@@ -307,40 +377,102 @@ class Tag(NamedTuple):
     checksum: int  # v2: 16 bits, v3: 32 bits, else 0
 
 
-def decode_tags(block: bytes, jsb: JournalSuper) -> list[Tag]:
-    """The tags of descriptor block `block`, up to the LAST_TAG flag or the block's end.
+def decode_tag(block: bytes, at: int, jsb: JournalSuper) -> Tag:
+    """The tag at offset `at` of a descriptor block.
 
     The flags are the 16 bits at offset 6 in both tag layouts (tag3's t_flags is 32-bit
     big-endian: its low half sits there) and the high block number is at offset 8 in both,
     exactly as the kernel reads them.
     """
+    low, csum16, flags = _TAG.unpack_from(block, at)
+    high = _BE32.unpack_from(block, at + 8)[0] if jsb.has(JBD2_FEATURE_INCOMPAT_64BIT) else 0
+    if jsb.has(JBD2_FEATURE_INCOMPAT_CSUM_V3):
+        checksum = _TAG3.unpack_from(block, at)[3]
+    else:
+        checksum = csum16 if jsb.has(JBD2_FEATURE_INCOMPAT_CSUM_V2) else 0
+    return Tag(low | high << 32, flags, checksum)
+
+
+def encode_tag(tag: Tag, jsb: JournalSuper) -> bytes:
+    """The `jsb.tag_bytes` bytes of `tag`, in the layout `decode_tag` reads."""
+    low = tag.blocknr & _MASK
+    high = tag.blocknr >> 32 if jsb.has(JBD2_FEATURE_INCOMPAT_64BIT) else 0
+    if jsb.has(JBD2_FEATURE_INCOMPAT_CSUM_V3):
+        return _TAG3.pack(low, tag.flags, high, tag.checksum)
+    csum16 = tag.checksum & 0xFFFF if jsb.has(JBD2_FEATURE_INCOMPAT_CSUM_V2) else 0
+    raw = _TAG.pack(low, csum16, tag.flags) + _BE32.pack(high)
+    return raw[: jsb.tag_bytes].ljust(jsb.tag_bytes, b"\0")  # v2 pads with 2 unused bytes
+
+
+def decode_tags(block: bytes, jsb: JournalSuper) -> list[Tag]:
+    """The tags of descriptor block `block`, up to the LAST_TAG flag or the block's end."""
     tags = []
     tag_bytes, end = jsb.tag_bytes, jsb.block_size - jsb.tail_size
-    wide = jsb.has(JBD2_FEATURE_INCOMPAT_64BIT)
-    v2, v3 = jsb.has(JBD2_FEATURE_INCOMPAT_CSUM_V2), jsb.has(JBD2_FEATURE_INCOMPAT_CSUM_V3)
     at = JOURNAL_HEADER_SIZE
     while at + tag_bytes <= end:
-        low, csum16, flags = _TAG.unpack_from(block, at)
-        blocknr = low | (_BE32.unpack_from(block, at + 8)[0] << 32 if wide else 0)
-        checksum = _TAG3.unpack_from(block, at)[3] if v3 else csum16 if v2 else 0
-        tags.append(Tag(blocknr, flags, checksum))
-        at += tag_bytes + (0 if flags & JBD2_FLAG_SAME_UUID else UUID_SIZE)
-        if flags & JBD2_FLAG_LAST_TAG:
+        tag = decode_tag(block, at, jsb)
+        tags.append(tag)
+        at += tag_bytes + (0 if tag.flags & JBD2_FLAG_SAME_UUID else UUID_SIZE)
+        if tag.flags & JBD2_FLAG_LAST_TAG:
             break
     return tags
 
 
-def block_tail_ok(block: bytes, seed: int) -> bool:
-    """Whether the jbd2_journal_block_tail of a descriptor or revoke block matches it."""
-    tail = len(block) - JBD2_BLOCK_TAIL_SIZE
-    calculated = crc32c_le(seed, block[:tail] + bytes(JBD2_BLOCK_TAIL_SIZE))
-    return calculated == _BE32.unpack_from(block, tail)[0]
+def tags_per_descriptor(jsb: JournalSuper) -> int:
+    """How many tags the writer puts in one descriptor block.
+
+    As the kernel's commit: the header, the tags, the journal UUID after the first tag,
+    and still 16 bytes of slack before the checksum tail when the block is closed.
+    """
+    room = jsb.block_size - JOURNAL_HEADER_SIZE - UUID_SIZE - 16 - jsb.tail_size
+    return room // jsb.tag_bytes
+
+
+def encode_descriptor(jsb: JournalSuper, sequence: int, tags: list[Tag]) -> bytes:
+    """The descriptor block of transaction `sequence` listing `tags` (at most
+    `tags_per_descriptor`): SAME_UUID on all but the first, which the UUID follows, and
+    LAST_TAG on the last; the checksum tail set."""
+    if not 0 < len(tags) <= tags_per_descriptor(jsb):
+        raise ValueError(f"{len(tags)} tags for one descriptor block")
+    block = bytearray(jsb.block_size)
+    block[:JOURNAL_HEADER_SIZE] = encode_header(JBD2_DESCRIPTOR_BLOCK, sequence)
+    at = JOURNAL_HEADER_SIZE
+    for n, tag in enumerate(tags):
+        flags = tag.flags & ~(JBD2_FLAG_SAME_UUID | JBD2_FLAG_LAST_TAG)
+        flags |= (JBD2_FLAG_SAME_UUID if n else 0) | (
+            JBD2_FLAG_LAST_TAG if n == len(tags) - 1 else 0
+        )
+        raw = encode_tag(tag._replace(flags=flags), jsb)
+        block[at : at + len(raw)] = raw
+        at += len(raw)
+        if not n:
+            block[at : at + UUID_SIZE] = jsb.uuid
+            at += UUID_SIZE
+    return _sealed(block, jsb)
+
+
+def tag_csum(jsb: JournalSuper, data: bytes, sequence: int) -> int:
+    """The v2/v3 checksum of log copy `data` in transaction `sequence` (the kernel's
+    jbd2_block_tag_csum_set: v2 keeps its low 16 bits); 0 without checksums."""
+    if not jsb.csum_v2or3:
+        return 0
+    calculated = crc32c_le(crc32c_le(jsb.seed, _BE32.pack(sequence & _MASK)), data)
+    return calculated if jsb.has(JBD2_FEATURE_INCOMPAT_CSUM_V3) else calculated & 0xFFFF
+
+
+def tag_csum_ok(jsb: JournalSuper, tag: Tag, data: bytes, sequence: int) -> bool:
+    """Whether the log copy `data` matches its tag's v2/v3 checksum (True without one)."""
+    return not jsb.csum_v2or3 or tag.checksum == tag_csum(jsb, data, sequence)
+
+
+def commit_csum(block: bytes, seed: int) -> int:
+    """The v2/v3 checksum of a commit block: crc32c of it with h_chksum[0] zeroed."""
+    return crc32c_le(seed, block[:H_CHKSUM] + bytes(4) + block[H_CHKSUM + 4 :])
 
 
 def commit_csum_ok(block: bytes, seed: int) -> bool:
     """Whether a commit block's h_chksum[0] holds its v2/v3 checksum."""
-    data = block[:H_CHKSUM] + bytes(4) + block[H_CHKSUM + 4 :]
-    return crc32c_le(seed, data) == _BE32.unpack_from(block, H_CHKSUM)[0]
+    return commit_csum(block, seed) == _BE32.unpack_from(block, H_CHKSUM)[0]
 
 
 def commit_v1_ok(block: bytes, crc32_sum: int) -> bool:
@@ -357,14 +489,32 @@ def commit_time(block: bytes) -> int:
     return commit_header.parse(block).h_commit_sec
 
 
-def tag_csum_ok(jsb: JournalSuper, tag: Tag, data: bytes, sequence: int) -> bool:
-    """Whether the log copy `data` matches its tag's v2/v3 checksum (True without one)."""
-    if not jsb.csum_v2or3:
-        return True
-    calculated = crc32c_le(crc32c_le(jsb.seed, _BE32.pack(sequence)), data)
-    if jsb.has(JBD2_FEATURE_INCOMPAT_CSUM_V3):
-        return tag.checksum == calculated
-    return tag.checksum == calculated & 0xFFFF
+def encode_commit(jsb: JournalSuper, sequence: int, sec: int, nsec: int, crc32_sum: int) -> bytes:
+    """The commit block of transaction `sequence`, committed at `sec`.`nsec`.
+
+    With checksum v1 it carries `crc32_sum`, the CRC32 (`crc32_be` from ~0) of the
+    transaction's descriptor blocks and log copies in log order; with v2/v3 its own crc32c.
+    """
+    v1 = jsb.csum_v1 and not jsb.csum_v2or3
+    head = commit_header.build(
+        {
+            "h_header": journal_header.parse(encode_header(JBD2_COMMIT_BLOCK, sequence)),
+            "h_chksum_type": JBD2_CRC32_CHKSUM if v1 else 0,
+            "h_chksum_size": JBD2_CRC32_CHKSUM_SIZE if v1 else 0,
+            "h_padding": bytes(2),
+            "h_chksum": [crc32_sum if v1 else 0] + [0] * 7,
+            "h_commit_sec": sec,
+            "h_commit_nsec": nsec,
+        }
+    )
+    block = bytearray(head.ljust(jsb.block_size, b"\0"))
+    if jsb.csum_v2or3:
+        _BE32.pack_into(block, H_CHKSUM, commit_csum(block, jsb.seed))
+    return bytes(block)
+
+
+def _revoke_record(jsb: JournalSuper) -> struct.Struct:
+    return _BE64 if jsb.has(JBD2_FEATURE_INCOMPAT_64BIT) else _BE32
 
 
 def revoke_records(block: bytes, jsb: JournalSuper) -> list[int]:
@@ -372,10 +522,40 @@ def revoke_records(block: bytes, jsb: JournalSuper) -> list[int]:
     count = revoke_header.parse(block).r_count
     if count > jsb.block_size - jsb.tail_size:
         raise JournalError(f"revoke block of {count} bytes")
-    record = _BE64 if jsb.has(JBD2_FEATURE_INCOMPAT_64BIT) else _BE32
+    record = _revoke_record(jsb)
     first = revoke_header.sizeof()
     usable = first + max(count - first, 0) // record.size * record.size
     return [value for (value,) in record.iter_unpack(block[first:usable])]
+
+
+def revokes_per_block(jsb: JournalSuper) -> int:
+    """How many records one revoke block holds (the kernel's journal_revoke_records_per_block)."""
+    room = jsb.block_size - revoke_header.sizeof() - jsb.tail_size
+    return room // _revoke_record(jsb).size
+
+
+def encode_revoke(jsb: JournalSuper, sequence: int, blocks: list[int]) -> bytes:
+    """The revoke block of transaction `sequence` listing `blocks` (at most
+    `revokes_per_block`), r_count and the checksum tail set."""
+    if not 0 < len(blocks) <= revokes_per_block(jsb):
+        raise ValueError(f"{len(blocks)} records for one revoke block")
+    record = _revoke_record(jsb)
+    records = b"".join(record.pack(block) for block in blocks)
+    count = revoke_header.sizeof() + len(records)
+    head = revoke_header.build(
+        {"r_header": journal_header.parse(encode_header(JBD2_REVOKE_BLOCK, sequence)),
+         "r_count": count}
+    )  # fmt: skip
+    return _sealed(bytearray((head + records).ljust(jsb.block_size, b"\0")), jsb)
+
+
+def escape(data: bytes) -> tuple[bytes, int]:
+    """A filesystem block as its log copy, and the tag flags saying how: a block opening
+    with the jbd2 magic would read as a log record, so its first 4 bytes are zeroed and
+    the tag marked ESCAPE (the kernel's jbd2_journal_write_metadata_buffer)."""
+    if _BE32.unpack_from(data)[0] == JBD2_MAGIC_NUMBER:
+        return bytes(4) + data[4:], JBD2_FLAG_ESCAPE
+    return data, 0
 
 
 def unescape(data: bytes, flags: int) -> bytes:
