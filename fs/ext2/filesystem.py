@@ -49,7 +49,7 @@ from uvfs import (
     Refusal,
     StatFS,
 )
-from uvfs_fs.ext2 import csum, htree, xattr
+from uvfs_fs.ext2 import csum, htree, orphan, xattr
 from uvfs_fs.ext2.blockmap import Run, map_indirect
 from uvfs_fs.ext2.casefold import EXT4_CASEFOLD_FL, Folding
 from uvfs_fs.ext2.dirent import EXT2_NAME_LEN, decode_rec_len, find_dirent, scan_dirents
@@ -153,6 +153,9 @@ class Ext2FileSystem:
         self._descs: LRU[int, GroupDesc] = LRU(DESC_CACHE_ENTRIES)
         self._inodes: LRU[int, Inode] = LRU(INODE_CACHE_ENTRIES)
         self._zone: SystemZone | None = None  # built when the first inode is read
+        # orphans the cleanup truncated: their i_blocks, and their mtime and ctime
+        self._truncated: dict[int, int] = {}
+        self._truncate_stamp = 0
         self._dirs: ChargedLRU[int, Directory] = memory.lru("ext2 directories")
         # metadata_csum: the checksum seed; None when the volume has no checksums
         self._csum_seed: int | None = None
@@ -174,6 +177,7 @@ class Ext2FileSystem:
         sb, geo = await _checked_superblock(image)
         if "needs_recovery" in geo.features:
             image, sb, geo = await Ext2FileSystem(image, sb, geo)._recover(options.writable)
+        replayed = isinstance(image, ReplayedImage)
         if sb.s_state & EXT2_ERROR_FS or not (
             sb.s_state & EXT2_VALID_FS or "has_journal" in geo.features
         ):
@@ -195,6 +199,8 @@ class Ext2FileSystem:
             raise Refusal(f"corrupt ext2 filesystem: root directory unreadable ({e})") from None
         if not stat.S_ISDIR(root.mode):
             raise Refusal("corrupt ext2 filesystem: the root inode is not a directory")
+        if replayed:  # where the kernel (on a device it can write) cleans the orphans up
+            await fs._clean_orphans()
         return fs
 
     async def _recover(self, writable: bool) -> tuple[BlockDevice, Container, Geometry]:
@@ -275,6 +281,75 @@ class Ext2FileSystem:
         self.sb.s_free_blocks_count, self.sb.s_free_blocks_hi = blocks & 0xFFFFFFFF, blocks >> 32
         self.sb.s_free_inodes_count = inodes
 
+    async def _clean_orphans(self) -> None:
+        """Count what the kernel's orphan cleanup frees (`orphan.py`) into the free counts
+        and the truncated inodes' i_blocks; skipped, as the kernel skips it, on a volume
+        with errors or with ro_compat features it could not write."""
+        sb, geo = self.sb, self.geo
+        ro_compat = sb.s_feature_ro_compat
+        if (
+            not sb.s_last_orphan
+            or sb.s_state & EXT2_ERROR_FS
+            or ro_compat & ~orphan.KERNEL_RO_COMPAT
+            or ro_compat & orphan.RO_COMPAT_READONLY
+        ):
+            return
+
+        def has_blocks(inode: Inode) -> bool:
+            return not self._is_inline(inode) and orphan.can_truncate(
+                inode, self._is_fast_symlink(inode)
+            )
+
+        async def blocks_past(inode: Inode, cut: int) -> int:
+            return await orphan.blocks_past(
+                inode,
+                cut,
+                block_size=geo.block_size,
+                blocks_count=geo.blocks_count,
+                read_block=self._meta_block,
+            )
+
+        async def xattr_refcount(block: int) -> int:
+            return int.from_bytes((await self._meta_block(block))[4:8], "little")
+
+        done = await orphan.clean_orphans(
+            sb.s_last_orphan,
+            first_ino=sb.s_first_ino if sb.s_rev_level else 11,
+            inodes_count=geo.inodes_count,
+            read_orphan=self._orphan_inode,
+            has_blocks=has_blocks,
+            blocks_past=blocks_past,
+            xattr_refcount=xattr_refcount,
+            block_size=geo.block_size,
+            stamp_ns=orphan.stamp(whole_seconds=geo.inode_size <= 128),
+        )
+        free = sb.s_free_blocks_count | sb.s_free_blocks_hi << 32
+        free += done.blocks
+        sb.s_free_blocks_count, sb.s_free_blocks_hi = free & 0xFFFFFFFF, free >> 32
+        sb.s_free_inodes_count += done.inodes
+        self._truncated = done.blocks_512
+        self._truncate_stamp = done.stamp_ns
+        self._inodes.clear()  # the truncated ones were read with their old i_blocks
+
+    async def _orphan_inode(self, ino: int) -> Inode | None:
+        """Inode `ino` as ext4_orphan_get returns it (in use in its group's inode bitmap,
+        readable, and truncatable if linked), else None."""
+        group, bit = divmod(ino - 1, self.geo.inodes_per_group)
+        try:
+            desc = await self._group_desc(group)
+            csum_bg = {"metadata_csum", "uninit_bg"} & self.geo.features
+            if csum_bg and desc.flags & orphan.EXT4_BG_INODE_UNINIT:  # read as a zeroed bitmap
+                return None
+            bitmap = await self._meta_block(desc.inode_bitmap)
+            if not bitmap[bit // 8] >> (bit % 8) & 1:
+                return None
+            inode = await self._read_inode(ino, orphan=True)
+        except FSError:
+            return None
+        if inode.links_count and not orphan.can_truncate(inode, self._is_fast_symlink(inode)):
+            return None
+        return inode
+
     # --- metadata -----------------------------------------------------------------------
 
     async def _meta_block(self, block: int) -> bytes:
@@ -305,7 +380,9 @@ class Ext2FileSystem:
             self._inodes.put(ino, inode)
         return inode
 
-    async def _read_inode(self, ino: int) -> Inode:
+    async def _read_inode(self, ino: int, *, orphan: bool = False) -> Inode:
+        """Inode `ino` read and checked; `orphan`: as the orphan cleanup reads it (an
+        unlinked inode passes)."""
         geo = self.geo
         if not 0 < ino <= geo.inodes_count:
             raise FSError(errno.EIO, f"inode number {ino} out of range")
@@ -340,8 +417,13 @@ class Ext2FileSystem:
             cluster_size=geo.block_size * geo.cluster_ratio,
             inline=self._is_inline(inode) and system_data,
             features=geo.features,
+            orphan=orphan,
         )
-        return inode
+        blocks_512 = self._truncated.get(ino)
+        if blocks_512 is None:
+            return inode
+        stamp = self._truncate_stamp
+        return inode._replace(blocks_512=blocks_512, mtime_ns=stamp, ctime_ns=stamp)
 
     async def _system_zone(self) -> SystemZone:
         """The blocks no file may own, from every group's descriptor (read once), with the

@@ -234,6 +234,7 @@ def check_iget(
     cluster_size: int,
     inline: bool,
     features: frozenset[str],
+    orphan: bool = False,
 ) -> None:
     """The checks the kernel's ext4_iget makes of an inode it reads by number, after its
     checksum: whatever fails here is an error for the inode itself (stat, open), not just
@@ -246,6 +247,7 @@ def check_iget(
         inline: the inode's data is inline: flagged so, on an inline_data volume, with a
             system.data attribute (`check_ibody_xattrs`).
         features: the volume's feature names.
+        orphan: read for the orphan cleanup (EXT4_ORPHAN_FS): an unlinked inode passes.
 
     Raises:
         FSError: EUCLEAN (EFSCORRUPTED), with the kernel's reason.
@@ -258,7 +260,8 @@ def check_iget(
     if inode.flags & EXT4_INLINE_DATA_FL and inode.flags & EXT4_EXTENTS_FL:
         raise bad("both inline data and extents flags")
     # a name for a deleted inode: ext4_iget's ESTALE, which ext4_lookup makes EFSCORRUPTED
-    if inode.links_count == 0:
+    # (the orphan cleanup reads unlinked inodes that have a mode)
+    if inode.links_count == 0 and not (orphan and inode.mode):
         raise bad(f"deleted inode referenced (mode {inode.mode:o})")
     if mode not in FILE_TYPES:
         raise bad(f"bogus i_mode {inode.mode:o}")

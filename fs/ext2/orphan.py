@@ -1,0 +1,195 @@
+"""Orphan cleanup, as the kernel's ext4_orphan_cleanup does it, counted instead of written.
+
+An orphan is an inode the kernel must finish with after a crash: deleted while still open
+(no links left: freed whole) or cut short by a truncate still under way (links left: its
+blocks past i_size freed). The superblock's s_last_orphan names the first; each orphan's
+i_dtime names the next (NEXT_ORPHAN). The kernel processes the list when it mounts the
+volume on a device it can write, even for a read-only mount; on a read-only device it
+skips it ("write access unavailable"). The driver does it where it stands in for the
+first case: a read-only open that replays the journal in memory (the kernel refuses to
+replay on a read-only device). Nothing is written: the result is the blocks and inodes
+freed, for statfs, and the new i_blocks of each truncated inode, for stat, with the
+mtime and ctime ext4_truncate gives it: the time of the cleanup.
+
+The walk stops, as ext4_orphan_get makes it stop, at an inode number outside
+[s_first_ino, s_inodes_count], one whose bit is clear in its group's inode bitmap, one the
+kernel cannot read, a linked one it cannot truncate (not a file, directory or slow
+symlink), or one whose NEXT_ORPHAN is past the inode count; and at a repeat (the kernel
+ends a cycle there too: a freed inode's bit is clear, a truncated one's link is reset).
+
+The blocks freed are found by walking the block map as ext4_ext_remove_space and
+ext4_ind_truncate do: data blocks at or past the cut, and every tree block left without a
+mapped block before it. A deleted inode is cut at 0 and also releases its xattr block
+(freed with its last reference). Not counted: EA inodes whose last reference goes (ea_inode
+volumes), and bigalloc's partial clusters.
+"""
+
+from __future__ import annotations
+
+import errno
+import stat
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from time import time_ns
+
+from uvfs import FSError
+from uvfs_fs.ext2.blockmap import EXT2_NDIR_BLOCKS, ReadBlock
+from uvfs_fs.ext2.extents import parse_node
+from uvfs_fs.ext2.inode import EXT4_EXTENTS_FL, Inode
+
+# ro_compat bits the kernel knows (EXT4_FEATURE_RO_COMPAT_SUPP, with read-only): it
+# skips the cleanup on a volume with any other, or with read-only, as it could not write
+KERNEL_RO_COMPAT = 0x1 | 0x2 | 0x4 | 0x8 | 0x10 | 0x20 | 0x40 | 0x100 | 0x200 | 0x400 | 0x2000
+KERNEL_RO_COMPAT |= 0x8000 | 0x10000
+RO_COMPAT_READONLY = 0x1000
+EXT4_BG_INODE_UNINIT = 0x0001  # bg_flags: the group's inode bitmap was never written
+
+
+@dataclass
+class Cleanup:
+    """What the cleanup frees: blocks (clusters' blocks) and inodes; the i_blocks (512-byte
+    units) each truncated inode is left with, and the time ext4_truncate stamps its mtime
+    and ctime with (the cleanup's: the mount's)."""
+
+    blocks: int = 0
+    inodes: int = 0
+    blocks_512: dict[int, int] = field(default_factory=dict)
+    stamp_ns: int = 0
+
+
+def stamp(whole_seconds: bool) -> int:
+    """The time now, in ns, as an inode keeps it: whole seconds in a 128-byte inode."""
+    now = time_ns()
+    return now - now % 1_000_000_000 if whole_seconds else now
+
+
+async def blocks_past(
+    inode: Inode, cut: int, *, block_size: int, blocks_count: int, read_block: ReadBlock
+) -> int:
+    """The blocks a truncate of `inode`'s map at logical block `cut` frees: data blocks at
+    or past it (uninitialized ones too), and the tree blocks left without a mapped block
+    before it.
+
+    Raises:
+        FSError: EIO for a malformed tree (as the walks of `extents` and `blockmap`).
+    """
+    if inode.flags & EXT4_EXTENTS_FL:
+        return await _extents_past(inode.i_block, None, cut, blocks_count, read_block)
+    per_block = block_size // 4
+    pointers = [int.from_bytes(inode.i_block[i : i + 4], "little") for i in range(0, 60, 4)]
+    freed, lo = 0, 0
+    for i, ptr in enumerate(pointers):
+        level = max(i - EXT2_NDIR_BLOCKS + 1, 0)  # 0: data, 1-3: indirect levels
+        if ptr:
+            freed += (
+                await _indirect_past(ptr, level, lo, cut, per_block, blocks_count, read_block)
+            )[0]
+        lo += per_block**level
+    return freed
+
+
+async def _extents_past(
+    node: bytes, depth: int | None, cut: int, blocks_count: int, read_block: ReadBlock
+) -> int:
+    node_depth, entries = parse_node(node, blocks_count)
+    if depth is not None and node_depth != depth:
+        raise FSError(errno.EIO, f"extent tree: node of depth {node_depth} where {depth} was due")
+    if not node_depth:
+        return sum(max(start + length - max(start, cut), 0) for start, length, _, _ in entries)
+    freed = 0
+    for i, (start, child) in enumerate(entries):
+        end = entries[i + 1][0] if i + 1 < len(entries) else 1 << 32
+        if end > cut:  # a child starting at or past the cut goes whole, its block too
+            below = await read_block(child)
+            freed += await _extents_past(below, node_depth - 1, cut, blocks_count, read_block)
+            freed += start >= cut
+    return freed
+
+
+async def _indirect_past(
+    ptr: int,
+    level: int,
+    lo: int,
+    cut: int,
+    per_block: int,
+    blocks_count: int,
+    read_block: ReadBlock,
+) -> tuple[int, bool]:
+    """(blocks freed, whether `ptr` stays) for a pointer of `level` (0: data) mapping
+    logical blocks from `lo`."""
+    if lo + per_block**level <= cut:
+        return 0, True
+    if not level:
+        return 1, False
+    if not 0 < ptr < blocks_count:
+        raise FSError(errno.EIO, f"indirect block {ptr} outside the filesystem")
+    block = await read_block(ptr)
+    freed, stays = 0, False
+    span = per_block ** (level - 1)
+    for i in range(per_block):
+        child = int.from_bytes(block[4 * i : 4 * i + 4], "little")
+        if child:
+            f, s = await _indirect_past(
+                child, level - 1, lo + i * span, cut, per_block, blocks_count, read_block
+            )
+            freed, stays = freed + f, stays or s
+    return freed + (not stays), stays
+
+
+def can_truncate(inode: Inode, fast_symlink: bool) -> bool:
+    """ext4_can_truncate: a file, a directory or a slow symlink."""
+    mode = stat.S_IFMT(inode.mode)
+    return mode in (stat.S_IFREG, stat.S_IFDIR) or (mode == stat.S_IFLNK and not fast_symlink)
+
+
+async def clean_orphans(
+    first: int,
+    *,
+    first_ino: int,
+    inodes_count: int,
+    read_orphan: Callable[[int], Awaitable[Inode | None]],
+    has_blocks: Callable[[Inode], bool],
+    blocks_past: Callable[[Inode, int], Awaitable[int]],
+    xattr_refcount: Callable[[int], Awaitable[int]],
+    block_size: int,
+    stamp_ns: int,
+) -> Cleanup:
+    """Walk the orphan list from inode `first` and count what its cleanup frees.
+
+    Args:
+        read_orphan: the inode if the kernel's ext4_orphan_get would return it (in use in
+            its bitmap, readable, links 0 allowed, truncatable if linked), else None.
+        has_blocks: whether the inode's i_block is a block map (not inline data, a fast
+            symlink or a device number).
+        blocks_past: `blocks_past` for an inode and a cut.
+        xattr_refcount: the h_refcount of an xattr block.
+        stamp_ns: the truncated inodes' new mtime and ctime (`stamp`).
+    """
+    done = Cleanup(stamp_ns=stamp_ns)
+    refs: dict[int, int] = {}  # xattr blocks' references, as the deletions leave them
+    seen: set[int] = set()
+    ino = first
+    while ino and ino not in seen:
+        seen.add(ino)
+        if not first_ino <= ino <= inodes_count:
+            break
+        inode = await read_orphan(ino)
+        if inode is None or inode.dtime > inodes_count:
+            break
+        cut = -(-inode.size // block_size) if inode.links_count else 0
+        try:
+            freed = await blocks_past(inode, cut) if has_blocks(inode) else 0
+        except FSError:  # the truncate fails: the error state skips the rest
+            break
+        if inode.links_count:
+            done.blocks_512[ino] = max(inode.blocks_512 - freed * (block_size // 512), 0)
+        else:
+            if inode.file_acl:
+                if inode.file_acl not in refs:
+                    refs[inode.file_acl] = await xattr_refcount(inode.file_acl)
+                refs[inode.file_acl] -= 1
+                freed += refs[inode.file_acl] == 0
+            done.inodes += 1
+        done.blocks += freed
+        ino = inode.dtime
+    return done
