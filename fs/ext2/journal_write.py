@@ -94,12 +94,23 @@ class JournalWriter:
 
     async def write_log(self, writes: Sequence[tuple[int, bytes]]) -> None:
         """Write each (journal block, bytes) of `writes`, with no barrier."""
-        for block, data in writes:
-            await self.image.write(self.log.image_block(block) * self._bs, data)
+        await self._write([(self.log.image_block(block), data) for block, data in writes])
 
     async def _write_checkpoint(self, plan: Checkpoint) -> None:
-        for block, data in plan.home:
-            await self.image.write(block * self._bs, data)
+        await self._write(plan.home)
         await self.image.sync()
         await self.write_log([(0, plan.superblock)])
         await self.image.sync()
+
+    async def _write(self, writes: Sequence[tuple[int, bytes]]) -> None:
+        """Write (image block, bytes) pairs, whole blocks that follow each other as one."""
+        bs, pending, first = self._bs, bytearray(), 0
+        for block, data in writes:
+            if pending and (len(pending) % bs or block != first + len(pending) // bs):
+                await self.image.write(first * bs, bytes(pending))
+                pending = bytearray()
+            if not pending:
+                first = block
+            pending += data
+        if pending:
+            await self.image.write(first * bs, bytes(pending))

@@ -533,3 +533,64 @@ def _logged(plan: Commit, jsb: jbd2.JournalSuper) -> list[int]:
         and head.sequence == plan.tid
         for tag in jbd2.decode_tags(block, jsb)
     ]  # fmt: skip
+
+
+# --- barriers -------------------------------------------------------------------------------
+
+
+class Recorder:
+    """A block device that notes each write (as the journal or home blocks it covers) and
+    each flush, passing them on to `device`."""
+
+    def __init__(self, device: ImageFile, bs: int, journal: dict[int, int]) -> None:
+        self.device, self.bs, self.journal = device, bs, journal
+        self.path, self.size, self.sector_size = device.path, device.size, device.sector_size
+        self.writable = True
+        self.ops: list[str] = []
+
+    async def read(self, offset: int, size: int) -> bytes:
+        return await self.device.read(offset, size)
+
+    async def write(self, offset: int, data: bytes) -> None:
+        first, count = offset // self.bs, -(-len(data) // self.bs)
+        names = [f"j{self.journal[b]}" if b in self.journal else "home" for b in
+                 range(first, first + count)]  # fmt: skip
+        self.ops.append(" ".join(dict.fromkeys(names)) if "home" in names else " ".join(names))
+        await self.device.write(offset, data)
+
+    async def sync(self) -> None:
+        self.ops.append("flush")
+        await self.device.sync()
+
+
+async def test_commits_and_checkpoints_keep_jbd2s_barriers(tmp_path: Path) -> None:
+    """A commit writes its log blocks (the journal superblock with them while the journal
+    was empty), flushes, writes the commit block, flushes; a checkpoint writes home,
+    flushes, then the journal superblock, and flushes before the log is reused."""
+    config = CONFIGS["ext4-4k-v3"]
+    path = make_volume(tmp_path, config)
+    bs = config.block_size
+    journal = {run.physical + n: run.logical + n for run in journal_runs(path)
+               for n in range(run.count)}  # fmt: skip
+    pool = free_blocks(path)[-3:]
+    with ImageFile(str(path), writable=True) as image:
+        device = Recorder(image, bs, journal)
+        writer = await open_writer(image, path, config)
+        writer.image = device
+        txn = writer.begin()
+        txn.write(pool[0], b"a" * bs)
+        txn.write(pool[1], b"b" * bs)
+        await writer.commit(txn, NOW)
+        txn = writer.begin()
+        txn.write(pool[2], b"c" * bs)
+        txn.revoke(pool[0])
+        await writer.commit(txn, NOW + 10**9)
+        await writer.checkpoint()
+    assert device.ops == [
+        "j0", "j1 j2 j3", "flush", "j4", "flush",  # T1: superblock, descriptor, 2 copies
+        "j5 j6 j7", "flush", "j8", "flush",  # T2: revoke, descriptor, copy
+        "home", "flush", "j0", "flush",  # the checkpoint
+    ]  # fmt: skip
+    now = blocks_of(path, bs)
+    assert [now[b][:1] for b in pool] == [b"\0", b"b", b"c"]  # block 0 revoked: not home
+    assert field(dumpe2fs(path), "Journal start") == "0"
