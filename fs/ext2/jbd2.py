@@ -273,22 +273,26 @@ def without_fast_commit(raw: bytes) -> bytes:
     return _sealed_superblock(sb)
 
 
+def superblock_csum(raw: bytes) -> int:
+    """The v2/v3 checksum of the 1024-byte journal superblock in `raw`: crc32c from ~0 over
+    it with s_checksum zeroed."""
+    return crc32c_le(
+        _MASK, raw[:S_CHECKSUM] + bytes(4) + raw[S_CHECKSUM + 4 : JOURNAL_SUPERBLOCK_SIZE]
+    )
+
+
 def superblock_csum_ok(raw: bytes) -> bool:
     """Whether s_checksum matches the 1024-byte journal superblock in `raw`."""
-    data = raw[:S_CHECKSUM] + bytes(4) + raw[S_CHECKSUM + 4 : JOURNAL_SUPERBLOCK_SIZE]
-    return crc32c_le(_MASK, data) == _BE32.unpack_from(raw, S_CHECKSUM)[0]
+    return superblock_csum(raw) == _BE32.unpack_from(raw, S_CHECKSUM)[0]
 
 
 def _sealed_superblock(sb: Container) -> bytes:
     """The 1024 bytes of journal superblock `sb`, its v2/v3 checksum (s_checksum) set."""
-    sb.s_checksum = 0
-    raw = journal_superblock.build(sb)
     if sb.s_header.h_blocktype == JBD2_SUPERBLOCK_V2 and sb.s_feature_incompat & (
         JBD2_FEATURE_INCOMPAT_CSUM_V2 | JBD2_FEATURE_INCOMPAT_CSUM_V3
     ):
-        sb.s_checksum = crc32c_le(_MASK, raw)
-        raw = journal_superblock.build(sb)
-    return raw
+        sb.s_checksum = superblock_csum(journal_superblock.build(sb))
+    return journal_superblock.build(sb)
 
 
 def with_log_tail(raw: bytes, sequence: int, start: int) -> bytes:
