@@ -8,8 +8,9 @@ debugfs logdump lists exactly the intended layout; the kernel's read-only mount 
 writable loop device, so that it may replay) and e2fsck -fy replay it to the metadata
 debugfs made; uvfs's own recovery finds the same blocks. Journals with checksums v3
 (ext4's, as the kernel sets them at mount), v2, v1 and none, 32- and 64-bit tags, at 1 and
-4 KiB blocks; a log that wraps around a fast-commit area with checkpoints forced by a full
-log; an uncommitted transaction; a commit whose checksum fails.
+4 KiB blocks; a log that wraps (over the fast-commit area, as the kernel's own log does when
+it writes no fast commits), with checkpoints forced by a full log; an uncommitted
+transaction; a commit whose checksum fails; the flushes between it all.
 """
 
 from __future__ import annotations
