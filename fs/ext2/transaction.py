@@ -10,14 +10,14 @@ and jbd2_journal_forget do, so replay (which skips a copy revoked by its own tra
 a later one) sees exactly the transaction's last word on each block.
 
 `Journal.commit` lays a transaction out in the log from the head on, wrapping from the
-log's end back to s_first: its revoke
-blocks, then descriptor blocks each followed by the copies it describes (a copy opening
-with the jbd2 magic is escaped), then one commit block. It returns a `Commit`: the log
-writes (`log`), and the commit block, which must be written only once those are durable
-(the caller flushes, writes it, flushes again: ordered mode also puts the transaction's
-file data on disk before that first flush). A transaction committed on an empty journal
-also rewrites the journal superblock (block 0) with s_start and s_sequence pointing at it,
-in the same batch: the commit block is what makes the log count, as in the kernel.
+log's end back to s_first: its revoke blocks, then descriptor blocks each followed by the
+copies it describes (a copy opening with the jbd2 magic is escaped), then one commit
+block. It returns a `Commit`: the log writes (`log`), and the commit block, which must be
+written only once those are durable (the caller flushes, writes it, flushes again: ordered
+mode also puts the transaction's file data on disk before that first flush). A transaction
+committed on an empty journal also rewrites the journal superblock (block 0) with s_start
+and s_sequence pointing at it, in the same batch: the commit block is what makes the log
+count, as in the kernel.
 
 uvfs writes no fast commits, so, as the kernel's journal_reset until ext4 turns them on,
 the journal superblock it writes drops the FAST_COMMIT feature and the log runs up to
