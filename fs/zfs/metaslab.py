@@ -3,7 +3,14 @@
 A top-level vdev's allocatable space is cut into metaslabs of 2^metaslab_shift bytes
 (the vdev tree's ``metaslab_shift``; ``asize >> metaslab_shift`` of them). The MOS object
 ``metaslab_array`` lists each one's space map object (0: none yet, all free); replaying a
-space map gives the metaslab's allocated space (`load_metaslabs`).
+space map gives the metaslab's allocated space (`load_pool_metaslabs`). A pool with
+log_spacemap logs each txg's changes, for all metaslabs at once, in a log space map per
+txg (the MOS directory's ``com.delphix:log_spacemap_zap``: txg -> object, two-word
+entries naming their vdev), and copies them into a metaslab's own map only now and then:
+the metaslab's "unflushed txg" (an array in its vdev's top-level ZAP) says from which txg
+on the logs still hold its changes, and loading replays those after its own map. Blocks
+of one object may come from hosts of either byte order (a pool moved between machines),
+so each block of a map is decoded in its own order.
 
 The allocator is simpler than upstream's weighted, segment-size-aware one: `metaslab_alloc`
 takes the metaslab with the most space it may hand out and the first free segment there
@@ -24,8 +31,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from uvfs import FSError
-from uvfs_fs.zfs.blkptr import DVA
-from uvfs_fs.zfs.dmu import ObjectSet
+from uvfs_fs.zfs.blkptr import DVA, SPA_MINBLOCKSHIFT
+from uvfs_fs.zfs.dmu import ObjectSet, read_block
+from uvfs_fs.zfs.dnode import DnodePhys
 from uvfs_fs.zfs.nvlist import NvValue, unpack_nvlist
 from uvfs_fs.zfs.range_tree import RangeTree
 from uvfs_fs.zfs.spacemap import (
@@ -42,6 +50,9 @@ from uvfs_fs.zfs.zap import Zap
 
 TXG_DEFER_SIZE = 2  # txgs a freed range waits before it may be allocated again
 MAX_METASLABS = 1 << 17  # a bound on asize >> metaslab_shift from a hostile config
+DMU_POOL_LOG_SPACEMAP_ZAP = b"com.delphix:log_spacemap_zap"  # MOS dir: hex txg -> map
+VDEV_TOP_ZAP = "com.delphix:vdev_zap_top"  # vdev tree: the top-level vdev's ZAP
+VDEV_TOP_ZAP_MS_UNFLUSHED_PHYS_TXGS = b"com.delphix:ms_unflushed_phys_txgs"
 
 
 @dataclass
@@ -60,6 +71,7 @@ class Metaslab:
     shift: int  # the space map's unit: the vdev's ashift
     sm_object: int  # the space map object; 0 when none was ever written
     allocated: RangeTree
+    unflushed_txg: int = 0  # log_spacemap: the log space maps hold its changes from here
     allocatable: RangeTree = field(init=False)
     allocating: RangeTree = field(default_factory=RangeTree)  # this txg's allocations
     freeing: RangeTree = field(default_factory=RangeTree)  # this txg's frees
@@ -147,6 +159,18 @@ async def mos_vdev_trees(mos: ObjectSet) -> list[dict[str, NvValue]]:
     return sorted(children, key=lambda c: int(c.get("id", 0)))  # type: ignore[union-attr]
 
 
+async def _words(mos: ObjectSet, dn: DnodePhys, length: int) -> list[tuple[bytes, str]]:
+    """The first `length` bytes of an object of 64-bit words, block by block, each with
+    its own byte order (the host that wrote it)."""
+    out = []
+    bsz = dn.datablksz
+    for blkid in range(-(-length // bsz)):
+        size = min(bsz, length - blkid * bsz)
+        block = await read_block(mos.cache, dn, blkid)
+        out.append((block[0][:size], block[1]) if block else (bytes(size), "<"))
+    return out
+
+
 def _number(tree: dict[str, NvValue], key: str) -> int:
     value = tree.get(key)
     if not isinstance(value, int):
@@ -154,33 +178,105 @@ def _number(tree: dict[str, NvValue], key: str) -> int:
     return value
 
 
-async def load_metaslabs(mos: ObjectSet, tree: dict[str, NvValue]) -> list[Metaslab]:
-    """The metaslabs of the top-level vdev `tree` (a vdev_tree nvlist), each with its
-    space map replayed.
+async def _uint64s(mos: ObjectSet, obj: int, count: int) -> list[int]:
+    """The first `count` 64-bit words of object `obj` (a uint64 array)."""
+    dn = await mos.dnode(obj)
+    return [
+        word
+        for raw, order in await _words(mos, dn, 8 * count)
+        for word in struct.unpack(f"{order}{len(raw) // 8}Q", raw)
+    ]
 
-    Raises:
-        FSError: EIO when the array or a space map is unreadable or inconsistent (a log
-            that allocates allocated space, or whose replay disagrees with smp_alloc).
-    """
+
+async def _lookup(mos: ObjectSet, zap_obj: int, name: bytes) -> int | None:
+    """The integer `name` holds in ZAP `zap_obj`, or None when it is absent."""
+    try:
+        return (await (await Zap.open(mos, zap_obj)).lookup(name)).int()
+    except FSError as e:
+        if e.errno == errno.ENOENT:
+            return None
+        raise
+
+
+async def _replay_space_map(
+    mos: ObjectSet, obj: int, start: int, shift: int, into: RangeTree
+) -> None:
+    """Replay space map `obj` (a map starting at byte `start`, in units of 2^`shift`) into
+    `into`, checking that it comes to its header's smp_alloc."""
+    dn = await mos.dnode(obj)
+    phys = parse_space_map_phys(dn.dn_bonus, dn.byteorder)
+    before = into.space
+    for raw, order in await _words(mos, dn, phys.smp_length):
+        replay(parse_entries(raw, order), start, shift, into)
+    if into.space - before != phys.smp_alloc:
+        raise FSError(errno.EIO, f"space map {obj} replays to {into.space - before} bytes, "
+                      f"its header says {phys.smp_alloc}")  # fmt: skip
+
+
+async def _vdev_metaslabs(mos: ObjectSet, tree: dict[str, NvValue]) -> list[Metaslab]:
+    """One top-level vdev's metaslabs as their own space maps leave them."""
     vdev, ashift = _number(tree, "id"), _number(tree, "ashift")
     ms_shift, asize = _number(tree, "metaslab_shift"), _number(tree, "asize")
     count = asize >> ms_shift
     if not 0 < count <= MAX_METASLABS:
         raise FSError(errno.EIO, f"vdev {vdev}: {count} metaslabs")
-    array_dn = await mos.dnode(_number(tree, "metaslab_array"))
-    raw = await mos.read(array_dn, 0, 8 * count)
-    objects = struct.unpack(f"{array_dn.byteorder}{count}Q", raw)
+    objects = await _uint64s(mos, _number(tree, "metaslab_array"), count)
+    unflushed = [0] * count
+    top_zap = tree.get(VDEV_TOP_ZAP)
+    if isinstance(top_zap, int):
+        txgs_obj = await _lookup(mos, top_zap, VDEV_TOP_ZAP_MS_UNFLUSHED_PHYS_TXGS)
+        if txgs_obj is not None:
+            unflushed = await _uint64s(mos, txgs_obj, count)
     out = []
     for i, obj in enumerate(objects):
-        start = i << ms_shift
         allocated = RangeTree()
         if obj:
-            dn = await mos.dnode(obj)
-            phys = parse_space_map_phys(dn.dn_bonus, dn.byteorder)
-            log = await mos.read(dn, 0, phys.smp_length)
-            replay(parse_entries(log, dn.byteorder), start, ashift, allocated)
-            if allocated.space != phys.smp_alloc:
-                raise FSError(errno.EIO, f"vdev {vdev} metaslab {i}: space map replays to "
-                              f"{allocated.space} bytes, header says {phys.smp_alloc}")  # fmt: skip
-        out.append(Metaslab(vdev, i, start, 1 << ms_shift, ashift, obj, allocated))
+            await _replay_space_map(mos, obj, i << ms_shift, ashift, allocated)
+        out.append(Metaslab(vdev, i, i << ms_shift, 1 << ms_shift, ashift, obj, allocated,
+                            unflushed[i]))  # fmt: skip
     return out
+
+
+async def _apply_log_space_maps(mos: ObjectSet, pool: dict[int, list[Metaslab]]) -> None:
+    """Replay the pool's log space maps (log_spacemap), oldest first, into the metaslabs
+    whose own space maps do not hold those txgs yet (the txg >= its unflushed txg)."""
+    logs_zap = await _lookup(mos, 1, DMU_POOL_LOG_SPACEMAP_ZAP)
+    if logs_zap is None:
+        return
+    zap = await Zap.open(mos, logs_zap)
+    logs = sorted((int(e.name, 16), e.int()) for e in await zap.entries())  # names: hex txgs
+    for txg, obj in logs:
+        dn = await mos.dnode(obj)
+        length = parse_space_map_phys(dn.dn_bonus, dn.byteorder).smp_length
+        for raw, order in await _words(mos, dn, length):
+            for e in parse_entries(raw, order):
+                if not isinstance(e, SmEntry) or e.vdev not in pool:
+                    continue  # debug records; removed (indirect) vdevs
+                metaslabs = pool[e.vdev]
+                index = (e.offset << SPA_MINBLOCKSHIFT) // metaslabs[0].size
+                if index >= len(metaslabs):
+                    raise FSError(errno.EIO, f"log space map {obj}: {e} is past vdev {e.vdev}")
+                ms = metaslabs[index]
+                if txg >= ms.unflushed_txg:  # else already in the metaslab's own map
+                    replay([e], 0, SPA_MINBLOCKSHIFT, ms.allocated)
+
+
+async def load_pool_metaslabs(mos: ObjectSet) -> dict[int, list[Metaslab]]:
+    """The metaslabs of every top-level vdev that has them (holes and removed vdevs
+    have none), by vdev id, each with its space map replayed and, on a pool with
+    log_spacemap, the log space maps' changes since it was last flushed.
+
+    Raises:
+        FSError: EIO when a space map is unreadable or inconsistent (an entry that
+            allocates allocated space or frees free space, a total that disagrees with
+            its header's smp_alloc).
+    """
+    pool: dict[int, list[Metaslab]] = {}
+    for tree in await mos_vdev_trees(mos):
+        if "metaslab_array" in tree:
+            pool[_number(tree, "id")] = await _vdev_metaslabs(mos, tree)
+    await _apply_log_space_maps(mos, pool)
+    for metaslabs in pool.values():
+        for ms in metaslabs:
+            ms.allocatable = ms.allocated.complement(ms.start, ms.start + ms.size)
+    return pool

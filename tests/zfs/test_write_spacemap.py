@@ -6,8 +6,10 @@ from __future__ import annotations
 import errno
 import re
 import struct
+from pathlib import Path
 
 import pytest
+from conftest import unpack_testdata
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from write_pool import write_pool
@@ -18,13 +20,12 @@ from uvfs_fs.zfs.dmu import BlockCache, ObjectSet
 from uvfs_fs.zfs.metaslab import (
     TXG_DEFER_SIZE,
     Metaslab,
-    load_metaslabs,
+    load_pool_metaslabs,
     metaslab_alloc,
     metaslab_free,
-    mos_vdev_trees,
 )
 from uvfs_fs.zfs.range_tree import RangeError, RangeTree
-from uvfs_fs.zfs.spa import open_pool
+from uvfs_fs.zfs.spa import Pool, open_pool
 from uvfs_fs.zfs.spacemap import (
     SM_ALLOC,
     SM_FREE,
@@ -250,8 +251,7 @@ async def test_metaslabs_are_what_zdb_shows(pool_record: PoolRecord, zfs_fuse: Z
                                       pool_record.name))  # fmt: skip
     pool = await open_pool([ImageFile(str(v)) for v in pool_record.vdevs])
     mos = await ObjectSet.open(BlockCache(pool), pool.uberblock.ub_rootbp)
-    (tree,) = await mos_vdev_trees(mos)
-    metaslabs = await load_metaslabs(mos, tree)
+    (metaslabs,) = (await load_pool_metaslabs(mos)).values()
     assert sorted(zdb) == [ms.id for ms in metaslabs]
     assert sum(bool(ms.allocated.space) for ms in metaslabs) > 10
     for ms in metaslabs:
@@ -273,27 +273,57 @@ async def test_metaslabs_are_what_zdb_shows(pool_record: PoolRecord, zfs_fuse: Z
         assert records == want["records"], ms.id
 
 
+async def _check_blocks_in_allocated_space(pool: Pool) -> int:
+    """Assert that each copy of every block the reader reaches from the uberblock lies
+    inside its metaslab's allocated space and that no two blocks overlap (a block that
+    snapshots and clones share is reached once per dataset); the bytes they take."""
+    mos = await ObjectSet.open(BlockCache(pool), pool.uberblock.ub_rootbp)
+    metaslabs = await load_pool_metaslabs(mos)
+    used = RangeTree()
+    seen: set[tuple[int, int, int]] = set()
+    async for v in walk_pool(pool):
+        for dva in v.bp.dvas:
+            if (dva.vdev, dva.offset, dva.asize) in seen:
+                continue
+            seen.add((dva.vdev, dva.offset, dva.asize))
+            vdev = metaslabs[dva.vdev]
+            ms = vdev[dva.offset // vdev[0].size]
+            assert ms.allocated.contains(dva.offset, dva.asize), (v, dva)
+            used.add((dva.vdev << 60) + dva.offset, dva.asize)  # raises on a double allocation
+    return used.space
+
+
 async def test_every_block_lies_in_allocated_space_once(
     pool_record: PoolRecord, zfs_fuse: ZfsFuse
 ) -> None:
-    """Each copy of every block the reader reaches from the uberblock lies inside its
-    metaslab's allocated space and no two overlap; the allocated space of all metaslabs
-    adds up to what zdb's leak check counts, both from the space maps and by its own
-    traversal of every block pointer."""
+    """Every block of the zfs-fuse pool lies in allocated space, once; the allocated space
+    of all metaslabs adds up to what zdb's leak check counts, both from the space maps and
+    by its own traversal of every block pointer."""
     zdb = zfs_fuse.run("zdb", "-e", "-p", str(pool_record.directory), "-b", pool_record.name)
     assert "No leaks" in zdb
     pool = await open_pool([ImageFile(str(v)) for v in pool_record.vdevs])
     mos = await ObjectSet.open(BlockCache(pool), pool.uberblock.ub_rootbp)
-    (tree,) = await mos_vdev_trees(mos)
-    metaslabs = await load_metaslabs(mos, tree)
-    shift = int(tree["metaslab_shift"])  # type: ignore[arg-type]
-    allocated = sum(ms.allocated.space for ms in metaslabs)
+    allocated = sum(ms.allocated.space for ms in (await load_pool_metaslabs(mos))[0])
     for what in ("bp allocated", "SPA allocated"):
         assert re.search(rf"{what}:\s+{allocated}\s", zdb), what
-    used = RangeTree()
-    async for v in walk_pool(pool):
-        for dva in v.bp.dvas:
-            assert metaslabs[dva.offset >> shift].allocated.contains(dva.offset, dva.asize)
-            used.add(dva.offset, dva.asize)  # raises on a double allocation
-    # walk_pool does not reach every block zdb counts (2% of this pool, not yet traced).
-    assert 0.95 * allocated < used.space <= allocated
+    used = await _check_blocks_in_allocated_space(pool)
+    # walk_pool does not reach every block zdb counts: those of the deferred-free list
+    # (sync_bplist) and a few 1 KiB blocks not yet traced, 2% of this pool in all.
+    assert 0.95 * allocated < used <= allocated
+
+
+# Pools from other implementations: Solaris-era big-endian (v1), ZFS on Linux raidz1
+# (spacemap histograms), a big-endian pool with a separate log device, and an OpenZFS 2
+# pool with log space maps (two-word entries) whose blocks come in both byte orders.
+REAL = ["zfs-pool-v1mirror2.dat.bz2", "zol-0.6.2.tar.bz2", "zol-0.7.0-rc1-be-ziltest.tar.bz2",
+        "testpool_zstd.tar.gz"]  # fmt: skip
+
+
+@pytest.mark.parametrize("archive", REAL)
+async def test_real_pools_hold_their_blocks(archive: str, tmp_path: Path) -> None:
+    pool = await open_pool([ImageFile(str(p)) for p in unpack_testdata(archive, tmp_path)])
+    assert await _check_blocks_in_allocated_space(pool) > 50_000
+    if archive.startswith("testpool_zstd"):
+        mos = await ObjectSet.open(BlockCache(pool), pool.uberblock.ub_rootbp)
+        (metaslabs,) = (await load_pool_metaslabs(mos)).values()
+        assert any(ms.unflushed_txg for ms in metaslabs)
