@@ -312,6 +312,37 @@ async def test_every_block_lies_in_allocated_space_once(
     assert 0.95 * allocated < used <= allocated
 
 
+async def test_allocations_avoid_live_blocks_and_log_back(pool_record: PoolRecord) -> None:
+    """On the zfs-fuse pool's metaslabs, new allocations never touch a live block, frees of
+    live blocks stay out of reach for TXG_DEFER_SIZE txgs, and each metaslab's log with
+    the synced records appended (at its length, in its block size) replays to its state."""
+    pool = await open_pool([ImageFile(str(v)) for v in pool_record.vdevs])
+    mos = await ObjectSet.open(BlockCache(pool), pool.uberblock.ub_rootbp)
+    (metaslabs,) = (await load_pool_metaslabs(mos)).values()
+    live = [dva async for v in walk_pool(pool) for dva in v.bp.dvas]
+    freed = live[::7]
+    for dva in freed:
+        metaslab_free(metaslabs, dva, metaslabs[0].size.bit_length() - 1)
+    new = [metaslab_alloc(metaslabs, 512 << (i % 8)) for i in range(200)]
+    taken = RangeTree()
+    for dva in {(d.offset, d.asize) for d in live} | {(d.offset, d.asize) for d in new}:
+        taken.add(*dva)  # raises if a new block overlaps a live one (or another new one)
+    for ms in metaslabs:
+        if not (ms.allocating or ms.freeing):
+            continue
+        old, order, blksz = b"", "<", 4096  # a metaslab never written starts a new map
+        if ms.sm_object:
+            dn = await mos.dnode(ms.sm_object)
+            length = parse_space_map_phys(dn.dn_bonus, dn.byteorder).smp_length
+            old, order, blksz = await mos.read(dn, 0, length), dn.byteorder, dn.datablksz
+        log = old + encode_entries(ms.sync(txg=1000), order, at=len(old), blksz=blksz)
+        replayed = RangeTree()
+        replay(parse_entries(log, order), ms.start, ms.shift, replayed)
+        assert list(replayed) == list(ms.allocated)
+        assert all(not ms.allocatable.contains(d.offset, d.asize) for d in freed
+                   if d.offset // ms.size == ms.id)  # fmt: skip
+
+
 # Pools from other implementations: Solaris-era big-endian (v1), ZFS on Linux raidz1
 # (spacemap histograms), a big-endian pool with a separate log device, and an OpenZFS 2
 # pool with log space maps (two-word entries) whose blocks come in both byte orders.
