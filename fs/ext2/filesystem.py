@@ -29,6 +29,7 @@ import errno
 import functools
 import logging
 import stat
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 
@@ -762,10 +763,11 @@ class Ext2FileSystem:
 
         return read_index, read_leaf
 
-    async def _dx_listing(self, inode: Inode) -> list[tuple[bytes, int]] | None:
-        """Indexed directory `inode`'s records as the kernel lists them, through its index
-        (`htree.dx_listing`); None when the index is damaged (the kernel lists linearly).
-        A leaf failing its checksum is EBADMSG, as the kernel's listing is."""
+    async def _dx_listing(self, inode: Inode) -> tuple[list[tuple[bytes, int]], bool] | None:
+        """Indexed directory `inode`'s records as the kernel lists them, through its index,
+        and whether its lookups find each of them (`htree.dx_listing`); None when the
+        index is damaged (the kernel lists linearly). A leaf failing its checksum is
+        EBADMSG, as the kernel's listing is."""
         read_index, read_leaf = self._dx_readers(inode)
 
         def leaf_records(block: bytes) -> list[tuple[bytes, int]]:
@@ -924,11 +926,16 @@ class Ext2FileSystem:
         records = directory.entries
         if self._dir_index and inode.flags & EXT2_INDEX_FL and not self._is_inline(inode):
             if directory.listing is None:
-                # Until the index's listing is read and holds the same names, lookups go
-                # through the index (a listing that fails leaves them there).
+                # Until the index's listing is read and holds the same names, each where
+                # the index leads, lookups go through the index (a listing that fails
+                # leaves them there).
                 directory.trusted = False
-                directory.listing = await self._dx_listing(inode) or directory.entries
-                directory.trusted = sorted(directory.listing) == sorted(directory.entries)
+                listed = await self._dx_listing(inode)
+                directory.listing, routed = listed or (directory.entries, True)
+                # lookups may use the parsed names if they are the listed ones, each
+                # where the index leads its lookup
+                same = sorted(directory.listing) == sorted(directory.entries)
+                directory.trusted = same and routed
                 if directory.listing is not directory.entries:  # a second list: charge it
                     names = len(directory.entries) + len(directory.listing)
                     self._dirs.put(ino, directory, (names + 1) * DIRENT_CHARGE)
@@ -947,10 +954,19 @@ class Ext2FileSystem:
         # a NUL inside a name would cut it short on its way through FUSE
         entries = [entry for entry, name in zip(entries, names, strict=True) if b"\0" not in name]
         names = [name for name in names if b"\0" not in name]
+        # A listed name's attributes are those of the inode its lookup finds (the kernel's
+        # stat looks it up; FUSE takes a listing's attributes instead): where a lookup may
+        # find another record (a duplicate name, a damaged index or damaged blocks), or
+        # none, it is made.
+        looked_up = set(names) if not directory.trusted or directory.bad_blocks else set()
+        looked_up |= {name for name, n in Counter(names).items() if n > 1}
         listing = []
         for shown, (_, child) in zip(names, entries, strict=True):
             try:
-                listing.append(DirEntry(shown, await self._shown_attr(await self._inode(child))))
+                found = await self._find(ino, shown) if shown in looked_up else child
+                if found is None:
+                    raise FSError(errno.ENOENT, "listed, but its lookup does not find it")
+                listing.append(DirEntry(shown, await self._shown_attr(await self._inode(found))))
             except FSError as e:  # the kernel lists the name and fails its stat: no attrs to
                 # give FUSE, so the name alone is left out rather than the whole listing
                 log.warning("%s: directory %d: %r left out: %s", self.image.path, ino, shown, e)

@@ -276,6 +276,11 @@ class _Cursor:
     def leaf(self) -> int:
         return _inside(self.frames[-1].entries[self.frames[-1].at][1], self.nblocks)
 
+    def covers(self, hash_: int) -> bool:
+        """Whether a probe for `hash_` comes down to the current leaf (a lookup would start
+        there)."""
+        return all(_covering(frame.entries, hash_) == frame.at for frame in self.frames)
+
     async def next_leaf(self) -> int:
         """Step to the next leaf in index order; the hash its entry starts at, or
         `_NO_MORE` when the index has no more leaves."""
@@ -303,7 +308,7 @@ async def dx_listing(
     hashed: Callable[[bytes], bytes],
     seed: Sequence[int],
     unsigned: bool,
-) -> list[tuple[bytes, int]]:
+) -> tuple[list[tuple[bytes, int]], bool]:
     """The (name, inode) records an indexed directory lists, in the kernel's order
     (ext4_dx_readdir and ext4_htree_fill_tree): from hash 0 up, each round probes the
     index for the current hash, reads leaves in index order until it holds a name and the
@@ -318,6 +323,11 @@ async def dx_listing(
         hashed: the bytes a stored name is hashed by (its fold in a casefolded
             directory); seed, unsigned: as for `dx_leaves`.
 
+    Returns:
+        The records, and whether each one lies in the leaf a probe for its hash comes
+        down to: if not (a damaged index, or a collision run across leaves), a lookup
+        through the index may miss a listed name, as the kernel's does.
+
     Raises:
         DxCorrupt: the index is damaged: the kernel lists the directory linearly.
     """
@@ -326,6 +336,7 @@ async def dx_listing(
     dot, dotdot = (int.from_bytes(root[at : at + 4], "little") for at in (0, 12))
     cursor = _Cursor(info, csum, nblocks, read_node)
     out: list[tuple[bytes, int]] = []
+    routed = True
     current: tuple[int, int] = (0, 0)
     for _ in range(nblocks + 2):  # a round per leaf at most, while the index is in order
         tree: dict[tuple[int, int], list[tuple[bytes, int]]] = {}
@@ -340,6 +351,7 @@ async def dx_listing(
                 key = dx_hash_pair(hashed(name), version, seed)
                 if key >= current:
                     _store(tree, key, (name, ino))
+                    routed = routed and cursor.covers(key[0])
             next_hash = await cursor.next_leaf()
             if next_hash == _NO_MORE or (tree and not next_hash & 1):
                 break
@@ -352,7 +364,7 @@ async def dx_listing(
         if next_hash == _NO_MORE:
             break
         current = (next_hash, 0)
-    return out
+    return out, routed
 
 
 def _store(
