@@ -16,7 +16,12 @@ key, the kernel (fs/crypto/fname.c, hooks.c) shows what can be shown:
   ciphertext exactly, a long one matches a stored name longer than 149 bytes with the same
   first 149 bytes and the same SHA-256 of the rest. In an indexed directory a short
   name is hashed from its ciphertext, a long one is routed by the hash it carries.
-- **Contents** cannot be read: opening a regular file is ENOKEY.
+- **Contents** cannot be read: opening a regular file is ENOKEY, once its context
+  (attribute 9 "c") reads and holds a policy this kernel supports (`context_policy`,
+  `policy_supported`): else ENODATA, ERANGE or EINVAL, as fscrypt_require_key answers.
+- **Consistency** (fscrypt_has_permitted_context): an encrypted directory's child
+  directory or symlink must be encrypted under the same policy (its lookup is EPERM
+  otherwise), and so must a regular file it holds (its open is EPERM).
 - **Symlinks**: the target is stored as a little-endian 16-bit length and the ciphertext
   (`fscrypt_symlink_data`), in i_block for a fast symlink and the first block otherwise;
   it reads as the ciphertext's no-key name with zero hashes, and the symlink's st_size is
@@ -137,3 +142,55 @@ def symlink_target(area: bytes) -> bytes:
     if not 0 < size <= len(area) - _SYMLINK_LEN.size:
         raise FSError(errno.EUCLEAN, f"encrypted symlink of {size} bytes")
     return nokey_name(area[_SYMLINK_LEN.size : _SYMLINK_LEN.size + size])
+
+
+# --- encryption contexts and policies (fs/crypto/policy.c) ---------------------------------
+
+EXT4_XATTR_INDEX_ENCRYPTION = 9  # the context is the attribute (9, b"c")
+FSCRYPT_CONTEXT_MAX = 40  # a longer value does not fit the kernel's buffer: ERANGE
+_CONTEXT_SIZES = {1: 28, 2: 40}  # version -> context size
+_POLICY_SIZES = {1: 12, 2: 24}  # version -> the policy's part of the context
+# (contents, filenames) encryption modes each policy version allows
+_MODES_V1 = {(1, 4), (5, 6), (9, 9)}  # AES-256-XTS/CTS, AES-128-CBC/CTS, Adiantum
+_MODES_V2 = _MODES_V1 | {(1, 10), (7, 8)}  # AES-256-XTS/HCTR2, SM4-XTS/CTS
+_PAD_MASK, _DIRECT_KEY, _IV_INO_LBLK_64, _IV_INO_LBLK_32 = 0x03, 0x04, 0x08, 0x10
+_ADIANTUM = 9  # the only mode whose IV holds the nonce: DIRECT_KEY needs it
+
+
+def context_policy(context: bytes) -> bytes | None:
+    """The policy an encryption context holds (version, modes, flags, key descriptor or
+    identifier), compared byte for byte between a directory and its child; None when the
+    context is of no known version and size (fscrypt_policy_from_context: EINVAL)."""
+    version = context[0] if context else 0
+    if _CONTEXT_SIZES.get(version) != len(context):
+        return None
+    return context[: _POLICY_SIZES[version]]
+
+
+def policy_supported(policy: bytes, *, casefolded: bool, stable_inodes: bool, blkbits: int) -> bool:
+    """fscrypt_supported_policy: the modes, flags and data unit size this kernel accepts
+    (a context it cannot use makes opening the file EINVAL)."""
+    version, contents, filenames, flags = policy[:4]
+    direct_key_ok = contents == filenames == _ADIANTUM
+    if version == 1:
+        return (
+            (contents, filenames) in _MODES_V1
+            and not flags & ~(_PAD_MASK | _DIRECT_KEY)
+            and (direct_key_ok or not flags & _DIRECT_KEY)
+            and not casefolded  # v1 cannot derive the dirhash key
+        )
+    log2_data_unit, reserved = policy[4], policy[5:8]
+    special = flags & (_DIRECT_KEY | _IV_INO_LBLK_64 | _IV_INO_LBLK_32)
+    return (
+        (contents, filenames) in _MODES_V2
+        and not flags & ~(_PAD_MASK | _DIRECT_KEY | _IV_INO_LBLK_64 | _IV_INO_LBLK_32)
+        and special & (special - 1) == 0  # at most one of them
+        and (direct_key_ok or not flags & _DIRECT_KEY)
+        and (stable_inodes or not flags & (_IV_INO_LBLK_64 | _IV_INO_LBLK_32))
+        and (
+            not log2_data_unit
+            or (9 <= log2_data_unit <= blkbits
+                and (log2_data_unit == blkbits or not flags & _IV_INO_LBLK_32))
+        )
+        and reserved == b"\0\0\0"
+    )  # fmt: skip

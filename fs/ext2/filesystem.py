@@ -50,7 +50,7 @@ from uvfs import (
     Refusal,
     StatFS,
 )
-from uvfs_fs.ext2 import csum, htree, orphan, xattr
+from uvfs_fs.ext2 import csum, encrypt, htree, orphan, xattr
 from uvfs_fs.ext2.blockmap import Run, map_indirect
 from uvfs_fs.ext2.casefold import EXT4_CASEFOLD_FL, Folding
 from uvfs_fs.ext2.dirent import EXT2_NAME_LEN, decode_rec_len, find_dirent, scan_dirents
@@ -153,6 +153,8 @@ class Ext2FileSystem:
         self._meta: ChargedLRU[int, bytes] = memory.lru("ext2 metadata", capacity=META_CACHE_BYTES)
         self._descs: LRU[int, GroupDesc] = LRU(DESC_CACHE_ENTRIES)
         self._inodes: LRU[int, Inode] = LRU(INODE_CACHE_ENTRIES)
+        # children of encrypted directories -> the directory they were last found in
+        self._encrypted_parents: LRU[int, int] = LRU(INODE_CACHE_ENTRIES)
         self._zone: SystemZone | None = None  # built when the first inode is read
         # orphans the cleanup truncated: their i_blocks, and their mtime and ctime
         self._truncated: dict[int, int] = {}
@@ -652,15 +654,17 @@ class Ext2FileSystem:
         inode = await self._inode(ino)
         attrs = xattr.parse_ibody(inode.xattr_ibody)
         if inode.file_acl:
-            block = await self._meta_block(inode.file_acl)
-            seed = self._csum_seed
-            xattr.check_block_header(block)  # before the checksum, as the kernel checks
-            if seed is not None and not csum.xattr_block_ok(block, seed, inode.file_acl):
-                raise FSError(
-                    errno.EBADMSG, f"xattr block {inode.file_acl}: checksum does not match"
-                )
-            attrs += xattr.parse_block(block)
+            attrs += xattr.parse_block(await self._xattr_block(inode))
         return attrs
+
+    async def _xattr_block(self, inode: Inode) -> bytes:
+        """`inode`'s external attribute block, its header and checksum checked."""
+        block = await self._meta_block(inode.file_acl)
+        seed = self._csum_seed
+        xattr.check_block_header(block)  # before the checksum, as the kernel checks
+        if seed is not None and not csum.xattr_block_ok(block, seed, inode.file_acl):
+            raise FSError(errno.EBADMSG, f"xattr block {inode.file_acl}: checksum does not match")
+        return block
 
     async def _xattr_value(self, owner: int, name: bytes, value: xattr.Value) -> bytes:
         """The value of attribute `name` of inode `owner`, read from its EA inode if need be.
@@ -866,6 +870,60 @@ class Ext2FileSystem:
         except htree.DxCorrupt as e:
             raise FSError(errno.EIO, f"directory {inode.ino}: {e}") from None
 
+    async def _context(self, inode: Inode) -> bytes:
+        """`inode`'s encryption context (ext4_get_context): ENODATA without one, ERANGE
+        when it is longer than any context."""
+        key = (encrypt.EXT4_XATTR_INDEX_ENCRYPTION, b"c")
+        value = xattr.ibody_value(inode.xattr_ibody, *key)
+        if value is None and inode.file_acl:
+            value = xattr.block_value(await self._xattr_block(inode), *key)
+        if value is None:
+            raise FSError(errno.ENODATA, f"inode {inode.ino}: no encryption context")
+        if len(value) > encrypt.FSCRYPT_CONTEXT_MAX:
+            raise FSError(errno.ERANGE, f"inode {inode.ino}: encryption context too long")
+        return value
+
+    async def _policy(self, inode: Inode) -> bytes | int:
+        """`inode`'s encryption policy, or the errno fscrypt_get_policy answers (EINVAL for
+        a context too long or of no known version)."""
+        try:
+            context = await self._context(inode)
+        except FSError as e:
+            return errno.EINVAL if e.errno == errno.ERANGE else e.errno
+        policy = encrypt.context_policy(context)
+        return errno.EINVAL if policy is None else policy
+
+    async def _permitted(self, parent: Inode, child: Inode) -> bool:
+        """Whether `child` may sit in directory `parent` (fscrypt_has_permitted_context):
+        anything in an unencrypted one; in an encrypted one, only encrypted nodes whose
+        contexts both read and hold the same policy (or both no known one)."""
+        kinds = (stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK)
+        if stat.S_IFMT(child.mode) not in kinds or not parent.flags & EXT4_ENCRYPT_FL:
+            return True
+        if not child.flags & EXT4_ENCRYPT_FL:
+            return False
+        for node in (parent, child):  # fscrypt_get_encryption_info, unsupported allowed
+            try:
+                await self._context(node)
+            except FSError as e:
+                if e.errno != errno.ERANGE:
+                    return False
+        policies = [await self._policy(parent), await self._policy(child)]
+        if policies == [errno.EINVAL, errno.EINVAL]:
+            return True
+        return not isinstance(policies[0], int) and policies[0] == policies[1]
+
+    async def _check_child(self, parent: Inode, child: Inode) -> None:
+        """EPERM for a directory or symlink whose encryption context does not fit its
+        encrypted parent's, as ext4_lookup answers; a child of an encrypted directory
+        keeps its parent, for `open`'s check."""
+        if not parent.flags & EXT4_ENCRYPT_FL:
+            return
+        linked = stat.S_ISDIR(child.mode) or stat.S_ISLNK(child.mode)
+        if linked and not await self._permitted(parent, child):
+            raise FSError(errno.EPERM, f"inconsistent encryption contexts: {child.ino}")
+        self._encrypted_parents.put(child.ino, parent.ino)
+
     async def _encrypted_target(self, inode: Inode) -> bytes:
         """What encrypted symlink `inode` reads as without the key: from i_block when it
         is fast, else from its whole first block (ext4_encrypted_get_link)."""
@@ -912,7 +970,9 @@ class Ext2FileSystem:
         child = await self._find(parent, name)
         if child is None:
             raise FSError(errno.ENOENT)
-        return await self._shown_attr(await self._inode(child))
+        inode = await self._inode(child)
+        await self._check_child(await self._inode(parent), inode)
+        return await self._shown_attr(inode)
 
     async def getattr(self, ino: int) -> Attr:
         """The attributes of inode `ino`."""
@@ -966,19 +1026,37 @@ class Ext2FileSystem:
                 found = await self._find(ino, shown) if shown in looked_up else child
                 if found is None:
                     raise FSError(errno.ENOENT, "listed, but its lookup does not find it")
-                listing.append(DirEntry(shown, await self._shown_attr(await self._inode(found))))
+                child_inode = await self._inode(found)
+                await self._check_child(inode, child_inode)
+                listing.append(DirEntry(shown, await self._shown_attr(child_inode)))
             except FSError as e:  # the kernel lists the name and fails its stat: no attrs to
                 # give FUSE, so the name alone is left out rather than the whole listing
                 log.warning("%s: directory %d: %r left out: %s", self.image.path, ino, shown, e)
         return listing
 
     async def open(self, ino: int, flags: int, caller: Caller) -> int:
-        """Open file `ino`: ENOKEY for an encrypted regular file, whose key is never had;
-        EOPNOTSUPP for an fs-verity one, as a kernel built without CONFIG_FS_VERITY answers
-        (its Merkle tree is not checked here, and its bytes are not served unchecked)."""
+        """Open file `ino`. An encrypted regular file fails as fscrypt_file_open fails
+        without the key: ENODATA or ERANGE when its context cannot be read, EINVAL when
+        it holds no policy this kernel supports, else ENOKEY (the key is never had); a
+        file whose context does not fit its encrypted parent's (last looked up through)
+        is EPERM. An fs-verity file is EOPNOTSUPP, as a kernel built without
+        CONFIG_FS_VERITY answers (its Merkle tree is not checked here, and its bytes are
+        not served unchecked)."""
         inode = await self._inode(ino)
         if stat.S_ISREG(inode.mode) and inode.flags & EXT4_ENCRYPT_FL:
+            policy = encrypt.context_policy(await self._context(inode))
+            if policy is None or not encrypt.policy_supported(
+                policy,
+                casefolded=bool(inode.flags & EXT4_CASEFOLD_FL),
+                stable_inodes="stable_inodes" in self.geo.features,
+                blkbits=self.geo.block_size.bit_length() - 1,
+            ):
+                raise FSError(errno.EINVAL, f"inode {ino}: unsupported encryption policy")
             raise FSError(errno.ENOKEY, f"inode {ino} is encrypted")
+        parent = self._encrypted_parents.get(ino)
+        regular = stat.S_ISREG(inode.mode) and parent is not None
+        if regular and not await self._permitted(await self._inode(parent), inode):
+            raise FSError(errno.EPERM, f"inconsistent encryption contexts: {ino}")
         if stat.S_ISREG(inode.mode) and inode.flags & EXT4_VERITY_FL:
             raise FSError(errno.EOPNOTSUPP, f"inode {ino}: fs-verity files are not read")
         return 0

@@ -249,3 +249,15 @@ def parse_block(block: bytes) -> list[tuple[bytes, Value]]:
     """The shown attributes stored in an external attribute block (i_file_acl)."""
     check_block_header(block)
     return _shown(_entries(block, ext2_ext_attr_header.sizeof(), in_inode=False))
+
+
+def block_value(block: bytes, index: int, suffix: bytes) -> bytes | None:
+    """The in-place value of attribute (`index`, `suffix`) of an external attribute block,
+    shown or not; None when absent."""
+    check_block_header(block)
+    for got_index, got_suffix, value in _entries(
+        block, ext2_ext_attr_header.sizeof(), in_inode=False
+    ):
+        if (got_index, got_suffix) == (index, suffix) and isinstance(value, bytes):
+            return value
+    return None
