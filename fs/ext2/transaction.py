@@ -30,6 +30,9 @@ s_sequence to the oldest transaction still live, or marks the journal empty (s_s
 and is flushed too before the freed log blocks are reused. A block a later transaction
 rewrote or revoked is not written home by an earlier one. When the log has no room for a
 transaction, `commit` checkpoints the oldest transactions first (`Commit.checkpoint`).
+Until its checkpoint, a block's newest committed contents exist only in the log (and here:
+`committed`), so a caller that checkpoints lazily reads its metadata through `committed`
+before the image.
 
 All state lives in `Journal`; it assumes every plan it returns is carried out, in order,
 before the next call (an I/O error aborts the journal: the object is dropped and the image
@@ -139,6 +142,7 @@ class Journal:
         self.head = self.jsb.first  # where the next transaction begins (journal_reset)
         self.next_tid = (self.jsb.sequence + 1) & _TID_MASK  # as jbd2_journal_recover
         self._live: deque[_Live] = deque()
+        self._holder: dict[int, _Live] = {}  # block -> the live transaction writing it home
         self._running: Transaction | None = None
 
     @property
@@ -155,6 +159,12 @@ class Journal:
     def live(self) -> list[int]:
         """The committed transactions not checkpointed yet, oldest first."""
         return [live.tid for live in self._live]
+
+    def committed(self, block: int) -> bytes | None:
+        """The newest committed contents of filesystem block `block` not yet written home
+        (None when the image holds its newest contents, or it was revoked)."""
+        live = self._holder.get(block)
+        return None if live is None else live.home[block]
 
     @property
     def superblock(self) -> bytes:
@@ -192,10 +202,17 @@ class Journal:
             at = jsb.wrap(at + 1)
         commit = (at, encode_commit(jsb, txn.tid, sec, nsec, crc))
         self.head = jsb.wrap(at + 1)
-        for older in self._live:
-            for block in (*txn.blocks, *txn.revoked):
-                older.home.pop(block, None)
-        self._live.append(_Live(txn.tid, start, needed, dict(txn.blocks)))
+        for block in txn.revoked:
+            older = self._holder.pop(block, None)
+            if older is not None:
+                del older.home[block]
+        live = _Live(txn.tid, start, needed, dict(txn.blocks))
+        for block in txn.blocks:
+            older = self._holder.get(block)
+            if older is not None:
+                del older.home[block]
+            self._holder[block] = live
+        self._live.append(live)
         self._running = None
         self.next_tid = (txn.tid + 1) & _TID_MASK
         return Commit(txn.tid, checkpoint, log, commit)
@@ -238,6 +255,8 @@ class Journal:
         home: dict[int, bytes] = {}
         for live in done:
             home.update(live.home)
+            for block in live.home:
+                del self._holder[block]
         if self._live:
             oldest = self._live[0]
             self._superblock = with_log_tail(self._superblock, oldest.tid, oldest.start)

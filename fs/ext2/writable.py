@@ -116,11 +116,14 @@ from uvfs_fs.ext2.group_desc import (
 )
 from uvfs_fs.ext2.inode import EXT2_INDEX_FL, EXT4_EXTENTS_FL, Inode, decode_inode
 from uvfs_fs.ext2.inode_build import blank_slot, encode_inode, encode_rdev
+from uvfs_fs.ext2.jbd2 import JournalError
+from uvfs_fs.ext2.journaled import MetadataJournal, NotEmpty
 from uvfs_fs.ext2.record import FastRecord
 from uvfs_fs.ext2.superblock import (
     COMPAT,
     EXT2_GOOD_OLD_REV,
     EXT2_VALID_FS,
+    EXT3_FEATURE_INCOMPAT_RECOVER,
     FEATURE_NAMES,
     INCOMPAT,
     RO_COMPAT,
@@ -154,8 +157,6 @@ WRITE_COMPAT_REFUSED = frozenset({"lazy_bg", "snapshot_bitmap", "orphan_file", "
 WRITE_RO_COMPAT = frozenset({"sparse_super", "large_file", "huge_file", "dir_nlink", "extra_isize"})
 WRITE_INCOMPAT = frozenset({"filetype", "meta_bg", "flex_bg"})
 
-# jbd2 journal superblock (big-endian): magic at 0, s_start at 0x1c (0: nothing to replay)
-JBD2_MAGIC = 0xC03B3998
 EXT2_OS_LINUX = 0  # s_creator_os
 
 _GROUP_DESC = FastRecord(ext2_group_desc, "ext2_group_desc")
@@ -229,6 +230,7 @@ class WritableExt2(Ext2FileSystem):
         self._max_blocks = max_indirect_blocks(self._per_block)
         self._group_blocks: list[tuple[int, int, int]] = []  # (block bitmap, inode bitmap, table)
         self._stats = GroupStats([], [], [])
+        self._journal: MetadataJournal | None = None  # has_journal: flushes are transactions
 
     @classmethod
     async def load(cls, image: ImageFile, options: MountOptions) -> WritableExt2:
@@ -269,7 +271,7 @@ class WritableExt2(Ext2FileSystem):
             raise ReadOnlyVolume("ext2: only volumes made for Linux are writable (the inode's osd2 "
                           "fields differ); mount it read-only (-o ro)")  # fmt: skip
         if "has_journal" in names:
-            await self._check_journal_empty()
+            self._journal = await self._open_journal()
         free_b, free_i, dirs = [], [], []
         for group in range(geo.groups_count):
             block, offset = desc_location(geo, group)
@@ -283,30 +285,31 @@ class WritableExt2(Ext2FileSystem):
         self._writable = True
         now = int(time.time())
         self._mount_state = sb.s_state
-        sb.s_state &= ~EXT2_VALID_FS
+        if self._journal is None:
+            sb.s_state &= ~EXT2_VALID_FS
+        else:  # as ext4: the state stays valid, and a crash leaves the journal to replay
+            sb.s_feature_incompat |= EXT3_FEATURE_INCOMPAT_RECOVER
         sb.s_mnt_count = (sb.s_mnt_count + 1) & 0xFFFF
         sb.s_mtime = now & 0xFFFFFFFF
         await self._write_super()
         await self.image.sync()
 
-    async def _check_journal_empty(self) -> None:
+    async def _open_journal(self) -> MetadataJournal:
         inum = self.sb.s_journal_inum
         if not inum or self.sb.s_journal_dev:
             raise Refusal("ext3: external journals are not supported for writing; mount -o ro")
         journal = await self._inode(inum)
-        runs = await self._map(journal, 0, 1)
-        if not runs or not runs[0].physical:
-            raise Refusal("ext3: the journal has no superblock; run e2fsck")
-        head = await self.image.read(runs[0].physical * self.geo.block_size, 64)
-        magic = int.from_bytes(head[0:4], "big")
-        start = int.from_bytes(head[0x1C:0x20], "big")
-        if magic != JBD2_MAGIC:
-            raise Refusal("ext3: the journal superblock is damaged; run e2fsck")
-        if start:
+        bs = self.geo.block_size
+        try:
+            runs = await self._map(journal, 0, min(journal.size // bs, self.geo.blocks_count))
+            return await MetadataJournal.open(self.image, runs, self.geo)
+        except NotEmpty:
             raise Refusal(
                 "ext3: the journal is not empty; replay it first (e2fsck, or mount once "
                 "with the kernel), or mount read-only (-o ro)"
-            )
+            ) from None
+        except (FSError, JournalError) as e:
+            raise Refusal(f"ext3: the journal cannot be written ({e}); run e2fsck") from None
 
     # --- metadata blocks ------------------------------------------------------------------
 
@@ -316,8 +319,7 @@ class WritableExt2(Ext2FileSystem):
         if buf is None:
             if not 0 < block < self.geo.blocks_count:
                 raise FSError(errno.EIO, f"metadata block {block} outside the filesystem")
-            bs = self.geo.block_size
-            buf = bytearray(await self.image.read(block * bs, bs))
+            buf = bytearray(await self._read_home(block))
             existing = self._blocks.get(block)  # loaded by another request meanwhile
             if existing is not None:
                 return existing
@@ -327,6 +329,14 @@ class WritableExt2(Ext2FileSystem):
         else:
             self._blocks.move_to_end(block)
         return buf
+
+    async def _read_home(self, block: int) -> bytes:
+        """Metadata block `block` as the last flush left it: from the journal's committed
+        copies until their checkpoint has written them home, else from the image."""
+        committed = None if self._journal is None else self._journal.committed(block)
+        if committed is not None:
+            return committed
+        return await self.image.read(block * self.geo.block_size, self.geo.block_size)
 
     def _new_block(self, block: int, content: bytearray) -> bytearray:
         """Install `content` as the new metadata block `block` (just allocated)."""
@@ -378,7 +388,7 @@ class WritableExt2(Ext2FileSystem):
             geo = self.geo
             block_bitmap, inode_bitmap, _ = self._group_blocks[group]
             where = block_bitmap if kind == "b" else inode_bitmap
-            raw = await self.image.read(where * geo.block_size, geo.block_size)
+            raw = await self._read_home(where)
             if kind == "b":
                 count = min(geo.blocks_per_group, geo.blocks_count - group_first_block(geo, group))
             else:
@@ -421,9 +431,10 @@ class WritableExt2(Ext2FileSystem):
             self._dirty.discard(block)
         self._deferred.extend(blocks)
 
-    async def _apply_deferred(self) -> None:
+    async def _apply_deferred(self) -> list[int]:
+        """Mark the blocks freed since the last flush free; returns them."""
         if not self._deferred:
-            return
+            return []
         blocks = np.unique(np.array(self._deferred, dtype=np.int64))
         self._deferred = []
         geo = self.geo
@@ -436,6 +447,7 @@ class WritableExt2(Ext2FileSystem):
             bm.bits[mine] = False
             self._stats.free_blocks[group] += len(mine)
             self._mark("b", group)
+        return blocks.tolist()
 
     async def _alloc_inode(self, parent: int, is_dir: bool) -> int:
         geo = self.geo
@@ -782,17 +794,27 @@ class WritableExt2(Ext2FileSystem):
 
     async def _end(self) -> None:
         """End of a change (under the lock): flush when due, keep the cache in bounds."""
-        dirty = (len(self._dirty) + len(self._dirty_bitmaps)) * self.geo.block_size + len(
-            self._dirty_inodes
-        ) * self.geo.inode_size
-        if dirty > DIRTY_LIMIT or time.monotonic() - self._last_flush > FLUSH_SECONDS:
+        blocks = len(self._dirty) + len(self._dirty_bitmaps)
+        dirty = blocks * self.geo.block_size + len(self._dirty_inodes) * self.geo.inode_size
+        # A transaction stays under its share of the log: count every block it may log.
+        logged = blocks + len(self._dirty_inodes) + len(self._dirty_groups) + 1
+        if (
+            dirty > DIRTY_LIMIT
+            or (self._journal is not None and logged > self._journal.max_blocks)
+            or time.monotonic() - self._last_flush > FLUSH_SECONDS
+        ):
             await self._flush()
         self._trim_cache()
 
+    def _super_bytes(self) -> bytes:
+        """The superblock as written now (its write time set)."""
+        self.sb.s_wtime = int(time.time()) & 0xFFFFFFFF
+        return ext2_super_block.build(self.sb)
+
     async def _write_super(self) -> None:
-        sb = self.sb
-        sb.s_wtime = int(time.time()) & 0xFFFFFFFF
-        await self.image.write(SUPERBLOCK_OFFSET, ext2_super_block.build(sb))
+        """Write the superblock in place (outside the journal: mount and unmount only, when
+        a journaled volume's journal is empty)."""
+        await self.image.write(SUPERBLOCK_OFFSET, self._super_bytes())
 
     def _count_into_super(self) -> None:
         pending = len(self._deferred)
@@ -800,8 +822,9 @@ class WritableExt2(Ext2FileSystem):
         self.sb.s_free_inodes_count = int(self._stats.free_inodes.sum())
 
     async def _flush(self) -> None:
-        """Write every change back: data made durable first, then metadata, then the sync."""
-        await self._apply_deferred()
+        """Write every change back: data made durable first, then metadata, then the sync;
+        on a journaled volume, the metadata is one transaction (journaled.py)."""
+        freed = await self._apply_deferred()
         await self._encode_inodes()
         geo = self.geo
         for group in sorted(self._dirty_groups):
@@ -824,13 +847,21 @@ class WritableExt2(Ext2FileSystem):
         for block in self._dirty:
             writes[block] = bytes(self._blocks[block])
         self._dirty.clear()
-        if self._data_written:
-            await self.image.sync()
-            self._data_written = False
-        await self._write_runs([(block * geo.block_size, data) for block, data in writes.items()])
         self._count_into_super()
-        await self._write_super()
-        await self.image.sync()
+        if self._journal is not None:
+            if writes or freed:  # the commit's first barrier makes the file data durable too
+                await self._journal.commit(writes, freed, self._super_bytes())
+            elif self._data_written:
+                await self.image.sync()
+        else:
+            if self._data_written:
+                await self.image.sync()
+            await self._write_runs(
+                [(block * geo.block_size, data) for block, data in writes.items()]
+            )
+            await self._write_super()
+            await self.image.sync()
+        self._data_written = False
         self._last_flush = time.monotonic()
 
     # --- reading ----------------------------------------------------------------------------
@@ -1032,9 +1063,13 @@ class WritableExt2(Ext2FileSystem):
                 self._dirty or self._dirty_bitmaps or self._dirty_groups or self._data_written
                 or self._deferred or self._forgotten
             )  # fmt: skip
-            if waiting and time.monotonic() - self._last_flush >= FLUSH_SECONDS:
+            if time.monotonic() - self._last_flush < FLUSH_SECONDS:
+                return
+            if waiting:
                 await self._begin()
                 await self._flush()
+            elif self._journal is not None and self._journal.live:
+                await self._journal.checkpoint()  # idle: the image alone holds everything
 
     def forget(self, ino: int) -> None:
         """The kernel let go of `ino`: an unlinked inode may now be freed (next request)."""
@@ -1049,6 +1084,9 @@ class WritableExt2(Ext2FileSystem):
             self._forgotten |= self._orphans
             await self._begin()
             await self._flush()
+            if self._journal is not None:
+                await self._journal.checkpoint()
+                self.sb.s_feature_incompat &= ~EXT3_FEATURE_INCOMPAT_RECOVER
             self.sb.s_state = self._mount_state
             await self._write_super()
             await self.image.sync()

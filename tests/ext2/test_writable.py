@@ -348,18 +348,23 @@ async def test_hurd_volumes_refuse_writing(tmp_path: Path) -> None:
         await WritableExt2.load(file, MountOptions(writable=True))
 
 
-async def test_ext3_with_empty_journal_is_written_as_ext2(tmp_path: Path, kernel_mount) -> None:
+async def test_ext3_is_written_through_its_journal(tmp_path: Path, kernel_mount) -> None:
+    """While open, the volume needs recovery; closed, the journal is checkpointed and empty."""
     image = fresh_image(tmp_path / "img", block_size=1024, size_mb=16, fstype="ext3")
     async with open_rw(image) as fs:
         d = await fs.mkdir(fs.root, b"d", 0o755, ROOT)
         a, _ = await fs.create(d.ino, b"f", 0o644, 0, ROOT)
-        await fs.write(a.ino, 0, 0, b"journal untouched\n")
+        await fs.write(a.ino, 0, 0, b"journaled\n")
+        await fs.fsync(a.ino, 0, False)
+        dumped = subprocess.run(["dumpe2fs", "-h", str(image)], capture_output=True, text=True)
+        assert "needs_recovery" in dumped.stdout
+        assert "Journal start:            1\n" in dumped.stdout  # one transaction, live
     fsck(image)
-    assert debugfs(image, "cat /d/f") == "journal untouched\n"
+    assert debugfs(image, "cat /d/f") == "journaled\n"
     dumped = subprocess.run(["dumpe2fs", "-h", str(image)], capture_output=True, text=True).stdout
     assert "has_journal" in dumped and "needs_recovery" not in dumped
-    # The kernel's ext3 driver takes the journal as it is and shows the new file.
-    assert (kernel_mount(image, "ext3") / "d" / "f").read_bytes() == b"journal untouched\n"
+    assert "Journal start:            0\n" in dumped and "journal_incompat_revoke" in dumped
+    assert (kernel_mount(image, "ext3") / "d" / "f").read_bytes() == b"journaled\n"
 
 
 async def test_ext3_with_a_journal_to_replay_is_refused(tmp_path: Path) -> None:
