@@ -290,8 +290,9 @@ class Ext2FileSystem:
         with errors or with ro_compat features it could not write."""
         sb, geo = self.sb, self.geo
         ro_compat = sb.s_feature_ro_compat
+        listed = await self._orphan_file_entries()
         if (
-            not sb.s_last_orphan
+            not (sb.s_last_orphan or listed)
             or sb.s_state & EXT2_ERROR_FS
             or ro_compat & ~orphan.KERNEL_RO_COMPAT
             or ro_compat & orphan.RO_COMPAT_READONLY
@@ -317,6 +318,7 @@ class Ext2FileSystem:
 
         done = await orphan.clean_orphans(
             sb.s_last_orphan,
+            listed,
             first_ino=sb.s_first_ino if sb.s_rev_level else 11,
             inodes_count=geo.inodes_count,
             read_orphan=self._orphan_inode,
@@ -333,6 +335,29 @@ class Ext2FileSystem:
         self._truncated = done.blocks_512
         self._truncate_stamp = done.stamp_ns
         self._inodes.clear()  # the truncated ones were read with their old i_blocks
+
+    async def _orphan_file_entries(self) -> list[int]:
+        """The inode numbers the orphan file lists (orphan_file), block after block; none
+        when it cannot be read whole (the kernel fails the mount then), with a warning."""
+        if "orphan_file" not in self.geo.features:
+            return []
+        bs = self.geo.block_size
+        entries: list[int] = []
+        try:
+            inode = await self._read_inode(self.sb.s_orphan_file_inum)
+            seed = self._inode_seed(inode)
+            for run in await self._map(inode, 0, min(inode.size // bs, self.geo.blocks_count)):
+                if not run.physical:
+                    raise FSError(errno.EIO, "a hole")
+                for block in range(run.physical, run.physical + run.count):
+                    listed = orphan.orphan_file_entries(await self._meta_block(block), seed, block)
+                    if listed is None:
+                        raise FSError(errno.EIO, f"block {block}: bad magic or checksum")
+                    entries += listed
+        except FSError as e:
+            log.warning("%s: orphan file unreadable (%s); its orphans are left", self.image.path, e)
+            return []
+        return entries
 
     async def _orphan_inode(self, ino: int) -> Inode | None:
         """Inode `ino` as ext4_orphan_get returns it (in use in its group's inode bitmap,

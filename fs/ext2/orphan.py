@@ -11,11 +11,14 @@ replay on a read-only device). Nothing is written: the result is the blocks and 
 freed, for statfs, and the new i_blocks of each truncated inode, for stat, with the
 mtime and ctime ext4_truncate gives it: the time of the cleanup.
 
-The walk stops, as ext4_orphan_get makes it stop, at an inode number outside
-[s_first_ino, s_inodes_count], one whose bit is clear in its group's inode bitmap, one the
-kernel cannot read, a linked one it cannot truncate (not a file, directory or slow
-symlink), or one whose NEXT_ORPHAN is past the inode count; and at a repeat (the kernel
-ends a cycle there too: a freed inode's bit is clear, a truncated one's link is reset).
+With the orphan_file feature, the orphan file's blocks list more orphans, after the
+list: each block holds inode numbers (0 for a free slot) and ends with a magic and a
+checksum (`orphan_file_entries`). The list stops, as ext4_orphan_get makes it stop, at an
+inode number outside [s_first_ino, s_inodes_count], one whose bit is clear in its group's
+inode bitmap, one the kernel cannot read, a linked one it cannot truncate (not a file,
+directory or slow symlink), or one whose NEXT_ORPHAN is past the inode count; and at a
+repeat (the kernel ends a cycle there too: a freed inode's bit is clear, a truncated
+one's link is reset). The orphan file's entries refused so are skipped.
 
 The blocks freed are found by walking the block map as ext4_ext_remove_space and
 ext4_ind_truncate do: data blocks at or past the cut, and every tree block left without a
@@ -28,12 +31,15 @@ from __future__ import annotations
 
 import errno
 import stat
-from collections.abc import Awaitable, Callable
+import struct
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from time import time_ns
 
 from uvfs import FSError
 from uvfs_fs.ext2.blockmap import EXT2_NDIR_BLOCKS, ReadBlock
+from uvfs_fs.ext2.csum import crc32c_le
 from uvfs_fs.ext2.extents import parse_node
 from uvfs_fs.ext2.inode import EXT4_EXTENTS_FL, Inode
 
@@ -144,6 +150,7 @@ def can_truncate(inode: Inode, fast_symlink: bool) -> bool:
 
 async def clean_orphans(
     first: int,
+    listed: Sequence[int],
     *,
     first_ino: int,
     inodes_count: int,
@@ -154,7 +161,10 @@ async def clean_orphans(
     block_size: int,
     stamp_ns: int,
 ) -> Cleanup:
-    """Walk the orphan list from inode `first` and count what its cleanup frees.
+    """Count what the cleanup of the orphan list from inode `first`, then of the orphan
+    file's entries `listed`, frees. The list ends at the first orphan refused or failing
+    (ext4_orphan_get, or a truncate putting the volume in error); an orphan file entry
+    refused or failing is skipped.
 
     Args:
         read_orphan: the inode if the kernel's ext4_orphan_get would return it (in use in
@@ -168,19 +178,17 @@ async def clean_orphans(
     done = Cleanup(stamp_ns=stamp_ns)
     refs: dict[int, int] = {}  # xattr blocks' references, as the deletions leave them
     seen: set[int] = set()
-    ino = first
-    while ino and ino not in seen:
+
+    async def process(ino: int) -> Inode | None:
+        """Clean orphan `ino` up; the inode, or None when it is refused (or seen)."""
+        if ino in seen or not first_ino <= ino <= inodes_count:
+            return None
         seen.add(ino)
-        if not first_ino <= ino <= inodes_count:
-            break
         inode = await read_orphan(ino)
         if inode is None or inode.dtime > inodes_count:
-            break
+            return None
         cut = -(-inode.size // block_size) if inode.links_count else 0
-        try:
-            freed = await blocks_past(inode, cut) if has_blocks(inode) else 0
-        except FSError:  # the truncate fails: the error state skips the rest
-            break
+        freed = await blocks_past(inode, cut) if has_blocks(inode) else 0
         if inode.links_count:
             done.blocks_512[ino] = max(inode.blocks_512 - freed * (block_size // 512), 0)
         else:
@@ -191,5 +199,31 @@ async def clean_orphans(
                 freed += refs[inode.file_acl] == 0
             done.inodes += 1
         done.blocks += freed
-        ino = inode.dtime
+        return inode
+
+    ino = first
+    with suppress(FSError):  # a failed truncate: the error state skips the rest of the list
+        while ino and (inode := await process(ino)) is not None:
+            ino = inode.dtime  # NEXT_ORPHAN
+    for ino in listed:
+        with suppress(FSError):
+            await process(ino)
     return done
+
+
+EXT4_ORPHAN_BLOCK_MAGIC = 0x0B10CA04
+
+
+def orphan_file_entries(block: bytes, seed: int | None, blocknr: int) -> list[int] | None:
+    """The inode numbers an orphan file block lists, or None when its tail's magic or (with
+    `seed`, the orphan file's metadata_csum seed) its checksum is wrong: the kernel then
+    fails the mount (ext4_init_orphan_info)."""
+    tail = len(block) - 8
+    magic, checksum = struct.unpack_from("<II", block, tail)
+    if magic != EXT4_ORPHAN_BLOCK_MAGIC:
+        return None
+    if seed is not None:
+        crc = crc32c_le(crc32c_le(seed, blocknr.to_bytes(8, "little")), block[:tail])
+        if crc != checksum:
+            return None
+    return [ino for (ino,) in struct.iter_unpack("<I", block[:tail]) if ino]

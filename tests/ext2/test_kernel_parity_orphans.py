@@ -2,7 +2,8 @@
 the free counts and the truncated inodes' i_blocks equal the kernel's after its recovery
 (a read-write mount of a copy, which replays and cleans up), and the image is not written.
 
-One crash image is the kernel's own (a file unlinked while open, copied while mounted);
+Crash images of the kernel's own (a file unlinked while open, copied while mounted, with
+and without an orphan file);
 the others chain orphans with debugfs: a deleted file, then a file cut short whose
 blocks past i_size are still mapped (extent leaves freed on ext4, indirect blocks
 on ext3), then the end of the list; a journal flagged for recovery sends both the kernel
@@ -90,10 +91,14 @@ async def test_debugfs_orphans_cleaned_as_by_the_kernel(
     await assert_replayed_as_kernel(image, kernel_mount, tmp_path, fstype, same_stamp)
 
 
-async def test_kernel_crash_orphan_cleaned_as_by_the_kernel(tmp_path: Path, kernel_mount) -> None:
+@pytest.mark.parametrize("features", ["^orphan_file", "orphan_file"])
+async def test_kernel_crash_orphan_cleaned_as_by_the_kernel(
+    tmp_path: Path, kernel_mount, features: str
+) -> None:
+    """The list in the superblock and inodes, or the orphan file (orphan_file)."""
     live, image = tmp_path / "live", tmp_path / "image"
     subprocess.run(
-        ["mke2fs", "-q", "-F", "-t", "ext4", "-b", "1024", str(live), "16M"],
+        ["mke2fs", "-q", "-F", "-t", "ext4", "-b", "1024", "-O", features, str(live), "16M"],
         check=True,
         capture_output=True,
     )
@@ -112,5 +117,8 @@ async def test_kernel_crash_orphan_cleaned_as_by_the_kernel(tmp_path: Path, kern
     finally:
         subprocess.run(["umount", str(mountpoint)], check=True)
     assert "needs_recovery" in debugfs(image, "features")
-    assert debugfs_field(debugfs(image, "stats"), "First orphan inode:")
+    if features == "orphan_file":
+        assert "orphan_present" in debugfs(image, "features")
+    else:
+        assert debugfs_field(debugfs(image, "stats"), "First orphan inode:")
     await assert_replayed_as_kernel(image, kernel_mount, tmp_path, "ext4")
