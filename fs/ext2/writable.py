@@ -1,16 +1,24 @@
-"""Read-write ext2 (and ext3 with an empty journal): `WritableExt2`, and `DRIVER` to mount it.
+"""Read-write ext2 and ext3: `WritableExt2`, and `DRIVER` to mount it.
 
 Theory of operation
 ===================
 
-Write-back, no journal. File data goes to the image as soon as it is written, into blocks
-allocated for it; every metadata change (bitmaps, group descriptors, inode tables,
-directory and indirect blocks, the superblock's counters) is made in memory and written
-back by `_flush`: on fsync, at unmount, and after a request once `FLUSH_SECONDS` have
-passed or `DIRTY_LIMIT` bytes are waiting. A flush first makes the data durable
-(fdatasync), then writes the metadata in block order, then syncs again: data before the
-metadata that points at it, so after a crash every pointer on disk leads to data that was
-written, and e2fsck -fy has only orphans and counts to fix.
+Write-back. File data goes to the image as soon as it is written, into blocks allocated
+for it; every metadata change (bitmaps, group descriptors, inode tables, directory and
+indirect blocks, the superblock's counters) is made in memory and written back by
+`_flush`: on fsync, at unmount, and after a request once `FLUSH_SECONDS` have passed or
+`DIRTY_LIMIT` bytes are waiting.
+
+ext2 (no journal): a flush first makes the data durable (fdatasync), then writes the
+metadata in block order, then syncs again: data before the metadata that points at it, so
+after a crash every pointer on disk leads to data that was written, and e2fsck -fy has
+only orphans and counts to fix.
+
+ext3 (has_journal): a flush is one jbd2 transaction in ordered mode (journaled.py): the
+metadata blocks and the superblock are committed to the journal, the file data made
+durable by the commit's first barrier, and checkpointed home later; the volume carries
+needs_recovery while mounted, so after a crash journal replay alone makes it consistent
+(but for orphans). A flush is also kept under a quarter of the log.
 
 Blocks freed since the last flush are not reused until the flush has written the change
 that freed them (`_deferred`): otherwise new data could overwrite a block that the
@@ -29,18 +37,22 @@ and inode it needs fails with ENOSPC having changed nothing.
 
 Unlinked files still open stay allocated (links 0) until the kernel forgets them
 (`forget`), or the unmount; their freeing happens under the lock at the next request.
+They are not put on the on-disk orphan list: after a crash, e2fsck -p frees them.
 
-The superblock is marked not clean (s_state) while the volume is mounted writable; `close`
+The superblock is marked not clean (s_state) while an ext2 volume is mounted writable; `close`
 puts back the state it had at mount time once everything else is on disk, as the kernel
-does: clean, unless a volume that needed checking was mounted with ``force``.
+does: clean, unless a volume that needed checking was mounted with ``force``. A journaled
+volume keeps its state and has needs_recovery instead, cleared once `close` has
+checkpointed the journal.
 
 What is written. Only what this module keeps consistent: ext2 and ext3 volumes made for
-Linux, without extents, 64bit, metadata checksums, uninit_bg, quota or bigalloc (ext4
-volumes refuse a writable mount and say so; read-only they mount as before). An htree
-directory that is changed loses its index flag and is read linearly from then on, which
-e2fsck accepts (``e2fsck -D`` rebuilds the index). Extended attributes of the user,
-trusted and security namespaces are set in the inode when it has room, else in the
-attribute block, which is copied first when other inodes share it.
+Linux (an ext3 journal inside the volume), without extents, 64bit, metadata checksums,
+uninit_bg, quota or bigalloc (ext4 volumes refuse a writable mount and say so; read-only
+they mount as before). An htree directory that is changed loses its index flag and is
+read linearly from then on, which e2fsck accepts (``e2fsck -D`` rebuilds the index).
+Extended attributes of the user, trusted and security namespaces are set in the inode
+when it has room, else in the attribute block, which is copied first when other inodes
+share it.
 
 Permissions are the kernel's and the broker's (uvfs/_broker.py): the kernel checks modes,
 ACLs, sticky directories and ownership before a request arrives, and clears setuid/setgid
@@ -48,7 +60,8 @@ on writes and truncation by others; the broker gives new nodes their group in se
 directories, their inherited ACLs and umask. This module clears setuid/setgid on chown.
 
 Periodic write-back: the broker calls `sync` every few seconds, which flushes what has
-waited `FLUSH_SECONDS`, so an idle mount does not keep changes in memory. fsync covers the
+waited `FLUSH_SECONDS`, so an idle mount does not keep changes in memory (and checkpoints
+its journal once nothing waits). fsync covers the
 whole volume (directory entries included), which is also what fsync of a directory
 needs.
 """
