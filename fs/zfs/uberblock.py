@@ -7,6 +7,10 @@ Each label holds a ring of uberblocks (128 KiB at label offset 128 KiB), one slo
 checksum (zio_eck_t at the slot's end, verifier = the slot's byte offset on the device)
 holds. The active uberblock is the valid one with the highest ub_txg across all labels of
 all members, ties broken by ub_timestamp then the MMP sequence (vdev_uberblock_compare).
+
+Txg N goes to slot ``N % (VDEV_UBERBLOCK_RING >> shift)`` of every label it is written to
+(`ring_slot`), so writing txg N + 1 never touches the slot of the active txg N: a write torn
+half-way leaves N the newest valid uberblock. `encode_slot` builds a slot's bytes.
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ from dataclasses import dataclass
 
 import construct as cs
 
-from uvfs_fs.zfs.blkptr import BlockPtr, parse_blkptr
-from uvfs_fs.zfs.checksum import ZIO_CHECKSUM_LABEL, verify_embedded
+from uvfs_fs.zfs.blkptr import BlockPtr, encode_blkptr, parse_blkptr
+from uvfs_fs.zfs.checksum import ZIO_CHECKSUM_LABEL, embed_checksum, verify_embedded
 
 UBERBLOCK_MAGIC = 0x00BAB10C
 UBERBLOCK_SHIFT = 10
@@ -116,3 +120,34 @@ def parse_ring(ring: bytes, ring_offset: int, ashift: int) -> list[Uberblock]:
         if ub is not None:
             found.append(ub)
     return found
+
+
+def ring_slot(txg: int, shift: int) -> int:
+    """The ring slot txg `txg` is written to, for a slot size of 2^`shift` bytes."""
+    return txg % (VDEV_UBERBLOCK_RING >> shift)
+
+
+def encode_uberblock(ub: Uberblock) -> bytes:
+    """The 208-byte uberblock_t of `ub`, in its byte order (`parse_uberblock`'s inverse)."""
+    return _LAYOUTS[ub.byteorder].build(
+        {
+            "ub_magic": UBERBLOCK_MAGIC,
+            "ub_version": ub.ub_version,
+            "ub_txg": ub.ub_txg,
+            "ub_guid_sum": ub.ub_guid_sum,
+            "ub_timestamp": ub.ub_timestamp,
+            "ub_rootbp": encode_blkptr(ub.ub_rootbp, ub.byteorder),
+            "ub_software_version": ub.ub_software_version,
+            "ub_mmp_magic": ub.ub_mmp_magic,
+            "ub_mmp_delay": ub.ub_mmp_delay,
+            "ub_mmp_config": ub.ub_mmp_config,
+            "ub_checkpoint_txg": ub.ub_checkpoint_txg,
+        }
+    )
+
+
+def encode_slot(ub: Uberblock, offset: int, shift: int) -> bytes:
+    """The 2^`shift` bytes of a ring slot at device offset `offset` holding `ub`: the
+    uberblock, zeros, and the label checksum seeded with `offset`."""
+    body = encode_uberblock(ub).ljust(1 << shift, b"\0")
+    return embed_checksum(body, ZIO_CHECKSUM_LABEL, (offset, 0, 0, 0), ub.byteorder)
