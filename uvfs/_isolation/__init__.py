@@ -4,7 +4,9 @@ Because the driver API carries only plain data, the same driver runs in the brok
 or behind a socket without a change. The parent holds an `isolated` filesystem: a proxy that
 implements exactly the operations the real filesystem implements, each one a message to the
 child. The child opens the images itself (so it holds their locks), opens the driver, and
-answers requests concurrently, each in its own task, replies tagged with the request's id.
+answers requests concurrently, each in a task of its own (but one that changes nothing,
+come while none is being answered: the receiving task answers it), replies tagged with the
+request's id.
 
 Wire format: frames of a 4-byte big-endian length and a pickle. Parent to child:
 ``("open", driver, sources, options)`` once, then ``(id, operation, args, slot)``; child to
@@ -24,6 +26,12 @@ child copies the data there and replies ``("slot", length)``, and the parent's r
 it out and frees the slot, all before the caller wakes. A slot whose request was abandoned
 (cancelled) stays taken until its reply comes, so the child never writes into a slot given
 to another request. A read larger than a slot, or with every slot taken, is answered inline.
+
+Reads by layout: on a read-only mount of a driver that has `read_layout`, the parent opens
+the sources too (shared locks, as the child's) and reads file data from them where the
+driver's layouts place it (`uvfs._layout`): the child is asked once per 64 MiB window of a
+file, not once per read (a cold random 4 KiB read cost twice its in-process time, the round
+trip being most of it). A restart drops the layouts; the new process is asked again.
 
 Restarts. When the child dies (killed, a crash in a C library, out of memory: the child exits
 on MemoryError, since a half-done change may have left the driver's state inconsistent), the

@@ -22,6 +22,15 @@ import trio
 from uvfs._api import Attr, FSError, Layout, Refusal
 from uvfs._isolation.wire import EXIT_OUT_OF_MEMORY, NO_SLOT, OPERATIONS, SLOT_SIZE, SLOTS, Channel
 
+# Requests the receiving task answers itself when no other is being answered: they change
+# nothing and seldom wait (a driver answers them from its caches, or with small image reads,
+# done inline while it is alone), and a hand-off to a worker cost a pass of the scheduler
+# and a quarter of this process's CPU per round trip (getattr: 54 -> 41 us). Requests that
+# come meanwhile wait in the socket, as they do while an inline image read blocks the loop.
+_ANSWERED_INLINE = frozenset(
+    {"lookup", "getattr", "readdir", "read_layout", "readlink", "getxattr", "listxattr", "statfs"}
+)
+
 
 async def _answer(
     channel: Channel, arena: memoryview, fs: Any, request: int, operation: str, args: tuple,
@@ -99,6 +108,18 @@ class _Workers:
         up only requests still in the socket, unknown to this process."""
         return self._busy == 1
 
+    def idle(self) -> bool:
+        """Whether no request is being answered."""
+        return self._busy == 0
+
+    async def answer_here(self, request: tuple) -> None:
+        """Answer `request` in the calling task, counted as a worker's would be."""
+        self._busy += 1
+        try:
+            await self._answer(*request)
+        finally:
+            self._busy -= 1
+
     def submit(self, request: tuple) -> None:
         """Have ``answer(*request)`` run by an idle worker, or a new one."""
         self._busy += 1
@@ -168,11 +189,16 @@ async def _serve_child(sock: socket.socket, arena: memoryview) -> None:
                 read_inline_when(workers.alone)
                 while True:
                     try:
-                        # Waiting first costs no pass of the scheduler: the worker
-                        # just given a request needs one anyway.
-                        workers.submit(await channel.receive(wait_first=True))
+                        # Waiting first costs no pass of the scheduler: the worker just
+                        # given a request needs one anyway, and a request just answered
+                        # here was the only one known.
+                        request = await channel.receive(wait_first=True)
                     except EOFError:
                         break
+                    if request[1] in _ANSWERED_INLINE and workers.idle():
+                        await workers.answer_here(request)
+                    else:
+                        workers.submit(request)
                 workers.close()
             sharing.cancel_scope.cancel()
 
