@@ -98,6 +98,7 @@ class JournalWriter:
 
     async def _write_checkpoint(self, plan: Checkpoint) -> None:
         await self._write(plan.home)
+        self.journal.home_written(plan)
         await self.image.sync()
         await self.write_log([(0, plan.superblock)])
         await self.image.sync()

@@ -32,7 +32,8 @@ rewrote or revoked is not written home by an earlier one. When the log has no ro
 transaction, `commit` checkpoints the oldest transactions first (`Commit.checkpoint`).
 Until its checkpoint, a block's newest committed contents exist only in the log (and here:
 `committed`), so a caller that checkpoints lazily reads its metadata through `committed`
-before the image.
+before the image; a checkpoint's blocks stay there until the caller says they are home
+(`home_written`), so a read racing the checkpoint never finds the old contents.
 
 All state lives in `Journal`; it assumes every plan it returns is carried out, in order,
 before the next call (an I/O error aborts the journal: the object is dropped and the image
@@ -142,7 +143,8 @@ class Journal:
         self.head = self.jsb.first  # where the next transaction begins (journal_reset)
         self.next_tid = (self.jsb.sequence + 1) & _TID_MASK  # as jbd2_journal_recover
         self._live: deque[_Live] = deque()
-        self._holder: dict[int, _Live] = {}  # block -> the live transaction writing it home
+        # block -> the transaction (live, or checkpointed but not yet home) whose copy is newest
+        self._holder: dict[int, _Live] = {}
         self._running: Transaction | None = None
 
     @property
@@ -247,6 +249,15 @@ class Journal:
         empty, as after the kernel's jbd2_journal_flush."""
         return self._checkpoint(self.log_size) if self._live else None
 
+    def home_written(self, plan: Checkpoint) -> None:
+        """`plan`'s home writes are done (readable from the image): `committed` stops
+        answering for its blocks."""
+        done = set(plan.transactions)
+        for block, _ in plan.home:
+            holder = self._holder.get(block)
+            if holder is not None and holder.tid in done:
+                del self._holder[block]
+
     def _checkpoint(self, needed: int) -> Checkpoint:
         """Checkpoint the oldest live transactions until `needed` log blocks are free."""
         done: list[_Live] = []
@@ -255,8 +266,6 @@ class Journal:
         home: dict[int, bytes] = {}
         for live in done:
             home.update(live.home)
-            for block in live.home:
-                del self._holder[block]
         if self._live:
             oldest = self._live[0]
             self._superblock = with_log_tail(self._superblock, oldest.tid, oldest.start)

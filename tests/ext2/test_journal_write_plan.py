@@ -294,3 +294,27 @@ def test_refusals() -> None:
     other.commit(done, 0, 0)
     with pytest.raises(ValueError):
         other.commit(done, 1, 0)
+
+
+def test_committed_answers_until_the_checkpoint_is_home() -> None:
+    """A lazy checkpointer reads metadata through `committed`: a block's newest committed
+    copy, nothing for a revoked one, and the copies of a checkpoint until `home_written`,
+    except those a later commit replaced."""
+    journal = empty_journal()
+    t1 = journal.begin()
+    for block in (1, 2, 3):
+        t1.write(block, data(b"1"))
+    journal.commit(t1, 1, 0)
+    t2 = journal.begin()
+    t2.write(2, data(b"2"))
+    t2.revoke(3)
+    journal.commit(t2, 2, 0)
+    assert [journal.committed(b) for b in (1, 2, 3, 4)] == [data(b"1"), data(b"2"), None, None]
+    done = journal.checkpoint()
+    assert done is not None
+    t3 = journal.begin()
+    t3.write(1, data(b"3"))
+    journal.commit(t3, 3, 0)  # while the checkpoint's writes are under way
+    assert [journal.committed(b) for b in (1, 2)] == [data(b"3"), data(b"2")]
+    journal.home_written(done)
+    assert [journal.committed(b) for b in (1, 2)] == [data(b"3"), None]
