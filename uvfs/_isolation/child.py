@@ -24,9 +24,10 @@ from uvfs._isolation.wire import EXIT_OUT_OF_MEMORY, NO_SLOT, OPERATIONS, SLOT_S
 
 # Requests the receiving task answers itself when no other is being answered: they change
 # nothing and seldom wait (a driver answers them from its caches, or with small image reads,
-# done inline while it is alone), and a hand-off to a worker cost a pass of the scheduler
-# and a quarter of this process's CPU per round trip (getattr: 54 -> 41 us). Requests that
-# come meanwhile wait in the socket, as they do while an inline image read blocks the loop.
+# done inline while it is alone), and a hand-off to a worker costs a pass of the scheduler:
+# one epoll_wait of five system calls per round trip (its CPU time is below what this loaded
+# machine lets us measure). Requests that come meanwhile wait in the socket, as they do
+# while an inline image read blocks the loop.
 _ANSWERED_INLINE = frozenset(
     {"lookup", "getattr", "readdir", "read_layout", "readlink", "getxattr", "listxattr", "statfs"}
 )
