@@ -16,6 +16,7 @@ and, when DNODE_FLAG_SPILL_BLKPTR is set, a spill block pointer in the last 128 
     64  dn_blkptr[dn_nblkptr], then dn_bonus, then (at size - 128) dn_spill
 
 A dnode has no byte-order mark: its words are in the order of the block holding it.
+`encode_dnode` is `parse_dnode`'s inverse (padding and unused bonus space as zeros).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import NamedTuple
 
 from uvfs import FSError
 
-from .blkptr import BLKPTR_SIZE, BlockPtr, BlockPtrs, parse_blkptr
+from .blkptr import BLKPTR_SIZE, BlockPtr, BlockPtrs, encode_blkptr, parse_blkptr
 
 DNODE_SHIFT = 9
 DNODE_MIN_SIZE = 1 << DNODE_SHIFT
@@ -130,3 +131,30 @@ def parse_dnode(raw: bytes, byteorder: str) -> DnodePhys:
         parse_blkptr(view[size - BLKPTR_SIZE : size], byteorder) if spill else None,
         byteorder,
     )
+
+
+def encode_dnode(dn: DnodePhys) -> bytes:
+    """The (dn_extra_slots + 1) * 512 bytes of `dn`, in its byte order.
+
+    Raises:
+        ValueError: block pointers and bonus do not fit the dnode, or do not match
+            dn_nblkptr and dn_bonuslen.
+    """
+    size = (dn.dn_extra_slots + 1) << DNODE_SHIFT
+    if dn.dn_type == DMU_OT_NONE:
+        return bytes(size)
+    if len(dn.dn_blkptr) != dn.dn_nblkptr or len(dn.dn_bonus) != dn.dn_bonuslen:
+        raise ValueError("dnode: dn_nblkptr or dn_bonuslen disagree with its contents")
+    order = dn.byteorder
+    out = bytearray(size)
+    _CORE[order].pack_into(out, 0, *dn[:13])
+    at = DNODE_CORE_SIZE
+    for bp in dn.dn_blkptr:
+        out[at : at + BLKPTR_SIZE] = encode_blkptr(bp, order)
+        at += BLKPTR_SIZE
+    out[at : at + len(dn.dn_bonus)] = dn.dn_bonus
+    if dn.dn_spill is not None:
+        out[size - BLKPTR_SIZE :] = encode_blkptr(dn.dn_spill, order)
+    if at + len(dn.dn_bonus) > size - (BLKPTR_SIZE if dn.dn_spill is not None else 0):
+        raise ValueError("dnode: block pointers and bonus overflow the dnode")
+    return bytes(out)

@@ -26,6 +26,7 @@ dsl_dataset_phys_t: 0 ds_dir_obj, 8 ds_prev_snap_obj, 16 ds_prev_snap_txg,
 from __future__ import annotations
 
 import errno
+import struct
 from dataclasses import dataclass, field
 
 from construct import Bytes, Int64ub, Int64ul, Struct
@@ -128,6 +129,31 @@ def parse_dsl_dir(bonus: bytes, byteorder: str) -> DslDirPhys:
         d.dd_quota,
         d.dd_props_zapobj,
     )
+
+
+DD_FLAG_USED_BREAKDOWN = 1 << 0
+DD_USED_HEAD, DD_USED_SNAP, DD_USED_CHILD = 0, 1, 2
+_DD_USED_BYTES, _DD_FLAGS, _DD_USED_BREAKDOWN = 40, 96, 104
+
+
+def dsl_dir_diduse_space(
+    bonus: bytes, byteorder: str, kind: int, used: int, compressed: int, uncompressed: int
+) -> bytes:
+    """The dsl_dir_phys_t `bonus` with `used` (allocated), `compressed` (psize) and
+    `uncompressed` bytes added to its totals and, when it keeps a breakdown, to
+    dd_used_breakdown[`kind`] (DD_USED_HEAD for its own dataset or the MOS,
+    DD_USED_CHILD for a child directory's change)."""
+    out = bytearray(bonus)
+    u64 = byteorder + "Q"
+    mask = (1 << 64) - 1
+    for at, delta in zip(range(_DD_USED_BYTES, _DD_USED_BYTES + 24, 8),
+                         (used, compressed, uncompressed), strict=True):  # fmt: skip
+        struct.pack_into(u64, out, at, (struct.unpack_from(u64, out, at)[0] + delta) & mask)
+    (flags,) = struct.unpack_from(u64, out, _DD_FLAGS)
+    if flags & DD_FLAG_USED_BREAKDOWN:
+        at = _DD_USED_BREAKDOWN + 8 * kind
+        struct.pack_into(u64, out, at, (struct.unpack_from(u64, out, at)[0] + used) & mask)
+    return bytes(out)
 
 
 def parse_dsl_dataset(bonus: bytes, byteorder: str) -> DslDatasetPhys:

@@ -107,15 +107,20 @@ class Metaslab:
         else:
             self.freeing.add(offset, size)
 
-    def sync(self, txg: int, syncpass: int = 1) -> list[SmRecord]:
-        """The space map records of this txg's allocations and frees (metaslab_sync), in
-        map units; then this txg's frees start waiting and the oldest come back."""
+    def records(self, txg: int, syncpass: int = 1) -> list[SmRecord]:
+        """The space map records of this txg's allocations and frees so far (as
+        metaslab_sync writes them), in map units."""
         records: list[SmRecord] = []
         for action, tree in ((SM_ALLOC, self.allocating), (SM_FREE, self.freeing)):
             if len(tree):
                 records.append(SmDebug(action, syncpass, txg))
                 records += [SmEntry(action, (s - self.start) >> self.shift, (e - s) >> self.shift)
                             for s, e in tree]  # fmt: skip
+        return records
+
+    def sync(self, txg: int, syncpass: int = 1) -> list[SmRecord]:
+        """`records`; then this txg's frees start waiting and the oldest come back."""
+        records = self.records(txg, syncpass)
         self.deferred.append(self.freeing)
         self.allocating, self.freeing = RangeTree(), RangeTree()
         if len(self.deferred) > TXG_DEFER_SIZE:

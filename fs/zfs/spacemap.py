@@ -66,6 +66,15 @@ def parse_space_map_phys(bonus: bytes, byteorder: str) -> SpaceMapPhys:
     return SpaceMapPhys(*struct.unpack_from(byteorder + "QQq", bonus))
 
 
+def space_map_phys_append(bonus: bytes, byteorder: str, length: int, alloc: int) -> bytes:
+    """The space map header `bonus` after `length` more bytes of log that change the
+    allocated total by `alloc` bytes (the histogram, when present, is left as it was)."""
+    phys = parse_space_map_phys(bonus, byteorder)
+    head = struct.pack(byteorder + "QQq", phys.smp_object, phys.smp_length + length,
+                       phys.smp_alloc + alloc)  # fmt: skip
+    return head + bonus[SPACE_MAP_SIZE_V0:]
+
+
 class SmDebug(NamedTuple):
     """A debug entry: the entries after it are `action`s of `txg`'s sync pass `syncpass`."""
 

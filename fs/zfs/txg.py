@@ -28,10 +28,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
-from uvfs_fs.zfs.blkptr import BlockPtr
-from uvfs_fs.zfs.label import VDEV_UBERBLOCK_OFFSET, label_offsets
+from uvfs_fs.zfs.blkptr import DVA, BlockPtr
+from uvfs_fs.zfs.label import VDEV_LABEL_START_SIZE, VDEV_UBERBLOCK_OFFSET, label_offsets
 from uvfs_fs.zfs.uberblock import Uberblock, encode_slot, ring_slot, uberblock_shift
-from uvfs_fs.zfs.vdev import LeafVdev, Vdev
+from uvfs_fs.zfs.vdev import LeafVdev, MirrorVdev, Vdev
 
 _MASK64 = (1 << 64) - 1
 
@@ -67,6 +67,22 @@ def vdev_guid_sum(pool_guid: int, vdevs: Sequence[Vdev]) -> int:
     pool's), interior vdevs (mirrors, raidz) and holes included, modulo 2^64. Import
     compares it with the tree it assembled to find missing devices."""
     return (pool_guid + sum(g for top in vdevs for g in _guids(top))) & _MASK64
+
+
+def block_writes(vdevs: Sequence[Vdev], blocks: Sequence[tuple[DVA, bytes]]) -> Phase:
+    """Where each block's bytes go: every leaf of a plain or mirror top-level vdev, past
+    the front labels (raidz columns and parity are later work).
+
+    Raises:
+        ValueError: a DVA names a vdev that is not a disk or a mirror of disks.
+    """
+    out: Phase = []
+    for dva, data in blocks:
+        top = vdevs[dva.vdev]
+        if not isinstance(top, LeafVdev | MirrorVdev):
+            raise ValueError(f"writing to a {top.type} vdev is not supported yet")
+        out += [LeafWrite(leaf, VDEV_LABEL_START_SIZE + dva.offset, data) for leaf in leaves(top)]
+    return out
 
 
 def uberblock_update(

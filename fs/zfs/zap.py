@@ -13,7 +13,8 @@ registry are all ZAPs. The first 8 bytes of block 0 say which kind:
   24-byte chunks: entries (le_*) whose name and value live in chains of array chunks, 21
   bytes each, integers stored big-endian whatever the block's byte order.
 
-Parsing is sans-I/O (bytes in, `ZapEntry` out: `parse_mzap`, `ZapLeaf`); `Zap` is the
+Parsing is sans-I/O (bytes in, `ZapEntry` out: `parse_mzap`, `ZapLeaf`), and so is the
+writer's `mzap_set` (a micro ZAP block with one entry set or added); `Zap` is the
 thin async layer on an object. Every chain walk is bounded by the leaf's chunk count, so a
 looped chain is an EIO, never a hang.
 """
@@ -163,6 +164,41 @@ def parse_mzap(block: bytes, byteorder: str) -> list[ZapEntry]:
             value = int.from_bytes(block[at : at + 8], order).to_bytes(8, "big")
             out.append(ZapEntry(bytes(name), 8, value))
     return out
+
+
+def mzap_set(block: bytes, byteorder: str, name: bytes, value: int) -> bytes:
+    """Micro ZAP `block` with `name` set to `value` (mzap_addent when absent).
+
+    A new entry takes the first free chunk and, as its mze_cd, the lowest collision
+    differentiator no other entry of the same hash uses (the hash is the block's salted
+    one, 28 bits as every micro ZAP uses).
+
+    Raises:
+        ValueError: the name does not fit an entry, or the block has no free chunk (the
+            ZAP would have to become a fat one).
+    """
+    if not 0 < len(name) < MZAP_NAME_LEN or b"\0" in name:
+        raise ValueError(f"micro ZAP name {name!r} does not fit an entry")
+    out = bytearray(block)
+    u64, u32 = byteorder + "Q", byteorder + "I"
+    (salt,) = struct.unpack_from(u64, block, 8)
+    free, cds = None, set()
+    h = zap_hash(salt, name)
+    for at in range(MZAP_ENT_LEN, len(block) - MZAP_ENT_LEN + 1, MZAP_ENT_LEN):
+        entry = block[at + 14 : at + 14 + MZAP_NAME_LEN].split(b"\0", 1)[0]
+        if entry == name:
+            struct.pack_into(u64, out, at, value)
+            return bytes(out)
+        if not entry:
+            free = at if free is None else free
+        elif zap_hash(salt, entry) == h:
+            cds.add(struct.unpack_from(u32, block, at + 8)[0])
+    if free is None:
+        raise ValueError(f"micro ZAP is full: {name!r} needs a fat ZAP")
+    cd = min(set(range(len(cds) + 1)) - cds)
+    struct.pack_into(u64 + "I2x", out, free, value, cd)
+    out[free + 14 : free + 14 + MZAP_NAME_LEN] = name.ljust(MZAP_NAME_LEN, b"\0")
+    return bytes(out)
 
 
 def parse_zap_header(block: bytes, byteorder: str) -> ZapPhys:

@@ -1,0 +1,276 @@
+"""Copy-on-write of an object set (module/zfs/dbuf.c dbuf_sync, dnode_sync.c, dmu_objset.c
+dmu_objset_sync): a txg's dirty blocks and dnodes written at new places, up to a new root.
+
+A txg's changes to an object set are level-0 blocks of objects and dnodes (a bonus buffer,
+a larger dn_maxblkid): `DirtyObjset`. Syncing never writes over a block the last synced
+uberblock can reach. Each dirty level-0 block is written at a newly allocated place; the
+indirect block above it is read, its pointer replaced, and written anew in turn, up to
+the dnode's dn_blkptr; each changed dnode goes into a new copy of its dnode block, a
+level-0 block of the meta dnode, whose tree is rewritten the same way; the objset_phys_t,
+holding the meta dnode, is written last and its new pointer is the object set's root (for
+the MOS, the uberblock's ub_rootbp; for a dataset, its ds_bp). Every pointer replaced is
+freed (born in an earlier txg, so the metaslab keeps the space from reuse for
+TXG_DEFER_SIZE txgs); every block written is counted with its born size, which the
+caller charges to the owner's space accounting (dsl_dataset_block_born / _kill).
+
+How a block is written (dmu_write_policy): metadata (indirect blocks, dnode and objset
+blocks, and every type but file and zvol data) takes the pool's metadata compression and
+fletcher4 and one more copy than the dataset's data (the MOS: three); data takes the
+dataset's compression, checksum and copies. Fill counts are recomputed as dbuf_write_ready
+does: 1 per data block, the allocated dnodes of a dnode block, the sum of the children of
+an indirect block.
+
+Reads of the old tree go through a `BlockCache`; writes are only collected (`SyncContext`
+holds the DVAs and bytes), so a failure before the uberblock leaves the devices as they
+were. This stage does not grow trees: a dirty block beyond what the dnode's levels address
+is refused.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from uvfs import FSError
+from uvfs_fs.zfs.blkptr import DVA, BlockPtr, encode_blkptr, parse_blkptrs
+from uvfs_fs.zfs.checksum import ZIO_CHECKSUM_FLETCHER_4
+from uvfs_fs.zfs.compress import ZIO_COMPRESS_LZJB
+from uvfs_fs.zfs.dmu import BlockCache, ObjectSet, parse_objset, read_block
+from uvfs_fs.zfs.dnode import (
+    DMU_OT_DNODE,
+    DMU_OT_NONE,
+    DMU_OT_OBJSET,
+    DMU_OT_PLAIN_FILE_CONTENTS,
+    DNODE_FLAG_USED_BYTES,
+    DNODE_MIN_SIZE,
+    DNODE_SHIFT,
+    DnodePhys,
+    encode_dnode,
+)
+from uvfs_fs.zfs.metaslab import Metaslab, metaslab_alloc, metaslab_free
+from uvfs_fs.zfs.zio_write import WriteProps, zio_write_finish, zio_write_prepare
+
+# dmu_ot[].ot_metadata is false only for these: plain file and zvol data, other uint8/64[].
+DATA_TYPES = frozenset({DMU_OT_PLAIN_FILE_CONTENTS, 23, 25, 26})
+SPA_DVAS_PER_BP = 3
+
+
+@dataclass(frozen=True)
+class WritePolicy:
+    """How an object set's blocks are written (dmu_write_policy's inputs)."""
+
+    compress: int  # data blocks: the dataset's compression (enum zio_compress)
+    checksum: int  # data blocks: the dataset's checksum
+    copies: int  # data blocks: the dataset's copies; metadata gets one more (max 3)
+    meta_compress: int = ZIO_COMPRESS_LZJB  # the pool's metadata compression
+    is_mos: bool = False  # every MOS block gets SPA_DVAS_PER_BP copies
+
+    def props(self, type: int, level: int, byteorder: str, sector: int) -> tuple[WriteProps, int]:
+        """The WriteProps and the number of copies of a block of `type` at `level`."""
+        if level == 0 and type in DATA_TYPES and not self.is_mos:
+            return WriteProps(self.compress, self.checksum, type, 0, byteorder, sector=sector), (
+                self.copies
+            )
+        copies = SPA_DVAS_PER_BP if self.is_mos else min(self.copies + 1, SPA_DVAS_PER_BP)
+        props = WriteProps(self.meta_compress, ZIO_CHECKSUM_FLETCHER_4, type, level, byteorder,
+                           sector=sector)  # fmt: skip
+        return props, copies
+
+
+@dataclass
+class DirtyObjset:
+    """What a txg changes in one object set.
+
+    Attributes:
+        blocks: per object, its new level-0 blocks by blkid (each a whole data block).
+        dnodes: per object, its new dnode (bonus, dn_maxblkid ...); its block pointers are
+            replaced by the sync when the object also has dirty blocks.
+    """
+
+    blocks: dict[int, dict[int, bytes]] = field(default_factory=dict)
+    dnodes: dict[int, DnodePhys] = field(default_factory=dict)
+
+    def copy(self) -> DirtyObjset:
+        """A copy whose dicts may be changed without touching this one."""
+        return DirtyObjset({k: dict(v) for k, v in self.blocks.items()}, dict(self.dnodes))
+
+    async def dnode(self, objset: ObjectSet, obj: int) -> DnodePhys:
+        """Object `obj`'s dnode as this txg has it so far."""
+        return self.dnodes.get(obj) or await objset.dnode(obj)
+
+
+@dataclass
+class Usage:
+    """Bytes born minus bytes killed (dsl_dataset_block_born/_kill): allocated (all
+    copies), physical and uncompressed (physical for metadata)."""
+
+    used: int = 0
+    compressed: int = 0
+    uncompressed: int = 0
+
+    def add(self, bp: BlockPtr, sign: int) -> None:
+        if bp.is_hole or bp.embedded:
+            return
+        self.used += sign * sum(d.asize for d in bp.dvas)
+        self.compressed += sign * bp.psize
+        self.uncompressed += sign * (bp.lsize if bp.type in DATA_TYPES else bp.psize)
+
+
+def _dsize(bp: BlockPtr) -> int:
+    return 0 if bp.is_hole or bp.embedded else sum(d.asize for d in bp.dvas)
+
+
+class SyncContext:
+    """One sync pass's allocations and writes (nothing reaches a device here).
+
+    Args:
+        txg: the txg being synced.
+        metaslabs: every top-level vdev's metaslabs, by vdev id (changed in place).
+        ashifts: the ashift of each top-level vdev blocks may go to, by id.
+    """
+
+    def __init__(self, txg: int, metaslabs: dict[int, list[Metaslab]], ashifts: dict[int, int]):
+        self.txg = txg
+        self.metaslabs = metaslabs
+        self.ashifts = ashifts
+        # Only metaslabs that have a space map take allocations: creating one is later work.
+        self._eligible = [ms for v in ashifts for ms in metaslabs[v] if ms.sm_object]
+        self.sector = 1 << max(ashifts.values())
+        self.writes: list[tuple[DVA, bytes]] = []
+        self.usage = Usage()
+
+    def _alloc(self, psize: int, copies: int) -> list[DVA]:
+        dvas: list[DVA] = []
+        for _ in range(copies):
+            # Each copy in a metaslab of its own where there are enough (ditto blocks
+            # survive damage to one region).
+            taken = {(d.vdev, d.offset >> _ms_shift(self.metaslabs[d.vdev])) for d in dvas}
+            spare = [ms for ms in self._eligible if (ms.vdev, ms.id) not in taken]
+            candidates = spare or self._eligible
+            ashift = {ms.vdev: self.ashifts[ms.vdev] for ms in candidates}
+            asize = -(-psize >> max(ashift.values())) << max(ashift.values())
+            dvas.append(metaslab_alloc(candidates, asize))
+        return dvas
+
+    def write(self, data: bytes, props: WriteProps, copies: int, fill: int) -> BlockPtr:
+        """The pointer to `data` written as `props` say, in `copies` copies."""
+        prepared = zio_write_prepare(data, props, self.txg)
+        if prepared.physical == b"":
+            return prepared.bp  # a hole or an embedded block: nothing to allocate
+        dvas = self._alloc(len(prepared.physical), copies)
+        self.writes += [(dva, prepared.physical) for dva in dvas]
+        bp = zio_write_finish(prepared, dvas, fill)
+        self.usage.add(bp, 1)
+        return bp
+
+    def free(self, bp: BlockPtr) -> None:
+        """Free the block `bp` points to (born before this txg)."""
+        if bp.is_hole or bp.embedded:
+            return
+        if any(d.gang for d in bp.dvas):
+            raise FSError(errno.EOPNOTSUPP, "freeing gang blocks is not written yet")
+        for dva in bp.dvas:
+            metaslab_free(self.metaslabs[dva.vdev], dva, _ms_shift(self.metaslabs[dva.vdev]))
+        self.usage.add(bp, -1)
+
+
+def _ms_shift(metaslabs: Sequence[Metaslab]) -> int:
+    return metaslabs[0].size.bit_length() - 1
+
+
+def _dnode_fill(block: bytes, byteorder: str) -> int:
+    """The allocated dnodes of a dnode block (its pointer's fill)."""
+    count, at = 0, 0
+    while at < len(block):
+        if block[at] != DMU_OT_NONE:
+            count += 1
+            at += (block[at + 12] + 1) << DNODE_SHIFT  # dn_extra_slots
+        else:
+            at += DNODE_MIN_SIZE
+    return count
+
+
+async def cow_object(
+    cache: BlockCache,
+    dn: DnodePhys,
+    blocks: dict[int, bytes],
+    ctx: SyncContext,
+    policy: WritePolicy,
+) -> DnodePhys:
+    """`dn` with its level-0 `blocks` (blkid -> bytes) written anew, the indirect blocks
+    above them rewritten, the old ones freed, and dn_used updated.
+
+    Raises:
+        FSError: EFBIG when a block lies beyond what the dnode's levels address.
+    """
+    order = dn.byteorder
+    epbs = dn.dn_indblkshift - 7
+    top_shift = epbs * (dn.dn_nlevels - 1)
+    if max(blocks) >> top_shift >= dn.dn_nblkptr:
+        raise FSError(errno.EFBIG, "growing an object's tree is not written yet")
+    used = 0
+
+    async def rewrite(level: int, old: BlockPtr, dirty: dict[int, bytes]) -> BlockPtr:
+        nonlocal used
+        if level == 0:
+            ((blkid, data),) = dirty.items()
+            fill = _dnode_fill(data, order) if dn.dn_type == DMU_OT_DNODE else 1
+        else:
+            raw = await cache.read(old) if not old.is_hole else bytes(1 << dn.dn_indblkshift)
+            children = list(parse_blkptrs(raw, old.byteorder if not old.is_hole else order))
+            shift = epbs * (level - 1)
+            groups: dict[int, dict[int, bytes]] = {}
+            for blkid, data in dirty.items():
+                groups.setdefault((blkid >> shift) & ((1 << epbs) - 1), {})[blkid] = data
+            for i, group in sorted(groups.items()):
+                children[i] = await rewrite(level - 1, children[i], group)
+            fill = sum(c.fill for c in children if not c.is_hole)
+            data = b"".join(encode_blkptr(c, order) for c in children)
+        props, copies = policy.props(dn.dn_type, level, order, ctx.sector)
+        new = ctx.write(data, props, copies, fill)
+        ctx.free(old)
+        used += _dsize(new) - _dsize(old)
+        return new
+
+    top = list(dn.dn_blkptr)
+    groups: dict[int, dict[int, bytes]] = {}
+    for blkid, data in blocks.items():
+        groups.setdefault(blkid >> top_shift, {})[blkid] = data
+    for i, group in sorted(groups.items()):
+        top[i] = await rewrite(dn.dn_nlevels - 1, top[i], group)
+    if not dn.dn_flags & DNODE_FLAG_USED_BYTES:
+        used >>= 9
+    return dn._replace(dn_blkptr=tuple(top), dn_used=dn.dn_used + used,
+                       dn_maxblkid=max(dn.dn_maxblkid, max(blocks)))  # fmt: skip
+
+
+async def sync_objset(
+    cache: BlockCache, root: BlockPtr, dirty: DirtyObjset, ctx: SyncContext, policy: WritePolicy
+) -> BlockPtr:
+    """Write the object set under `root` with `dirty` applied; its new root pointer."""
+    raw = await cache.read(root)
+    objset = ObjectSet(cache, parse_objset(raw, root.byteorder))
+    meta = objset.meta
+    bsz = meta.datablksz
+    dnode_blocks: dict[int, bytearray] = {}
+    for obj in sorted(set(dirty.blocks) | set(dirty.dnodes)):
+        dn = await dirty.dnode(objset, obj)
+        if dirty.blocks.get(obj):
+            dn = await cow_object(cache, dn, dirty.blocks[obj], ctx, policy)
+        blkid, at = divmod(obj << DNODE_SHIFT, bsz)
+        if blkid not in dnode_blocks:
+            block = await read_block(cache, meta, blkid)
+            if block is None or block[1] != dn.byteorder:
+                raise FSError(errno.EIO, f"dnode block {blkid} unreadable or of another order")
+            dnode_blocks[blkid] = bytearray(block[0])
+        encoded = encode_dnode(dn)
+        dnode_blocks[blkid][at : at + len(encoded)] = encoded
+    new_meta = await cow_object(cache, meta, {k: bytes(v) for k, v in dnode_blocks.items()},
+                                ctx, policy)  # fmt: skip
+    phys = encode_dnode(new_meta) + raw[DNODE_MIN_SIZE:]
+    fill = sum(bp.fill for bp in new_meta.dn_blkptr if not bp.is_hole)
+    props, copies = policy.props(DMU_OT_OBJSET, 0, root.byteorder, ctx.sector)
+    new_root = ctx.write(phys, props, copies, fill)
+    ctx.free(root)
+    return new_root
