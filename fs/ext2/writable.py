@@ -18,7 +18,7 @@ ext3 (has_journal): a flush is one jbd2 transaction in ordered mode (journaled.p
 metadata blocks and the superblock are committed to the journal, the file data made
 durable by the commit's first barrier, and checkpointed home later; the volume carries
 needs_recovery while mounted, so after a crash journal replay alone makes it consistent
-(but for orphans). A flush is also kept under a quarter of the log.
+(its orphan list then freed). A flush is also kept under a quarter of the log.
 
 Blocks freed since the last flush are not reused until the flush has written the change
 that freed them (`_deferred`): otherwise new data could overwrite a block that the
@@ -37,7 +37,8 @@ and inode it needs fails with ENOSPC having changed nothing.
 
 Unlinked files still open stay allocated (links 0) until the kernel forgets them
 (`forget`), or the unmount; their freeing happens under the lock at the next request.
-They are not put on the on-disk orphan list: after a crash, e2fsck -p frees them.
+On a journaled volume they are on the orphan list too, as on ext3, so that after a crash
+e2fsck, the kernel or the next writable mount here frees them; on ext2, e2fsck -fy does.
 
 The superblock is marked not clean (s_state) while an ext2 volume is mounted writable; `close`
 puts back the state it had at mount time once everything else is on disk, as the kernel
@@ -296,6 +297,7 @@ class WritableExt2(Ext2FileSystem):
             dirs.append(d.used_dirs_count)
         self._stats = GroupStats(free_b, free_i, dirs)
         self._writable = True
+        orphans = await self._orphan_list() if self._journal is not None else []
         now = int(time.time())
         self._mount_state = sb.s_state
         if self._journal is None:
@@ -306,6 +308,10 @@ class WritableExt2(Ext2FileSystem):
         sb.s_mtime = now & 0xFFFFFFFF
         await self._write_super()
         await self.image.sync()
+        if orphans:
+            for inode in orphans:  # each the head of the list by then
+                await self._release_inode(await self._inode(inode.ino))
+            await self._flush()
 
     async def _open_journal(self) -> MetadataJournal:
         inum = self.sb.s_journal_inum
@@ -589,6 +595,8 @@ class WritableExt2(Ext2FileSystem):
         self._stats.free_inodes[group] += 1
         self._stats.used_dirs[group] -= stat.S_ISDIR(inode.mode)
         self._mark("i", group)
+        if self._journal is not None:
+            await self._orphan_unlist(inode)
         self._orphans.discard(inode.ino)
         self._forgotten.discard(inode.ino)
         self._wdirs.pop(inode.ino, None)
@@ -623,11 +631,60 @@ class WritableExt2(Ext2FileSystem):
         return False
 
     async def _unlink_inode(self, inode: Inode, links: int = 1) -> None:
-        """Drop `links` links; at zero the inode waits in `_orphans` for the kernel to let go."""
+        """Drop `links` links; at zero the inode waits in `_orphans` for the kernel to let go
+        (on a journaled volume, on the orphan list too)."""
         left = max(inode.links_count - links, 0)
-        if left == 0:
+        dtime = inode.dtime
+        if left == 0 and inode.ino not in self._orphans:
             self._orphans.add(inode.ino)
-        await self._put(inode._replace(links_count=left, ctime_ns=time.time_ns()))
+            if self._journal is not None:
+                dtime, self.sb.s_last_orphan = self.sb.s_last_orphan, inode.ino
+        await self._put(inode._replace(links_count=left, ctime_ns=time.time_ns(), dtime=dtime))
+
+    # --- the orphan list (journaled volumes) ------------------------------------------------
+    #
+    # As ext3 keeps it: s_last_orphan names the newest unlinked inode still open, whose
+    # i_dtime names the next one, and so on to 0. Each change is in the same transaction
+    # as the unlink or the freeing, so after a crash replay leaves a list that e2fsck (or
+    # the next writable mount) frees.
+
+    async def _orphan_unlist(self, inode: Inode) -> None:
+        """Take `inode` (about to be freed) off the orphan list."""
+        if self.sb.s_last_orphan == inode.ino:
+            self.sb.s_last_orphan = inode.dtime
+            return
+        ino = self.sb.s_last_orphan
+        for _ in range(len(self._orphans)):
+            before = await self._inode(ino)
+            if before.dtime == inode.ino:
+                await self._put(before._replace(dtime=inode.dtime))
+                return
+            ino = before.dtime
+        raise FSError(errno.EIO, f"inode {inode.ino} is missing from the orphan list")
+
+    async def _orphan_list(self) -> list[Inode]:
+        """The inodes a crash left on the orphan list, newest first (the mount frees them,
+        as the kernel's does).
+
+        Raises:
+            Refusal: the list is damaged, or holds an inode being truncated (links left),
+                which e2fsck finishes.
+        """
+        listed: list[Inode] = []
+        ino = self.sb.s_last_orphan
+        while ino:
+            if not self.geo.first_ino <= ino <= self.geo.inodes_count or ino in self._orphans:
+                raise Refusal(f"ext3: the orphan list is damaged at inode {ino}; run e2fsck")
+            self._orphans.add(ino)
+            inode = await self._inode(ino)
+            if inode.links_count or not inode.mode:
+                raise Refusal(
+                    f"ext3: orphan inode {ino} is still linked or free; run e2fsck -p, "
+                    "or mount read-only (-o ro)"
+                )
+            listed.append(inode)
+            ino = inode.dtime
+        return listed
 
     # --- directories ----------------------------------------------------------------------
 

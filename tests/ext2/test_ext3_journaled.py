@@ -29,7 +29,7 @@ from uvfs._runtime import find
 from ..conftest import run_uvfs
 from .images import debugfs
 from .test_crash import CHURN, fsync_file
-from .writing import FSTYPE, RW, fresh_image, fsck, snapshot
+from .writing import FSTYPE, ROOT, RW, fresh_image, fsck, open_rw, snapshot
 
 pytestmark = pytest.mark.slow
 
@@ -91,6 +91,36 @@ def test_fsync_commits_and_replay_alone_makes_a_copy_whole(
         assert (view / name).read_bytes() == data
     run_uvfs("umount", str(mnt))
     fsck(image)
+
+
+async def test_unlinked_open_files_wait_on_the_orphan_list(tmp_path: Path) -> None:
+    """Unlinked files still open are on the orphan list, in the same transactions; after a
+    crash, replay and e2fsck's orphan processing free them with nothing else to fix, and so
+    does uvfs's next writable mount."""
+    image = ext3_image(tmp_path / "img", 1024)
+    async with open_rw(image) as fs:
+        inos = []
+        for i in range(4):
+            a, _ = await fs.create(fs.root, b"f%d" % i, 0o644, os.O_WRONLY, ROOT)
+            await fs.write(a.ino, 0, 0, os.urandom(50_000))
+            inos.append(a.ino)
+        for i in range(3):
+            await fs.unlink(fs.root, b"f%d" % i)
+        fs.forget(inos[1])  # freed by the next request: off the middle of the list
+        await fs.fsync(inos[3], 0, False)
+        crashed = Path(shutil.copy(image, tmp_path / "crashed"))
+    assert fs.sb.s_last_orphan == 0
+    fsck(image)
+    replayed = Path(shutil.copy(crashed, tmp_path / "replayed"))
+    done = subprocess.run(["e2fsck", "-fy", str(replayed)], capture_output=True, text=True)
+    cleared = re.findall(r"Clearing orphaned inode (\d+)", done.stdout)
+    assert cleared == [str(inos[2]), str(inos[0])], done.stdout
+    assert "Fix?" not in done.stdout, done.stdout
+    fsck(replayed)
+    async with open_rw(crashed) as fs:
+        assert [e.name for e in await fs.readdir(fs.root)] == [b"lost+found", b"f3"]
+    fsck(crashed)
+    assert debugfs(crashed, f"testi <{inos[0]}>").strip().endswith("is not in use")
 
 
 def kept_content(seed: int, n: int) -> bytes:
