@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import pickle
+import random
 from functools import partial
 from pathlib import Path
 
@@ -90,6 +91,38 @@ def test_the_buffer_cache_and_a_driver_cache_share_the_budget() -> None:
     assert (keys(blocks), cache.charge, cache.statistics().evictions) == ([2, 3, 4], 0, 1)
     assert memory.statistics().caches == {"file data": 0, "zfs metadata": 3 * E}
     assert cache.statistics().budget == extent + 2 * E + E // 2
+
+
+async def test_fills_within_the_room_of_the_last_sum_keep_the_budget_at_every_moment() -> None:
+    """Broker fills settle against the room the last sum of the charges left, not a new sum;
+    driver puts, pops, invalidations and shrinks by other processes interleave: after each
+    step the members' total is within the budget, and a fill evicts only what it must."""
+    memory = MemoryBudget(40_000)
+    cache = BufferCache(memory)
+    blocks: ChargedLRU[int, bytes] = memory.lru("zfs metadata")
+    rng = random.Random(11)
+
+    async def fetch(off: int, size: int) -> bytes:
+        return bytes(size)
+
+    for step in range(3000):
+        action = rng.random()
+        if action < 0.5:
+            evicted = cache.statistics().evictions
+            before = memory.charge
+            start = rng.randrange(0, 60_000)
+            await cache.read((0, rng.randrange(3)), start, rng.randrange(1, 5000), fetch)
+            if cache.statistics().evictions > evicted:  # evicted: the budget had no room
+                assert before + 5000 + EXTENT_CHARGE + FILE_CHARGE > memory.budget, step
+        elif action < 0.8:
+            blocks.put(rng.randrange(50), b"", rng.randrange(2000))
+        elif action < 0.9:
+            blocks.pop(rng.randrange(50))
+        elif action < 0.95:
+            cache.invalidate((0, rng.randrange(3)))
+        else:
+            memory.shrink(memory.charge // 2)  # another process asked for room
+        assert memory.charge <= memory.budget, step
 
 
 def test_a_capacity_bounds_one_member_within_the_budget() -> None:
@@ -179,7 +212,7 @@ def test_the_pool_hears_of_driver_puts_once_they_add_up() -> None:
     assert pool.heard == 0
     lru.put(10, 10, W)
     assert pool.heard == 1
-    memory.settle()  # a broker fill: heard at once, and the count starts again
+    memory.settle(0)  # a broker fill: heard at once, and the count starts again
     for i in range(10):
         lru.put(100 + i, i, W)
     assert pool.heard == 2

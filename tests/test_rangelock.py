@@ -208,13 +208,21 @@ async def test_timeout_while_waiting(autojump_clock: trio.testing.MockClock) -> 
         assert lock.statistics() == stats(1, 0)
 
 
-async def test_acquire_is_a_checkpoint_release_is_not() -> None:
+async def test_acquire_checks_for_cancellation_and_yields_only_to_wait() -> None:
     lock = RangeLock()
-    with trio.testing.assert_checkpoints():
+    ran: list[str] = []
+
+    async def other() -> None:
+        ran.append("other")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(other)  # runs at our next yield
         hold = lock.read(0, 1)
         await hold.__aenter__()
-    with trio.testing.assert_no_checkpoints():
-        await hold.__aexit__(None, None, None)
+        assert ran == []  # granted at once: no yield
+        with trio.testing.assert_no_checkpoints():
+            await hold.__aexit__(None, None, None)
+    assert ran == ["other"]
     with trio.CancelScope() as scope:
         scope.cancel()
         async with lock.write(0, 1):
@@ -239,6 +247,26 @@ async def test_read_would_block() -> None:
         assert lock.read_would_block(9, 10)
         log.release("w")
     assert not lock.read_would_block(0, math.inf)
+
+
+async def test_read_nowait_grants_at_once_or_would_block_and_release_wakes_waiters() -> None:
+    lock = RangeLock()
+    first = lock.read_nowait(0, 100)
+    second = lock.read_nowait(50, 60)  # readers share
+    assert lock.statistics() == stats(2, 0)
+    async with trio.open_nursery() as nursery:
+        log = Log(lock, nursery)
+        await settle_with(log, ("w", "write", 90, 200))
+        assert log.granted == []
+        with pytest.raises(trio.WouldBlock):
+            lock.read_nowait(150, 160)  # would overtake the waiting writer
+        assert lock.statistics() == stats(2, 1)
+        lock.release(first)
+        await trio.testing.wait_all_tasks_blocked()
+        assert log.granted == ["w"]  # the second reader's range does not overlap it
+        log.release("w")
+    lock.release(second)
+    assert lock.statistics() == stats(0, 0)
 
 
 @pytest.mark.parametrize(("start", "end"), [(-1, 5), (5, 4)])

@@ -95,13 +95,20 @@ invalidated.
 
 Costs
 -----
-A full hit costs one checkpoint, a bisection, one clock read (the extent's last-use stamp,
-~0.1 us) and one copy of the bytes returned:
-`test_hit_rate` in ``tests/test_cache.py`` measured ~105,000 hits/s of 128 KiB from a
-warm cache (~14 GB/s) on the quiet 2-core build machine, 25,000-35,000 with both cores
-busy, when the checkpoint (trio's yield) and the copy take ~10 us each. Fills, evictions and
-truncates cost O(log n) to find an extent plus list insertions and deletions, O(n) in
-the extents of one file, with n small thanks to merging.
+A read checks for cancellation but yields only when it waits (for a range lock, or in the
+driver's fetch): pyfuse3's worker loop already yields before taking each request, and a
+yield of our own sent every request once more through trio's scheduler (an epoll poll and
+a task switch, ~5 us of a 4 KiB read's ~10 us in the broker). A full hit then costs a
+bisection, one clock read (the extent's last-use stamp, ~0.1 us) and one copy of the bytes
+returned: ~1.5 us for 4 KiB over the broker without a cache. `test_hit_rate` in
+``tests/test_cache.py`` measured ~105,000 hits/s of 128 KiB from a warm cache (~14 GB/s) on
+the quiet 2-core build machine, 25,000-35,000 with both cores busy. A miss adds a range
+lock taken without a coroutine (`RangeLock.read_nowait`), the fetch, the copy into its
+extent and the settling of the budget, which sums the members' charges only when the
+fill outgrows the room left by the last sum (`MemoryBudget.settle`): ~8 us for 4 KiB,
+half of it the kernel giving the cache fresh memory. Fills, evictions and truncates cost
+O(log n) to find an extent plus list insertions and deletions, O(n) in the extents of one
+file, with n small thanks to merging.
 Concurrent reads of the same missing range each fetch it: the second finds nothing
 cached yet and is not made to wait for the first.
 """
@@ -275,10 +282,11 @@ class BufferCache:
         """
         if offset < 0 or size < 0:
             raise ValueError(f"bad read of {size} bytes at {offset}")
-        await trio.lowlevel.checkpoint()
+        await trio.lowlevel.checkpoint_if_cancelled()  # no yield: see "Costs"
         end = offset + size
         file = self._files.get(key)
-        if file is not None and not file.lock.read_would_block(offset, end):
+        blocked = file is not None and file.lock.read_would_block(offset, end)
+        if file is not None and not blocked:
             data = self._hit(file, offset, end)
             if data is not None:
                 counters = file.counters
@@ -286,12 +294,20 @@ class BufferCache:
                 counters.bytes_from_cache += len(data)
                 return data
         file = self._enter(key)
+        lock = file.lock
         try:
-            async with file.lock.read(offset, end):
-                data = await self._read_locked(file, offset, end, fetch)
+            if blocked:
+                async with lock.read(offset, end):
+                    data = await self._read_locked(file, offset, end, fetch)
+            else:
+                request = lock.read_nowait(offset, end)
+                try:
+                    data = await self._read_locked(file, offset, end, fetch)
+                finally:
+                    lock.release(request)
         finally:
             self._leave(file)
-        await self._pace()
+        await self.memory.pace()
         return data
 
     async def write(
@@ -421,10 +437,13 @@ class BufferCache:
         if i < 0:
             return None
         extent = extents[i]
-        if end - extent.start <= len(extent.data):  # the common case: one extent has it all
+        extent_end = extent.start + len(extent.data)
+        if end <= extent_end:  # the common case: one extent has it all
             self._lru.move_to_end(extent)
             extent.used = monotonic()
             return bytes(memoryview(extent.data)[start - extent.start : end - extent.start])
+        if start >= extent_end:  # the first byte is missing (a sequential reader's next page)
+            return None
         segments = list(self._segments(file, start, end))
         if any(extent is None for _, _, extent in segments):
             return None
@@ -467,8 +486,59 @@ class BufferCache:
         """A read that may fetch, under the shared lock of ``[start, end)``."""
         if file.eof is not None:
             end = max(start, min(end, file.eof))
-        # Copy what is cached before the first await: eviction may drop it meanwhile.
+        plan = self._plan(file, start, end)
+        generation, epoch = file.generation, file.epoch
+        parts: list[bytes] = []
+        fetched: list[tuple[int, bytes]] = []
+        from_cache = from_driver = 0
+        found_eof = None
+        for step in plan:
+            if isinstance(step, bytes):
+                parts.append(step)
+                from_cache += len(step)
+                continue
+            off, size = step
+            got = await fetch(off, size)
+            if len(got) > size:
+                raise ValueError(f"fetch({off}, {size}) returned {len(got)} bytes")
+            parts.append(got)
+            fetched.append((off, got))
+            from_driver += len(got)
+            if len(got) < size:
+                # The file ends here, and we know exactly where if we hold the byte before
+                # (an empty answer at `off` only says that the end is not after `off`).
+                if got or off == 0 or len(parts) > 1:
+                    found_eof = off + len(got)
+                break
+        counters = file.counters
+        counters.bytes_from_driver += from_driver
+        counters.bytes_from_cache += from_cache
+        if fetched:
+            counters.misses += 1
+        else:
+            counters.hits += 1
+        if file.generation == generation:
+            before = self._charge
+            insert = from_driver <= self.memory.budget
+            for off, got in fetched:
+                self._fill(file, off, got, insert=insert)
+            if found_eof is not None and file.changing == 0 and file.epoch == epoch:
+                self._set_eof(file, found_eof)
+            self._evict(before)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _plan(self, file: _File, start: int, end: int) -> list[bytes | tuple[int, int]]:
+        """``[start, end)`` as the cached bytes, copied now (eviction may drop them while
+        a fetch waits), and the gaps to fetch, ``(offset, size)``, in order."""
+        i = bisect_right(file.starts, start)
+        if i == len(file.starts) or file.starts[i] >= end:  # no extent starts inside
+            if not i:
+                return [(start, end - start)]
+            extent = file.extents[i - 1]
+            if extent.start + len(extent.data) <= start:  # nor holds the first byte
+                return [(start, end - start)]
         plan: list[bytes | tuple[int, int]] = []
+        now = monotonic()
         for pos, stop, extent in self._segments(file, start, end):
             if extent is None:
                 plan.append((pos, stop - pos))
@@ -477,42 +547,8 @@ class BufferCache:
                     bytes(memoryview(extent.data)[pos - extent.start : stop - extent.start])
                 )
                 self._lru.move_to_end(extent)
-                extent.used = monotonic()
-        generation, epoch = file.generation, file.epoch
-        parts: list[bytes] = []
-        fetched: list[tuple[int, bytes]] = []
-        found_eof = None
-        for step in plan:
-            if isinstance(step, bytes):
-                parts.append(step)
-                continue
-            off, size = step
-            got = await fetch(off, size)
-            if len(got) > size:
-                raise ValueError(f"fetch({off}, {size}) returned {len(got)} bytes")
-            parts.append(got)
-            fetched.append((off, got))
-            if len(got) < size:
-                # The file ends here, and we know exactly where if we hold the byte before
-                # (an empty answer at `off` only says that the end is not after `off`).
-                if got or off == 0 or len(parts) > 1:
-                    found_eof = off + len(got)
-                break
-        counters = file.counters
-        from_driver = sum(len(got) for _, got in fetched)
-        counters.bytes_from_driver += from_driver
-        counters.bytes_from_cache += sum(map(len, parts)) - from_driver
-        if fetched:
-            counters.misses += 1
-        else:
-            counters.hits += 1
-        if file.generation == generation:
-            for off, got in fetched:
-                self._fill(file, off, got, insert=from_driver <= self.memory.budget)
-            if found_eof is not None and file.changing == 0 and file.epoch == epoch:
-                self._set_eof(file, found_eof)
-            self._evict()
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+                extent.used = now
+        return plan
 
     # --- writes and truncates ---------------------------------------------------------------
 
@@ -541,14 +577,15 @@ class BufferCache:
                         self._forget(file)
                         raise
                     if file.generation == generation:
+                        before = self._charge
                         update(file, result)
-                        self._evict()
+                        self._evict(before)
                     break
         finally:
             file.changing -= 1
             file.epoch += 1
             self._leave(file)
-        await self._pace()
+        await self.memory.pace()
         return result
 
     def _set_eof(self, file: _File, eof: int) -> None:
@@ -616,10 +653,12 @@ class BufferCache:
                 left.data += right.data
                 self._account(file, len(right.data))
             extent = left
+            self._lru.move_to_end(extent)
         elif right is not None:
             right.data[0:0] = piece
             right.start = file.starts[i] = start
             extent = right
+            self._lru.move_to_end(extent)
         else:
             if not extents:
                 self._charge += FILE_CHARGE
@@ -628,8 +667,7 @@ class BufferCache:
             extents.insert(i, extent)
             file.counters.entries += 1
             self._charge += EXTENT_CHARGE
-        self._lru[extent] = None
-        self._lru.move_to_end(extent)
+            self._lru[extent] = None  # new: at the young end
         extent.used = monotonic()
         self._account(file, len(piece))
 
@@ -648,15 +686,11 @@ class BufferCache:
         file.counters.bytes_cached += nbytes
         self._charge += nbytes
 
-    async def _pace(self) -> None:
-        """Hold a fill's answer back while the shared pool is crowded: the fill's reader,
-        not the other processes, then waits for room (see `uvfs._budget`)."""
-        await self.memory.pace()
-
-    def _evict(self) -> None:
-        """Evict the least recently used entries of the budget's members (this cache's
-        extents, the driver's entries) until the budget fits, then tell the shared pool."""
-        self.memory.settle()
+    def _evict(self, before: int) -> None:
+        """The charge was `before` at the start of this synchronous stretch: evict the least
+        recently used entries of the budget's members (this cache's extents, the driver's
+        entries) until the budget fits, then tell the shared pool."""
+        self.memory.settle(max(0, self._charge - before))
 
     def _forget(self, file: _File) -> None:
         """Drop all of the file's data and EOF; in-flight operations will install nothing."""
