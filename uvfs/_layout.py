@@ -26,7 +26,10 @@ from uvfs._lru import LRU
 from uvfs._window import BlockDevice
 
 WINDOW = 64 << 20  # bytes of a file asked about at once (a few indirect blocks' worth)
-EXTENTS_KEPT = 1 << 17  # extents kept over all files (~100 bytes each), oldest dropped first
+# Extents kept over all files, oldest windows dropped first: about 220 bytes each, so at most
+# ~4 MiB (outside the cache budget: a contiguous file's window is a few extents, and
+# cache_size=0 must not make every read ask for its layout again).
+EXTENTS_KEPT = 1 << 14
 
 FetchLayout = Callable[[int, int, int], Awaitable[Layout | None]]
 
