@@ -144,6 +144,7 @@ class Ext2FileSystem:
         self.geo = geo
         self._filetype = "filetype" in geo.features
         self._inline_data = "inline_data" in geo.features
+        self._encrypt = "encrypt" in geo.features
         self._dir_index = "dir_index" in geo.features
         self._huge_file = "huge_file" in geo.features
         self._folding = (
@@ -941,8 +942,10 @@ class Ext2FileSystem:
     async def _check_child(self, parent: Inode, child: Inode) -> None:
         """EPERM for a directory or symlink whose encryption context does not fit its
         encrypted parent's, as ext4_lookup answers; a child of an encrypted directory
-        keeps its parent, for `open`'s check."""
+        keeps its parent, for `open`'s check (which the last lookup's parent makes)."""
         if not parent.flags & EXT4_ENCRYPT_FL:
+            if self._encrypt:
+                self._encrypted_parents.pop(child.ino)
             return
         linked = stat.S_ISDIR(child.mode) or stat.S_ISLNK(child.mode)
         if linked and not await self._permitted(parent, child):
