@@ -33,7 +33,7 @@ from construct import Bytes, Int64ub, Int64ul, Struct
 
 from uvfs import FSError
 
-from .blkptr import BLKPTR_SIZE, BlockPtr, parse_blkptr
+from .blkptr import BLKPTR_SIZE, BlockPtr, encode_blkptr, parse_blkptr
 from .dmu import ObjectSet
 from .dnode import DMU_OT_DSL_DIR, DnodePhys
 from .zap import Zap, ZapEntry
@@ -113,6 +113,9 @@ class DslDatasetPhys:
     ds_guid: int
     ds_flags: int
     ds_bp: BlockPtr
+    ds_prev_snap_txg: int = 0
+    ds_deadlist_obj: int = 0
+    ds_next_snap_obj: int = 0
 
 
 def parse_dsl_dir(bonus: bytes, byteorder: str) -> DslDirPhys:
@@ -136,6 +139,15 @@ DD_USED_HEAD, DD_USED_SNAP, DD_USED_CHILD = 0, 1, 2
 _DD_USED_BYTES, _DD_FLAGS, _DD_USED_BREAKDOWN = 40, 96, 104
 
 
+Usage3 = tuple[int, int, int]  # allocated, physical, uncompressed bytes
+
+
+def _add_u64(out: bytearray, byteorder: str, at: int, delta: int) -> None:
+    """Add `delta` to the u64 at `at`, wrapping as the C counters do."""
+    fmt = byteorder + "Q"
+    struct.pack_into(fmt, out, at, (struct.unpack_from(fmt, out, at)[0] + delta) & (2**64 - 1))
+
+
 def dsl_dir_diduse_space(
     bonus: bytes, byteorder: str, kind: int, used: int, compressed: int, uncompressed: int
 ) -> bytes:
@@ -144,15 +156,40 @@ def dsl_dir_diduse_space(
     dd_used_breakdown[`kind`] (DD_USED_HEAD for its own dataset or the MOS,
     DD_USED_CHILD for a child directory's change)."""
     out = bytearray(bonus)
-    u64 = byteorder + "Q"
-    mask = (1 << 64) - 1
-    for at, delta in zip(range(_DD_USED_BYTES, _DD_USED_BYTES + 24, 8),
-                         (used, compressed, uncompressed), strict=True):  # fmt: skip
-        struct.pack_into(u64, out, at, (struct.unpack_from(u64, out, at)[0] + delta) & mask)
-    (flags,) = struct.unpack_from(u64, out, _DD_FLAGS)
+    for i, delta in enumerate((used, compressed, uncompressed)):
+        _add_u64(out, byteorder, _DD_USED_BYTES + 8 * i, delta)
+    (flags,) = struct.unpack_from(byteorder + "Q", out, _DD_FLAGS)
     if flags & DD_FLAG_USED_BREAKDOWN:
-        at = _DD_USED_BREAKDOWN + 8 * kind
-        struct.pack_into(u64, out, at, (struct.unpack_from(u64, out, at)[0] + used) & mask)
+        _add_u64(out, byteorder, _DD_USED_BREAKDOWN + 8 * kind, used)
+    return bytes(out)
+
+
+def dsl_dir_transfer_space(bonus: bytes, byteorder: str, used: int, src: int, dst: int) -> bytes:
+    """The dsl_dir_phys_t `bonus` with `used` bytes moved from dd_used_breakdown[`src`]
+    to [`dst`] (a head's blocks that now only its snapshots hold); totals unchanged."""
+    out = bytearray(bonus)
+    (flags,) = struct.unpack_from(byteorder + "Q", out, _DD_FLAGS)
+    if flags & DD_FLAG_USED_BREAKDOWN:
+        _add_u64(out, byteorder, _DD_USED_BREAKDOWN + 8 * src, -used)
+        _add_u64(out, byteorder, _DD_USED_BREAKDOWN + 8 * dst, used)
+    return bytes(out)
+
+
+_DS_REFERENCED_BYTES, _DS_UNIQUE_BYTES, _DS_BP = 72, 96, 128
+
+
+def dsl_dataset_diduse_space(
+    bonus: bytes, byteorder: str, referenced: Usage3, unique: int, ds_bp: BlockPtr | None = None
+) -> bytes:
+    """The dsl_dataset_phys_t `bonus` with `referenced` (used, compressed, uncompressed)
+    added to ds_referenced_bytes, ds_compressed_bytes and ds_uncompressed_bytes, `unique`
+    to ds_unique_bytes and, when given, `ds_bp` as its object set's new root."""
+    out = bytearray(bonus)
+    for i, delta in enumerate(referenced):
+        _add_u64(out, byteorder, _DS_REFERENCED_BYTES + 8 * i, delta)
+    _add_u64(out, byteorder, _DS_UNIQUE_BYTES, unique)
+    if ds_bp is not None:
+        out[_DS_BP : _DS_BP + BLKPTR_SIZE] = encode_blkptr(ds_bp, byteorder)
     return bytes(out)
 
 
@@ -171,6 +208,9 @@ def parse_dsl_dataset(bonus: bytes, byteorder: str) -> DslDatasetPhys:
         d.ds_guid,
         d.ds_flags,
         parse_blkptr(d.ds_bp, byteorder),
+        d.ds_prev_snap_txg,
+        d.ds_deadlist_obj,
+        d.ds_next_snap_obj,
     )
 
 

@@ -34,8 +34,12 @@ from dataclasses import dataclass, field
 
 from uvfs import FSError
 from uvfs_fs.zfs.blkptr import DVA, BlockPtr, encode_blkptr, parse_blkptrs
-from uvfs_fs.zfs.checksum import ZIO_CHECKSUM_FLETCHER_4
-from uvfs_fs.zfs.compress import ZIO_COMPRESS_LZJB
+from uvfs_fs.zfs.checksum import (
+    ZIO_CHECKSUM_FLETCHER_4,
+    ZIO_CHECKSUM_INHERIT,
+    ZIO_CHECKSUM_SHA256,
+)
+from uvfs_fs.zfs.compress import ZIO_COMPRESS_INHERIT, ZIO_COMPRESS_LZJB
 from uvfs_fs.zfs.dmu import BlockCache, ObjectSet, parse_objset, read_block
 from uvfs_fs.zfs.dnode import (
     DMU_OT_DNODE,
@@ -54,6 +58,7 @@ from uvfs_fs.zfs.zio_write import WriteProps, zio_write_finish, zio_write_prepar
 # dmu_ot[].ot_metadata is false only for these: plain file and zvol data, other uint8/64[].
 DATA_TYPES = frozenset({DMU_OT_PLAIN_FILE_CONTENTS, 23, 25, 26})
 SPA_DVAS_PER_BP = 3
+_META_CHECKSUMS = frozenset({ZIO_CHECKSUM_FLETCHER_4, ZIO_CHECKSUM_SHA256})
 
 
 @dataclass(frozen=True)
@@ -66,15 +71,18 @@ class WritePolicy:
     meta_compress: int = ZIO_COMPRESS_LZJB  # the pool's metadata compression
     is_mos: bool = False  # every MOS block gets SPA_DVAS_PER_BP copies
 
-    def props(self, type: int, level: int, byteorder: str, sector: int) -> tuple[WriteProps, int]:
-        """The WriteProps and the number of copies of a block of `type` at `level`."""
+    def props(self, dn: DnodePhys, type: int, level: int, sector: int) -> tuple[WriteProps, int]:
+        """The WriteProps and the number of copies of a block of object `dn` (its own
+        compression and checksum, unless "inherit", override the dataset's for data)."""
+        order = dn.byteorder
         if level == 0 and type in DATA_TYPES and not self.is_mos:
-            return WriteProps(self.compress, self.checksum, type, 0, byteorder, sector=sector), (
-                self.copies
-            )
+            compress = dn.dn_compress if dn.dn_compress != ZIO_COMPRESS_INHERIT else self.compress
+            checksum = dn.dn_checksum if dn.dn_checksum != ZIO_CHECKSUM_INHERIT else self.checksum
+            return WriteProps(compress, checksum, type, 0, order, sector=sector), self.copies
         copies = SPA_DVAS_PER_BP if self.is_mos else min(self.copies + 1, SPA_DVAS_PER_BP)
-        props = WriteProps(self.meta_compress, ZIO_CHECKSUM_FLETCHER_4, type, level, byteorder,
-                           sector=sector)  # fmt: skip
+        # Metadata keeps a data checksum that can correct (fletcher4, sha256), else fletcher4.
+        checksum = self.checksum if self.checksum in _META_CHECKSUMS else ZIO_CHECKSUM_FLETCHER_4
+        props = WriteProps(self.meta_compress, checksum, type, level, order, sector=sector)
         return props, copies
 
 
@@ -102,19 +110,39 @@ class DirtyObjset:
 
 @dataclass
 class Usage:
-    """Bytes born minus bytes killed (dsl_dataset_block_born/_kill): allocated (all
-    copies), physical and uncompressed (physical for metadata)."""
+    """Bytes of blocks (dsl_dataset_block_born/_kill's measures): allocated (all copies),
+    physical, and uncompressed (physical for metadata)."""
 
     used: int = 0
     compressed: int = 0
     uncompressed: int = 0
 
-    def add(self, bp: BlockPtr, sign: int) -> None:
+    def add(self, bp: BlockPtr, sign: int = 1) -> None:
+        """Count `bp` (`sign` -1: take it off)."""
         if bp.is_hole or bp.embedded:
             return
         self.used += sign * sum(d.asize for d in bp.dvas)
         self.compressed += sign * bp.psize
         self.uncompressed += sign * (bp.lsize if bp.type in DATA_TYPES else bp.psize)
+
+    def __sub__(self, other: Usage) -> Usage:
+        return Usage(self.used - other.used, self.compressed - other.compressed,
+                     self.uncompressed - other.uncompressed)  # fmt: skip
+
+
+@dataclass
+class Owner:
+    """The object set a sync is writing, as its space accounting sees it.
+
+    A replaced block born after the dataset's latest snapshot (`prev_snap_txg`) is freed;
+    an older one still belongs to the snapshot and goes to `dead` (for the dataset's
+    deadlist) instead. The MOS has no snapshots: prev_snap_txg 0 frees everything.
+    """
+
+    prev_snap_txg: int = 0
+    born: Usage = field(default_factory=Usage)
+    freed: Usage = field(default_factory=Usage)
+    dead: list[BlockPtr] = field(default_factory=list)
 
 
 def _dsize(bp: BlockPtr) -> int:
@@ -138,7 +166,7 @@ class SyncContext:
         self._eligible = [ms for v in ashifts for ms in metaslabs[v] if ms.sm_object]
         self.sector = 1 << max(ashifts.values())
         self.writes: list[tuple[DVA, bytes]] = []
-        self.usage = Usage()
+        self.owner = Owner()  # the caller sets the object set being written
 
     def _alloc(self, psize: int, copies: int) -> list[DVA]:
         dvas: list[DVA] = []
@@ -161,18 +189,22 @@ class SyncContext:
         dvas = self._alloc(len(prepared.physical), copies)
         self.writes += [(dva, prepared.physical) for dva in dvas]
         bp = zio_write_finish(prepared, dvas, fill)
-        self.usage.add(bp, 1)
+        self.owner.born.add(bp)
         return bp
 
     def free(self, bp: BlockPtr) -> None:
-        """Free the block `bp` points to (born before this txg)."""
+        """Let go of the block `bp` points to (born before this txg): freed, or kept for
+        the owner's latest snapshot."""
         if bp.is_hole or bp.embedded:
+            return
+        if bp.birth_txg <= self.owner.prev_snap_txg:
+            self.owner.dead.append(bp)
             return
         if any(d.gang for d in bp.dvas):
             raise FSError(errno.EOPNOTSUPP, "freeing gang blocks is not written yet")
         for dva in bp.dvas:
             metaslab_free(self.metaslabs[dva.vdev], dva, _ms_shift(self.metaslabs[dva.vdev]))
-        self.usage.add(bp, -1)
+        self.owner.freed.add(bp)
 
 
 def _ms_shift(metaslabs: Sequence[Metaslab]) -> int:
@@ -227,7 +259,7 @@ async def cow_object(
                 children[i] = await rewrite(level - 1, children[i], group)
             fill = sum(c.fill for c in children if not c.is_hole)
             data = b"".join(encode_blkptr(c, order) for c in children)
-        props, copies = policy.props(dn.dn_type, level, order, ctx.sector)
+        props, copies = policy.props(dn, dn.dn_type, level, ctx.sector)
         new = ctx.write(data, props, copies, fill)
         ctx.free(old)
         used += _dsize(new) - _dsize(old)
@@ -270,7 +302,29 @@ async def sync_objset(
                                 ctx, policy)  # fmt: skip
     phys = encode_dnode(new_meta) + raw[DNODE_MIN_SIZE:]
     fill = sum(bp.fill for bp in new_meta.dn_blkptr if not bp.is_hole)
-    props, copies = policy.props(DMU_OT_OBJSET, 0, root.byteorder, ctx.sector)
+    props, copies = policy.props(meta, DMU_OT_OBJSET, 0, ctx.sector)
     new_root = ctx.write(phys, props, copies, fill)
     ctx.free(root)
     return new_root
+
+
+async def append_to_object(
+    cache: BlockCache, objset: ObjectSet, dirty: DirtyObjset, obj: int, at: int, data: bytes
+) -> DnodePhys:
+    """Put `data` at byte `at` of object `obj` in `dirty` (the log objects: space maps,
+    bplists), over what its blocks hold before `at`; the dnode as it is in `dirty` so far
+    (the caller updates its bonus)."""
+    dn = await dirty.dnode(objset, obj)
+    bsz = dn.datablksz
+    first, skip = divmod(at, bsz)
+    pending = dirty.blocks.get(obj, {}).get(first)
+    old = (pending, dn.byteorder) if pending is not None else None
+    if old is None and skip:
+        old = await read_block(cache, dn, first)
+    if old is not None and old[1] != dn.byteorder:
+        raise FSError(errno.EOPNOTSUPP, f"object {obj}: last block in the other byte order")
+    joined = (old[0][:skip] if old else bytes(skip)) + data
+    blocks = dirty.blocks.setdefault(obj, {})
+    for i in range(0, len(joined), bsz):
+        blocks[first + i // bsz] = joined[i : i + bsz].ljust(bsz, b"\0")
+    return dn

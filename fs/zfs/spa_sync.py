@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import copy
 import errno
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from uvfs import FSError
 from uvfs_fs.zfs.blkptr import DVA, BlockPtr
-from uvfs_fs.zfs.dmu import BlockCache, ObjectSet, read_block
+from uvfs_fs.zfs.checksum import ZIO_CHECKSUM_FLETCHER_4
+from uvfs_fs.zfs.dmu import BlockCache, ObjectSet
 from uvfs_fs.zfs.dsl import (
     DD_USED_CHILD,
     DD_USED_HEAD,
@@ -39,7 +41,15 @@ from uvfs_fs.zfs.dsl import (
     parse_dsl_dir,
 )
 from uvfs_fs.zfs.metaslab import Metaslab
-from uvfs_fs.zfs.objset_sync import DirtyObjset, SyncContext, Usage, WritePolicy, sync_objset
+from uvfs_fs.zfs.objset_sync import (
+    DirtyObjset,
+    Owner,
+    SyncContext,
+    Usage,
+    WritePolicy,
+    append_to_object,
+    sync_objset,
+)
 from uvfs_fs.zfs.spacemap import (
     SmRecord,
     encode_entries,
@@ -49,7 +59,7 @@ from uvfs_fs.zfs.spacemap import (
 from uvfs_fs.zfs.zap import Zap
 
 MAX_SYNC_PASSES = 20
-MOS_POLICY = WritePolicy(compress=0, checksum=0, copies=1, is_mos=True)
+MOS_POLICY = WritePolicy(compress=0, checksum=ZIO_CHECKSUM_FLETCHER_4, copies=1, is_mos=True)
 
 
 @dataclass
@@ -85,22 +95,13 @@ async def _append_space_map(
     cache: BlockCache, mos: ObjectSet, dirty: DirtyObjset, ms: Metaslab, records: list[SmRecord]
 ) -> None:
     """Add `records` to the end of `ms`'s space map object in `dirty`."""
-    obj = ms.sm_object
-    dn = await dirty.dnode(mos, obj)
+    dn = await dirty.dnode(mos, ms.sm_object)
     phys = parse_space_map_phys(dn.dn_bonus, dn.byteorder)
-    bsz = dn.datablksz
-    words = encode_entries(records, dn.byteorder, at=phys.smp_length, blksz=bsz)
-    first, at = divmod(phys.smp_length, bsz)
-    old = await read_block(cache, dn, first) if at else None
-    if old is not None and old[1] != dn.byteorder:
-        raise FSError(errno.EOPNOTSUPP, f"space map {obj}: last block in the other byte order")
-    data = (old[0][:at] if old else bytes(at)) + words
-    blocks = dirty.blocks.setdefault(obj, {})
-    for i in range(0, len(data), bsz):
-        blocks[first + i // bsz] = data[i : i + bsz].ljust(bsz, b"\0")
+    words = encode_entries(records, dn.byteorder, at=phys.smp_length, blksz=dn.datablksz)
+    dn = await append_to_object(cache, mos, dirty, ms.sm_object, phys.smp_length, words)
     alloc = ms.allocating.space - ms.freeing.space
     bonus = space_map_phys_append(dn.dn_bonus, dn.byteorder, len(words), alloc)
-    dirty.dnodes[obj] = dn._replace(dn_bonus=bonus)
+    dirty.dnodes[ms.sm_object] = dn._replace(dn_bonus=bonus)
 
 
 async def _charge(mos: ObjectSet, dirty: DirtyObjset, dirs: list[int], usage: Usage) -> None:
@@ -120,6 +121,7 @@ async def spa_sync_mos(
     metaslabs: dict[int, list[Metaslab]],
     ashifts: dict[int, int],
     txg: int,
+    before: Callable[[SyncContext, DirtyObjset], Awaitable[None]] | None = None,
 ) -> MosSync:
     """Sync `changes` to the MOS under `rootbp` as txg `txg`, to convergence.
 
@@ -130,6 +132,8 @@ async def spa_sync_mos(
         metaslabs: the metaslabs at the start of the txg (not modified).
         ashifts: the top-level vdevs that may take blocks, with their ashifts.
         txg: the txg being synced.
+        before: called at the start of every pass, to sync the datasets' object sets
+            with the pass's context and add their changes to the MOS's.
 
     Raises:
         FSError: ENOSPC, a structure this writer does not grow, or no convergence within
@@ -148,6 +152,9 @@ async def spa_sync_mos(
                 await _append_space_map(cache, mos, dirty, previous_state[vdev][ms_id], recs)
             await _charge(mos, dirty, dirs, usage)
         ctx = SyncContext(txg, state, ashifts)
+        if before is not None:
+            await before(ctx, dirty)
+        ctx.owner = mos_owner = Owner()
         new_root = await sync_objset(cache, rootbp, dirty, ctx, MOS_POLICY)
         found = {
             (ms.vdev, ms.id): ms.records(txg)
@@ -155,7 +162,8 @@ async def spa_sync_mos(
             for ms in mss
             if len(ms.allocating) or len(ms.freeing)
         }
-        if previous is not None and (found, ctx.usage) == previous:
+        usage = mos_owner.born - mos_owner.freed
+        if previous is not None and (found, usage) == previous:
             return MosSync(new_root, ctx.writes, state, syncpass)
-        previous, previous_state = (found, ctx.usage), state
+        previous, previous_state = (found, usage), state
     raise FSError(errno.EAGAIN, f"txg {txg}: the MOS did not converge in {MAX_SYNC_PASSES} passes")

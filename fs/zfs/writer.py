@@ -1,8 +1,9 @@
 """PoolWriter: an exported pool opened for writing, one transaction group at a time.
 
 The handle the write path holds (the later FUSE write side, tools, tests): `open` imports
-the pool from its member images, writable, with its metaslabs; changes (`set_dsl_prop`)
-only gather in memory; `sync` commits them as one txg: the MOS copied on write to
+the pool from its member images, writable, with its metaslabs; changes (`set_dsl_prop`,
+`write_file_range`) only gather in memory; `sync` commits them as one txg: each changed
+dataset's object set copied on write (dataset_sync.py) and the MOS with it, to
 convergence (spa_sync.py), then txg.py's phases, writing each phase's bytes and flushing
 every member image (fdatasync) before the next. The old uberblock stays the active one
 until the new one is on disk, and no block it reaches is ever overwritten, so an error (or
@@ -21,10 +22,14 @@ import time
 from collections.abc import Sequence
 
 from uvfs import FSError, ImageFile, Refusal
+from uvfs_fs.zfs.checksum import ZIO_CHECKSUM_FLETCHER_4, ZIO_CHECKSUM_ON
+from uvfs_fs.zfs.compress import ZIO_COMPRESS_LZJB, ZIO_COMPRESS_OFF, ZIO_COMPRESS_ON
+from uvfs_fs.zfs.dataset_sync import sync_dataset
 from uvfs_fs.zfs.dmu import BlockCache, ObjectSet, read_block
-from uvfs_fs.zfs.dsl import list_datasets
+from uvfs_fs.zfs.dnode import DMU_OT_PLAIN_FILE_CONTENTS, DMU_OT_ZNODE
+from uvfs_fs.zfs.dsl import Dataset, list_datasets
 from uvfs_fs.zfs.metaslab import Metaslab, load_pool_metaslabs
-from uvfs_fs.zfs.objset_sync import DirtyObjset
+from uvfs_fs.zfs.objset_sync import DirtyObjset, SyncContext, WritePolicy
 from uvfs_fs.zfs.spa import POOL_STATES, SPA_VERSION_MAX_NUMBERED, Pool, open_pool
 from uvfs_fs.zfs.spa_sync import spa_sync_mos
 from uvfs_fs.zfs.txg import (
@@ -36,9 +41,12 @@ from uvfs_fs.zfs.txg import (
     uberblock_update,
     vdev_guid_sum,
 )
-from uvfs_fs.zfs.zap import ZBT_MICRO, mzap_set, zap_block_type
+from uvfs_fs.zfs.zap import ZBT_MICRO, Zap, mzap_set, zap_block_type
+from uvfs_fs.zfs.znode import parse_znode_phys, znode_phys_set_times
+from uvfs_fs.zfs.zpl import OBJ_MASK
 
 POOL_STATE_ACTIVE, POOL_STATE_EXPORTED = 0, 1
+MASTER_NODE_OBJ = 1  # a ZPL object set's master node: "ROOT" -> the root directory
 
 
 class PoolWriter:
@@ -57,6 +65,7 @@ class PoolWriter:
         self.images = list(images)
         self.metaslabs = metaslabs
         self._mos = DirtyObjset()  # the open txg's changes to the MOS
+        self._datasets: dict[int, tuple[DirtyObjset, WritePolicy]] = {}  # by dataset object
         self._broken = False
 
     @classmethod
@@ -96,6 +105,14 @@ class PoolWriter:
         """The MOS of the last synced txg, read afresh (nothing cached from older txgs)."""
         return await ObjectSet.open(BlockCache(self.pool), self.pool.uberblock.ub_rootbp)
 
+    async def _filesystem(self, mos: ObjectSet, name: str) -> tuple[Dataset, dict[str, Dataset]]:
+        """Filesystem `name` and every dataset by name; ENOENT when there is none such."""
+        by_name = {d.name: d for d in await list_datasets(mos, self.pool.name)}
+        found = by_name.get(name)
+        if found is None or found.is_snapshot:
+            raise FSError(errno.ENOENT, f"no filesystem {name!r}")
+        return found, by_name
+
     async def set_dsl_prop(self, dataset: str, name: str, value: int) -> None:
         """Set integer property `name` of filesystem `dataset` (its DSL directory's
         properties ZAP) in the open txg, as ``zfs set`` does for a local value.
@@ -105,10 +122,7 @@ class PoolWriter:
                 fat ZAP or a full micro ZAP (not written yet).
         """
         mos = await self._mos_objset()
-        found = [d for d in await list_datasets(mos, self.pool.name) if d.name == dataset]
-        if not found or found[0].is_snapshot:
-            raise FSError(errno.ENOENT, f"no filesystem {dataset!r}")
-        obj = found[0].dir.dd_props_zapobj
+        obj = (await self._filesystem(mos, dataset))[0].dir.dd_props_zapobj
         dn = await mos.dnode(obj)
         data, order = self._mos.blocks.get(obj, {}).get(0), dn.byteorder
         if data is None:
@@ -123,6 +137,47 @@ class PoolWriter:
         except ValueError as e:
             raise FSError(errno.EOPNOTSUPP, f"{dataset}: {e}") from None
         self._mos.blocks.setdefault(obj, {})[0] = data
+
+    async def write_file_range(self, dataset: str, path: str, offset: int, data: bytes) -> None:
+        """Overwrite `data` at `offset` of the regular file `path` (relative to the root of
+        filesystem `dataset`) in the open txg, within the file's size; its mtime and ctime
+        become now, as write(2) sets them.
+
+        Raises:
+            FSError: ENOENT, EISDIR; EFBIG past the end of the file and EOPNOTSUPP for
+                files with SA attributes (growing files and SA are not written yet).
+        """
+        mos = await self._mos_objset()
+        ds, by_name = await self._filesystem(mos, dataset)
+        objset = await ObjectSet.open(mos.cache, ds.phys.ds_bp)
+        obj = (await (await Zap.open(objset, MASTER_NODE_OBJ)).lookup(b"ROOT")).int()
+        for part in filter(None, path.split("/")):
+            obj = (await (await Zap.open(objset, obj)).lookup(part.encode())).int() & OBJ_MASK
+        changes, _ = self._datasets.get(ds.ds_obj) or (DirtyObjset(), None)
+        dn = await changes.dnode(objset, obj)
+        if dn.dn_type != DMU_OT_PLAIN_FILE_CONTENTS:
+            raise FSError(errno.EISDIR, f"{dataset}/{path}: not a regular file")
+        if dn.dn_bonustype != DMU_OT_ZNODE:
+            raise FSError(errno.EOPNOTSUPP, f"{dataset}/{path}: SA attributes are not written yet")
+        size = parse_znode_phys(dn.dn_bonus, dn.byteorder).size
+        if offset < 0 or offset + len(data) > size:
+            raise FSError(errno.EFBIG, f"{dataset}/{path}: growing a file is not written yet")
+        blocks = changes.blocks.setdefault(obj, {})
+        bsz, pos, end = dn.datablksz, offset, offset + len(data)
+        while pos < end:
+            blkid, at = divmod(pos, bsz)
+            count = min(bsz - at, end - pos)
+            old = blocks.get(blkid)
+            if old is None:
+                block = await read_block(objset.cache, dn, blkid)
+                old = block[0] if block is not None else bytes(bsz)
+            blocks[blkid] = old[:at] + data[pos - offset : pos - offset + count] + old[at + count :]
+            pos += count
+        now = time.time_ns()
+        stamp = (now // 10**9, now % 10**9)
+        bonus = znode_phys_set_times(dn.dn_bonus, dn.byteorder, stamp, stamp)
+        changes.dnodes[obj] = dn._replace(dn_bonus=bonus)
+        self._datasets[ds.ds_obj] = (changes, _write_policy(ds, by_name))
 
     async def sync(self) -> int:
         """Commit the open txg: its blocks, then the new uberblock once they are durable.
@@ -139,11 +194,19 @@ class PoolWriter:
         old = self.pool.uberblock
         txg = old.ub_txg + 1
         rootbp, blocks, metaslabs = old.ub_rootbp, [], self.metaslabs
-        if self._mos.blocks or self._mos.dnodes:
+        if self._mos.blocks or self._mos.dnodes or self._datasets:
             ashifts = {v.id: v.ashift for v in self.pool.vdevs
                        if v.id in self.metaslabs and not v.is_log}  # fmt: skip
-            done = await spa_sync_mos(BlockCache(self.pool), old.ub_rootbp, self._mos,
-                                      self.metaslabs, ashifts, txg)  # fmt: skip
+            cache = BlockCache(self.pool)
+            mos = await ObjectSet.open(cache, old.ub_rootbp)
+
+            async def datasets(ctx: SyncContext, mos_dirty: DirtyObjset) -> None:
+                for ds_obj, (changes, policy) in sorted(self._datasets.items()):
+                    await sync_dataset(cache, mos, mos_dirty, ds_obj, changes, ctx, policy,
+                                       self.pool.version)  # fmt: skip
+
+            done = await spa_sync_mos(cache, old.ub_rootbp, self._mos, self.metaslabs, ashifts,
+                                      txg, datasets)  # fmt: skip
             rootbp, metaslabs = done.rootbp, done.metaslabs
             try:
                 blocks = block_writes(self.pool.vdevs, done.writes)
@@ -158,6 +221,7 @@ class PoolWriter:
             for ms in mss:
                 ms.sync(txg)
         self.pool.uberblock, self.metaslabs, self._mos = ub, metaslabs, DirtyObjset()
+        self._datasets = {}
         self._broken = False
         return txg
 
@@ -177,3 +241,26 @@ class PoolWriter:
 def _image(w: LeafWrite) -> ImageFile:
     assert w.leaf.image is not None  # open refuses pools with members missing
     return w.leaf.image
+
+
+def _write_policy(ds: Dataset, by_name: dict[str, Dataset]) -> WritePolicy:
+    """How `ds`'s blocks are written: compression, checksum and copies as set on it or
+    inherited from its parents, else the defaults ("on" is lzjb and fletcher4 for the
+    pool versions written here)."""
+
+    def inherited(name: bytes, default: int) -> int:
+        d: Dataset | None = ds
+        while d is not None:
+            value = d.props.get(name)
+            if isinstance(value, int):
+                return value
+            d = by_name.get(d.parent) if d.parent else None
+        return default
+
+    compress = inherited(b"compression", ZIO_COMPRESS_OFF)
+    checksum = inherited(b"checksum", ZIO_CHECKSUM_ON)
+    return WritePolicy(
+        compress=ZIO_COMPRESS_LZJB if compress == ZIO_COMPRESS_ON else compress,
+        checksum=ZIO_CHECKSUM_FLETCHER_4 if checksum == ZIO_CHECKSUM_ON else checksum,
+        copies=inherited(b"copies", 1),
+    )

@@ -119,6 +119,17 @@ def parse_znode_phys(bonus: bytes, byteorder: str) -> Znode:
     )
 
 
+def znode_phys_set_times(
+    bonus: bytes, byteorder: str, mtime: tuple[int, int], ctime: tuple[int, int]
+) -> bytes:
+    """An old-style znode_phys_t bonus with new zp_mtime and zp_ctime (seconds, ns), as
+    a write sets them (zfs_write: ZFS_ACTIME_CHANGED)."""
+    out = bytearray(bonus)
+    struct.pack_into(f"{byteorder}4Q", out, 16, mtime[0] & (2**64 - 1), mtime[1],
+                     ctime[0] & (2**64 - 1), ctime[1])  # fmt: skip
+    return bytes(out)
+
+
 def znode_from_sa(attrs: dict[str, bytes], byteorder: str) -> Znode:
     """Build a Znode from decoded SA attributes (see sa.parse_sa)."""
 
