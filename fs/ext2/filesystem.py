@@ -306,12 +306,19 @@ class Ext2FileSystem:
             )
 
         async def blocks_past(inode: Inode, cut: int) -> int:
+            ratio = geo.cluster_ratio
+            kept = False
+            if cut % ratio:  # the cut splits a cluster: does its part before the cut stay?
+                runs = await self._map(inode, cut - cut % ratio, cut % ratio, unwritten=True)
+                kept = any(run.physical for run in runs)
             return await orphan.blocks_past(
                 inode,
                 cut,
                 block_size=geo.block_size,
                 blocks_count=geo.blocks_count,
                 read_block=self._meta_block,
+                cluster_ratio=ratio,
+                boundary_kept=kept,
             )
 
         async def xattr_refcount(block: int) -> int:

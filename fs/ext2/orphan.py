@@ -23,8 +23,9 @@ one's link is reset). The orphan file's entries refused so are skipped.
 The blocks freed are found by walking the block map as ext4_ext_remove_space and
 ext4_ind_truncate do: data blocks at or past the cut, and every tree block left without a
 mapped block before it. A deleted inode is cut at 0 and also releases its xattr block
-(freed with its last reference). Not counted: EA inodes whose last reference goes (ea_inode
-volumes), and bigalloc's partial clusters.
+(freed with its last reference). With bigalloc, clusters are freed whole (but the one the
+cut splits, if it keeps a block). Not counted: EA inodes whose last reference goes
+(ea_inode volumes).
 """
 
 from __future__ import annotations
@@ -70,76 +71,111 @@ def stamp(whole_seconds: bool) -> int:
 
 
 async def blocks_past(
-    inode: Inode, cut: int, *, block_size: int, blocks_count: int, read_block: ReadBlock
+    inode: Inode,
+    cut: int,
+    *,
+    block_size: int,
+    blocks_count: int,
+    read_block: ReadBlock,
+    cluster_ratio: int = 1,
+    boundary_kept: bool = False,
 ) -> int:
     """The blocks a truncate of `inode`'s map at logical block `cut` frees: data blocks at
     or past it (uninitialized ones too), and the tree blocks left without a mapped block
-    before it.
+    before it. With bigalloc (`cluster_ratio` blocks a cluster) whole clusters are freed:
+    each cluster a freed data block lies in, but the one of the cut's logical cluster when
+    `boundary_kept` (a block of it before the cut stays mapped), and one per tree block.
 
     Raises:
         FSError: EIO for a malformed tree (as the walks of `extents` and `blockmap`).
     """
+    freed: list[tuple[int, int, int]] = []  # (logical, physical, count) of data
     if inode.flags & EXT4_EXTENTS_FL:
-        return await _extents_past(inode.i_block, None, cut, blocks_count, read_block)
-    per_block = block_size // 4
-    pointers = [int.from_bytes(inode.i_block[i : i + 4], "little") for i in range(0, 60, 4)]
-    freed, lo = 0, 0
-    for i, ptr in enumerate(pointers):
-        level = max(i - EXT2_NDIR_BLOCKS + 1, 0)  # 0: data, 1-3: indirect levels
-        if ptr:
-            freed += (
-                await _indirect_past(ptr, level, lo, cut, per_block, blocks_count, read_block)
-            )[0]
-        lo += per_block**level
-    return freed
+        tree = await _extents_past(inode.i_block, None, cut, blocks_count, read_block, freed)
+    else:
+        per_block = block_size // 4
+        pointers = [int.from_bytes(inode.i_block[i : i + 4], "little") for i in range(0, 60, 4)]
+        tree, lo = 0, 0
+        for i, ptr in enumerate(pointers):
+            level = max(i - EXT2_NDIR_BLOCKS + 1, 0)  # 0: data, 1-3: indirect levels
+            if ptr:
+                walk = _IndirectWalk(cut, per_block, blocks_count, read_block, freed)
+                tree += (await walk.past(ptr, level, lo))[0]
+            lo += per_block**level
+    if cluster_ratio == 1:
+        return tree + sum(count for _, _, count in freed)
+    boundary = cut // cluster_ratio if boundary_kept and cut % cluster_ratio else None
+    clusters = {
+        cluster
+        for logical, physical, count in freed
+        for cluster in range(physical // cluster_ratio, (physical + count - 1) // cluster_ratio + 1)
+        if boundary is None
+        or (logical + (cluster * cluster_ratio - physical)) // cluster_ratio != boundary
+    }
+    return (len(clusters) + tree) * cluster_ratio
 
 
 async def _extents_past(
-    node: bytes, depth: int | None, cut: int, blocks_count: int, read_block: ReadBlock
+    node: bytes,
+    depth: int | None,
+    cut: int,
+    blocks_count: int,
+    read_block: ReadBlock,
+    freed: list[tuple[int, int, int]],
 ) -> int:
+    """The tree blocks freed below `node`; its data runs freed go to `freed`."""
     node_depth, entries = parse_node(node, blocks_count)
     if depth is not None and node_depth != depth:
         raise FSError(errno.EIO, f"extent tree: node of depth {node_depth} where {depth} was due")
     if not node_depth:
-        return sum(max(start + length - max(start, cut), 0) for start, length, _, _ in entries)
-    freed = 0
+        for start, length, physical, _ in entries:
+            first = max(start, cut)
+            if first < start + length:
+                freed.append((first, physical + first - start, start + length - first))
+        return 0
+    tree = 0
     for i, (start, child) in enumerate(entries):
         end = entries[i + 1][0] if i + 1 < len(entries) else 1 << 32
         if end > cut:  # a child starting at or past the cut goes whole, its block too
             below = await read_block(child)
-            freed += await _extents_past(below, node_depth - 1, cut, blocks_count, read_block)
-            freed += start >= cut
-    return freed
+            tree += await _extents_past(below, node_depth - 1, cut, blocks_count, read_block, freed)
+            tree += start >= cut
+    return tree
 
 
-async def _indirect_past(
-    ptr: int,
-    level: int,
-    lo: int,
-    cut: int,
-    per_block: int,
-    blocks_count: int,
-    read_block: ReadBlock,
-) -> tuple[int, bool]:
-    """(blocks freed, whether `ptr` stays) for a pointer of `level` (0: data) mapping
-    logical blocks from `lo`."""
-    if lo + per_block**level <= cut:
-        return 0, True
-    if not level:
-        return 1, False
-    if not 0 < ptr < blocks_count:
-        raise FSError(errno.EIO, f"indirect block {ptr} outside the filesystem")
-    block = await read_block(ptr)
-    freed, stays = 0, False
-    span = per_block ** (level - 1)
-    for i in range(per_block):
-        child = int.from_bytes(block[4 * i : 4 * i + 4], "little")
-        if child:
-            f, s = await _indirect_past(
-                child, level - 1, lo + i * span, cut, per_block, blocks_count, read_block
-            )
-            freed, stays = freed + f, stays or s
-    return freed + (not stays), stays
+class _IndirectWalk:
+    """ext4_ind_truncate's frees below one pointer of the classic block map."""
+
+    def __init__(
+        self,
+        cut: int,
+        per_block: int,
+        blocks_count: int,
+        read_block: ReadBlock,
+        freed: list[tuple[int, int, int]],
+    ) -> None:
+        self.cut, self.per_block, self.blocks_count = cut, per_block, blocks_count
+        self.read_block, self.freed = read_block, freed
+
+    async def past(self, ptr: int, level: int, lo: int) -> tuple[int, bool]:
+        """(indirect blocks freed, whether `ptr` stays) for a pointer of `level` (0: data)
+        mapping logical blocks from `lo`; freed data goes to `freed`."""
+        if lo + self.per_block**level <= self.cut:
+            return 0, True
+        if not level:
+            self.freed.append((lo, ptr, 1))
+            return 0, False
+        if not 0 < ptr < self.blocks_count:
+            raise FSError(errno.EIO, f"indirect block {ptr} outside the filesystem")
+        block = await self.read_block(ptr)
+        tree, stays = 0, False
+        span = self.per_block ** (level - 1)
+        for i in range(self.per_block):
+            child = int.from_bytes(block[4 * i : 4 * i + 4], "little")
+            if child:
+                t, s = await self.past(child, level - 1, lo + i * span)
+                tree, stays = tree + t, stays or s
+        return tree + (not stays), stays
 
 
 def can_truncate(inode: Inode, fast_symlink: bool) -> bool:

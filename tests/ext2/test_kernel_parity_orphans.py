@@ -3,7 +3,7 @@ the free counts and the truncated inodes' i_blocks equal the kernel's after its 
 (a read-write mount of a copy, which replays and cleans up), and the image is not written.
 
 Crash images of the kernel's own (a file unlinked while open, copied while mounted, with
-and without an orphan file);
+and without an orphan file, with bigalloc);
 the others chain orphans with debugfs: a deleted file, then a file cut short whose
 blocks past i_size are still mapped (extent leaves freed on ext4, indirect blocks
 on ext3), then the end of the list; a journal flagged for recovery sends both the kernel
@@ -32,7 +32,7 @@ SECOND = 1_000_000_000
 STAMP = 2_000_000_000 * SECOND  # one time for both cleanups, to compare all the rest
 
 
-def make_orphans(tmp_path: Path, fstype: str) -> Path:
+def make_orphans(tmp_path: Path, fstype: str, extra: tuple[str, ...]) -> Path:
     """A 1 KiB-block volume whose orphan list holds /gone (deleted) and /cut (i_size cut
     from 1.6 MB to 100,000 bytes), with needs_recovery set."""
     tree = tmp_path / "tree"
@@ -45,7 +45,20 @@ def make_orphans(tmp_path: Path, fstype: str) -> Path:
     (tree / "keep").write_bytes(b"kept\n")
     image = tmp_path / "image"
     subprocess.run(
-        ["mke2fs", "-q", "-F", "-t", fstype, "-b", "1024", "-d", str(tree), str(image), "16M"],
+        [
+            "mke2fs",
+            "-q",
+            "-F",
+            "-t",
+            fstype,
+            "-b",
+            "1024",
+            *extra,
+            "-d",
+            str(tree),
+            str(image),
+            "16M",
+        ],
         check=True,
         capture_output=True,
     )
@@ -64,11 +77,19 @@ def make_orphans(tmp_path: Path, fstype: str) -> Path:
     return image
 
 
-@pytest.mark.parametrize("fstype", ["ext4", "ext3"])
+@pytest.mark.parametrize(
+    ("fstype", "extra"),
+    [
+        pytest.param("ext4", (), id="ext4"),
+        pytest.param("ext3", (), id="ext3"),
+        # 16-block clusters: the cut at block 98 keeps the cluster of blocks 96-111
+        pytest.param("ext4", ("-O", "bigalloc", "-C", "16384"), id="ext4-bigalloc"),
+    ],
+)
 async def test_debugfs_orphans_cleaned_as_by_the_kernel(
-    tmp_path: Path, kernel_mount, monkeypatch, fstype: str
+    tmp_path: Path, kernel_mount, monkeypatch, fstype: str, extra: tuple[str, ...]
 ) -> None:
-    image = make_orphans(tmp_path, fstype)
+    image = make_orphans(tmp_path, fstype, extra)
     blocks = debugfs_field(debugfs_stat(image, "cut"), "Blockcount:")
     # ext4_truncate stamps the cut file's mtime and ctime with the time of the cleanup:
     # the kernel's, then the driver's, lie in the window of each one's recovery
@@ -91,14 +112,19 @@ async def test_debugfs_orphans_cleaned_as_by_the_kernel(
     await assert_replayed_as_kernel(image, kernel_mount, tmp_path, fstype, same_stamp)
 
 
-@pytest.mark.parametrize("features", ["^orphan_file", "orphan_file"])
+@pytest.mark.parametrize(
+    "extra",
+    [("-O", "^orphan_file"), ("-O", "orphan_file"), ("-O", "bigalloc", "-C", "16384")],
+    ids=["list", "orphan_file", "bigalloc"],
+)
 async def test_kernel_crash_orphan_cleaned_as_by_the_kernel(
-    tmp_path: Path, kernel_mount, features: str
+    tmp_path: Path, kernel_mount, extra: tuple[str, ...]
 ) -> None:
-    """The list in the superblock and inodes, or the orphan file (orphan_file)."""
+    """The list in the superblock and inodes, or the orphan file (orphan_file); a file
+    of 196 blocks in 13 clusters (bigalloc)."""
     live, image = tmp_path / "live", tmp_path / "image"
     subprocess.run(
-        ["mke2fs", "-q", "-F", "-t", "ext4", "-b", "1024", "-O", features, str(live), "16M"],
+        ["mke2fs", "-q", "-F", "-t", "ext4", "-b", "1024", *extra, str(live), "16M"],
         check=True,
         capture_output=True,
     )
@@ -117,7 +143,7 @@ async def test_kernel_crash_orphan_cleaned_as_by_the_kernel(
     finally:
         subprocess.run(["umount", str(mountpoint)], check=True)
     assert "needs_recovery" in debugfs(image, "features")
-    if features == "orphan_file":
+    if "orphan_file" in extra:
         assert "orphan_present" in debugfs(image, "features")
     else:
         assert debugfs_field(debugfs(image, "stats"), "First orphan inode:")
