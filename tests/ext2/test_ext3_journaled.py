@@ -4,7 +4,8 @@ On real FUSE mounts of mke2fs ext3 images: a workload leaves a volume that e2fsc
 clean and the kernel reads as uvfs showed it; an fsync leaves committed transactions in
 the log, and a copy taken then is made whole by replay alone; kill -9 of the server in
 the middle of an fsync-heavy workload leaves an image that `e2fsck -fp` (replay and
-preen) makes clean, with every file whose fsync returned intact.
+preen) makes clean, with every file whose fsync returned intact. In process: unlinked
+files still open wait on the orphan list, which e2fsck and uvfs's next mount free.
 
 `UVFS_CRASH_ROUNDS=50` runs 50 crash rounds instead of 8 (the closing figures).
 """
