@@ -31,7 +31,7 @@ import logging
 import stat
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import aclosing
+from contextlib import aclosing, suppress
 
 from construct import Container
 
@@ -324,6 +324,27 @@ class Ext2FileSystem:
         async def xattr_refcount(block: int) -> int:
             return int.from_bytes((await self._meta_block(block))[4:8], "little")
 
+        async def value_inodes(inode: Inode, block_freed: bool) -> list[int]:
+            if "ea_inode" not in geo.features:
+                return []
+            attrs = xattr.parse_ibody(inode.xattr_ibody)
+            if block_freed:
+                with suppress(FSError):
+                    attrs += xattr.parse_block(await self._xattr_block(inode))
+            return [value.inum for _, value in attrs if isinstance(value, xattr.ValueInode)]
+
+        async def ea_inode(ino: int) -> tuple[Inode, int] | None:
+            try:
+                inode = await self._read_inode(ino, orphan=True)
+                raw = await self._inode_raw(ino)
+            except FSError:
+                return None
+            if not inode.flags & EXT4_EA_INODE_FL or not stat.S_ISREG(inode.mode):
+                return None
+            # ext4_xattr_inode_get_ref: i_ctime's seconds over i_version's low word
+            low = int.from_bytes(raw[0x24:0x28], "little")
+            return inode, (inode.ctime_ns // 10**9 & 0xFFFFFFFF) << 32 | low
+
         done = await orphan.clean_orphans(
             sb.s_last_orphan,
             listed,
@@ -333,6 +354,8 @@ class Ext2FileSystem:
             has_blocks=has_blocks,
             blocks_past=blocks_past,
             xattr_refcount=xattr_refcount,
+            value_inodes=value_inodes,
+            ea_inode=ea_inode,
             block_size=geo.block_size,
             stamp_ns=orphan.stamp(whole_seconds=geo.inode_size <= 128),
         )
@@ -416,9 +439,8 @@ class Ext2FileSystem:
             self._inodes.put(ino, inode)
         return inode
 
-    async def _read_inode(self, ino: int, *, orphan: bool = False) -> Inode:
-        """Inode `ino` read and checked; `orphan`: as the orphan cleanup reads it (an
-        unlinked inode passes)."""
+    async def _inode_raw(self, ino: int) -> bytes:
+        """Inode `ino`'s slot in its group's inode table."""
         geo = self.geo
         if not 0 < ino <= geo.inodes_count:
             raise FSError(errno.EIO, f"inode number {ino} out of range")
@@ -427,7 +449,13 @@ class Ext2FileSystem:
         if not 0 < table <= geo.blocks_count - self._itable_blocks:
             raise FSError(errno.EIO, f"group {group}: inode table at bad block {table}")
         block, offset = divmod(index * geo.inode_size, geo.block_size)
-        raw = (await self._meta_block(table + block))[offset : offset + geo.inode_size]
+        return (await self._meta_block(table + block))[offset : offset + geo.inode_size]
+
+    async def _read_inode(self, ino: int, *, orphan: bool = False) -> Inode:
+        """Inode `ino` read and checked; `orphan`: as the orphan cleanup reads it (an
+        unlinked inode passes)."""
+        geo = self.geo
+        raw = await self._inode_raw(ino)
         inode = decode_inode(
             raw,
             ino,

@@ -23,9 +23,10 @@ one's link is reset). The orphan file's entries refused so are skipped.
 The blocks freed are found by walking the block map as ext4_ext_remove_space and
 ext4_ind_truncate do: data blocks at or past the cut, and every tree block left without a
 mapped block before it. A deleted inode is cut at 0 and also releases its xattr block
-(freed with its last reference). With bigalloc, clusters are freed whole (but the one the
-cut splits, if it keeps a block). Not counted: EA inodes whose last reference goes
-(ea_inode volumes).
+(freed with its last reference) and its references to EA inodes (ea_inode: an EA inode
+keeps its count in i_ctime's seconds and i_version's low word, and goes with its last).
+With bigalloc, clusters are freed whole (but the one the cut splits, if it keeps a
+block).
 """
 
 from __future__ import annotations
@@ -194,6 +195,8 @@ async def clean_orphans(
     has_blocks: Callable[[Inode], bool],
     blocks_past: Callable[[Inode, int], Awaitable[int]],
     xattr_refcount: Callable[[int], Awaitable[int]],
+    value_inodes: Callable[[Inode, bool], Awaitable[list[int]]],
+    ea_inode: Callable[[int], Awaitable[tuple[Inode, int] | None]],
     block_size: int,
     stamp_ns: int,
 ) -> Cleanup:
@@ -209,10 +212,15 @@ async def clean_orphans(
             symlink or a device number).
         blocks_past: `blocks_past` for an inode and a cut.
         xattr_refcount: the h_refcount of an xattr block.
+        value_inodes: the EA inodes an inode's attributes name: in the inode, and in its
+            block if that is freed with it (ext4_xattr_inode_dec_ref_all).
+        ea_inode: an EA inode and its reference count, or None if the kernel cannot
+            read it (ext4_xattr_inode_iget): skipped.
         stamp_ns: the truncated inodes' new mtime and ctime (`stamp`).
     """
     done = Cleanup(stamp_ns=stamp_ns)
     refs: dict[int, int] = {}  # xattr blocks' references, as the deletions leave them
+    ea_refs: dict[int, tuple[Inode, int]] = {}  # EA inodes and their references, likewise
     seen: set[int] = set()
 
     async def process(ino: int) -> Inode | None:
@@ -228,14 +236,32 @@ async def clean_orphans(
         if inode.links_count:
             done.blocks_512[ino] = max(inode.blocks_512 - freed * (block_size // 512), 0)
         else:
+            block_freed = False
             if inode.file_acl:
                 if inode.file_acl not in refs:
                     refs[inode.file_acl] = await xattr_refcount(inode.file_acl)
                 refs[inode.file_acl] -= 1
-                freed += refs[inode.file_acl] == 0
+                block_freed = refs[inode.file_acl] == 0
+                freed += block_freed
+            for ea in await value_inodes(inode, block_freed):
+                freed += await release(ea)
             done.inodes += 1
         done.blocks += freed
         return inode
+
+    async def release(ino: int) -> int:
+        """Drop a reference to EA inode `ino`; the blocks freed with it at the last."""
+        if ino not in ea_refs:
+            got = await ea_inode(ino)
+            if got is None:
+                return 0
+            ea_refs[ino] = got
+        ea, count = ea_refs[ino]
+        ea_refs[ino] = ea, count - 1
+        if count != 1:
+            return 0
+        done.inodes += 1
+        return await blocks_past(ea, 0) if has_blocks(ea) else 0
 
     ino = first
     with suppress(FSError):  # a failed truncate: the error state skips the rest of the list

@@ -114,14 +114,20 @@ async def test_debugfs_orphans_cleaned_as_by_the_kernel(
 
 @pytest.mark.parametrize(
     "extra",
-    [("-O", "^orphan_file"), ("-O", "orphan_file"), ("-O", "bigalloc", "-C", "16384")],
-    ids=["list", "orphan_file", "bigalloc"],
+    [
+        ("-O", "^orphan_file"),
+        ("-O", "orphan_file"),
+        ("-O", "bigalloc", "-C", "16384"),
+        ("-O", "ea_inode"),
+    ],
+    ids=["list", "orphan_file", "bigalloc", "ea_inode"],
 )
 async def test_kernel_crash_orphan_cleaned_as_by_the_kernel(
     tmp_path: Path, kernel_mount, extra: tuple[str, ...]
 ) -> None:
     """The list in the superblock and inodes, or the orphan file (orphan_file); a file
-    of 196 blocks in 13 clusters (bigalloc)."""
+    of 196 blocks in 13 clusters (bigalloc); a file whose attribute's value has its own
+    inode, freed with it (ea_inode)."""
     live, image = tmp_path / "live", tmp_path / "image"
     subprocess.run(
         ["mke2fs", "-q", "-F", "-t", "ext4", "-b", "1024", *extra, str(live), "16M"],
@@ -136,6 +142,8 @@ async def test_kernel_crash_orphan_cleaned_as_by_the_kernel(
         with open(mountpoint / "open-unlinked", "wb") as f:
             f.write(b"o" * 200_000)
             f.flush()
+            if "ea_inode" in extra:
+                os.setxattr(f.fileno(), "user.big", b"v" * 3000)
             os.fsync(f.fileno())
             os.unlink(mountpoint / "open-unlinked")
             os.sync()  # the unlink committed: the inode is on the orphan list
