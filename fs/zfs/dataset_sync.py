@@ -9,11 +9,10 @@ directory lose it. An older block still belongs to the snapshot: it goes on the 
 deadlist, the dataset no longer references it, the directory keeps it but counts it as
 the snapshots' (DD_USED_HEAD to DD_USED_SNAP), and when the snapshot before the head was
 the only other holder (born after that snapshot's own predecessor), the block becomes
-unique to it.
+unique to it. A file whose dn_used changes moves its owners' user and group usage.
 
 Deadlists here are the bplists of pool versions before 26 (bplist.py); the later
-dsl_deadlist of sub-lists is not written yet. The ZPL's per-user and per-group usage
-objects (DMU_USERUSED_OBJECT ...) are not updated when an object's dn_used changes.
+dsl_deadlist of sub-lists is not written yet.
 """
 
 from __future__ import annotations
@@ -43,6 +42,7 @@ from uvfs_fs.zfs.objset_sync import (
     append_to_object,
     sync_objset,
 )
+from uvfs_fs.zfs.znode import znode_owner_ids
 
 SPA_VERSION_DEADLISTS = 26
 MAX_DIR_DEPTH = 64
@@ -72,7 +72,7 @@ async def sync_dataset(
     order = dn.byteorder
     ds = parse_dsl_dataset(dn.dn_bonus, order)
     ctx.owner = owner = Owner(prev_snap_txg=ds.ds_prev_snap_txg)
-    root = await sync_objset(cache, ds.ds_bp, changes, ctx, policy)
+    root = await sync_objset(cache, ds.ds_bp, changes, ctx, policy, znode_owner_ids)
     net = owner.born - owner.freed
     dead = Usage()
     for bp in owner.dead:

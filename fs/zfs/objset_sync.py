@@ -29,7 +29,8 @@ is refused.
 from __future__ import annotations
 
 import errno
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from uvfs import FSError
@@ -51,8 +52,10 @@ from uvfs_fs.zfs.dnode import (
     DNODE_SHIFT,
     DnodePhys,
     encode_dnode,
+    parse_dnode,
 )
 from uvfs_fs.zfs.metaslab import Metaslab, metaslab_alloc, metaslab_free
+from uvfs_fs.zfs.zap import ZBT_MICRO, mzap_remove, mzap_set, parse_mzap, zap_block_type
 from uvfs_fs.zfs.zio_write import WriteProps, zio_write_finish, zio_write_prepare
 
 # dmu_ot[].ot_metadata is false only for these: plain file and zvol data, other uint8/64[].
@@ -277,12 +280,67 @@ async def cow_object(
                        dn_maxblkid=max(dn.dn_maxblkid, max(blocks)))  # fmt: skip
 
 
+# Whose space an object's dnode and blocks are, (user, group), or None (used_cbs upstream:
+# the ZPL reads its znode).
+OwnerIds = Callable[[DnodePhys], "tuple[int, int] | None"]
+_USED_OBJECTS = (1024, 1536)  # os_userused_dnode, os_groupused_dnode in objset_phys_t
+OBJSET_FLAG_USERACCOUNTING_COMPLETE = 1 << 0
+
+
+async def _userquota_updates(
+    cache: BlockCache, phys: bytes, byteorder: str, deltas: tuple[Counter[int], Counter[int]],
+    ctx: SyncContext, policy: WritePolicy,
+) -> bytes:  # fmt: skip
+    """`phys` with the user and group usage objects moved by `deltas` (bytes by user id,
+    by group id): micro ZAPs named by the hex id, entries that reach 0 removed
+    (dmu_objset_do_userquota_updates, zap_increment_int)."""
+    for at, delta in zip(_USED_OBJECTS, deltas, strict=True):
+        dn = parse_dnode(phys[at : at + DNODE_MIN_SIZE], byteorder)
+        if dn.dn_type == DMU_OT_NONE or not any(delta.values()):
+            continue
+        found = await read_block(cache, dn, 0)
+        if found is None or zap_block_type(*found) != ZBT_MICRO:
+            raise FSError(errno.EOPNOTSUPP, "a fat user or group usage ZAP is not written yet")
+        block, order = found
+        values = {e.name: e.int() for e in parse_mzap(block, order)}
+        for ident, change in sorted(delta.items()):
+            name = b"%x" % ident
+            value = values.get(name, 0) + change
+            block = mzap_set(block, order, name, value) if value else mzap_remove(block, name)
+        dn = await cow_object(cache, dn, {0: block}, ctx, policy)
+        phys = phys[:at] + encode_dnode(dn) + phys[at + DNODE_MIN_SIZE :]
+    return phys
+
+
+def _charge_ids(deltas: tuple[Counter[int], Counter[int]], ids: tuple[int, int] | None,
+                dn: DnodePhys, sign: int) -> None:  # fmt: skip
+    if ids is not None:
+        amount = sign * (DNODE_MIN_SIZE + dn.used_bytes)
+        deltas[0][ids[0]] += amount
+        deltas[1][ids[1]] += amount
+
+
 async def sync_objset(
-    cache: BlockCache, root: BlockPtr, dirty: DirtyObjset, ctx: SyncContext, policy: WritePolicy
+    cache: BlockCache,
+    root: BlockPtr,
+    dirty: DirtyObjset,
+    ctx: SyncContext,
+    policy: WritePolicy,
+    owner_ids: OwnerIds | None = None,
 ) -> BlockPtr:
-    """Write the object set under `root` with `dirty` applied; its new root pointer."""
+    """Write the object set under `root` with `dirty` applied; its new root pointer.
+
+    With `owner_ids` (a ZPL object set), a changed object's dnode size and dn_used move
+    from its old owners' usage to its new ones' (when the object set keeps that usage).
+    """
     raw = await cache.read(root)
     objset = ObjectSet(cache, parse_objset(raw, root.byteorder))
+    accounting = (
+        owner_ids is not None
+        and len(raw) >= _USED_OBJECTS[1] + DNODE_MIN_SIZE
+        and objset.phys.os_flags & OBJSET_FLAG_USERACCOUNTING_COMPLETE
+    )
+    deltas: tuple[Counter[int], Counter[int]] = (Counter(), Counter())
     meta = objset.meta
     bsz = meta.datablksz
     dnode_blocks: dict[int, bytearray] = {}
@@ -290,6 +348,10 @@ async def sync_objset(
         dn = await dirty.dnode(objset, obj)
         if dirty.blocks.get(obj):
             dn = await cow_object(cache, dn, dirty.blocks[obj], ctx, policy)
+        if accounting and owner_ids is not None:
+            old = await objset.dnode(obj)
+            _charge_ids(deltas, owner_ids(old), old, -1)
+            _charge_ids(deltas, owner_ids(dn), dn, 1)
         blkid, at = divmod(obj << DNODE_SHIFT, bsz)
         if blkid not in dnode_blocks:
             block = await read_block(cache, meta, blkid)
@@ -301,6 +363,8 @@ async def sync_objset(
     new_meta = await cow_object(cache, meta, {k: bytes(v) for k, v in dnode_blocks.items()},
                                 ctx, policy)  # fmt: skip
     phys = encode_dnode(new_meta) + raw[DNODE_MIN_SIZE:]
+    if accounting:
+        phys = await _userquota_updates(cache, phys, root.byteorder, deltas, ctx, policy)
     fill = sum(bp.fill for bp in new_meta.dn_blkptr if not bp.is_hole)
     props, copies = policy.props(meta, DMU_OT_OBJSET, 0, ctx.sector)
     new_root = ctx.write(phys, props, copies, fill)

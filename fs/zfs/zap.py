@@ -14,7 +14,8 @@ registry are all ZAPs. The first 8 bytes of block 0 say which kind:
   bytes each, integers stored big-endian whatever the block's byte order.
 
 Parsing is sans-I/O (bytes in, `ZapEntry` out: `parse_mzap`, `ZapLeaf`), and so is the
-writer's `mzap_set` (a micro ZAP block with one entry set or added); `Zap` is the
+writer's `mzap_set` and `mzap_remove` (a micro ZAP block with one entry set, added or
+removed); `Zap` is the
 thin async layer on an object. Every chain walk is bounded by the leaf's chunk count, so a
 looped chain is an EIO, never a hang.
 """
@@ -198,6 +199,15 @@ def mzap_set(block: bytes, byteorder: str, name: bytes, value: int) -> bytes:
     cd = min(set(range(len(cds) + 1)) - cds)
     struct.pack_into(u64 + "I2x", out, free, value, cd)
     out[free + 14 : free + 14 + MZAP_NAME_LEN] = name.ljust(MZAP_NAME_LEN, b"\0")
+    return bytes(out)
+
+
+def mzap_remove(block: bytes, name: bytes) -> bytes:
+    """Micro ZAP `block` without the entry `name` (its chunk zeroed); unchanged if absent."""
+    out = bytearray(block)
+    for at in range(MZAP_ENT_LEN, len(block) - MZAP_ENT_LEN + 1, MZAP_ENT_LEN):
+        if block[at + 14 : at + 14 + MZAP_NAME_LEN].split(b"\0", 1)[0] == name:
+            out[at : at + MZAP_ENT_LEN] = bytes(MZAP_ENT_LEN)
     return bytes(out)
 
 

@@ -34,6 +34,8 @@ from dataclasses import dataclass, replace
 
 from uvfs import FSError
 
+from .dnode import DMU_OT_ZNODE, DnodePhys
+
 ZNODE_PHYS_SIZE = 264
 _U64_FIELDS = 22  # zp_atime .. zp_gid, as u64 words
 
@@ -128,6 +130,16 @@ def znode_phys_set_times(
     struct.pack_into(f"{byteorder}4Q", out, 16, mtime[0] & (2**64 - 1), mtime[1],
                      ctime[0] & (2**64 - 1), ctime[1])  # fmt: skip
     return bytes(out)
+
+
+def znode_owner_ids(dn: DnodePhys) -> tuple[int, int] | None:
+    """(uid, gid) whose space the object of `dn` is, for its object set's user and group
+    usage (zpl_get_file_info); None for an object without an old-style znode (SA files
+    are not written yet)."""
+    if dn.dn_bonustype != DMU_OT_ZNODE or len(dn.dn_bonus) < ZNODE_PHYS_SIZE:
+        return None
+    uid, gid = struct.unpack_from(dn.byteorder + "2Q", dn.dn_bonus, 128)
+    return uid, gid
 
 
 def znode_from_sa(attrs: dict[str, bytes], byteorder: str) -> Znode:

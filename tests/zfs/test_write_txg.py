@@ -4,6 +4,7 @@ update, and the MOS copied on write to convergence, as zfs-fuse imports and chec
 from __future__ import annotations
 
 import errno
+import random
 import re
 import struct
 import subprocess
@@ -20,6 +21,7 @@ from uvfs import FSError, ImageFile
 from uvfs_fs.zfs.blkptr import parse_blkptr
 from uvfs_fs.zfs.compress import ZIO_COMPRESS_GZIP_9, ZIO_COMPRESS_ZLE
 from uvfs_fs.zfs.dmu import BlockCache, ObjectSet
+from uvfs_fs.zfs.dnode import DNODE_MIN_SIZE, parse_dnode
 from uvfs_fs.zfs.dsl import list_datasets
 from uvfs_fs.zfs.label import VDEV_UBERBLOCK_OFFSET, label_offsets
 from uvfs_fs.zfs.spa import Pool, open_pool
@@ -34,6 +36,7 @@ from uvfs_fs.zfs.uberblock import (
     ring_slot,
 )
 from uvfs_fs.zfs.writer import PoolWriter
+from uvfs_fs.zfs.znode import znode_owner_ids
 
 LAYOUTS = {"disk": [("disk", 1)], "mirror": [("mirror", 2)]}
 TEXT = b"".join(b"line %6d of the file\n" % i for i in range(16000))  # 3 records, lzjb
@@ -309,6 +312,19 @@ async def _objset_usage(pool: Pool) -> dict[int, int]:
     return out
 
 
+async def _user_usage(pool: Pool) -> dict[int, int]:
+    """Per dataset object: what its user and group usage must say for uid/gid 0 (every
+    file here is root's): a dnode and its dn_used bytes per object with a znode."""
+    out: dict[int, int] = {}
+    async for v in walk_pool(pool):
+        if v.objset and v.object == 0 and v.level == 0:
+            for at in range(0, len(v.data), DNODE_MIN_SIZE):
+                dn = parse_dnode(v.data[at:], v.bp.byteorder)
+                if znode_owner_ids(dn) == (0, 0):
+                    out[v.objset] = out.get(v.objset, 0) + DNODE_MIN_SIZE + dn.used_bytes
+    return out
+
+
 async def test_file_overwrite_copies_the_dataset_on_write(
     built: PoolRecord, zfs_fuse: ZfsFuse, tmp_path: Path
 ) -> None:
@@ -317,14 +333,17 @@ async def test_file_overwrite_copies_the_dataset_on_write(
     the new bytes and mtimes, a clone of a@s1 the old ones; the old blocks of a went on its
     deadlist (the snapshot's unique bytes, the directory's snapshot usage, zfs-fuse's
     usedbysnapshots), those of plain were freed (zdb -bcc: no leaks); each dataset still
-    references exactly the blocks of its tree; scrub is clean."""
+    references exactly the blocks of its tree, and its user and group usage follows its
+    files' dn_used; scrub is clean."""
     name = built.name
     vdevs = _copy(built, tmp_path / "pool")
     writer = await PoolWriter.open([str(v) for v in vdevs])
     first = writer.pool.uberblock
     before_walk = await _objset_usage(writer.pool)
     before_phys = await _dataset_phys(writer.pool)
-    new_text, new_plain = b"NEW DATA " * 3000, b"Z" * 150_000
+    before_users = await _user_usage(writer.pool)
+    # Random bytes do not compress: a/file's dn_used grows, and its owner's usage with it.
+    new_text, new_plain = random.Random(3).randbytes(30_000), b"Z" * 150_000
     t0 = time.time_ns()
     try:
         await writer.write_file_range(f"{name}/a", "file", 120_000, new_text)
@@ -343,6 +362,9 @@ async def test_file_overwrite_copies_the_dataset_on_write(
     for ds in (name, f"{name}/a"):  # referenced moves with the blocks of its tree, exactly
         obj = by_name[ds].ds_obj
         assert phys[ds][0] - before_phys[ds][0] == walk[obj] - before_walk[obj]
+    users = await _user_usage(pool)
+    a_obj = by_name[f"{name}/a"].ds_obj
+    assert users[a_obj] > before_users[a_obj]
     head, snap = phys[f"{name}/a"], phys[f"{name}/a@s1"]
     deadlist = (await mos.dnode(head[2])).dn_bonus
     dead_bytes = struct.unpack_from("<Q", deadlist, 8)[0]
@@ -361,9 +383,9 @@ async def test_file_overwrite_copies_the_dataset_on_write(
         for path in built.files:
             seen[path] = (mnt / path).read_bytes()
         stamps.extend((mnt / p).stat().st_mtime_ns for p in ("a/file", "plain"))
-        used.append(
-            zfs_fuse.run("zfs", "get", "-Hp", "-o", "value", "usedbysnapshots", f"{name}/a")
-        )
+        for prop, ds in (("usedbysnapshots", f"{name}/a"), ("userused@0", f"{name}/a"),
+                         ("groupused@0", f"{name}/a"), ("userused@0", name)):  # fmt: skip
+            used.append(zfs_fuse.run("zfs", "get", "-Hp", "-o", "value", prop, ds))
         zfs_fuse.run("zfs", "clone", f"{name}/a@s1", f"{name}/c")
         seen["c/file"] = (mnt / "c" / "file").read_bytes()
 
@@ -371,5 +393,6 @@ async def test_file_overwrite_copies_the_dataset_on_write(
     assert seen == built.files | {"a/file": text, "plain": plain, "c/file": TEXT}
     # zfs-fuse shows whole seconds
     assert all(t0 // 10**9 <= t // 10**9 <= t1 // 10**9 for t in stamps), (t0, stamps, t1)
-    assert used == [f"{dead_bytes}\n"]
+    assert used == [f"{n}\n" for n in (dead_bytes, users[a_obj], users[a_obj],
+                                        users[by_name[name].ds_obj])]  # fmt: skip
     assert "with 0 errors" in status and "errors: No known data errors" in status, status

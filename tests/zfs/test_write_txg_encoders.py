@@ -1,5 +1,6 @@
 """The encoders a txg's sync uses: dnodes, micro ZAP entries, DSL directory space
-accounting, space map headers; each the inverse of (or checked by) the reader's parser."""
+accounting, space map and bplist headers; each the inverse of (or checked by) the
+reader's parser."""
 
 from __future__ import annotations
 
@@ -10,11 +11,27 @@ from write_pool import COMPRESSIONS, write_pool
 from zfsfuse import PoolRecord, ZfsFuse, walk_pool
 
 from uvfs import ImageFile
+from uvfs_fs.zfs.blkptr import DVA, BlockPtr, encode_blkptr, parse_blkptr
+from uvfs_fs.zfs.bplist import bplist_append, bplist_entries
 from uvfs_fs.zfs.dnode import DMU_OT_DNODE, DNODE_MIN_SIZE, encode_dnode, parse_dnode
 from uvfs_fs.zfs.dsl import DD_USED_CHILD, DD_USED_HEAD, dsl_dir_diduse_space
 from uvfs_fs.zfs.spa import open_pool
 from uvfs_fs.zfs.spacemap import parse_space_map_phys, space_map_phys_append
-from uvfs_fs.zfs.zap import MZAP_ENT_LEN, ZBT_MICRO, ZapEntry, mzap_set, parse_mzap, zap_hash
+from uvfs_fs.zfs.zap import (
+    MZAP_ENT_LEN,
+    ZBT_MICRO,
+    ZapEntry,
+    mzap_remove,
+    mzap_set,
+    parse_mzap,
+    zap_hash,
+)
+
+_DATA_BP = BlockPtr(
+    dvas=(DVA(0, 0x4000, 0x200, False), DVA(0, 0x90000, 0x200, False)),
+    lsize=0x20000, psize=0x200, compress=3, checksum=7, type=19, level=0, embedded=False,
+    byteorder="<", birth_txg=9, fill=1, cksum=(1, 2, 3, 4), is_hole=False,
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +131,32 @@ def test_space_map_phys_append(order: str) -> None:
     out = space_map_phys_append(bonus, order, 64, -300)
     assert tuple(parse_space_map_phys(out, order)) == (27, 4160, -200)
     assert out[24:] == bytes(range(256))
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_bplist_append(order: str) -> None:
+    """The header counts the pointers and their bytes (the 16-byte header has no
+    compressed sizes); entries are stored with fill and checksum zeroed, unless dedup."""
+    bp = parse_blkptr(encode_blkptr(_DATA_BP, "<"), "<")
+    header = struct.pack(f"{order}4Q", 2, 1000, 600, 900)
+    out, array = bplist_append(header, order, [bp, bp._replace(dedup=True)], (2048, 1024, 4096))
+    assert struct.unpack(f"{order}4Q", out) == (4, 3048, 1624, 4996)
+    assert bplist_entries(out, order) == 4
+    first, second = parse_blkptr(array[:128], order), parse_blkptr(array[128:], order)
+    assert first == bp._replace(fill=0, cksum=(0, 0, 0, 0))
+    assert second == bp._replace(fill=0, dedup=True)
+    short = struct.pack(f"{order}2Q", 0, 0)
+    assert bplist_append(short, order, [bp], (512, 512, 512))[0] == struct.pack(
+        f"{order}2Q", 1, 512
+    )
+
+
+def test_mzap_remove_frees_the_chunk() -> None:
+    """Removing zeroes the entry's chunk, which the next new name takes."""
+    block = mzap_set(mzap_set(_mzap(7), "<", b"a", 1), "<", b"b", 2)
+    assert parse_mzap(mzap_remove(block, b"a"), "<") == [ZapEntry(b"b", 8, (2).to_bytes(8, "big"))]
+    assert mzap_remove(block, b"absent") == block
+    assert (
+        mzap_set(mzap_remove(block, b"a"), "<", b"c", 3)[64:128]
+        == mzap_set(_mzap(7), "<", b"c", 3)[64:128]
+    )
