@@ -3,6 +3,10 @@
 Layers, bottom up as in OpenZFS: label/uberblock/vdev/raidz/zio/spa find and verify
 blocks; dnode/dmu read objects; zap/dsl/sa/znode decode names, datasets and attributes;
 zpl presents the file tree (see zpl.py for what is shown and how inodes are numbered).
+
+Writing (not mounted yet): writer.PoolWriter gathers a txg's changes and syncs them,
+top down as spa_sync does: dataset_sync -> objset_sync (copy-on-write block trees) ->
+spa_sync (the MOS and its space maps, to convergence) -> txg (blocks, flush, uberblocks).
 """
 
 from __future__ import annotations

@@ -167,21 +167,20 @@ class SyncContext:
         self.ashifts = ashifts
         # Only metaslabs that have a space map take allocations: creating one is later work.
         self._eligible = [ms for v in ashifts for ms in metaslabs[v] if ms.sm_object]
-        self.sector = 1 << max(ashifts.values())
+        self.sector = 1 << max(ashifts.values())  # mixed ashifts: the largest fits all
         self.writes: list[tuple[DVA, bytes]] = []
         self.owner = Owner()  # the caller sets the object set being written
 
     def _alloc(self, psize: int, copies: int) -> list[DVA]:
+        """`copies` DVAs of `psize` bytes rounded up to whole sectors (plain and mirror
+        vdevs: no parity), each in a metaslab of its own where there are enough, so
+        that ditto copies survive damage to one region."""
+        asize = -(-psize // self.sector) * self.sector
         dvas: list[DVA] = []
         for _ in range(copies):
-            # Each copy in a metaslab of its own where there are enough (ditto blocks
-            # survive damage to one region).
             taken = {(d.vdev, d.offset >> _ms_shift(self.metaslabs[d.vdev])) for d in dvas}
             spare = [ms for ms in self._eligible if (ms.vdev, ms.id) not in taken]
-            candidates = spare or self._eligible
-            ashift = {ms.vdev: self.ashifts[ms.vdev] for ms in candidates}
-            asize = -(-psize >> max(ashift.values())) << max(ashift.values())
-            dvas.append(metaslab_alloc(candidates, asize))
+            dvas.append(metaslab_alloc(spare or self._eligible, asize))
         return dvas
 
     def write(self, data: bytes, props: WriteProps, copies: int, fill: int) -> BlockPtr:
