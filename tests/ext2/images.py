@@ -209,3 +209,16 @@ def debugfs(image: Path, request: str, *flags: str) -> str:
         ["debugfs", *flags, "-R", request, str(image)], check=True, capture_output=True
     )
     return done.stdout.decode("utf-8", "surrogateescape")
+
+
+def debugfs_w(image: Path, *requests: str) -> None:
+    """Run debugfs requests that change `image`; any complaint fails the test."""
+    done = subprocess.run(
+        ["debugfs", "-w", "-f", "-", str(image)],
+        input="\n".join(requests) + "\n",
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    errors = [ln for ln in done.stderr.splitlines() if ln and not ln.startswith("debugfs 1.")]
+    assert not errors, errors

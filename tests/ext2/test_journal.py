@@ -30,7 +30,7 @@ from uvfs_fs.ext2.writable import WritableExt2
 
 from ..conftest import run_uvfs
 from .conftest import resolve
-from .images import debugfs, make_image
+from .images import debugfs, debugfs_w, make_image
 from .test_kernel_oracle import compare_with_kernel, writable_loop_mount
 
 pytestmark = pytest.mark.slow
@@ -76,15 +76,7 @@ def write_journal(
             line += " -c"
         script.append(f"{line} {data if txn.blocks else '/dev/null'}")
     script.append("jc")
-    done = subprocess.run(
-        ["debugfs", "-w", "-f", "-", str(image)],
-        input="\n".join(script) + "\n",
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    errors = [ln for ln in done.stderr.splitlines() if ln and not ln.startswith("debugfs 1.")]
-    assert not errors, errors
+    debugfs_w(image, *script)
     assert "needs_recovery" in debugfs(image, "features")
 
 

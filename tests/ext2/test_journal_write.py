@@ -44,7 +44,7 @@ from uvfs_fs.ext2.journal_write import JournalWriter
 from uvfs_fs.ext2.transaction import Commit
 
 from ..conftest import need
-from .images import debugfs
+from .images import debugfs, debugfs_w
 
 pytestmark = pytest.mark.slow
 
@@ -91,19 +91,6 @@ def make_volume(work: Path, config: Config, size_mb: int = 8) -> Path:
     )  # fmt: skip
     debugfs_w(image, "feature needs_recovery")  # as the kernel's read-write mount sets it
     return image
-
-
-def debugfs_w(image: Path, *requests: str) -> None:
-    """Run debugfs requests that change `image`; any complaint fails the test."""
-    done = subprocess.run(
-        ["debugfs", "-w", "-f", "-", str(image)],
-        input="\n".join(requests) + "\n",
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    errors = [ln for ln in done.stderr.splitlines() if ln and not ln.startswith("debugfs 1.")]
-    assert not errors, errors
 
 
 def edited(image: Path, name: str, *requests: str) -> Path:
