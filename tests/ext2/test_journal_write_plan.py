@@ -219,10 +219,8 @@ def test_write_and_revoke_cancel_each_other() -> None:
     assert txn.log_blocks(journal.jsb) == 1 + 1 + 1 + 1  # revoke, descriptor, copy, commit
 
 
-def test_a_checkpoint_writes_only_the_last_word() -> None:
-    """Checkpointing T1 and T2 writes T1's block 1, T2's block 2 and never block 3, which
-    T2 revoked; then the journal is empty, the next transaction id in s_sequence."""
-    journal = empty_journal(incompat=V3)
+def commit_t1_and_t2(journal: Journal) -> None:
+    """T1 writes blocks 1, 2 and 3 (b"1"); T2 rewrites block 2 (b"2") and revokes block 3."""
     t1 = journal.begin()
     for block in (1, 2, 3):
         t1.write(block, data(b"1"))
@@ -231,6 +229,13 @@ def test_a_checkpoint_writes_only_the_last_word() -> None:
     t2.write(2, data(b"2"))
     t2.revoke(3)
     journal.commit(t2, 2, 0)
+
+
+def test_a_checkpoint_writes_only_the_last_word() -> None:
+    """Checkpointing T1 and T2 writes T1's block 1, T2's block 2 and never block 3, which
+    T2 revoked; then the journal is empty, the next transaction id in s_sequence."""
+    journal = empty_journal(incompat=V3)
+    commit_t1_and_t2(journal)
     done = journal.checkpoint()
     assert done is not None
     assert (done.home, done.transactions) == ([(1, data(b"1")), (2, data(b"2"))], [8, 9])
@@ -301,14 +306,7 @@ def test_committed_answers_until_the_checkpoint_is_home() -> None:
     copy, nothing for a revoked one, and the copies of a checkpoint until `home_written`,
     except those a later commit replaced."""
     journal = empty_journal()
-    t1 = journal.begin()
-    for block in (1, 2, 3):
-        t1.write(block, data(b"1"))
-    journal.commit(t1, 1, 0)
-    t2 = journal.begin()
-    t2.write(2, data(b"2"))
-    t2.revoke(3)
-    journal.commit(t2, 2, 0)
+    commit_t1_and_t2(journal)
     assert [journal.committed(b) for b in (1, 2, 3, 4)] == [data(b"1"), data(b"2"), None, None]
     done = journal.checkpoint()
     assert done is not None
