@@ -645,6 +645,31 @@ async def test_change_relocks_when_the_eof_drops_while_waiting() -> None:
     check_coherent(cache, {KEY: driver})
 
 
+async def test_a_read_queued_behind_a_truncate_past_its_range_asks_the_driver_nothing() -> None:
+    driver = Driver(pattern(1000))
+    cache = BufferCache(1 << 20)
+    await cache.read(KEY, 0, 1000, driver.fetch)  # EOF 1000 known
+    truncated = trio.Event()
+
+    async def resize() -> str:
+        await truncated.wait()
+        return await driver.resize(100)
+
+    got: list[bytes] = []
+
+    async def reader() -> None:
+        got.append(await cache.read(KEY, 500, 100, driver.fetch))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(cache.truncate, KEY, 100, resize)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(reader)  # waits for the truncate's [100, inf)
+        await trio.testing.wait_all_tasks_blocked()
+        truncated.set()
+    assert got == [b""]
+    assert driver.calls == [(0, 1000)]  # granted past the new EOF: nothing to fetch
+
+
 async def test_invalidate_during_a_write_installs_nothing() -> None:
     driver = Driver(pattern(1000))
     cache = BufferCache(1 << 20)

@@ -98,15 +98,16 @@ Costs
 A read checks for cancellation but yields only when it waits (for a range lock, or in the
 driver's fetch): pyfuse3's worker loop already yields before taking each request, and a
 yield of our own sent every request once more through trio's scheduler (an epoll poll and
-a task switch, ~5 us of a 4 KiB read's ~10 us in the broker). A full hit then costs a
-bisection, one clock read (the extent's last-use stamp, ~0.1 us) and one copy of the bytes
-returned: ~1.5 us for 4 KiB over the broker without a cache. `test_hit_rate` in
-``tests/test_cache.py`` measured ~105,000 hits/s of 128 KiB from a warm cache (~14 GB/s) on
-the quiet 2-core build machine, 25,000-35,000 with both cores busy. A miss adds a range
-lock taken without a coroutine (`RangeLock.read_nowait`), the fetch, the copy into its
-extent and the settling of the budget, which sums the members' charges only when the
-fill outgrows the room left by the last sum (`MemoryBudget.settle`): ~8 us for 4 KiB,
-half of it the kernel giving the cache fresh memory. Fills, evictions and truncates cost
+a task switch: ~4 us each, more than a whole hit). A full hit then costs a bisection, one
+clock read (the extent's last-use stamp, ~0.1 us) and one copy of the bytes returned:
+~1.5 us for 4 KiB over the broker without a cache (micro-benchmark on the loaded 2-core
+machine). `test_hit_rate` in ``tests/test_cache.py`` measured ~105,000 hits/s of 128 KiB
+from a warm cache (~14 GB/s) on the quiet machine, 25,000-35,000 with both cores busy. A
+miss adds a range lock taken without a coroutine (`RangeLock.read_nowait`), the fetch,
+the copy into its extent and the settling of the budget, which sums the members' charges
+only when the fill outgrows the room the last sum left (`MemoryBudget.settle`): ~8.5 us
+for 4 KiB, of which ~2.5 us is the kernel faulting in the fresh page the copy lands on
+(a cold read grows the cache; ~6 us in a busy server). Fills, evictions and truncates cost
 O(log n) to find an extent plus list insertions and deletions, O(n) in the extents of one
 file, with n small thanks to merging.
 Concurrent reads of the same missing range each fetch it: the second finds nothing
@@ -530,6 +531,8 @@ class BufferCache:
     def _plan(self, file: _File, start: int, end: int) -> list[bytes | tuple[int, int]]:
         """``[start, end)`` as the cached bytes, copied now (eviction may drop them while
         a fetch waits), and the gaps to fetch, ``(offset, size)``, in order."""
+        if start == end:
+            return []
         i = bisect_right(file.starts, start)
         if i == len(file.starts) or file.starts[i] >= end:  # no extent starts inside
             if not i:
