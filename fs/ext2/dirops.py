@@ -8,6 +8,11 @@ So records never move, every block stays a chain ending exactly at the block's e
 a name is always 255 bytes or less (ENAMETOOLONG otherwise: fuse2fs corrupts its directory
 on a 256-byte name). A `DirBlock` wraps a `bytearray` holding one directory block and
 changes it in place; `dirent` parses what it writes.
+
+On metadata_csum volumes a leaf block ends in a 12-byte checksum tail (`csum`) outside the
+record chain: the chain ends `EXT2_DIR_TAIL_SIZE` bytes early, and the writer seals the
+tail when it writes the block. A block read without one (an htree node whose index the
+writer drops) gets one cut from its last record's slack when it is first edited.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import errno
 
 from uvfs import FSError
+from uvfs_fs.ext2.csum import DIR_TAIL_HEAD, EXT2_DIR_TAIL_SIZE, has_dir_tail
 from uvfs_fs.ext2.dirent import (
     EXT2_FT_DIR,
     EXT2_NAME_LEN,
@@ -35,8 +41,8 @@ def check_name(name: bytes) -> None:
         raise FSError(errno.EINVAL, f"bad file name {name!r}")
 
 
-def _records(block: bytearray) -> list[tuple[int, int, int, int]]:
-    """(offset, inode, rec_len, name_len) of every record, used or not, in order.
+def _records(block: bytearray, end: int) -> list[tuple[int, int, int, int]]:
+    """(offset, inode, rec_len, name_len) of every record before `end`, used or not, in order.
 
     A tight loop over the raw bytes rather than a struct per record: every add and remove
     walks the whole block, so this is the directory code's inner loop.
@@ -45,12 +51,12 @@ def _records(block: bytearray) -> list[tuple[int, int, int, int]]:
     wide = size >= 65536
     out = []
     offset = 0
-    while offset < size:
-        if offset + _HEAD > size:
+    while offset < end:
+        if offset + _HEAD > end:
             raise FSError(errno.EIO, f"directory record at {offset} cut by the block's end")
         raw = block[offset + 4] | block[offset + 5] << 8
         rec_len = decode_rec_len(raw, size) if wide else raw
-        if rec_len < _HEAD or rec_len & 3 or offset + rec_len > size:
+        if rec_len < _HEAD or rec_len & 3 or offset + rec_len > end:
             raise FSError(errno.EIO, f"directory record at {offset}: bad rec_len {raw}")
         inode = int.from_bytes(block[offset : offset + 4], "little")
         out.append((offset, inode, rec_len, block[offset + 6]))
@@ -70,19 +76,32 @@ def _name_at(block: bytearray, offset: int, name_len: int) -> bytes:
     return bytes(block[offset + _HEAD : offset + _HEAD + name_len])
 
 
-def empty_block(block_size: int) -> bytearray:
-    """A directory block holding no name: one unused record spanning it."""
+def _chain_end(block: bytearray, tail: bool) -> int:
+    """Where the record chain ends; with `tail`, the tail's head is written after it
+    (its crc when sealed)."""
+    if not tail:
+        return len(block)
+    block[-EXT2_DIR_TAIL_SIZE:] = DIR_TAIL_HEAD + bytes(4)
+    return len(block) - EXT2_DIR_TAIL_SIZE
+
+
+def empty_block(block_size: int, *, tail: bool = False) -> bytearray:
+    """A directory block holding no name: one unused record spanning it (up to the
+    checksum tail, when `tail`: sealed when written)."""
     block = bytearray(block_size)
-    _put(block, 0, 0, b"", 0, block_size)
+    _put(block, 0, 0, b"", 0, _chain_end(block, tail))
     return block
 
 
-def first_block(ino: int, parent: int, block_size: int, *, filetype: bool) -> bytearray:
+def first_block(
+    ino: int, parent: int, block_size: int, *, filetype: bool, tail: bool = False
+) -> bytearray:
     """The first block of a new directory: "." (itself) and ".." (`parent`)."""
     block = bytearray(block_size)
     ft = EXT2_FT_DIR if filetype else 0
+    end = _chain_end(block, tail)
     _put(block, 0, ino, b".", ft, dirent_rec_len(1))
-    _put(block, dirent_rec_len(1), parent, b"..", ft, block_size - dirent_rec_len(1))
+    _put(block, dirent_rec_len(1), parent, b"..", ft, end - dirent_rec_len(1))
     return block
 
 
@@ -95,13 +114,32 @@ class DirBlock:
 
     Args:
         data: the block, changed in place by the methods.
+        tail: metadata_csum: the block ends in a checksum tail, cut from its last record
+            here if it has none yet.
     """
 
     __slots__ = ("data", "records")
 
-    def __init__(self, data: bytearray) -> None:
+    def __init__(self, data: bytearray, *, tail: bool = False) -> None:
         self.data = data
-        self.records = _records(data)
+        if tail and has_dir_tail(data):
+            self.records = _records(data, len(data) - EXT2_DIR_TAIL_SIZE)
+            return
+        self.records = _records(data, len(data))
+        if tail:
+            self._cut_tail()
+
+    def _cut_tail(self) -> None:
+        """Shrink the last record by the tail's 12 bytes (its slack must hold them)."""
+        offset, inode, rec_len, name_len = self.records[-1]
+        used = (_HEAD + name_len + 3) & ~3 if inode else _HEAD
+        if rec_len - used < EXT2_DIR_TAIL_SIZE:
+            raise FSError(errno.EIO, "directory block has no room for its checksum tail")
+        shrunk = rec_len - EXT2_DIR_TAIL_SIZE
+        raw = encode_rec_len(shrunk, len(self.data))
+        self.data[offset + 4 : offset + 6] = raw.to_bytes(2, "little")
+        _chain_end(self.data, True)
+        self.records[-1] = (offset, inode, shrunk, name_len)
 
     def room(self) -> int:
         """The largest record a new name could take here (compare with dirent_rec_len)."""

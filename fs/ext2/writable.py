@@ -47,9 +47,10 @@ volume keeps its state and has needs_recovery instead, cleared once `close` has
 checkpointed the journal.
 
 What is written. Only what this module keeps consistent: ext2 and ext3 volumes made for
-Linux (an ext3 journal inside the volume), without extents, 64bit, metadata checksums,
-uninit_bg, quota or bigalloc (ext4 volumes refuse a writable mount and say so; read-only
-they mount as before). An htree directory that is changed loses its index flag and is
+Linux (an ext3 journal inside the volume), with or without metadata checksums and
+uninit_bg (every block written is sealed: csum.py), without extents, 64bit, quota or
+bigalloc (ext4 volumes refuse a writable mount and say so; read-only they mount as
+before). An htree directory that is changed loses its index flag and is
 read linearly from then on, which e2fsck accepts (``e2fsck -D`` rebuilds the index).
 Extended attributes of the user, trusted and security namespaces are set in the inode
 when it has room, else in the attribute block, which is copied first when other inodes
@@ -99,7 +100,7 @@ from uvfs import (
     SetAttr,
     StatFS,
 )
-from uvfs_fs.ext2 import Ext2Driver
+from uvfs_fs.ext2 import Ext2Driver, csum
 from uvfs_fs.ext2.alloc import GroupStats, block_groups, orlov_group, other_group
 from uvfs_fs.ext2.bitmap import Bitmap
 from uvfs_fs.ext2.blockmap import max_indirect_blocks
@@ -124,9 +125,11 @@ from uvfs_fs.ext2.dirops import (
 from uvfs_fs.ext2.filesystem import EXT2_ROOT_INO, Ext2FileSystem
 from uvfs_fs.ext2.group_desc import (
     decode_group_desc,
+    desc_blocks_count,
     desc_location,
     ext2_group_desc,
     group_first_block,
+    group_has_super,
 )
 from uvfs_fs.ext2.inode import EXT2_INDEX_FL, EXT4_EXTENTS_FL, Inode, decode_inode
 from uvfs_fs.ext2.inode_build import blank_slot, encode_inode, encode_rdev
@@ -168,8 +171,15 @@ FAST_SYMLINK_MAX = 59  # longest target kept in i_block (60 bytes, NUL-terminate
 
 # What this writer keeps consistent. Anything else set refuses a writable mount.
 WRITE_COMPAT_REFUSED = frozenset({"lazy_bg", "snapshot_bitmap", "orphan_file", "fast_commit"})
-WRITE_RO_COMPAT = frozenset({"sparse_super", "large_file", "huge_file", "dir_nlink", "extra_isize"})
-WRITE_INCOMPAT = frozenset({"filetype", "meta_bg", "flex_bg"})
+WRITE_RO_COMPAT = frozenset(
+    {"sparse_super", "large_file", "huge_file", "dir_nlink", "extra_isize", "metadata_csum",
+     "uninit_bg"}
+)  # fmt: skip
+WRITE_INCOMPAT = frozenset({"filetype", "meta_bg", "flex_bg", "metadata_csum_seed"})
+
+# bg_flags (uninit_bg and metadata_csum): what mke2fs left uninitialised in a group
+EXT4_BG_INODE_UNINIT = 0x1  # the inode bitmap reads as zeros
+EXT4_BG_BLOCK_UNINIT = 0x2  # the block bitmap is computed from the group's layout
 
 EXT2_OS_LINUX = 0  # s_creator_os
 
@@ -201,9 +211,10 @@ class ReadOnlyVolume(Refusal):
 class _Dir:
     """A directory being edited: names -> (inode, logical block), and room per block."""
 
-    __slots__ = ("blocks", "names", "phys", "room")
+    __slots__ = ("blocks", "names", "phys", "room", "seed")
 
-    def __init__(self) -> None:
+    def __init__(self, seed: int | None) -> None:
+        self.seed = seed  # metadata_csum: its leaves' checksum seed
         self.names: dict[bytes, tuple[int, int]] = {}
         self.phys: list[int] = []  # physical block of each logical block (0: a hole)
         self.room: list[int] = []  # largest record a new name could take, per block
@@ -245,6 +256,12 @@ class WritableExt2(Ext2FileSystem):
         self._group_blocks: list[tuple[int, int, int]] = []  # (block bitmap, inode bitmap, table)
         self._stats = GroupStats([], [], [])
         self._journal: MetadataJournal | None = None  # has_journal: flushes are transactions
+        self._bg_flags: list[int] = []  # per group: bg_flags
+        self._itable_unused: list[int] = []  # per group: bg_itable_unused
+        # uninit_bg or metadata_csum: descriptors carry a checksum and uninit flags
+        self._gdt_csum = bool({"uninit_bg", "metadata_csum"} & geo.features)
+        # metadata_csum: directory leaves to seal when written (block -> its owner's seed)
+        self._to_seal: dict[int, int] = {}
 
     @classmethod
     async def load(cls, image: ImageFile, options: MountOptions) -> WritableExt2:
@@ -292,6 +309,8 @@ class WritableExt2(Ext2FileSystem):
             raw = await self._block(block)
             d = decode_group_desc(bytes(raw[offset : offset + geo.desc_size]), geo.desc_size)
             self._group_blocks.append((d.block_bitmap, d.inode_bitmap, d.inode_table))
+            self._bg_flags.append(d.flags if self._gdt_csum else 0)
+            self._itable_unused.append(d.itable_unused if self._gdt_csum else 0)
             free_b.append(d.free_blocks_count)
             free_i.append(d.free_inodes_count)
             dirs.append(d.used_dirs_count)
@@ -406,14 +425,56 @@ class WritableExt2(Ext2FileSystem):
         if bm is None:
             geo = self.geo
             block_bitmap, inode_bitmap, _ = self._group_blocks[group]
-            where = block_bitmap if kind == "b" else inode_bitmap
-            raw = await self._read_home(where)
+            flags = self._bg_flags[group]
             if kind == "b":
                 count = min(geo.blocks_per_group, geo.blocks_count - group_first_block(geo, group))
+                if flags & EXT4_BG_BLOCK_UNINIT:
+                    bm = Bitmap(self._padding(count), count)
+                    for start, n in self._own_metadata(group):
+                        bm.set_range(start, n)
+                else:
+                    bm = Bitmap(await self._read_home(block_bitmap), count)
             else:
                 count = geo.inodes_per_group
-            bm = self._bitmaps.setdefault(key, Bitmap(raw, count))
+                if flags & EXT4_BG_INODE_UNINIT:
+                    bm = Bitmap(self._padding(count), count)
+                else:
+                    bm = Bitmap(await self._read_home(inode_bitmap), count)
+            bm = self._bitmaps.setdefault(key, bm)
         return bm
+
+    def _padding(self, count: int) -> bytes:
+        """A bitmap block whose first `count` bits are clear and the rest set (padding)."""
+        bits = np.ones(8 * self.geo.block_size, dtype=bool)
+        bits[:count] = False
+        return np.packbits(bits, bitorder="little").tobytes()
+
+    def _own_metadata(self, group: int) -> list[tuple[int, int]]:
+        """(first, count) runs of group `group` (indexes in it) that its superblock copy,
+        descriptors and own bitmaps and inode table take: an uninitialised block bitmap,
+        as the kernel's ext4_init_block_bitmap computes it."""
+        geo = self.geo
+        runs = []
+        if group_has_super(geo, group):
+            table = desc_blocks_count(geo)
+            if "meta_bg" in geo.features:
+                table = min(table, geo.first_meta_bg)
+            runs.append((0, 1 + table + self.sb.s_reserved_gdt_blocks))
+        dpb = geo.descs_per_block
+        if (
+            "meta_bg" in geo.features
+            and group >= geo.first_meta_bg * dpb
+            and group % dpb in (0, 1, dpb - 1)
+        ):
+            runs.append((int(group_has_super(geo, group)), 1))
+        first = group_first_block(geo, group)
+        end = first + geo.blocks_per_group
+        itable = -(-geo.inodes_per_group * geo.inode_size // geo.block_size)
+        block_bitmap, inode_bitmap, table = self._group_blocks[group]
+        for start, n in ((block_bitmap, 1), (inode_bitmap, 1), (table, itable)):
+            if first <= start < end:
+                runs.append((start - first, min(n, end - start)))
+        return runs
 
     def _mark(self, kind: str, group: int) -> None:
         self._dirty_bitmaps.add((kind, group))
@@ -489,6 +550,9 @@ class WritableExt2(Ext2FileSystem):
         if index is None:
             raise FSError(errno.EIO, f"group {group} counts free inodes its bitmap lacks")
         bm.set_range(index)
+        if self._gdt_csum:  # inodes past bg_itable_unused's mark must stay unused
+            used = geo.inodes_per_group - self._itable_unused[group]
+            self._itable_unused[group] = geo.inodes_per_group - max(used, index + 1)
         self._stats.free_inodes[group] -= 1
         self._stats.used_dirs[group] += is_dir
         self._mark("i", group)
@@ -552,7 +616,10 @@ class WritableExt2(Ext2FileSystem):
             block, offset = self._slot(inode.ino)
             raw = await self._block(block)
             old = blank_slot(size) if fresh else bytes(raw[offset : offset + size])
-            raw[offset : offset + size] = encode_inode(inode, old, huge_file=self._huge_file)
+            slot = bytearray(encode_inode(inode, old, huge_file=self._huge_file))
+            if self._csum_seed is not None:
+                csum.seal_inode(slot, self._csum_seed, inode.ino, inode.generation)
+            raw[offset : offset + size] = slot
             self._changed(block)
         self._dirty_inodes.clear()
 
@@ -617,9 +684,16 @@ class WritableExt2(Ext2FileSystem):
         refcount = int.from_bytes(raw[4:8], "little")
         if refcount > 1:
             raw[4:8] = (refcount - 1).to_bytes(4, "little")
-            self._changed(block)
+            self._xattr_changed(block)
             return []
         return [block]
+
+    def _xattr_changed(self, block: int) -> None:
+        """`_changed` for an xattr block, sealed now (metadata_csum): the read side's
+        getxattr checks it in the write-back cache."""
+        self._changed(block)
+        if self._csum_seed is not None:
+            csum.seal_xattr_block(self._blocks[block], self._csum_seed, block)
 
     def _has_blocks(self, inode: Inode) -> bool:
         """Whether i_block maps blocks (not a fast symlink's text or a device number)."""
@@ -699,7 +773,7 @@ class WritableExt2(Ext2FileSystem):
         bs = self.geo.block_size
         if inode.size % bs or inode.size > self.geo.blocks_count * bs:
             raise FSError(errno.EIO, f"directory {ino} of {inode.size} bytes")
-        d = _Dir()
+        d = _Dir(self._owner_seed(inode))
         for run in await self._map(inode, 0, inode.size // bs):
             for lblk in range(run.logical, run.logical + run.count):
                 phys = run.physical + lblk - run.logical if run.physical else 0
@@ -713,7 +787,9 @@ class WritableExt2(Ext2FileSystem):
                     if child > self.geo.inodes_count:
                         raise FSError(errno.EIO, f"directory {ino}: entry for inode {child}")
                     d.names.setdefault(name, (child, lblk))
-                d.room.append(DirBlock(block).room())
+                if d.seed is not None and not csum.has_dir_tail(block):
+                    block = bytearray(block)  # the room once a tail is cut (when edited)
+                d.room.append(DirBlock(block, tail=d.seed is not None).room())
         self._wdirs[ino] = d
         while len(self._wdirs) > 4096:
             self._wdirs.popitem(last=False)
@@ -724,8 +800,16 @@ class WritableExt2(Ext2FileSystem):
         data = await self._block(d.phys[lblk])
         block = d.blocks[lblk]
         if block is None or block.data is not data:
-            block = d.blocks[lblk] = DirBlock(data)
+            block = d.blocks[lblk] = DirBlock(data, tail=d.seed is not None)
+        if d.seed is not None:
+            self._to_seal[d.phys[lblk]] = d.seed
         return block
+
+    def _owner_seed(self, inode: Inode) -> int | None:
+        """metadata_csum: the checksum seed of `inode`'s directory leaves."""
+        if self._csum_seed is None:
+            return None
+        return csum.inode_seed(self._csum_seed, inode.ino, inode.generation)
 
     async def _dir_need(self, dir_inode: Inode, d: _Dir, name: bytes) -> int:
         """Blocks adding `name` would allocate (0, or 1 and the indirect blocks)."""
@@ -756,7 +840,10 @@ class WritableExt2(Ext2FileSystem):
             last = next((p for p in reversed(d.phys) if p), 0)
             goal = last + 1 if last else self._group_goal(dir_ino)
             phys, _ = await self._alloc_blocks(goal, 1)
-            block = DirBlock(self._new_block(phys, empty_block(self.geo.block_size)))
+            tail = d.seed is not None
+            block = DirBlock(self._new_block(phys, empty_block(self.geo.block_size, tail=tail)))
+            if tail:
+                self._to_seal[phys] = d.seed
             block.add(child, name, ft)
             pointers = np.frombuffer(bytearray(i_block), dtype="<u4")
             created = await set_run(pointers, lblk, phys, 1, self._per_block, self)
@@ -818,6 +905,9 @@ class WritableExt2(Ext2FileSystem):
         (await self._dir_block(d, 0)).set_dotdot(parent)
         self._changed(d.phys[0])
         d.names[b".."] = (parent, 0)
+        inode = await self._inode(dir_ino)
+        if inode.flags & EXT2_INDEX_FL:  # its root block is a plain leaf now
+            await self._put(inode._replace(flags=inode.flags & ~EXT2_INDEX_FL))
 
     def _group_goal(self, ino: int) -> int:
         """Where the blocks of inode `ino` start looking: its group, after the inode table."""
@@ -877,9 +967,12 @@ class WritableExt2(Ext2FileSystem):
         self._trim_cache()
 
     def _super_bytes(self) -> bytes:
-        """The superblock as written now (its write time set)."""
+        """The superblock as written now (its write time set, sealed)."""
         self.sb.s_wtime = int(time.time()) & 0xFFFFFFFF
-        return ext2_super_block.build(self.sb)
+        raw = bytearray(ext2_super_block.build(self.sb))
+        if self._csum_seed is not None:
+            csum.seal_superblock(raw)
+        return bytes(raw)
 
     async def _write_super(self) -> None:
         """Write the superblock in place (outside the journal: mount and unmount only, when
@@ -897,23 +990,22 @@ class WritableExt2(Ext2FileSystem):
         freed = await self._apply_deferred()
         await self._encode_inodes()
         geo = self.geo
-        for group in sorted(self._dirty_groups):
-            block, offset = desc_location(geo, group)
-            raw = await self._block(block)
-            # 32-byte descriptors only: writable volumes are not 64bit (WRITE_INCOMPAT).
-            desc = _GROUP_DESC.unpack(raw, offset)._replace(
-                bg_free_blocks_count=int(self._stats.free_blocks[group]),
-                bg_free_inodes_count=int(self._stats.free_inodes[group]),
-                bg_used_dirs_count=int(self._stats.used_dirs[group]),
-            )
-            _GROUP_DESC.struct.pack_into(raw, offset, *desc)
-            self._changed(block)
-        self._dirty_groups.clear()
         writes: dict[int, bytes] = {}
+        bitmap_csums: dict[tuple[str, int], int] = {}
         for kind, group in self._dirty_bitmaps:
             where = self._group_blocks[group][0 if kind == "b" else 1]
             writes[where] = self._bitmaps[kind, group].to_block()
+            # Written now: the group's bitmap is initialised from here on.
+            uninit = EXT4_BG_BLOCK_UNINIT if kind == "b" else EXT4_BG_INODE_UNINIT
+            self._bg_flags[group] &= ~uninit
+            if self._csum_seed is not None:
+                live = (geo.blocks_per_group if kind == "b" else geo.inodes_per_group) // 8
+                bitmap_csums[kind, group] = csum.bitmap_csum(self._csum_seed, writes[where][:live])
         self._dirty_bitmaps.clear()
+        for group in sorted(self._dirty_groups):
+            await self._write_desc(group, bitmap_csums)
+        self._dirty_groups.clear()
+        self._seal_blocks()
         for block in self._dirty:
             writes[block] = bytes(self._blocks[block])
         self._dirty.clear()
@@ -933,6 +1025,45 @@ class WritableExt2(Ext2FileSystem):
             await self.image.sync()
         self._data_written = False
         self._last_flush = time.monotonic()
+
+    async def _write_desc(self, group: int, bitmap_csums: dict[tuple[str, int], int]) -> None:
+        """Put group `group`'s counts, flags and (new) bitmap checksums into its
+        descriptor, and seal it."""
+        block, offset = desc_location(self.geo, group)
+        raw = await self._block(block)
+        # 32-byte descriptors only: writable volumes are not 64bit (WRITE_INCOMPAT).
+        desc = _GROUP_DESC.unpack(raw, offset)._replace(
+            bg_free_blocks_count=int(self._stats.free_blocks[group]),
+            bg_free_inodes_count=int(self._stats.free_inodes[group]),
+            bg_used_dirs_count=int(self._stats.used_dirs[group]),
+        )
+        if self._gdt_csum:
+            desc = desc._replace(
+                bg_flags=self._bg_flags[group], bg_itable_unused=self._itable_unused[group]
+            )
+        if ("b", group) in bitmap_csums:
+            desc = desc._replace(bg_block_bitmap_csum_lo=bitmap_csums["b", group] & 0xFFFF)
+        if ("i", group) in bitmap_csums:
+            desc = desc._replace(bg_inode_bitmap_csum_lo=bitmap_csums["i", group] & 0xFFFF)
+        _GROUP_DESC.struct.pack_into(raw, offset, *desc)
+        if self._gdt_csum:
+            size = self.geo.desc_size
+            checksum = csum.group_desc_csum(
+                raw[offset : offset + size], group, seed=self._csum_seed, uuid=self.sb.s_uuid
+            )
+            raw[offset + csum.BG_CHECKSUM : offset + csum.BG_CHECKSUM + 2] = checksum.to_bytes(
+                2, "little"
+            )
+        self._changed(block)
+
+    def _seal_blocks(self) -> None:
+        """metadata_csum: seal the directory leaves about to be written (once per flush,
+        however often they changed; the write side reads them unchecked meanwhile)."""
+        for block, owner_seed in self._to_seal.items():
+            data = self._blocks.get(block)
+            if data is not None and block in self._dirty:  # else freed since
+                csum.seal_dir_block(data, owner_seed)
+        self._to_seal.clear()
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -1211,7 +1342,13 @@ class WritableExt2(Ext2FileSystem):
             )
             bs = self.geo.block_size
             phys, _ = await self._alloc_blocks(self._group_goal(inode.ino), 1)
-            self._new_block(phys, first_block(inode.ino, parent, bs, filetype=self._filetype))
+            seed = self._owner_seed(inode)
+            block = first_block(
+                inode.ino, parent, bs, filetype=self._filetype, tail=seed is not None
+            )
+            self._new_block(phys, block)
+            if seed is not None:
+                self._to_seal[phys] = seed
             inode = await self._put(
                 inode._replace(
                     links_count=2,
@@ -1456,11 +1593,12 @@ class WritableExt2(Ext2FileSystem):
         shared = old is not None and int.from_bytes(old[4:8], "little") > 1
         if data is not None and old is not None and not shared:
             old[:] = data
-            self._changed(file_acl)
+            self._xattr_changed(file_acl)
         elif data is not None:
             await self._reserve(1)
             new_block, _ = await self._alloc_blocks(self._group_goal(inode.ino), 1)
             self._new_block(new_block, bytearray(data))
+            self._xattr_changed(new_block)
             if file_acl:
                 self._free_blocks(await self._drop_xattr_block(file_acl))
             else:
