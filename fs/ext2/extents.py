@@ -55,9 +55,9 @@ ext4_extent_idx = Struct(
 ).compile()
 # fmt: on
 
-_HEADER = FastRecord(ext4_extent_header, "ext4_extent_header")
-_EXTENT = FastRecord(ext4_extent, "ext4_extent").struct
-_INDEX = FastRecord(ext4_extent_idx, "ext4_extent_idx").struct
+EXT_HEADER = FastRecord(ext4_extent_header, "ext4_extent_header")
+EXT_ENTRY = FastRecord(ext4_extent, "ext4_extent").struct
+EXT_INDEX = FastRecord(ext4_extent_idx, "ext4_extent_idx").struct
 
 
 def _corrupt(why: str) -> FSError:
@@ -74,20 +74,20 @@ def parse_node(node: bytes, blocks_count: int) -> tuple[int, list[tuple[int, ...
         FSError: EIO for bad magic, counts that do not fit the node, too deep a tree,
             entries out of order or overlapping, or blocks outside the filesystem.
     """
-    if len(node) < _HEADER.size:
+    if len(node) < EXT_HEADER.size:
         raise _corrupt("node shorter than its header")
-    h = _HEADER.unpack(node)
+    h = EXT_HEADER.unpack(node)
     if h.eh_magic != EXT4_EXT_MAGIC:
         raise _corrupt(f"bad magic {h.eh_magic:#x}")
-    if h.eh_entries > h.eh_max or _HEADER.size + _EXTENT.size * h.eh_max > len(node):
+    if h.eh_entries > h.eh_max or EXT_HEADER.size + EXT_ENTRY.size * h.eh_max > len(node):
         raise _corrupt(f"{h.eh_entries} of {h.eh_max} entries in a {len(node)}-byte node")
     if h.eh_depth > EXT4_MAX_EXTENT_DEPTH:
         raise _corrupt(f"depth {h.eh_depth}")
-    raw = node[_HEADER.size : _HEADER.size + _EXTENT.size * h.eh_entries]
+    raw = node[EXT_HEADER.size : EXT_HEADER.size + EXT_ENTRY.size * h.eh_entries]
     entries: list[tuple[int, ...]] = []
     end = 0  # where the previous entry's blocks end: the next must start at or after
     if h.eh_depth:
-        for ei_block, leaf_lo, leaf_hi, _ in _INDEX.iter_unpack(raw):
+        for ei_block, leaf_lo, leaf_hi, _ in EXT_INDEX.iter_unpack(raw):
             child = leaf_lo | leaf_hi << 32
             if entries and ei_block <= entries[-1][0]:
                 raise _corrupt("index entries out of order")
@@ -95,7 +95,7 @@ def parse_node(node: bytes, blocks_count: int) -> tuple[int, list[tuple[int, ...
                 raise _corrupt(f"index points at block {child}")
             entries.append((ei_block, child))
         return h.eh_depth, entries
-    for ee_block, ee_len, start_hi, start_lo in _EXTENT.iter_unpack(raw):
+    for ee_block, ee_len, start_hi, start_lo in EXT_ENTRY.iter_unpack(raw):
         uninit = ee_len > EXT_INIT_MAX_LEN
         length = ee_len - EXT_INIT_MAX_LEN if uninit else ee_len
         physical = start_lo | start_hi << 32
@@ -119,7 +119,7 @@ def check_root(i_block: bytes, block_ok: Callable[[int, int], bool]) -> None:
             than eh_max, an empty index root, a depth past 32, or an entry that is empty,
             wraps, overlaps the one before or lies outside the filesystem.
     """
-    h = _HEADER.unpack(i_block)
+    h = EXT_HEADER.unpack(i_block)
 
     def bad(why: str) -> FSError:
         return FSError(errno.EUCLEAN, f"extent tree root: {why}")
@@ -130,15 +130,15 @@ def check_root(i_block: bytes, block_ok: Callable[[int, int], bool]) -> None:
         raise bad(f"{h.eh_entries} of {h.eh_max} entries")
     if h.eh_depth and not h.eh_entries:
         raise bad(f"no entries at depth {h.eh_depth}")
-    raw = i_block[_HEADER.size : _HEADER.size + _EXTENT.size * h.eh_entries]
+    raw = i_block[EXT_HEADER.size : EXT_HEADER.size + EXT_ENTRY.size * h.eh_entries]
     cur = 0  # entries must not start before the previous one ends (an index: its start + 1)
     if h.eh_depth:
-        for ei_block, leaf_lo, leaf_hi, _ in _INDEX.iter_unpack(raw):
+        for ei_block, leaf_lo, leaf_hi, _ in EXT_INDEX.iter_unpack(raw):
             if not block_ok(leaf_lo | leaf_hi << 32, 1) or ei_block < cur:
                 raise bad("bad index entry")
             cur = ei_block + 1
     else:
-        for ee_block, ee_len, start_hi, start_lo in _EXTENT.iter_unpack(raw):
+        for ee_block, ee_len, start_hi, start_lo in EXT_ENTRY.iter_unpack(raw):
             length = ee_len - EXT_INIT_MAX_LEN if ee_len > EXT_INIT_MAX_LEN else ee_len
             if not length or ee_block + length >= 1 << 32 or ee_block < cur:
                 raise bad("empty, wrapping or overlapping extent")

@@ -94,6 +94,32 @@ def decode_group_desc(raw: bytes, desc_size: int) -> GroupDesc:
     )
 
 
+# Joined values the writer changes -> (low field, high field, bits in the low field).
+_SPLIT = {
+    "free_blocks_count": ("bg_free_blocks_count", "bg_free_blocks_count_hi", 16),
+    "free_inodes_count": ("bg_free_inodes_count", "bg_free_inodes_count_hi", 16),
+    "used_dirs_count": ("bg_used_dirs_count", "bg_used_dirs_count_hi", 16),
+    "itable_unused": ("bg_itable_unused", "bg_itable_unused_hi", 16),
+    "block_bitmap_csum": ("bg_block_bitmap_csum_lo", "bg_block_bitmap_csum_hi", 16),
+    "inode_bitmap_csum": ("bg_inode_bitmap_csum_lo", "bg_inode_bitmap_csum_hi", 16),
+    "flags": ("bg_flags", None, 16),
+}
+
+
+def update_group_desc(raw: bytearray, offset: int, desc_size: int, **values: int) -> None:
+    """Store joined `values` (`_SPLIT`'s names) into the descriptor at `offset` of `raw`:
+    low halves, and high halves in 64-byte descriptors; other fields keep their bytes."""
+    record = _DESC64 if desc_size >= _DESC64.size else _DESC32
+    d = record.unpack(raw, offset)
+    changes = {}
+    for name, value in values.items():
+        low, high, bits = _SPLIT[name]
+        changes[low] = value & ((1 << bits) - 1)
+        if high is not None and record is _DESC64:
+            changes[high] = value >> bits
+    record.struct.pack_into(raw, offset, *d._replace(**changes))
+
+
 def group_has_super(geo: Geometry, group: int) -> bool:
     """Whether `group` holds a superblock (and descriptor table) copy."""
     if group == 0:

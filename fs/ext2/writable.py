@@ -122,20 +122,27 @@ from uvfs_fs.ext2.dirops import (
     empty_block,
     first_block,
 )
+from uvfs_fs.ext2.extent_tree import (
+    collect,
+    cut,
+    empty_root,
+    nodes_needed,
+    pack,
+    place,
+)
 from uvfs_fs.ext2.filesystem import EXT2_ROOT_INO, Ext2FileSystem
 from uvfs_fs.ext2.group_desc import (
     decode_group_desc,
     desc_blocks_count,
     desc_location,
-    ext2_group_desc,
     group_first_block,
     group_has_super,
+    update_group_desc,
 )
 from uvfs_fs.ext2.inode import EXT2_INDEX_FL, EXT4_EXTENTS_FL, Inode, decode_inode
 from uvfs_fs.ext2.inode_build import blank_slot, encode_inode, encode_rdev
 from uvfs_fs.ext2.jbd2 import JournalError
 from uvfs_fs.ext2.journaled import MetadataJournal, NotEmpty
-from uvfs_fs.ext2.record import FastRecord
 from uvfs_fs.ext2.superblock import (
     COMPAT,
     EXT2_GOOD_OLD_REV,
@@ -175,7 +182,9 @@ WRITE_RO_COMPAT = frozenset(
     {"sparse_super", "large_file", "huge_file", "dir_nlink", "extra_isize", "metadata_csum",
      "uninit_bg"}
 )  # fmt: skip
-WRITE_INCOMPAT = frozenset({"filetype", "meta_bg", "flex_bg", "metadata_csum_seed"})
+WRITE_INCOMPAT = frozenset(
+    {"filetype", "meta_bg", "flex_bg", "metadata_csum_seed", "extent", "64bit"}
+)
 
 # bg_flags (uninit_bg and metadata_csum): what mke2fs left uninitialised in a group
 EXT4_BG_INODE_UNINIT = 0x1  # the inode bitmap reads as zeros
@@ -183,7 +192,6 @@ EXT4_BG_BLOCK_UNINIT = 0x2  # the block bitmap is computed from the group's layo
 
 EXT2_OS_LINUX = 0  # s_creator_os
 
-_GROUP_DESC = FastRecord(ext2_group_desc, "ext2_group_desc")
 
 _FILE_TYPES = {
     stat.S_IFREG: EXT2_FT_REG_FILE,
@@ -262,6 +270,9 @@ class WritableExt2(Ext2FileSystem):
         self._gdt_csum = bool({"uninit_bg", "metadata_csum"} & geo.features)
         # metadata_csum: directory leaves to seal when written (block -> its owner's seed)
         self._to_seal: dict[int, int] = {}
+        # extent: new files and directories are extent-mapped, as the kernel makes them
+        self._extents = "extent" in geo.features
+        self._per_node = (geo.block_size - 12) // 12  # entries of an extent tree block
 
     @classmethod
     async def load(cls, image: ImageFile, options: MountOptions) -> WritableExt2:
@@ -297,6 +308,11 @@ class WritableExt2(Ext2FileSystem):
             raise ReadOnlyVolume(
                 f"ext2: cannot write a volume with feature(s) {', '.join(refused)}; "
                 "mount it read-only (-o ro)"
+            )
+        if geo.blocks_count >> 32:
+            raise ReadOnlyVolume(
+                "ext2: cannot write a volume of 2^32 blocks or more (block maps and slow "
+                "symlinks hold 32-bit block numbers); mount it read-only (-o ro)"
             )
         if sb.s_creator_os != EXT2_OS_LINUX:
             raise ReadOnlyVolume("ext2: only volumes made for Linux are writable (the inode's osd2 "
@@ -589,9 +605,13 @@ class WritableExt2(Ext2FileSystem):
         return inode
 
     def _decode(self, ino: int, raw: bytes) -> Inode:
-        # Writable volumes have neither 64bit nor large_dir (see WRITE_INCOMPAT).
+        # Writable volumes have no large_dir (see WRITE_INCOMPAT).
         return decode_inode(
-            raw, ino, huge_file=self._huge_file, block_size=self.geo.block_size, has_64bit=False
+            raw,
+            ino,
+            huge_file=self._huge_file,
+            block_size=self.geo.block_size,
+            has_64bit="64bit" in self.geo.features,
         )
 
     def _slot(self, ino: int) -> tuple[int, int]:
@@ -629,6 +649,9 @@ class WritableExt2(Ext2FileSystem):
         ino = await self._alloc_inode(parent.ino, stat.S_ISDIR(mode))
         now = time.time_ns()
         blank = self._decode(ino, blank_slot(self.geo.inode_size))
+        if self._extents and (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            blank = blank._replace(flags=EXT4_EXTENTS_FL)
+            i_block = empty_root()
         inode = blank._replace(
             mode=mode,
             uid=caller.uid,
@@ -651,8 +674,7 @@ class WritableExt2(Ext2FileSystem):
         geo = self.geo
         freed: list[int] = []
         if self._has_blocks(inode):
-            i_block = np.frombuffer(bytearray(inode.i_block), dtype="<u4")
-            freed = await truncate_blocks(i_block, 0, self._per_block, self)
+            _, freed, _ = await self._cut_blocks(inode, 0)
         if inode.file_acl:
             freed += await self._drop_xattr_block(inode.file_acl)
         self._free_blocks(freed)
@@ -815,8 +837,7 @@ class WritableExt2(Ext2FileSystem):
         """Blocks adding `name` would allocate (0, or 1 and the indirect blocks)."""
         if any(r >= dirent_rec_len(len(name)) for r in d.room):
             return 0
-        i_block = np.frombuffer(bytearray(dir_inode.i_block), dtype="<u4")
-        return 1 + await missing_indirect(i_block, len(d.phys), 1, self._per_block, self)
+        return 1 + await self._map_need(dir_inode, len(d.phys), 1, 1)
 
     async def _dir_add(self, dir_ino: int, name: bytes, child: int, mode: int) -> None:
         """Add `name` -> `child`, growing the directory by a block if none has room."""
@@ -845,9 +866,7 @@ class WritableExt2(Ext2FileSystem):
             if tail:
                 self._to_seal[phys] = d.seed
             block.add(child, name, ft)
-            pointers = np.frombuffer(bytearray(i_block), dtype="<u4")
-            created = await set_run(pointers, lblk, phys, 1, self._per_block, self)
-            i_block = pointers.tobytes()
+            i_block, created = await self._map_blocks(inode, [(lblk, phys, 1)])
             d.phys.append(phys)
             d.blocks.append(block)
             d.room.append(block.room())
@@ -908,6 +927,75 @@ class WritableExt2(Ext2FileSystem):
         inode = await self._inode(dir_ino)
         if inode.flags & EXT2_INDEX_FL:  # its root block is a plain leaf now
             await self._put(inode._replace(flags=inode.flags & ~EXT2_INDEX_FL))
+
+    # --- block maps: indirect blocks, or an extent tree -----------------------------------
+
+    async def _map_need(self, inode: Inode, first: int, count: int, holes: int) -> int:
+        """Map blocks (indirect or extent tree nodes) mapping `holes` new blocks among
+        [first, first + count) may allocate: exact for indirect maps, a bound for trees
+        (each new piece may add an extent)."""
+        if inode.flags & EXT4_EXTENTS_FL:
+            extents, nodes = await self._extent_tree(inode)
+            return max(0, nodes_needed(len(extents) + holes + 2, self._per_node) - len(nodes))
+        i_block = np.frombuffer(bytearray(inode.i_block), dtype="<u4")
+        return await missing_indirect(i_block, first, count, self._per_block, self)
+
+    async def _map_blocks(
+        self, inode: Inode, runs: list[tuple[int, int, int]]
+    ) -> tuple[bytes, int]:
+        """Map each (logical, physical, count) of `runs` in `inode`: (its new i_block, map
+        blocks added less data blocks it no longer maps)."""
+        if not inode.flags & EXT4_EXTENTS_FL:
+            pointers = np.frombuffer(bytearray(inode.i_block), dtype="<u4")
+            created = 0
+            for logical, phys, n in runs:
+                created += await set_run(pointers, logical, phys, n, self._per_block, self)
+            return pointers.tobytes(), created
+        extents, nodes = await self._extent_tree(inode)
+        dropped: list[int] = []
+        for logical, phys, n in runs:
+            extents, gone = place(extents, logical, phys, n)
+            dropped += [b for start, k in gone for b in range(start, start + k)]
+        self._free_blocks(dropped)
+        i_block, delta = await self._store_tree(inode, extents, nodes)
+        return i_block, delta - len(dropped)
+
+    async def _cut_blocks(self, inode: Inode, keep: int) -> tuple[bytes, list[int], int]:
+        """Unmap blocks from logical block `keep` on: (the new i_block, the data and map
+        blocks to free, map blocks among them beyond the data: for `blocks_512`)."""
+        if not inode.flags & EXT4_EXTENTS_FL:
+            pointers = np.frombuffer(bytearray(inode.i_block), dtype="<u4")
+            freed = await truncate_blocks(pointers, keep, self._per_block, self)
+            return pointers.tobytes(), freed, 0
+        extents, nodes = await self._extent_tree(inode)
+        extents, gone = cut(extents, keep)
+        freed = [b for start, k in gone for b in range(start, start + k)]
+        i_block, delta = await self._store_tree(inode, extents, nodes)
+        return i_block, freed, -delta
+
+    async def _extent_tree(self, inode: Inode) -> tuple[list, list[int]]:
+        return await collect(
+            inode.i_block, blocks_count=self.geo.blocks_count, read_block=self._meta_block
+        )
+
+    async def _store_tree(self, inode: Inode, extents: list, old: list[int]) -> tuple[bytes, int]:
+        """Lay `extents` out as `inode`'s tree in its `old` node blocks, allocating or
+        freeing the difference: (i_block, node blocks added, negative when freed)."""
+        need = nodes_needed(len(extents), self._per_node)
+        given = old[:need]
+        goal = old[-1] + 1 if old else self._group_goal(inode.ino)
+        while len(given) < need:
+            phys, got = await self._alloc_blocks(goal, need - len(given))
+            given += range(phys, phys + got)
+            goal = phys + got
+        self._free_blocks(old[need:])
+        packed = pack(extents, self.geo.block_size, lambda n: given)
+        seed = self._owner_seed(inode)
+        for block, content in zip(packed.nodes, packed.contents, strict=True):
+            if seed is not None:  # sealed now: reads check it in the write-back cache
+                csum.seal_extent_block(content, seed, self._per_node)
+            self._new_block(block, content)
+        return packed.i_block, need - len(old)
 
     def _group_goal(self, ino: int) -> int:
         """Where the blocks of inode `ino` start looking: its group, after the inode table."""
@@ -981,7 +1069,10 @@ class WritableExt2(Ext2FileSystem):
 
     def _count_into_super(self) -> None:
         pending = len(self._deferred)
-        self.sb.s_free_blocks_count = int(self._stats.free_blocks.sum()) + pending
+        free = int(self._stats.free_blocks.sum()) + pending
+        self.sb.s_free_blocks_count = free & 0xFFFFFFFF
+        if "64bit" in self.geo.features:
+            self.sb.s_free_blocks_hi = free >> 32
         self.sb.s_free_inodes_count = int(self._stats.free_inodes.sum())
 
     async def _flush(self) -> None:
@@ -1031,23 +1122,20 @@ class WritableExt2(Ext2FileSystem):
         descriptor, and seal it."""
         block, offset = desc_location(self.geo, group)
         raw = await self._block(block)
-        # 32-byte descriptors only: writable volumes are not 64bit (WRITE_INCOMPAT).
-        desc = _GROUP_DESC.unpack(raw, offset)._replace(
-            bg_free_blocks_count=int(self._stats.free_blocks[group]),
-            bg_free_inodes_count=int(self._stats.free_inodes[group]),
-            bg_used_dirs_count=int(self._stats.used_dirs[group]),
-        )
+        size = self.geo.desc_size
+        values = {
+            "free_blocks_count": int(self._stats.free_blocks[group]),
+            "free_inodes_count": int(self._stats.free_inodes[group]),
+            "used_dirs_count": int(self._stats.used_dirs[group]),
+        }
         if self._gdt_csum:
-            desc = desc._replace(
-                bg_flags=self._bg_flags[group], bg_itable_unused=self._itable_unused[group]
-            )
+            values |= {"flags": self._bg_flags[group], "itable_unused": self._itable_unused[group]}
         if ("b", group) in bitmap_csums:
-            desc = desc._replace(bg_block_bitmap_csum_lo=bitmap_csums["b", group] & 0xFFFF)
+            values["block_bitmap_csum"] = bitmap_csums["b", group]
         if ("i", group) in bitmap_csums:
-            desc = desc._replace(bg_inode_bitmap_csum_lo=bitmap_csums["i", group] & 0xFFFF)
-        _GROUP_DESC.struct.pack_into(raw, offset, *desc)
+            values["inode_bitmap_csum"] = bitmap_csums["i", group]
+        update_group_desc(raw, offset, size, **values)
         if self._gdt_csum:
-            size = self.geo.desc_size
             checksum = csum.group_desc_csum(
                 raw[offset : offset + size], group, seed=self._csum_seed, uuid=self.sb.s_uuid
             )
@@ -1123,8 +1211,6 @@ class WritableExt2(Ext2FileSystem):
             inode = await self._inode(ino)
             if not stat.S_ISREG(inode.mode):
                 raise FSError(errno.EISDIR if stat.S_ISDIR(inode.mode) else errno.EINVAL)
-            if inode.flags & EXT4_EXTENTS_FL:
-                raise FSError(errno.EROFS, "extent-mapped files are not writable")
             end = offset + len(data)
             if end > self._max_size():
                 raise FSError(errno.EFBIG)
@@ -1137,11 +1223,9 @@ class WritableExt2(Ext2FileSystem):
         first, last = offset // bs, (end - 1) // bs
         count = last - first + 1
         runs = await self._map(inode, first, count)
-        i_block = np.frombuffer(bytearray(inode.i_block), dtype="<u4")
         holes = sum(r.count for r in runs if not r.physical)
         if holes:
-            need = holes + await missing_indirect(i_block, first, count, self._per_block, self)
-            await self._reserve(need)
+            await self._reserve(holes + await self._map_need(inode, first, count, holes))
         # Allocate the holes, each near the block before it.
         placed: list[tuple[int, int, int, bool]] = []  # logical, physical, count, new
         goal = 0
@@ -1174,17 +1258,14 @@ class WritableExt2(Ext2FileSystem):
                 pieces.append((phys * bs + lo - logical * bs, chunk))
         await self._write_data(pieces)
         # Then the pointers and the inode.
-        created = 0
-        allocated = 0
-        for logical, phys, n, new in placed:
-            if new:
-                created += await set_run(i_block, logical, phys, n, self._per_block, self)
-                allocated += n
+        new_runs = [(logical, phys, n) for logical, phys, n, new in placed if new]
+        allocated = sum(n for _, _, n in new_runs)
+        i_block, created = await self._map_blocks(inode, new_runs)
         now = time.time_ns()
         self._need_large_file(end)
         return await self._put(
             inode._replace(
-                i_block=i_block.tobytes(),
+                i_block=i_block,
                 size=max(inode.size, end),
                 blocks_512=inode.blocks_512 + (allocated + created) * (bs // 512),
                 mode=inode.mode,
@@ -1222,11 +1303,9 @@ class WritableExt2(Ext2FileSystem):
         blocks_512 = inode.blocks_512
         if size < inode.size:
             keep = -(-size // bs)
-            pointers = np.frombuffer(bytearray(i_block), dtype="<u4")
-            freed = await truncate_blocks(pointers, keep, self._per_block, self)
-            i_block = pointers.tobytes()
+            i_block, freed, tree_delta = await self._cut_blocks(inode, keep)
             self._free_blocks(freed)
-            blocks_512 -= len(freed) * (bs // 512)
+            blocks_512 -= (len(freed) + tree_delta) * (bs // 512)
             if size % bs:
                 # Bytes past the end of the last block must read as zeros if it grows again.
                 runs = await self._map(inode._replace(i_block=i_block), keep - 1, 1)
@@ -1342,6 +1421,7 @@ class WritableExt2(Ext2FileSystem):
             )
             bs = self.geo.block_size
             phys, _ = await self._alloc_blocks(self._group_goal(inode.ino), 1)
+            i_block, created = await self._map_blocks(inode, [(0, phys, 1)])
             seed = self._owner_seed(inode)
             block = first_block(
                 inode.ino, parent, bs, filetype=self._filetype, tail=seed is not None
@@ -1353,8 +1433,8 @@ class WritableExt2(Ext2FileSystem):
                 inode._replace(
                     links_count=2,
                     size=bs,
-                    blocks_512=bs // 512,
-                    i_block=phys.to_bytes(4, "little") + bytes(56),
+                    blocks_512=(1 + created) * (bs // 512),
+                    i_block=i_block,
                 )
             )
             await self._touch_dir(parent, links=1)
