@@ -22,8 +22,14 @@ an indirect block.
 
 Reads of the old tree go through a `BlockCache`; writes are only collected (`SyncContext`
 holds the DVAs and bytes), so a failure before the uberblock leaves the devices as they
-were. This stage does not grow trees: a dirty block beyond what the dnode's levels address
-is refused.
+were.
+
+A dirty block may also be None: the block is freed and its pointer becomes a hole (all
+zeros: the pool versions written here have no hole_birth), and an indirect block left with
+only holes is freed in turn (dnode_sync_free_range, free_children). A dirty block beyond
+what the dnode's levels address grows the tree first (dnode_increase_indirection): a new
+top-level indirect block takes the dnode's old block pointers as its first children, and
+dn_blkptr[0] points to it, once per level added.
 """
 
 from __future__ import annotations
@@ -56,7 +62,7 @@ from uvfs_fs.zfs.dnode import (
 )
 from uvfs_fs.zfs.metaslab import Metaslab, metaslab_alloc, metaslab_free
 from uvfs_fs.zfs.zap import ZBT_MICRO, mzap_remove, mzap_set, parse_mzap, zap_block_type
-from uvfs_fs.zfs.zio_write import WriteProps, zio_write_finish, zio_write_prepare
+from uvfs_fs.zfs.zio_write import ZERO_BP, WriteProps, zio_write_finish, zio_write_prepare
 
 # dmu_ot[].ot_metadata is false only for these: plain file and zvol data, other uint8/64[].
 DATA_TYPES = frozenset({DMU_OT_PLAIN_FILE_CONTENTS, 23, 25, 26})
@@ -94,12 +100,13 @@ class DirtyObjset:
     """What a txg changes in one object set.
 
     Attributes:
-        blocks: per object, its new level-0 blocks by blkid (each a whole data block).
+        blocks: per object, its new level-0 blocks by blkid (each a whole data block), or
+            None for a block freed.
         dnodes: per object, its new dnode (bonus, dn_maxblkid ...); its block pointers are
             replaced by the sync when the object also has dirty blocks.
     """
 
-    blocks: dict[int, dict[int, bytes]] = field(default_factory=dict)
+    blocks: dict[int, dict[int, bytes | None]] = field(default_factory=dict)
     dnodes: dict[int, DnodePhys] = field(default_factory=dict)
 
     def copy(self) -> DirtyObjset:
@@ -225,58 +232,103 @@ def _dnode_fill(block: bytes, byteorder: str) -> int:
     return count
 
 
+@dataclass
+class _NewIndirect:
+    """An indirect block added above a tree's old top (its first children: the dnode's
+    old block pointers); written by the sync like a dirty one, nothing of it to free."""
+
+    children: list[BlockPtr | _NewIndirect]
+
+
+Child = BlockPtr | _NewIndirect
+
+
 async def cow_object(
     cache: BlockCache,
     dn: DnodePhys,
-    blocks: dict[int, bytes],
+    blocks: dict[int, bytes | None],
     ctx: SyncContext,
     policy: WritePolicy,
 ) -> DnodePhys:
-    """`dn` with its level-0 `blocks` (blkid -> bytes) written anew, the indirect blocks
-    above them rewritten, the old ones freed, and dn_used updated.
-
-    Raises:
-        FSError: EFBIG when a block lies beyond what the dnode's levels address.
-    """
+    """`dn` with its level-0 `blocks` (blkid -> bytes, or None to free) written anew, the
+    tree grown by as many levels as the highest blkid needs, the indirect blocks above the
+    dirty ones rewritten, the old ones freed, and dn_used and dn_maxblkid updated (the
+    caller lowers dn_maxblkid in `dn` when it frees a file's tail)."""
     order = dn.byteorder
     epbs = dn.dn_indblkshift - 7
-    top_shift = epbs * (dn.dn_nlevels - 1)
-    if max(blocks) >> top_shift >= dn.dn_nblkptr:
-        raise FSError(errno.EFBIG, "growing an object's tree is not written yet")
+    nlevels = dn.dn_nlevels
+    top: list[Child] = list(dn.dn_blkptr)
+    while max(blocks) >> (epbs * (nlevels - 1)) >= dn.dn_nblkptr:
+        top = [_NewIndirect(top), *[ZERO_BP] * (dn.dn_nblkptr - 1)]
+        nlevels += 1
     used = 0
 
-    async def rewrite(level: int, old: BlockPtr, dirty: dict[int, bytes]) -> BlockPtr:
+    async def rewrite(level: int, old: Child, dirty: dict[int, bytes | None]) -> BlockPtr:
         nonlocal used
         if level == 0:
-            ((blkid, data),) = dirty.items()
-            fill = _dnode_fill(data, order) if dn.dn_type == DMU_OT_DNODE else 1
+            assert isinstance(old, BlockPtr)  # a new indirect block is never at level 0
+            (data,) = dirty.values()
+            if data is None:
+                new = ZERO_BP
+            else:
+                fill = _dnode_fill(data, order) if dn.dn_type == DMU_OT_DNODE else 1
+                props, copies = policy.props(dn, dn.dn_type, level, ctx.sector)
+                new = ctx.write(data, props, copies, fill)
         else:
-            raw = await cache.read(old) if not old.is_hole else bytes(1 << dn.dn_indblkshift)
-            children = list(parse_blkptrs(raw, old.byteorder if not old.is_hole else order))
-            shift = epbs * (level - 1)
-            groups: dict[int, dict[int, bytes]] = {}
-            for blkid, data in dirty.items():
-                groups.setdefault((blkid >> shift) & ((1 << epbs) - 1), {})[blkid] = data
+            children = await _children(cache, old, level, 1 << epbs, order)
+            groups = _group(dirty, epbs * (level - 1), (1 << epbs) - 1, children)
             for i, group in sorted(groups.items()):
                 children[i] = await rewrite(level - 1, children[i], group)
-            fill = sum(c.fill for c in children if not c.is_hole)
-            data = b"".join(encode_blkptr(c, order) for c in children)
-        props, copies = policy.props(dn, dn.dn_type, level, ctx.sector)
-        new = ctx.write(data, props, copies, fill)
-        ctx.free(old)
-        used += _dsize(new) - _dsize(old)
+            if all(isinstance(c, BlockPtr) and c.is_hole for c in children):
+                new = ZERO_BP  # every child freed: the indirect block goes too
+            else:
+                ptrs = [c for c in children if isinstance(c, BlockPtr)]
+                assert len(ptrs) == len(children)  # a new indirect child is always rewritten
+                fill = sum(c.fill for c in ptrs if not c.is_hole)
+                props, copies = policy.props(dn, dn.dn_type, level, ctx.sector)
+                data = b"".join(encode_blkptr(c, order) for c in ptrs)
+                new = ctx.write(data, props, copies, fill)
+        if isinstance(old, BlockPtr):
+            ctx.free(old)
+            used -= _dsize(old)
+        used += _dsize(new)
         return new
 
-    top = list(dn.dn_blkptr)
-    groups: dict[int, dict[int, bytes]] = {}
-    for blkid, data in blocks.items():
-        groups.setdefault(blkid >> top_shift, {})[blkid] = data
-    for i, group in sorted(groups.items()):
-        top[i] = await rewrite(dn.dn_nlevels - 1, top[i], group)
+    for i, group in sorted(_group(blocks, epbs * (nlevels - 1), -1, top).items()):
+        top[i] = await rewrite(nlevels - 1, top[i], group)
     if not dn.dn_flags & DNODE_FLAG_USED_BYTES:
         used >>= 9
-    return dn._replace(dn_blkptr=tuple(top), dn_used=dn.dn_used + used,
-                       dn_maxblkid=max(dn.dn_maxblkid, max(blocks)))  # fmt: skip
+    written = [blkid for blkid, data in blocks.items() if data is not None]
+    return dn._replace(dn_blkptr=tuple(top), dn_nlevels=nlevels, dn_used=dn.dn_used + used,
+                       dn_maxblkid=max([dn.dn_maxblkid, *written]))  # fmt: skip
+
+
+async def _children(
+    cache: BlockCache, old: Child, level: int, count: int, order: str
+) -> list[Child]:
+    """The `count` child pointers of the indirect block `old` at `level` (holes for a
+    hole, the old top pointers and holes for a new indirect block)."""
+    if isinstance(old, _NewIndirect):
+        return old.children + [ZERO_BP] * (count - len(old.children))
+    if old.is_hole:
+        return [ZERO_BP] * count
+    if old.level != level:
+        raise FSError(errno.EIO, f"indirect block at level {old.level}, expected {level}")
+    return list(parse_blkptrs(await cache.read(old), old.byteorder))
+
+
+def _group(
+    dirty: dict[int, bytes | None], shift: int, mask: int, children: Sequence[Child]
+) -> dict[int, dict[int, bytes | None]]:
+    """`dirty` by the child each blkid lies under (`blkid >> shift & mask`; mask -1: no
+    mask), and the first child too when it is a new indirect block, which must be written
+    though nothing under it changed."""
+    groups: dict[int, dict[int, bytes | None]] = {}
+    if isinstance(children[0], _NewIndirect):
+        groups[0] = {}
+    for blkid, data in dirty.items():
+        groups.setdefault((blkid >> shift) & mask, {})[blkid] = data
+    return groups
 
 
 # Whose space an object's dnode and blocks are, (user, group), or None (used_cbs upstream:

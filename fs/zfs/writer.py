@@ -2,7 +2,7 @@
 
 The handle the write path holds (the later FUSE write side, tools, tests): `open` imports
 the pool from its member images, writable, with its metaslabs; changes (`set_dsl_prop`,
-`write_file_range`) only gather in memory; `sync` commits them as one txg: each changed
+`write_file_range`, `truncate`) only gather in memory; `sync` commits them as one txg: each changed
 dataset's object set copied on write (dataset_sync.py) and the MOS with it, to
 convergence (spa_sync.py), then txg.py's phases, writing each phase's bytes and flushing
 every member image (fdatasync) before the next. The old uberblock stays the active one
@@ -26,7 +26,7 @@ from uvfs_fs.zfs.checksum import ZIO_CHECKSUM_FLETCHER_4, ZIO_CHECKSUM_ON
 from uvfs_fs.zfs.compress import ZIO_COMPRESS_LZJB, ZIO_COMPRESS_OFF, ZIO_COMPRESS_ON
 from uvfs_fs.zfs.dataset_sync import sync_dataset
 from uvfs_fs.zfs.dmu import BlockCache, ObjectSet, read_block
-from uvfs_fs.zfs.dnode import DMU_OT_PLAIN_FILE_CONTENTS, DMU_OT_ZNODE
+from uvfs_fs.zfs.dnode import DMU_OT_PLAIN_FILE_CONTENTS, DMU_OT_ZNODE, DnodePhys
 from uvfs_fs.zfs.dsl import Dataset, list_datasets
 from uvfs_fs.zfs.metaslab import Metaslab, load_pool_metaslabs
 from uvfs_fs.zfs.objset_sync import DirtyObjset, SyncContext, WritePolicy
@@ -42,11 +42,13 @@ from uvfs_fs.zfs.txg import (
     vdev_guid_sum,
 )
 from uvfs_fs.zfs.zap import ZBT_MICRO, Zap, mzap_set, zap_block_type
-from uvfs_fs.zfs.znode import parse_znode_phys, znode_phys_set_times
+from uvfs_fs.zfs.znode import parse_znode_phys, znode_phys_set_size, znode_phys_set_times
 from uvfs_fs.zfs.zpl import OBJ_MASK
 
 POOL_STATE_ACTIVE, POOL_STATE_EXPORTED = 0, 1
 MASTER_NODE_OBJ = 1  # a ZPL object set's master node: "ROOT" -> the root directory
+SPA_MINBLOCKSIZE = 512
+DEFAULT_RECORDSIZE = 128 * 1024
 
 
 class PoolWriter:
@@ -138,15 +140,8 @@ class PoolWriter:
             raise FSError(errno.EOPNOTSUPP, f"{dataset}: {e}") from None
         self._mos.blocks.setdefault(obj, {})[0] = data
 
-    async def write_file_range(self, dataset: str, path: str, offset: int, data: bytes) -> None:
-        """Overwrite `data` at `offset` of the regular file `path` (relative to the root of
-        filesystem `dataset`) in the open txg, within the file's size; its mtime and ctime
-        become now, as write(2) sets them.
-
-        Raises:
-            FSError: ENOENT, EISDIR; EFBIG past the end of the file and EOPNOTSUPP for
-                files with SA attributes (growing files and SA are not written yet).
-        """
+    async def _file(self, dataset: str, path: str) -> _OpenFile:
+        """The regular file `path` of filesystem `dataset` as the open txg has it."""
         mos = await self._mos_objset()
         ds, by_name = await self._filesystem(mos, dataset)
         objset = await ObjectSet.open(mos.cache, ds.phys.ds_bp)
@@ -159,25 +154,63 @@ class PoolWriter:
             raise FSError(errno.EISDIR, f"{dataset}/{path}: not a regular file")
         if dn.dn_bonustype != DMU_OT_ZNODE:
             raise FSError(errno.EOPNOTSUPP, f"{dataset}/{path}: SA attributes are not written yet")
-        size = parse_znode_phys(dn.dn_bonus, dn.byteorder).size
-        if offset < 0 or offset + len(data) > size:
-            raise FSError(errno.EFBIG, f"{dataset}/{path}: growing a file is not written yet")
-        blocks = changes.blocks.setdefault(obj, {})
-        bsz, pos, end = dn.datablksz, offset, offset + len(data)
+        self._datasets[ds.ds_obj] = (changes, _write_policy(ds, by_name))
+        recordsize = _inherited(ds, by_name, b"recordsize", DEFAULT_RECORDSIZE)
+        return _OpenFile(objset, changes, obj, dn, recordsize)
+
+    async def write_file_range(self, dataset: str, path: str, offset: int, data: bytes) -> None:
+        """Write `data` at `offset` of the regular file `path` (relative to the root of
+        filesystem `dataset`) in the open txg, as write(2) does: past the end the file
+        grows (a gap between reads as zeros); its mtime and ctime become now.
+
+        Raises:
+            FSError: ENOENT, EISDIR, EINVAL for a negative offset; EOPNOTSUPP for files
+                with SA attributes (not written yet).
+        """
+        if offset < 0:
+            raise FSError(errno.EINVAL, f"{dataset}/{path}: negative offset {offset}")
+        f = await self._file(dataset, path)
+        end = offset + len(data)
+        await f.grow_block(end)
+        bsz, pos = f.dn.datablksz, offset
         while pos < end:
             blkid, at = divmod(pos, bsz)
             count = min(bsz - at, end - pos)
-            old = blocks.get(blkid)
-            if old is None:
-                block = await read_block(objset.cache, dn, blkid)
-                old = block[0] if block is not None else bytes(bsz)
-            blocks[blkid] = old[:at] + data[pos - offset : pos - offset + count] + old[at + count :]
+            old = await f.block(blkid)
+            f.blocks[blkid] = (
+                old[:at] + data[pos - offset : pos - offset + count] + old[at + count :]
+            )
             pos += count
-        now = time.time_ns()
-        stamp = (now // 10**9, now % 10**9)
-        bonus = znode_phys_set_times(dn.dn_bonus, dn.byteorder, stamp, stamp)
-        changes.dnodes[obj] = dn._replace(dn_bonus=bonus)
-        self._datasets[ds.ds_obj] = (changes, _write_policy(ds, by_name))
+        maxblkid = max(f.dn.dn_maxblkid, (end - 1) // bsz) if data else f.dn.dn_maxblkid
+        f.update(max(f.size, end), maxblkid)
+
+    async def truncate(self, dataset: str, path: str, size: int) -> None:
+        """Set the size of the regular file `path` of filesystem `dataset` in the open txg,
+        as truncate(2) does (zfs_freesp): shorter, the blocks past the end are freed (the
+        last one kept keeps zeros past it); longer, the file is sparse; its mtime and ctime
+        become now.
+
+        Raises:
+            FSError: ENOENT, EISDIR, EINVAL for a negative size; EOPNOTSUPP as for
+                `write_file_range`.
+        """
+        if size < 0:
+            raise FSError(errno.EINVAL, f"{dataset}/{path}: negative size {size}")
+        f = await self._file(dataset, path)
+        if size >= f.size:
+            await f.grow_block(size)
+            f.update(size, f.dn.dn_maxblkid)
+            return
+        bsz = f.dn.datablksz
+        keep, at = divmod(size, bsz)  # blocks [0, keep) stay whole; block `keep` keeps `at`
+        if at:
+            old = await f.block(keep)
+            if any(old[at:]):
+                f.blocks[keep] = old[:at] + bytes(bsz - at)
+            keep += 1
+        for blkid in range(keep, f.dn.dn_maxblkid + 1):
+            f.blocks[blkid] = None
+        f.update(size, max(keep - 1, 0))
 
     async def sync(self) -> int:
         """Commit the open txg: its blocks, then the new uberblock once they are durable.
@@ -243,24 +276,78 @@ def _image(w: LeafWrite) -> ImageFile:
     return w.leaf.image
 
 
+def _inherited(ds: Dataset, by_name: dict[str, Dataset], name: bytes, default: int) -> int:
+    """Integer property `name` as set on `ds` or inherited from its parents, else
+    `default`."""
+    d: Dataset | None = ds
+    while d is not None:
+        value = d.props.get(name)
+        if isinstance(value, int):
+            return value
+        d = by_name.get(d.parent) if d.parent else None
+    return default
+
+
+class _OpenFile:
+    """A regular file's changes in the open txg (the writer's in-core znode)."""
+
+    def __init__(
+        self, objset: ObjectSet, changes: DirtyObjset, obj: int, dn: DnodePhys, recordsize: int
+    ) -> None:
+        self.objset = objset
+        self.changes = changes
+        self.obj = obj
+        self.dn = dn
+        self.size = parse_znode_phys(dn.dn_bonus, dn.byteorder).size
+        self.recordsize = recordsize
+        self.blocks = changes.blocks.setdefault(obj, {})
+
+    async def block(self, blkid: int) -> bytes:
+        """Level-0 block `blkid` as the open txg has it (zeros for a hole)."""
+        bsz = self.dn.datablksz
+        if blkid in self.blocks:
+            return self.blocks[blkid] or bytes(bsz)
+        found = await read_block(self.objset.cache, self.dn, blkid)
+        return found[0] if found is not None else bytes(bsz)
+
+    async def grow_block(self, end: int) -> None:
+        """A file of one block grows that block to hold `end` bytes, up to the
+        recordsize (past it, to the next power of two), before it takes a second block
+        (zfs_grow_blocksize, dnode_set_blksz: whole 512-byte sectors)."""
+        bsz = self.dn.datablksz
+        pow2 = bsz & (bsz - 1) == 0
+        if end <= bsz or (pow2 and bsz >= self.recordsize):
+            return
+        if self.dn.dn_maxblkid != 0 or self.size > bsz:
+            return  # more than one block: the block size is fixed
+        if bsz > self.recordsize:
+            new = min(end, 1 << bsz.bit_length())
+        else:
+            new = min(end, self.recordsize)
+        new = -(-new // SPA_MINBLOCKSIZE) * SPA_MINBLOCKSIZE
+        old = await self.block(0)
+        self.dn = self.dn._replace(dn_datablkszsec=new // SPA_MINBLOCKSIZE)
+        self.blocks[0] = old.ljust(new, b"\0")
+
+    def update(self, size: int, maxblkid: int) -> None:
+        """Record the file's new size, dn_maxblkid and block size, mtime and ctime now."""
+        now = time.time_ns()
+        stamp = (now // 10**9, now % 10**9)
+        bonus = znode_phys_set_size(self.dn.dn_bonus, self.dn.byteorder, size)
+        bonus = znode_phys_set_times(bonus, self.dn.byteorder, stamp, stamp)
+        self.dn = self.dn._replace(dn_bonus=bonus, dn_maxblkid=maxblkid)
+        self.size = size
+        self.changes.dnodes[self.obj] = self.dn
+
+
 def _write_policy(ds: Dataset, by_name: dict[str, Dataset]) -> WritePolicy:
     """How `ds`'s blocks are written: compression, checksum and copies as set on it or
     inherited from its parents, else the defaults ("on" is lzjb and fletcher4 for the
     pool versions written here)."""
-
-    def inherited(name: bytes, default: int) -> int:
-        d: Dataset | None = ds
-        while d is not None:
-            value = d.props.get(name)
-            if isinstance(value, int):
-                return value
-            d = by_name.get(d.parent) if d.parent else None
-        return default
-
-    compress = inherited(b"compression", ZIO_COMPRESS_OFF)
-    checksum = inherited(b"checksum", ZIO_CHECKSUM_ON)
+    compress = _inherited(ds, by_name, b"compression", ZIO_COMPRESS_OFF)
+    checksum = _inherited(ds, by_name, b"checksum", ZIO_CHECKSUM_ON)
     return WritePolicy(
         compress=ZIO_COMPRESS_LZJB if compress == ZIO_COMPRESS_ON else compress,
         checksum=ZIO_CHECKSUM_FLETCHER_4 if checksum == ZIO_CHECKSUM_ON else checksum,
-        copies=inherited(b"copies", 1),
+        copies=_inherited(ds, by_name, b"copies", 1),
     )

@@ -35,7 +35,7 @@ from uvfs_fs.zfs.compress import (
     pad_to_sector,
 )
 
-_ZERO_BP = parse_blkptr(bytes(128), "<")  # BP_ZERO: what a hole is without hole_birth
+ZERO_BP = parse_blkptr(bytes(128), "<")  # BP_ZERO: what a hole is without hole_birth
 
 
 class WriteProps(NamedTuple):
@@ -73,8 +73,8 @@ def zio_write_prepare(data: bytes, props: WriteProps, txg: int) -> PreparedBlock
         stream = compress(props.compress, data, props.zstd_level)
         if stream == b"":
             if not props.hole_birth:
-                return PreparedBlock(_ZERO_BP, b"")
-            hole = _ZERO_BP._replace(lsize=lsize, type=props.type, level=props.level,
+                return PreparedBlock(ZERO_BP, b"")
+            hole = ZERO_BP._replace(lsize=lsize, type=props.type, level=props.level,
                                      birth_txg=txg)  # fmt: skip
             return PreparedBlock(hole, b"")
         if stream is not None and props.embedded_data and len(stream) <= BPE_PAYLOAD_SIZE:

@@ -132,6 +132,13 @@ def znode_phys_set_times(
     return bytes(out)
 
 
+def znode_phys_set_size(bonus: bytes, byteorder: str, size: int) -> bytes:
+    """An old-style znode_phys_t bonus with a new zp_size."""
+    out = bytearray(bonus)
+    struct.pack_into(f"{byteorder}Q", out, 80, size)
+    return bytes(out)
+
+
 def znode_owner_ids(dn: DnodePhys) -> tuple[int, int] | None:
     """(uid, gid) whose space the object of `dn` is, for its object set's user and group
     usage (zpl_get_file_info); None for an object without an old-style znode (SA files
