@@ -371,6 +371,26 @@ def _charge_ids(deltas: tuple[Counter[int], Counter[int]], ids: tuple[int, int] 
         deltas[1][ids[1]] += amount
 
 
+async def _old_dnode(objset: ObjectSet, obj: int) -> DnodePhys | None:
+    """Object `obj`'s dnode as the last synced txg left it; None when it was free."""
+    try:
+        return await objset.dnode(obj)
+    except FSError as e:
+        if e.errno != errno.ENOENT:
+            raise
+        return None
+
+
+async def _free_tree(cache: BlockCache, bps: Sequence[BlockPtr], ctx: SyncContext) -> None:
+    """Let go of every block under `bps` (a freed object's tree: dnode_sync_free)."""
+    for bp in bps:
+        if bp.is_hole or bp.embedded:
+            continue
+        if bp.level > 0:
+            await _free_tree(cache, parse_blkptrs(await cache.read(bp), bp.byteorder), ctx)
+        ctx.free(bp)
+
+
 async def sync_objset(
     cache: BlockCache,
     root: BlockPtr,
@@ -383,6 +403,8 @@ async def sync_objset(
 
     With `owner_ids` (a ZPL object set), a changed object's dnode size and dn_used move
     from its old owners' usage to its new ones' (when the object set keeps that usage).
+    A dirty dnode may be new (a slot free in the last txg, in a dnode block past the meta
+    dnode's end too) or free (DMU_OT_NONE: the object's whole tree is let go).
     """
     raw = await cache.read(root)
     objset = ObjectSet(cache, parse_objset(raw, root.byteorder))
@@ -397,18 +419,23 @@ async def sync_objset(
     dnode_blocks: dict[int, bytearray] = {}
     for obj in sorted(set(dirty.blocks) | set(dirty.dnodes)):
         dn = await dirty.dnode(objset, obj)
-        if dirty.blocks.get(obj):
+        old = await _old_dnode(objset, obj)
+        if dn.dn_type == DMU_OT_NONE:
+            if old is not None:
+                await _free_tree(cache, old.dn_blkptr, ctx)
+        elif dirty.blocks.get(obj):
             dn = await cow_object(cache, dn, dirty.blocks[obj], ctx, policy)
         if accounting and owner_ids is not None:
-            old = await objset.dnode(obj)
-            _charge_ids(deltas, owner_ids(old), old, -1)
+            if old is not None:
+                _charge_ids(deltas, owner_ids(old), old, -1)
             _charge_ids(deltas, owner_ids(dn), dn, 1)
         blkid, at = divmod(obj << DNODE_SHIFT, bsz)
         if blkid not in dnode_blocks:
             block = await read_block(cache, meta, blkid)
-            if block is None or block[1] != dn.byteorder:
-                raise FSError(errno.EIO, f"dnode block {blkid} unreadable or of another order")
-            dnode_blocks[blkid] = bytearray(block[0])
+            if block is not None and block[1] != dn.byteorder:
+                raise FSError(errno.EIO, f"dnode block {blkid} of another byte order")
+            # No block: past the meta dnode's end, or a hole (every dnode free).
+            dnode_blocks[blkid] = bytearray(block[0] if block is not None else bytes(bsz))
         encoded = encode_dnode(dn)
         dnode_blocks[blkid][at : at + len(encoded)] = encoded
     new_meta = await cow_object(cache, meta, {k: bytes(v) for k, v in dnode_blocks.items()},

@@ -2,10 +2,11 @@
 
 The handle the write path holds (the later FUSE write side, tools, tests): `open` imports
 the pool from its member images, writable, with its metaslabs; changes (`set_dsl_prop`,
-`write_file_range`, `truncate`) only gather in memory; `sync` commits them as one txg: each changed
-dataset's object set copied on write (dataset_sync.py) and the MOS with it, to
-convergence (spa_sync.py), then txg.py's phases, writing each phase's bytes and flushing
-every member image (fdatasync) before the next. The old uberblock stays the active one
+`write_file_range`, `truncate`, `create`, `mkdir`, `unlink`, `rmdir`, `rename`: the
+namespace ones in zpl_write.py) only gather in memory; `sync` commits them as one txg:
+each changed dataset's object set copied on write (dataset_sync.py) and the MOS with it,
+to convergence (spa_sync.py), then txg.py's phases, writing each phase's bytes and
+flushing every member image (fdatasync) before the next. The old uberblock stays the active one
 until the new one is on disk, and no block it reaches is ever overwritten, so an error (or
 a kill) at any point leaves the pool importable at the txg it had. After an error during
 the write phases the writer refuses further syncs: its metaslabs no longer say what is on
@@ -18,6 +19,7 @@ kept up to date (space map histograms, log space maps ...).
 from __future__ import annotations
 
 import errno
+import stat
 import time
 from collections.abc import Sequence
 
@@ -41,12 +43,11 @@ from uvfs_fs.zfs.txg import (
     uberblock_update,
     vdev_guid_sum,
 )
-from uvfs_fs.zfs.zap import ZBT_MICRO, Zap, mzap_set, zap_block_type
+from uvfs_fs.zfs.zap import ZBT_MICRO, mzap_set, zap_block_type
 from uvfs_fs.zfs.znode import parse_znode_phys, znode_phys_set_size, znode_phys_set_times
-from uvfs_fs.zfs.zpl import OBJ_MASK
+from uvfs_fs.zfs.zpl_write import ZplTxg
 
 POOL_STATE_ACTIVE, POOL_STATE_EXPORTED = 0, 1
-MASTER_NODE_OBJ = 1  # a ZPL object set's master node: "ROOT" -> the root directory
 SPA_MINBLOCKSIZE = 512
 DEFAULT_RECORDSIZE = 128 * 1024
 
@@ -140,23 +141,67 @@ class PoolWriter:
             raise FSError(errno.EOPNOTSUPP, f"{dataset}: {e}") from None
         self._mos.blocks.setdefault(obj, {})[0] = data
 
-    async def _file(self, dataset: str, path: str) -> _OpenFile:
-        """The regular file `path` of filesystem `dataset` as the open txg has it."""
+    async def _zpl(self, dataset: str) -> tuple[ZplTxg, int]:
+        """Filesystem `dataset`'s namespace as the open txg has it (its changes are
+        registered for the sync), and its recordsize."""
         mos = await self._mos_objset()
         ds, by_name = await self._filesystem(mos, dataset)
         objset = await ObjectSet.open(mos.cache, ds.phys.ds_bp)
-        obj = (await (await Zap.open(objset, MASTER_NODE_OBJ)).lookup(b"ROOT")).int()
-        for part in filter(None, path.split("/")):
-            obj = (await (await Zap.open(objset, obj)).lookup(part.encode())).int() & OBJ_MASK
         changes, _ = self._datasets.get(ds.ds_obj) or (DirtyObjset(), None)
-        dn = await changes.dnode(objset, obj)
+        self._datasets[ds.ds_obj] = (changes, _write_policy(ds, by_name))
+        recordsize = _inherited(ds, by_name, b"recordsize", DEFAULT_RECORDSIZE)
+        return ZplTxg(objset, changes, self.pool.uberblock.ub_txg + 1), recordsize
+
+    async def _file(self, dataset: str, path: str) -> _OpenFile:
+        """The regular file `path` of filesystem `dataset` as the open txg has it."""
+        zpl, recordsize = await self._zpl(dataset)
+        obj = await zpl.resolve(path)
+        dn = await zpl.dnode(obj)
         if dn.dn_type != DMU_OT_PLAIN_FILE_CONTENTS:
             raise FSError(errno.EISDIR, f"{dataset}/{path}: not a regular file")
         if dn.dn_bonustype != DMU_OT_ZNODE:
             raise FSError(errno.EOPNOTSUPP, f"{dataset}/{path}: SA attributes are not written yet")
-        self._datasets[ds.ds_obj] = (changes, _write_policy(ds, by_name))
-        recordsize = _inherited(ds, by_name, b"recordsize", DEFAULT_RECORDSIZE)
-        return _OpenFile(objset, changes, obj, dn, recordsize)
+        return _OpenFile(zpl.objset, zpl.dirty, obj, dn, recordsize)
+
+    async def create(self, dataset: str, path: str, mode: int = 0o644) -> None:
+        """Create the empty regular file `path` (relative to the root of filesystem
+        `dataset`, owned by root) with permission bits `mode`, in the open txg.
+
+        Raises:
+            FSError: EEXIST, ENOENT, ENOTDIR; EOPNOTSUPP where a fat ZAP or SA would be
+                written (see zpl_write.py).
+        """
+        await (await self._zpl(dataset))[0].create(path, stat.S_IFREG | (mode & 0o7777))
+
+    async def mkdir(self, dataset: str, path: str, mode: int = 0o755) -> None:
+        """Create the empty directory `path` of filesystem `dataset`, as `create`."""
+        await (await self._zpl(dataset))[0].create(path, stat.S_IFDIR | (mode & 0o7777))
+
+    async def unlink(self, dataset: str, path: str) -> None:
+        """Remove the non-directory `path` of filesystem `dataset` in the open txg; its
+        blocks are freed with its last link (kept on the deadlist for a snapshot).
+
+        Raises:
+            FSError: ENOENT, EISDIR; EOPNOTSUPP as for `create`.
+        """
+        await (await self._zpl(dataset))[0].unlink(path)
+
+    async def rmdir(self, dataset: str, path: str) -> None:
+        """Remove the empty directory `path` of filesystem `dataset` in the open txg.
+
+        Raises:
+            FSError: ENOENT, ENOTDIR, ENOTEMPTY; EOPNOTSUPP as for `create`.
+        """
+        await (await self._zpl(dataset))[0].unlink(path, directory=True)
+
+    async def rename(self, dataset: str, src: str, dst: str) -> None:
+        """Move `src` to `dst` within filesystem `dataset` in the open txg, as rename(2).
+
+        Raises:
+            FSError: ENOENT, ENOTDIR, EISDIR, ENOTEMPTY, EINVAL; EOPNOTSUPP as for
+                `create`.
+        """
+        await (await self._zpl(dataset))[0].rename(src, dst)
 
     async def write_file_range(self, dataset: str, path: str, offset: int, data: bytes) -> None:
         """Write `data` at `offset` of the regular file `path` (relative to the root of

@@ -167,6 +167,12 @@ def parse_mzap(block: bytes, byteorder: str) -> list[ZapEntry]:
     return out
 
 
+def mzap_create(byteorder: str, salt: int, normflags: int, size: int = 512) -> bytes:
+    """An empty micro ZAP block of `size` bytes (mzap_create_impl): the mzap_phys_t
+    header (mz_block_type, mz_salt, mz_normflags) and free chunks."""
+    return struct.pack(f"{byteorder}3Q", ZBT_MICRO, salt, normflags).ljust(size, b"\0")
+
+
 def mzap_set(block: bytes, byteorder: str, name: bytes, value: int) -> bytes:
     """Micro ZAP `block` with `name` set to `value` (mzap_addent when absent).
 

@@ -132,6 +132,18 @@ def znode_phys_set_times(
     return bytes(out)
 
 
+def encode_znode_phys(z: Znode, acl: bytes, byteorder: str) -> bytes:
+    """The 264-byte old-style znode_phys_t of `z` with zp_acl `acl` (88 bytes), the
+    inverse of parse_znode_phys for files without an inline symlink."""
+    if len(acl) != ZNODE_PHYS_SIZE - 8 * _U64_FIELDS:
+        raise ValueError(f"zfs_acl_phys_t of {len(acl)} bytes")
+    mask = (1 << 64) - 1
+    times = (*z.atime, *z.mtime, *z.ctime, *z.crtime)
+    words = (*times, z.gen, z.mode, z.size, z.parent, z.links, z.xattr, z.rdev, z.flags,
+             z.uid, z.gid, 0, 0, 0, 0)  # fmt: skip
+    return struct.pack(f"{byteorder}{_U64_FIELDS}Q", *(w & mask for w in words)) + acl
+
+
 def znode_phys_set_size(bonus: bytes, byteorder: str, size: int) -> bytes:
     """An old-style znode_phys_t bonus with a new zp_size."""
     out = bytearray(bonus)

@@ -11,6 +11,7 @@ import pytest
 from conftest import PoolFactory
 from test_write_txg import _copy, _destroy, scrub_clean
 from trees import Node, record_fs
+from write_pool import ORIGINAL, TEXT, grow_pool
 from zfsfuse import PoolRecord, ZfsFuse
 
 from uvfs import ImageFile
@@ -21,21 +22,6 @@ from uvfs_fs.zfs.spa import open_pool
 from uvfs_fs.zfs.writer import PoolWriter
 from uvfs_fs.zfs.zap import Zap
 
-RNG = random.Random(21)
-TEXT = b"".join(b"text line %6d\n" % i for i in range(8000))  # 120 KB, compresses
-# Root dataset: no compression, recordsize 128K. "c": lzjb, recordsize 16K, snapshot c@s1.
-ORIGINAL = {
-    "small": RNG.randbytes(1000),  # one 1024-byte block
-    "tiny": RNG.randbytes(700),
-    "record": RNG.randbytes(128 * 1024),  # one whole record
-    "three": RNG.randbytes(3 * 128 * 1024 + 5),
-    "gone": RNG.randbytes(300_000),
-    "sparse": RNG.randbytes(100),
-    "odd": RNG.randbytes(3000),  # one 3072-byte block
-    "c/text": TEXT,
-    "c/cut": TEXT[:50_000],
-    "c/mid": TEXT[:20_000],
-}
 FAR = 40 << 20  # with 16K records and 128 pointers per indirect block: three levels
 
 
@@ -45,20 +31,7 @@ def _hex(data: bytes) -> str:
 
 @pytest.fixture(scope="module")
 def built(zfs_pool: PoolFactory, zfs_fuse: ZfsFuse) -> PoolRecord:
-    """The pool of ORIGINAL's files."""
-    pool_name = "pgrow"
-
-    def populate(root: Path) -> dict[str, bytes]:
-        zfs_fuse.run("zfs", "create", "-o", "compression=lzjb", "-o", "recordsize=16K",
-                     f"{pool_name}/c")  # fmt: skip
-        for path, data in ORIGINAL.items():
-            (root / path).write_bytes(data)
-        zfs_fuse.run("zfs", "snapshot", f"{pool_name}/c@s1")
-        return dict(ORIGINAL)
-
-    record = zfs_pool("grow", [("disk", 1)], {}, populate)
-    assert record.name == pool_name
-    return record
+    return grow_pool(zfs_pool, zfs_fuse)
 
 
 def _shown(node: Node) -> tuple[object, ...]:
@@ -101,7 +74,7 @@ async def test_files_grow_and_shrink(built: PoolRecord, zfs_fuse: ZfsFuse, tmp_p
     vdevs = _copy(built, tmp_path / "pool")
     want = dict(ORIGINAL)
     writer = await PoolWriter.open([str(v) for v in vdevs])
-    tail = RNG.randbytes(4000)
+    tail = random.Random(5).randbytes(4000)
     far = b"far away" * 100
     try:
         await writer.write_file_range(name, "small", 1000, tail)

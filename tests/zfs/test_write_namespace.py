@@ -1,0 +1,176 @@
+"""Creating, removing and renaming files and directories (zpl_write.py through
+PoolWriter), as zfs-fuse and our own reader see them."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import random
+import stat
+from pathlib import Path
+
+import pytest
+from conftest import PoolFactory
+from test_write_txg import _copy, _destroy, _user_usage, scrub_clean
+from trees import Node, record_fs
+from write_pool import ORIGINAL, grow_pool
+from zfsfuse import PoolRecord, ZfsFuse, walk_pool
+
+from uvfs import FSError, ImageFile
+from uvfs_fs.zfs import ZfsFileSystem
+from uvfs_fs.zfs.acl import trivial_acl, trivial_acl_flags
+from uvfs_fs.zfs.dmu import BlockCache, ObjectSet
+from uvfs_fs.zfs.dnode import DMU_OT_ZNODE, DNODE_MIN_SIZE, parse_dnode
+from uvfs_fs.zfs.dsl import list_datasets
+from uvfs_fs.zfs.spa import open_pool
+from uvfs_fs.zfs.writer import PoolWriter
+from uvfs_fs.zfs.znode import parse_znode_phys
+
+RNG = random.Random(33)
+NEW = RNG.randbytes(300_000)  # from 512-byte blocks to three records, a tree level added
+INNER = RNG.randbytes(5000)
+MANY = {f"f{i:02}": RNG.randbytes(100 * i + 1) for i in range(20)}  # micro ZAP grows
+
+
+@pytest.fixture(scope="module")
+def built(zfs_pool: PoolFactory, zfs_fuse: ZfsFuse) -> PoolRecord:
+    return grow_pool(zfs_pool, zfs_fuse)
+
+
+def _view(root: Path) -> dict[str, tuple[object, ...]]:
+    """Every path below `root` through the kernel: (mode, size, nlink, sha256 of a
+    file's contents) — zfs-fuse runs without xattrs here."""
+    out: dict[str, tuple[object, ...]] = {}
+    for top, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = Path(top) / name
+            st = path.lstat()
+            digest = hashlib.sha256(path.read_bytes()).hexdigest() if name in files else None
+            out[str(path.relative_to(root))] = (st.st_mode, st.st_size, st.st_nlink, digest)
+    return out
+
+
+def _ours(tree: dict[str, Node]) -> dict[str, tuple[object, ...]]:
+    return {p: (n.mode, n.size, n.nlink, n.digest) for p, n in tree.items()}
+
+
+def _expected(files: dict[str, bytes], dirs: dict[str, int]) -> dict[str, tuple[object, ...]]:
+    """The view of `files` (path -> contents, mode 0644 unless the path says) and `dirs`
+    (path -> permission bits): a directory's size counts its entries plus 2 and its
+    links its subdirectories plus 2."""
+    out: dict[str, tuple[object, ...]] = {}
+    for path, data in files.items():
+        mode = 0o600 if path == "d/inner" else 0o644
+        out[path] = (stat.S_IFREG | mode, len(data), 1, hashlib.sha256(data).hexdigest())
+    for path, mode in dirs.items():
+        children = [p for p in [*files, *dirs] if p.rpartition("/")[0] == path]
+        subdirs = [p for p in children if p in dirs]
+        out[path] = (stat.S_IFDIR | mode, len(children) + 2, len(subdirs) + 2, None)
+    return out
+
+
+async def test_trivial_acls_are_zfs_fuses(built: PoolRecord) -> None:
+    """Every file and directory zfs-fuse made in the pool has the ACL and ACL flags
+    acl.py derives from its mode."""
+    pool = await open_pool([ImageFile(str(v)) for v in built.vdevs])
+    seen = 0
+    async for v in walk_pool(pool):
+        if v.objset and v.object == 0 and v.level == 0:
+            for at in range(0, len(v.data), DNODE_MIN_SIZE):
+                dn = parse_dnode(v.data[at:], v.bp.byteorder)
+                if dn.dn_bonustype != DMU_OT_ZNODE:
+                    continue
+                z = parse_znode_phys(dn.dn_bonus, dn.byteorder)
+                assert dn.dn_bonus[176:264] == trivial_acl(z.mode, dn.byteorder)
+                assert z.flags == trivial_acl_flags(z.mode, stat.S_ISDIR(z.mode))
+                seen += 1
+    assert seen >= 12
+
+
+async def test_create_remove_rename(built: PoolRecord, zfs_fuse: ZfsFuse, tmp_path: Path) -> None:
+    """Over two txgs: files and directories created (one written past three records,
+    one directory given 20 entries), files unlinked (in a dataset with a snapshot and in
+    one without), a directory removed, renames within and across directories, over an
+    existing file and of directories. zfs-fuse shows exactly that tree (names, modes,
+    sizes, link counts, contents), our reader the same one, the clone of c@s1 the old
+    c; scrub is clean, zdb -bcc finds no leak, and each dataset's userused@0 equals its
+    root-owned dnodes and their blocks. Refused operations change nothing."""
+    name = built.name
+    vdevs = _copy(built, tmp_path / "pool")
+    writer = await PoolWriter.open([str(v) for v in vdevs])
+    c = f"{name}/c"
+    try:
+        await writer.create(name, "new")
+        await writer.write_file_range(name, "new", 0, NEW)
+        await writer.mkdir(name, "d")
+        await writer.create(name, "d/inner", 0o600)
+        await writer.write_file_range(name, "d/inner", 0, INNER)
+        await writer.mkdir(name, "d/sub")
+        await writer.mkdir(name, "e")
+        await writer.mkdir(name, "many")
+        for f, data in MANY.items():
+            await writer.create(name, f"many/{f}")
+            await writer.write_file_range(name, f"many/{f}", 0, data)
+        await writer.unlink(name, "record")
+        await writer.unlink(c, "text")
+        await writer.rename(name, "small", "d/small2")
+        await writer.rename(name, "tiny", "three")
+        await writer.rename(name, "d/sub", "moved")
+        await writer.sync()
+        await writer.rmdir(name, "e")
+        await writer.unlink(name, "many/f03")
+        await writer.rename(name, "many", "d/many")
+        await writer.create(c, "fresh")
+        await writer.write_file_range(c, "fresh", 0, b"fresh bytes")
+        refused = []
+        bad = ((writer.create, ("new",)), (writer.unlink, ("d",)), (writer.rmdir, ("new",)),
+               (writer.rmdir, ("d",)), (writer.rename, ("d", "d/many/x")),
+               (writer.unlink, ("nothing",)))  # fmt: skip
+        for op, args in bad:
+            with pytest.raises(FSError) as e:
+                await op(name, *args)
+            refused.append(e.value.errno)
+        assert refused == [errno.EEXIST, errno.EISDIR, errno.ENOTDIR, errno.ENOTEMPTY,
+                           errno.EINVAL, errno.ENOENT]  # fmt: skip
+        await writer.sync()
+    finally:
+        writer.close()
+    files = {p: d for p, d in ORIGINAL.items() if p not in ("record", "c/text", "small", "tiny")}
+    files |= {"new": NEW, "d/inner": INNER, "d/small2": ORIGINAL["small"]}
+    files |= {"three": ORIGINAL["tiny"], "c/fresh": b"fresh bytes"}
+    files |= {f"d/many/{f}": data for f, data in MANY.items() if f != "f03"}
+    dirs = {"d": 0o755, "moved": 0o755, "d/many": 0o755}
+    want = _expected(files, dirs)
+
+    pool = await open_pool([ImageFile(str(v)) for v in vdevs])
+    fs = await ZfsFileSystem.from_pool(pool)
+    ours = _ours(await record_fs(fs, fs.root))
+    del ours["c"]  # the child dataset's root: zfs-fuse made it
+    assert ours == want
+    users = await _user_usage(pool)
+    mos = await ObjectSet.open(BlockCache(pool), pool.uberblock.ub_rootbp)
+    by_name = {d.name: d.ds_obj for d in await list_datasets(mos, name)}
+    zdb = zfs_fuse.run("zdb", "-e", "-p", str(tmp_path / "pool"), "-bcc", name)
+    assert "No leaks (block sum matches space maps exactly)" in zdb, zdb
+    theirs: dict[str, tuple[object, ...]] = {}
+    clone: dict[str, bytes] = {}
+    used: list[str] = []
+
+    def look() -> None:
+        mnt = zfs_fuse.visible(built.directory / "mnt")
+        theirs.update(_view(mnt))
+        for ds in (name, c):
+            used.append(zfs_fuse.run("zfs", "get", "-Hp", "-o", "value", "userused@0", ds))
+        zfs_fuse.run("zfs", "clone", f"{c}@s1", f"{name}/old")
+        clone.update({p: (mnt / "old" / p).read_bytes() for p in ("text", "cut", "mid")})
+        _destroy(zfs_fuse, f"{name}/old")
+
+    status = scrub_clean(zfs_fuse, tmp_path / "pool", name, look)
+    del theirs["c"]
+    assert theirs == want
+    assert used == [f"{users[by_name[ds]]}\n" for ds in (name, c)]
+    assert clone == {p: ORIGINAL[f"c/{p}"] for p in ("text", "cut", "mid")}
+    assert "with 0 errors" in status and "errors: No known data errors" in status, status
+    zdb = zfs_fuse.run("zdb", "-e", "-p", str(tmp_path / "pool"), "-bcc", name)
+    assert "No leaks (block sum matches space maps exactly)" in zdb, zdb
