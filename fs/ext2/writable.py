@@ -1,4 +1,4 @@
-"""Read-write ext2 and ext3: `WritableExt2`, and `DRIVER` to mount it.
+"""Read-write ext2, ext3 and ext4: `WritableExt2`, and `DRIVER` to mount it.
 
 Theory of operation
 ===================
@@ -47,11 +47,12 @@ volume keeps its state and has needs_recovery instead, cleared once `close` has
 checkpointed the journal.
 
 What is written. Only what this module keeps consistent: ext2 and ext3 volumes made for
-Linux (an ext3 journal inside the volume), with or without metadata checksums and
-uninit_bg (every block written is sealed: csum.py), without extents, 64bit, quota or
-bigalloc (ext4 volumes refuse a writable mount and say so; read-only they mount as
-before). An htree directory that is changed loses its index flag and is
-read linearly from then on, which e2fsck accepts (``e2fsck -D`` rebuilds the index).
+Linux (an ext3 journal inside the volume), and ext4 with mke2fs's defaults: metadata
+checksums and uninit_bg (every block written is sealed: csum.py), extents (new files get
+extent trees, edited as lists by extent_tree.py), 64bit. Other features (quota, bigalloc,
+inline_data...) refuse a writable mount and say so; read-only they mount as before.
+An htree directory that is changed loses its index flag and is read linearly from then
+on, which e2fsck accepts (``e2fsck -D`` rebuilds the index).
 Extended attributes of the user, trusted and security namespaces are set in the inode
 when it has room, else in the attribute block, which is copied first when other inodes
 share it.
@@ -695,7 +696,9 @@ class WritableExt2(Ext2FileSystem):
                 size=0,
                 blocks_512=0,
                 file_acl=0,
-                i_block=bytes(60),
+                # An extent root stays, empty, as the kernel's truncate leaves it: e2fsck
+                # finds an inode table block of flagged inodes without one insane.
+                i_block=empty_root() if inode.flags & EXT4_EXTENTS_FL else bytes(60),
                 dtime=int(time.time()) & 0xFFFFFFFF,
             )
         )
@@ -862,7 +865,8 @@ class WritableExt2(Ext2FileSystem):
             goal = last + 1 if last else self._group_goal(dir_ino)
             phys, _ = await self._alloc_blocks(goal, 1)
             tail = d.seed is not None
-            block = DirBlock(self._new_block(phys, empty_block(self.geo.block_size, tail=tail)))
+            data = self._new_block(phys, empty_block(self.geo.block_size, tail=tail))
+            block = DirBlock(data, tail=tail)
             if tail:
                 self._to_seal[phys] = d.seed
             block.add(child, name, ft)
@@ -994,7 +998,8 @@ class WritableExt2(Ext2FileSystem):
         for block, content in zip(packed.nodes, packed.contents, strict=True):
             if seed is not None:  # sealed now: reads check it in the write-back cache
                 csum.seal_extent_block(content, seed, self._per_node)
-            self._new_block(block, content)
+            if self._blocks.get(block) != content:  # nodes left as they were stay clean
+                self._new_block(block, content)
         return packed.i_block, need - len(old)
 
     def _group_goal(self, ino: int) -> int:
