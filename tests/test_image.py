@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import trio
 
 from uvfs import FSError, ImageFile, ImageInUse
 from uvfs._image import read_inline_when
@@ -78,6 +79,36 @@ class _Traced(ImageFile):
     def read_sync(self, offset: int, size: int) -> bytes:
         self.threads.append(threading.get_ident())
         return super().read_sync(offset, size)
+
+
+async def test_page_cache_reads_are_copied_out_of_their_shared_buffer(image: Path) -> None:
+    """A slow device's reads that the page cache answers share one buffer: each result is
+    bytes of its own, exact, and unchanged by the reads after it."""
+    with _Traced(str(image)) as f:
+        f.threads = []
+        f._latency = 1.0  # too slow for reads on the loop: the page cache is tried first
+        first = await f.read(10, 100)
+        second = await f.read(300, 2000)
+        assert first == bytes(range(10, 110))
+        assert second == (bytes(range(256)) * 16)[300:2300]
+        assert f.threads == []  # both answered by the page cache, no device read
+
+
+async def test_a_moderately_slow_devices_reads_stay_on_the_loop_while_nothing_else_is_ready(
+    image: Path,
+) -> None:
+    """A device slower than a thread hand-off but faster than a seek is read on the loop
+    while no other task is ready to run; with one ready, the page cache is tried first
+    (this image is in it, so no device read follows)."""
+    with _Traced(str(image)) as f:
+        f.threads = []
+        f._latency = 1e-3
+        assert await f.read(0, 4096) == image.read_bytes()
+        assert f.threads == [threading.get_ident()]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.sleep, 0)  # ready to run while the read is made
+            assert await f.read(0, 4096) == image.read_bytes()
+        assert f.threads == [threading.get_ident()]
 
 
 @pytest.mark.parametrize("alone", [True, False])

@@ -37,6 +37,15 @@ _THREAD_THRESHOLD = 256 * 1024
 # requests keep moving; the estimate keeps following the device either way.
 _INLINE_READ_MAX = 64 * 1024
 _INLINE_LATENCY = 200e-6  # seconds: about what a hand-off to a thread and back costs
+# While no other task is ready to run, a device this fast still reads on the loop: the
+# hand-off would only add its cost to the one request being answered (a cold `find` or a
+# reader of random blocks waits for each answer before it asks again), and a request that
+# arrives meanwhile waits a read, not a seek of a spinning disk.
+_IDLE_INLINE_LATENCY = 2e-3
+# Reads up to this size try the page cache through one buffer kept for them (a FUSE READ
+# is at most 1 MiB): a fresh one per read cost a zeroing pass and its page faults, about
+# as much as the copy of the bytes themselves.
+_NOWAIT_BUFFER = 1 << 20
 
 
 def _never() -> bool:
@@ -98,6 +107,7 @@ class ImageFile:
                 answer = fcntl.ioctl(self._fd, _BLKSSZGET, b"\0" * 4)
                 self.sector_size = int.from_bytes(answer, "little")
             self._nowait = True
+            self._buffer = bytearray()  # `_read_cached`'s, grown on first use
             self._latency = 0.0  # moving average of how long the device takes per read
         except BaseException:
             os.close(self._fd)
@@ -118,24 +128,36 @@ class ImageFile:
         """What the page cache holds of the range from its start; maybe less, maybe none."""
         if not self._nowait:
             return b""
-        buffer = bytearray(size)
-        try:
-            done = os.preadv(self._fd, [buffer], offset, os.RWF_NOWAIT)
-        except BlockingIOError:
-            return b""
-        except OSError as e:
-            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
-                raise
-            self._nowait = False  # a file system without RWF_NOWAIT: always use a thread
-            return b""
-        del buffer[done:]
-        return bytes(buffer)
+        if size > _NOWAIT_BUFFER:
+            buffer = bytearray(size)
+        else:  # used on the trio thread only, and copied out before anything else runs
+            if not self._buffer:
+                self._buffer = bytearray(_NOWAIT_BUFFER)
+            buffer = self._buffer
+        with memoryview(buffer) as view:
+            try:
+                done = os.preadv(self._fd, [view[:size]], offset, os.RWF_NOWAIT)
+            except BlockingIOError:
+                return b""
+            except OSError as e:
+                if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+                self._nowait = False  # a file system without RWF_NOWAIT: always use a thread
+                return b""
+            return bytes(view[:done])
 
     async def read(self, offset: int, size: int) -> bytes:
         """`read_sync` without holding up the trio loop for long: what is not cached is read
         in a worker thread, unless the read is small and the device fast, or nothing else
         waits on the loop (`read_inline_when`)."""
-        if size <= _INLINE_READ_MAX and (self._latency < _INLINE_LATENCY or _loop_alone()):
+        if size <= _INLINE_READ_MAX and (
+            self._latency < _INLINE_LATENCY
+            or _loop_alone()
+            or (
+                self._latency < _IDLE_INLINE_LATENCY
+                and not trio.lowlevel.current_statistics().tasks_runnable
+            )
+        ):
             return self.read_sync(offset, size)
         data = self._read_cached(offset, size)
         if len(data) == size:
