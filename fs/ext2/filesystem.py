@@ -150,6 +150,10 @@ class Ext2FileSystem:
         self._encrypt = "encrypt" in geo.features
         self._dir_index = "dir_index" in geo.features
         self._huge_file = "huge_file" in geo.features
+        self._has_64bit = "64bit" in geo.features
+        self._large_dir = "large_dir" in geo.features
+        self._ea_inode = "ea_inode" in geo.features
+        self._first_ino = sb.s_first_ino if sb.s_rev_level else 11
         self._folding = (
             Folding(sb.s_encoding, sb.s_encoding_flags) if "casefold" in geo.features else None
         )
@@ -494,8 +498,8 @@ class Ext2FileSystem:
             ino,
             huge_file=self._huge_file,
             block_size=geo.block_size,
-            has_64bit="64bit" in geo.features,
-            large_dir="large_dir" in geo.features,
+            has_64bit=self._has_64bit,
+            large_dir=self._large_dir,
         )
         extra_isize = int.from_bytes(raw[128:130], "little")
         seed = self._csum_seed
@@ -504,8 +508,8 @@ class Ext2FileSystem:
         # in-inode attributes are read and checked only past a non-zero i_extra_isize
         system_data = bool(extra_isize) and check_ibody_xattrs(
             inode,
-            ea_inode="ea_inode" in geo.features,
-            first_ino=self.sb.s_first_ino if self.sb.s_rev_level else 11,
+            ea_inode=self._ea_inode,
+            first_ino=self._first_ino,
             inodes_count=geo.inodes_count,
         )
         check_iget(

@@ -57,6 +57,7 @@ EXT4_XATTR_SIZE_MAX = 1 << 24  # the largest value size the kernel accepts in an
 # an attribute entry's fixed part: e_name_len, e_name_index, e_value_offs, e_value_inum,
 # e_value_size, e_hash (as xattr.ext2_ext_attr_entry; the name follows, padded to 4 bytes)
 _XATTR_ENTRY = struct.Struct("<BBHIII")
+_DIRECT = struct.Struct(f"<{EXT2_NDIR_BLOCKS}I")  # i_block's direct pointers
 
 # fmt: off
 ext2_inode = Struct(
@@ -192,7 +193,10 @@ def decode_inode(
     extra_isize = 0
     x = _NO_EXTRA
     if len(raw) > EXT2_GOOD_OLD_INODE_SIZE:
-        x = _EXTRA.unpack(raw[EXT2_GOOD_OLD_INODE_SIZE:].ljust(_EXTRA.size, b"\0"))
+        large = EXT2_GOOD_OLD_INODE_SIZE + _EXTRA.size  # a shorter slot is padded (a copy)
+        x = _EXTRA.unpack(
+            raw if len(raw) >= large else raw.ljust(large, b"\0"), EXT2_GOOD_OLD_INODE_SIZE
+        )
         extra_isize = x.i_extra_isize
         if extra_isize & 3 or EXT2_GOOD_OLD_INODE_SIZE + extra_isize > len(raw):
             raise FSError(errno.EUCLEAN, f"inode {ino}: bad i_extra_isize {extra_isize}")
@@ -275,8 +279,7 @@ def check_iget(
             check_root(inode.i_block, block_ok)
         else:
             # ext4_ind_check_inode: the direct pointers only (EXT4_NDIR_BLOCKS)
-            for at in range(0, 4 * EXT2_NDIR_BLOCKS, 4):
-                block = int.from_bytes(inode.i_block[at : at + 4], "little")
+            for block in _DIRECT.unpack_from(inode.i_block):
                 if block and not block_ok(block, 1):
                     raise bad(f"invalid block {block}")
     if mode == stat.S_IFLNK:
