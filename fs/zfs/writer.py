@@ -271,6 +271,8 @@ class PoolWriter:
             raise FSError(errno.EIO, f"pool {self.pool.name!r}: an earlier sync failed")
         old = self.pool.uberblock
         txg = old.ub_txg + 1
+        # A dataset only looked at (an operation refused) has nothing to write.
+        self._datasets = {k: v for k, v in self._datasets.items() if v[0].blocks or v[0].dnodes}
         rootbp, blocks, metaslabs = old.ub_rootbp, [], self.metaslabs
         if self._mos.blocks or self._mos.dnodes or self._datasets:
             ashifts = {v.id: v.ashift for v in self.pool.vdevs

@@ -13,17 +13,21 @@ registry are all ZAPs. The first 8 bytes of block 0 say which kind:
   24-byte chunks: entries (le_*) whose name and value live in chains of array chunks, 21
   bytes each, integers stored big-endian whatever the block's byte order.
 
-Parsing is sans-I/O (bytes in, `ZapEntry` out: `parse_mzap`, `ZapLeaf`), and so is the
-writer's `mzap_set` and `mzap_remove` (a micro ZAP block with one entry set, added or
-removed); `Zap` is the
-thin async layer on an object. Every chain walk is bounded by the leaf's chunk count, so a
-looped chain is an EIO, never a hang.
+Parsing is sans-I/O (bytes in, `ZapEntry` out: `parse_mzap`, `ZapLeaf`), and so are the
+writer's encoders: `mzap_create`, `mzap_set` and `mzap_remove` (a micro ZAP block with
+one entry set, added or removed), `fzap_leaf_add` and `fzap_leaf_remove` (a fat ZAP leaf
+with one entry added or removed: chunks taken from and given back to the leaf's free list,
+the entry linked into or out of its hash chain, in cd order when the leaf keeps them so,
+zap_leaf.c) and `fzap_count_entries`; `Zap` is the thin async layer on an object, which
+a writer may open over its own pending blocks. Every chain walk is bounded by the leaf's
+chunk count, so a looped chain is an EIO, never a hang.
 """
 
 from __future__ import annotations
 
 import errno
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from construct import Bytes, Int8ul, Int16ub, Int16ul, Int32ub, Int32ul, Int64ub, Int64ul, Struct
@@ -45,6 +49,8 @@ ZAP_LEAF_ARRAY_BYTES = 21
 ZAP_LEAF_HDR_SIZE = 48
 ZAP_CHUNK_ENTRY = 252
 ZAP_CHUNK_ARRAY = 251
+ZAP_CHUNK_FREE = 253
+ZLF_ENTRIES_CDSORTED = 1 << 0
 CHAIN_END = 0xFFFF
 ZAP_FLAG_HASH64 = 1 << 0
 ZAP_FLAG_UINT64_KEY = 1 << 1
@@ -334,6 +340,142 @@ class ZapLeaf:
         raise FSError(errno.EIO, "zap leaf: hash chain loops")
 
 
+class _LeafEdit:
+    """A fat ZAP leaf being changed in place (zap_leaf.c): its chunks, free list, hash
+    chains and counts."""
+
+    def __init__(self, block: bytes, byteorder: str) -> None:
+        self.leaf = ZapLeaf(block, byteorder)
+        self.out = bytearray(block)
+        self.u16 = struct.Struct(byteorder + "H")
+        self.order = byteorder
+
+    def _word16(self, at: int) -> int:
+        return self.u16.unpack_from(self.out, at)[0]
+
+    def _set16(self, at: int, value: int) -> None:
+        self.u16.pack_into(self.out, at, value)
+
+    def _chunk_at(self, chunk: int) -> int:
+        return self.leaf.first + chunk * ZAP_LEAF_CHUNKSIZE
+
+    def bucket_at(self, h: int) -> int:
+        """Where the head of `h`'s hash chain is kept (LEAF_HASH_ENTPTR)."""
+        leaf = self.leaf
+        idx = (h >> (64 - leaf.hash_shift - leaf.prefix_len)) & ((1 << leaf.hash_shift) - 1)
+        return ZAP_LEAF_HDR_SIZE + 2 * idx
+
+    def chain(self, h: int) -> list[tuple[int, int]]:
+        """(the offset of the pointer to it, chunk) of each entry of `h`'s chain."""
+        out, at = [], self.bucket_at(h)
+        for _ in range(self.leaf.nchunks):
+            chunk = self._word16(at)
+            if chunk == CHAIN_END:
+                return out
+            out.append((at, chunk))
+            at = self._chunk_at(chunk) + 2  # le_next
+        raise FSError(errno.EIO, "zap leaf: hash chain loops")
+
+    def entry(self, chunk: int) -> tuple[int, ...]:
+        return _ENTRY[self.order].unpack_from(self.out, self._chunk_at(chunk))
+
+    def _alloc(self) -> int:
+        chunk = self._word16(34)  # lh_freelist
+        self._set16(34, self._word16(self._chunk_at(chunk) + 22))
+        self._set16(28, self._word16(28) - 1)  # lh_nfree
+        return chunk
+
+    def _free(self, chunk: int) -> None:
+        at = self._chunk_at(chunk)
+        self.out[at : at + ZAP_LEAF_CHUNKSIZE] = bytes([ZAP_CHUNK_FREE]) + bytes(23)
+        self._set16(at + 22, self._word16(34))
+        self._set16(34, chunk)
+        self._set16(28, self._word16(28) + 1)
+
+    def _array(self, data: bytes) -> int:
+        """A chain of array chunks holding `data` (zap_leaf_array_create); its head."""
+        chunks = [self._alloc() for _ in range(-(-len(data) // ZAP_LEAF_ARRAY_BYTES))]
+        for i, chunk in enumerate(chunks):
+            at = self._chunk_at(chunk)
+            piece = data[i * ZAP_LEAF_ARRAY_BYTES : (i + 1) * ZAP_LEAF_ARRAY_BYTES]
+            self.out[at] = ZAP_CHUNK_ARRAY
+            self.out[at + 1 : at + 1 + len(piece)] = piece
+            self._set16(at + 22, chunks[i + 1] if i + 1 < len(chunks) else CHAIN_END)
+        return chunks[0]
+
+    def _free_array(self, chunk: int) -> None:
+        for _ in range(self.leaf.nchunks):
+            if chunk == CHAIN_END:
+                return
+            following = self._word16(self._chunk_at(chunk) + 22)
+            self._free(chunk)
+            chunk = following
+        raise FSError(errno.EIO, "zap leaf: array chain loops")
+
+    def add(self, h: int, name: bytes, value: int) -> None:
+        """zap_entry_create of a string key with one u64 value, the lowest free cd."""
+        key = name + b"\0"
+        need = 1 + -(-len(key) // ZAP_LEAF_ARRAY_BYTES) + 1
+        cds = {self.entry(c)[7] for _, c in self.chain(h) if self.entry(c)[8] == h}
+        cd = min(set(range(len(cds) + 1)) - cds)
+        if self._word16(28) < need:
+            raise ValueError("the leaf is full: it would have to split")
+        chunk = self._alloc()
+        name_chunk = self._array(key)
+        value_chunk = self._array(value.to_bytes(8, "big"))
+        at = self._chunk_at(chunk)
+        _ENTRY[self.order].pack_into(self.out, at, ZAP_CHUNK_ENTRY, 8, CHAIN_END, name_chunk,
+                                     len(key), value_chunk, 1, cd, h)  # fmt: skip
+        link = self.bucket_at(h)  # zap_leaf_rehash_entry: by cd when the leaf says so
+        if self.out[36] & ZLF_ENTRIES_CDSORTED:
+            for _, other in self.chain(h):
+                if self.entry(other)[7] > cd:
+                    break
+                link = self._chunk_at(other) + 2
+        self._set16(at + 2, self._word16(link))
+        self._set16(link, chunk)
+        self._set16(30, self._word16(30) + 1)  # lh_nentries
+
+    def remove(self, h: int, name: bytes) -> bool:
+        """zap_entry_remove of the string key `name`; whether it was there."""
+        key = name + b"\0"
+        for ptr, chunk in self.chain(h):
+            e = self.entry(chunk)
+            if e[8] == h and e[4] == len(name) + 1 and self.leaf._array(e[3], e[4]) == key:
+                self._free_array(e[3])
+                self._free_array(e[5])
+                self._set16(ptr, e[2])
+                self._free(chunk)
+                self._set16(30, self._word16(30) - 1)
+                return True
+        return False
+
+
+def fzap_leaf_add(block: bytes, byteorder: str, h: int, name: bytes, value: int) -> bytes:
+    """Fat ZAP leaf `block` with the entry `name` (hash `h`) -> u64 `value` added.
+
+    Raises:
+        ValueError: the leaf has too few free chunks (it would have to split).
+    """
+    edit = _LeafEdit(block, byteorder)
+    edit.add(h, name, value)
+    return bytes(edit.out)
+
+
+def fzap_leaf_remove(block: bytes, byteorder: str, h: int, name: bytes) -> bytes | None:
+    """Fat ZAP leaf `block` without the entry `name` (hash `h`); None when absent."""
+    edit = _LeafEdit(block, byteorder)
+    return bytes(edit.out) if edit.remove(h, name) else None
+
+
+def fzap_count_entries(block0: bytes, byteorder: str, delta: int) -> bytes:
+    """Fat ZAP header `block0` with zap_num_entries moved by `delta`."""
+    out = bytearray(block0)
+    (count,) = struct.unpack_from(byteorder + "Q", out, 72)
+    struct.pack_into(byteorder + "Q", out, 72, count + delta)
+    return bytes(out)
+
+
 class Zap:
     """One ZAP object opened for lookups and listing.
 
@@ -342,9 +484,12 @@ class Zap:
     pointer-table and leaf blocks as a request needs them (through the mount's cache).
     """
 
-    def __init__(self, objset: ObjectSet, dn: DnodePhys) -> None:
+    def __init__(
+        self, objset: ObjectSet, dn: DnodePhys, pending: Mapping[int, bytes | None] | None = None
+    ) -> None:
         self.objset = objset
         self.dn = dn
+        self.pending = pending or {}  # blocks a writer changed and has not synced, by blkid
         self.micro: dict[bytes, ZapEntry] | None = None
         self.phys: ZapPhys | None = None
         self.byteorder = "<"
@@ -352,13 +497,19 @@ class Zap:
         self._leaves: LRU[int, ZapLeaf] = LRU(max(1, LEAF_CACHE_BYTES // dn.datablksz))
 
     @classmethod
-    async def open(cls, objset: ObjectSet, obj: int | DnodePhys) -> Zap:
-        """The ZAP in object `obj` (or the already-read dnode)."""
+    async def open(
+        cls,
+        objset: ObjectSet,
+        obj: int | DnodePhys,
+        pending: Mapping[int, bytes | None] | None = None,
+    ) -> Zap:
+        """The ZAP in object `obj` (or the already-read dnode), its blocks in `pending`
+        (a writer's, not synced yet) taking the place of those on disk."""
         dn = obj if isinstance(obj, DnodePhys) else await objset.dnode(obj)
         if dn.datablksz > 1 << MAX_ZAP_BLOCK_SHIFT:
             raise FSError(errno.EIO, f"zap: {dn.datablksz}-byte blocks")
-        zap = cls(objset, dn)
-        block = await zap._block(0)
+        zap = cls(objset, dn, pending)
+        block = await zap.block(0)
         if block is None:
             raise FSError(errno.EIO, "zap: block 0 is a hole")
         data, zap.byteorder = block
@@ -373,7 +524,11 @@ class Zap:
             raise FSError(errno.EIO, f"zap: unknown block type {kind:#x}")
         return zap
 
-    async def _block(self, blkid: int) -> tuple[bytes, str] | None:
+    async def block(self, blkid: int) -> tuple[bytes, str] | None:
+        """Block `blkid` of the ZAP and its byte order; None for a hole."""
+        data = self.pending.get(blkid)
+        if data is not None:
+            return data, self.dn.byteorder
         return await read_block(self.objset.cache, self.dn, blkid)
 
     @property
@@ -406,7 +561,7 @@ class Zap:
             return parse_ptrtbl(self.block0, self.byteorder, (1 << p.zt_shift) + first, count)
         per_block = 1 << (self._shift - 3)
         blk, at = divmod(first, per_block)
-        block = await self._block(p.zt_blk + blk)
+        block = await self.block(p.zt_blk + blk)
         if block is None:
             raise FSError(errno.EIO, "fat zap: pointer table block is a hole")
         return parse_ptrtbl(block[0], block[1], at, count)
@@ -421,7 +576,7 @@ class Zap:
     async def _read_leaf(self, blkid: int) -> ZapLeaf:
         if blkid == 0 or blkid > self.dn.dn_maxblkid:
             raise FSError(errno.EIO, f"fat zap: leaf block {blkid} out of range")
-        block = await self._block(blkid)
+        block = await self.block(blkid)
         if block is None:
             raise FSError(errno.EIO, f"fat zap: leaf block {blkid} is a hole")
         assert self.phys is not None
@@ -443,13 +598,20 @@ class Zap:
                 if e.name == name:
                     return e
             raise FSError(errno.ENOENT)
-        hashbits = 48 if p.zap_flags & ZAP_FLAG_HASH64 else 28
-        h = zap_hash(p.zap_salt, name, hashbits)
-        (blkid,) = await self._ptrtbl(h >> (64 - p.zt_shift) if p.zt_shift else 0, 1)
+        h, blkid = await self.leaf_of(name)
         found = (await self._leaf(blkid)).lookup(h, name)
         if found is None:
             raise FSError(errno.ENOENT)
         return found
+
+    async def leaf_of(self, name: bytes) -> tuple[int, int]:
+        """A fat ZAP's hash of the string key `name` and the leaf block it belongs in."""
+        p = self.phys
+        assert p is not None
+        hashbits = 48 if p.zap_flags & ZAP_FLAG_HASH64 else 28
+        h = zap_hash(p.zap_salt, name, hashbits)
+        (blkid,) = await self._ptrtbl(h >> (64 - p.zt_shift) if p.zt_shift else 0, 1)
+        return h, blkid
 
     async def entries(self) -> list[ZapEntry]:
         """Every entry, in on-disk order."""

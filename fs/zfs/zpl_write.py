@@ -3,7 +3,8 @@ mkdir, unlink, rmdir and rename, as a txg's changes to its object set (`DirtyObj
 
 Everything here reads the object set as the last synced txg left it, overlaid with what
 the open txg changed so far, and only writes into the `DirtyObjset`; objset_sync.py
-turns that into blocks. Old-style znodes (ZPL <= 4) only, and micro ZAP directories.
+turns that into blocks. Old-style znodes (ZPL <= 4) only. An operation is all or nothing:
+one refused half-way leaves the txg as it was.
 
 - A new object takes the first free dnode slot not touched in this txg (dmu_object_alloc;
   past the last dnode block, a new block, which the sync adds to the meta dnode). Its
@@ -17,7 +18,9 @@ turns that into blocks. Old-style znodes (ZPL <= 4) only, and micro ZAP director
   four bits (zfs_dirent); the directory's size counts its entries plus 2, and its links
   its subdirectories plus 2. A micro ZAP that is full grows by 512 bytes (zap_lockdir),
   up to 128 KiB; past that, or for a name of 50 bytes or more, it would have to become a
-  fat ZAP, which is not written yet (EOPNOTSUPP).
+  fat ZAP, which is not written yet (EOPNOTSUPP). In a fat ZAP directory an entry goes
+  into (or out of) the leaf its hash picks, and the header counts it; a leaf too full to
+  take it would have to split, not written yet (EOPNOTSUPP), nor are normalized ones.
 - Removing the last link frees the object (zfs_znode_delete): its dnode is zeroed and
   the sync lets go of its blocks (onto the deadlist where a snapshot holds them). Objects
   still open elsewhere (the unlinked set) are the FUSE side's concern, later.
@@ -29,6 +32,8 @@ import errno
 import random
 import stat
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 
 from uvfs import FSError
@@ -49,13 +54,14 @@ from uvfs_fs.zfs.dnode import (
 from uvfs_fs.zfs.objset_sync import DirtyObjset
 from uvfs_fs.zfs.zap import (
     MZAP_NAME_LEN,
-    ZBT_MICRO,
+    ZAP_FLAG_UINT64_KEY,
     Zap,
+    fzap_count_entries,
+    fzap_leaf_add,
+    fzap_leaf_remove,
     mzap_create,
     mzap_remove,
     mzap_set,
-    parse_mzap,
-    zap_block_type,
 )
 from uvfs_fs.zfs.zio_write import ZERO_BP
 from uvfs_fs.zfs.znode import ZNODE_PHYS_SIZE, Znode, encode_znode_phys, parse_znode_phys
@@ -145,32 +151,19 @@ class ZplTxg:
 
     # ---- directories ----------------------------------------------------------------------
 
-    async def _micro_block(self, dir_obj: int) -> tuple[bytes, str]:
-        """Directory `dir_obj`'s micro ZAP block as this txg has it."""
+    async def _zap(self, dir_obj: int) -> Zap:
+        """Directory `dir_obj`'s ZAP as this txg has it."""
         dn = await self.dnode(dir_obj)
-        pending = self.dirty.blocks.get(dir_obj, {}).get(0)
-        if pending is not None:
-            return pending, dn.byteorder
-        found = await read_block(self.objset.cache, dn, 0)
-        if found is None or zap_block_type(*found) != ZBT_MICRO:
-            raise FSError(errno.EOPNOTSUPP, f"directory {dir_obj}: a fat ZAP is not written yet")
-        return found
+        return await Zap.open(self.objset, dn, self.dirty.blocks.get(dir_obj, {}))
 
     async def entries(self, dir_obj: int) -> dict[bytes, int]:
         """Directory `dir_obj`'s entries (name -> dirent value)."""
-        if 0 in self.dirty.blocks.get(dir_obj, {}):
-            block, order = await self._micro_block(dir_obj)
-            return {e.name: e.int() for e in parse_mzap(block, order)}
-        zap = await Zap.open(self.objset, await self.dnode(dir_obj))
-        return {e.name: e.int() for e in await zap.entries()}
+        return {e.name: e.int() for e in await (await self._zap(dir_obj)).entries()}
 
     async def lookup(self, dir_obj: int, name: bytes) -> int | None:
         """The dirent value of `name` in `dir_obj`, None when absent."""
-        if 0 in self.dirty.blocks.get(dir_obj, {}):
-            return (await self.entries(dir_obj)).get(name)
-        zap = await Zap.open(self.objset, await self.dnode(dir_obj))
         try:
-            return (await zap.lookup(name)).int()
+            return (await (await self._zap(dir_obj)).lookup(name)).int()
         except FSError as e:
             if e.errno != errno.ENOENT:
                 raise
@@ -197,80 +190,127 @@ class ZplTxg:
         return dir_obj, name
 
     async def _add_entry(self, dir_obj: int, name: bytes, value: int) -> None:
-        """mzap_addent, growing the block by a sector when it is full (zap_lockdir)."""
+        """zap_add of a new name: mzap_addent, growing a full micro ZAP by a sector
+        (zap_lockdir), or into its leaf of a fat ZAP."""
+        zap = await self._zap(dir_obj)
+        if zap.micro is None:
+            await self._fat_edit(dir_obj, zap, name, value)
+            return
         if len(name) >= MZAP_NAME_LEN:
-            raise FSError(errno.EOPNOTSUPP, f"{name!r}: a name this long needs a fat ZAP")
-        block, order = await self._micro_block(dir_obj)
+            raise FSError(errno.EOPNOTSUPP, f"{name!r}: upgrading to a fat ZAP is not written")
+        block, order = zap.block0, zap.byteorder
         try:
             block = mzap_set(block, order, name, value)
         except ValueError:
             if len(block) + SPA_MINBLOCKSIZE > MZAP_MAX_BLKSZ:
-                raise FSError(errno.EOPNOTSUPP, "a directory this big needs a fat ZAP") from None
+                raise FSError(errno.EOPNOTSUPP, "upgrading to a fat ZAP is not written") from None
             block = mzap_set(block.ljust(len(block) + SPA_MINBLOCKSIZE, b"\0"), order, name, value)
-            dn = await self.dnode(dir_obj)
-            self.dirty.dnodes[dir_obj] = dn._replace(dn_datablkszsec=len(block) >> 9)
+            self.dirty.dnodes[dir_obj] = zap.dn._replace(dn_datablkszsec=len(block) >> 9)
         self.dirty.blocks.setdefault(dir_obj, {})[0] = block
 
     async def _remove_entry(self, dir_obj: int, name: bytes) -> None:
-        block, _ = await self._micro_block(dir_obj)
-        self.dirty.blocks.setdefault(dir_obj, {})[0] = mzap_remove(block, name)
+        zap = await self._zap(dir_obj)
+        if zap.micro is None:
+            await self._fat_edit(dir_obj, zap, name, None)
+        else:
+            self.dirty.blocks.setdefault(dir_obj, {})[0] = mzap_remove(zap.block0, name)
+
+    async def _fat_edit(self, dir_obj: int, zap: Zap, name: bytes, value: int | None) -> None:
+        """Add `name` -> `value` to, or (None) remove `name` from, its leaf of the fat
+        ZAP `zap`, and count it in the header (a leaf that would have to split: not
+        written yet)."""
+        p = zap.phys
+        assert p is not None
+        if p.zap_normflags or p.zap_flags & ZAP_FLAG_UINT64_KEY:
+            raise FSError(errno.EOPNOTSUPP, "normalized or integer-keyed fat ZAPs: not written")
+        h, blkid = await zap.leaf_of(name)
+        found = await zap.block(blkid)
+        if found is None:
+            raise FSError(errno.EIO, f"fat zap: leaf block {blkid} is a hole")
+        leaf, order = found
+        if value is None:
+            changed = fzap_leaf_remove(leaf, order, h, name)
+            if changed is None:
+                return
+        else:
+            try:
+                changed = fzap_leaf_add(leaf, order, h, name, value)
+            except ValueError:
+                raise FSError(errno.EOPNOTSUPP, "splitting a fat ZAP leaf is not written") from None
+        blocks = self.dirty.blocks.setdefault(dir_obj, {})
+        blocks[blkid] = changed
+        blocks[0] = fzap_count_entries(zap.block0, order, -1 if value is None else 1)
 
     # ---- operations -----------------------------------------------------------------------
+
+    @contextmanager
+    def _all_or_nothing(self) -> Iterator[None]:
+        """An operation's changes stay only if it completes: a refused one (EEXIST, a
+        fat ZAP needed half-way ...) leaves the txg as it found it."""
+        saved = self.dirty.copy()
+        try:
+            yield
+        except BaseException:
+            self.dirty.blocks, self.dirty.dnodes = saved.blocks, saved.dnodes
+            raise
 
     async def create(self, path: str, mode: int, uid: int = 0, gid: int = 0) -> int:
         """A new empty regular file (S_IFREG in `mode`) or directory (S_IFDIR) at
         `path`; its object number. EEXIST, ENOENT, ENOTDIR; EINVAL for other types."""
-        is_dir = stat.S_ISDIR(mode)
-        if not (is_dir or stat.S_ISREG(mode)):
-            raise FSError(errno.EINVAL, f"{path}: only files and directories are created")
-        parent, name = await self._parent(path)
-        if await self.lookup(parent, name) is not None:
-            raise FSError(errno.EEXIST, f"{path}: exists")
-        pdn = await self.dnode(parent)
-        obj = await self._alloc()
-        order, now = pdn.byteorder, _now()
-        z = Znode(mode=mode, size=2 if is_dir else 0, uid=uid, gid=gid, links=2 if is_dir else 1,
-                  parent=parent, gen=self.txg, flags=trivial_acl_flags(mode, is_dir), rdev=0,
-                  xattr=0, atime=now, mtime=now, ctime=now, crtime=now)  # fmt: skip
-        bonus = encode_znode_phys(z, trivial_acl(mode, order), order)
-        used_flags = DNODE_FLAG_USED_BYTES | DNODE_FLAG_USERUSED_ACCOUNTED
-        free = parse_dnode(bytes(DNODE_MIN_SIZE), order)
-        nblkptr = 1 + (DN_OLD_MAX_BONUSLEN - len(bonus)) // BLKPTR_SIZE
-        self.dirty.dnodes[obj] = free._replace(
-            dn_type=DMU_OT_DIRECTORY_CONTENTS if is_dir else DMU_OT_PLAIN_FILE_CONTENTS,
-            dn_indblkshift=pdn.dn_indblkshift,
-            dn_nlevels=1,
-            dn_nblkptr=nblkptr,
-            dn_bonustype=DMU_OT_ZNODE,
-            dn_flags=pdn.dn_flags & used_flags,
-            dn_datablkszsec=SPA_MINBLOCKSIZE >> 9,
-            dn_bonuslen=len(bonus),
-            dn_blkptr=(ZERO_BP,) * nblkptr,
-            dn_bonus=bonus,
-        )
-        if is_dir:
-            pblock, _ = await self._micro_block(parent)
-            normflags = int.from_bytes(pblock[16:24], "little" if order == "<" else "big")
-            salt = random.getrandbits(64) | 1
-            self.dirty.blocks[obj] = {0: mzap_create(order, salt, normflags)}
-        await self._add_entry(parent, name, (stat.S_IFMT(mode) >> 12) << 60 | obj)
-        await self._change(parent, 1, int(is_dir), now)
-        return obj
+        with self._all_or_nothing():
+            is_dir = stat.S_ISDIR(mode)
+            if not (is_dir or stat.S_ISREG(mode)):
+                raise FSError(errno.EINVAL, f"{path}: only files and directories are created")
+            parent, name = await self._parent(path)
+            if await self.lookup(parent, name) is not None:
+                raise FSError(errno.EEXIST, f"{path}: exists")
+            pdn = await self.dnode(parent)
+            obj = await self._alloc()
+            order, now = pdn.byteorder, _now()
+            two = 2 if is_dir else 0  # a directory's "." and "..", in its size and links
+            z = Znode(mode=mode, size=two, uid=uid, gid=gid, links=max(two, 1), parent=parent,
+                      gen=self.txg, flags=trivial_acl_flags(mode, is_dir), rdev=0, xattr=0,
+                      atime=now, mtime=now, ctime=now, crtime=now)  # fmt: skip
+            bonus = encode_znode_phys(z, trivial_acl(mode, order), order)
+            used_flags = DNODE_FLAG_USED_BYTES | DNODE_FLAG_USERUSED_ACCOUNTED
+            free = parse_dnode(bytes(DNODE_MIN_SIZE), order)
+            nblkptr = 1 + (DN_OLD_MAX_BONUSLEN - len(bonus)) // BLKPTR_SIZE
+            self.dirty.dnodes[obj] = free._replace(
+                dn_type=DMU_OT_DIRECTORY_CONTENTS if is_dir else DMU_OT_PLAIN_FILE_CONTENTS,
+                dn_indblkshift=pdn.dn_indblkshift,
+                dn_nlevels=1,
+                dn_nblkptr=nblkptr,
+                dn_bonustype=DMU_OT_ZNODE,
+                dn_flags=pdn.dn_flags & used_flags,
+                dn_datablkszsec=SPA_MINBLOCKSIZE >> 9,
+                dn_bonuslen=len(bonus),
+                dn_blkptr=(ZERO_BP,) * nblkptr,
+                dn_bonus=bonus,
+            )
+            if is_dir:
+                pzap = await self._zap(parent)
+                normflags = pzap.phys.zap_normflags if pzap.phys else _mz_normflags(pzap)
+                salt = random.getrandbits(64) | 1
+                self.dirty.blocks[obj] = {0: mzap_create(order, salt, normflags)}
+            await self._add_entry(parent, name, (stat.S_IFMT(mode) >> 12) << 60 | obj)
+            await self._change(parent, 1, int(is_dir), now)
+            return obj
 
     async def unlink(self, path: str, *, directory: bool = False) -> None:
         """Remove the entry `path` (rmdir with `directory`: it must be an empty
         directory); the object is freed with its last link. ENOENT, EISDIR, ENOTDIR,
         ENOTEMPTY; EOPNOTSUPP for files with an xattr directory."""
-        parent, name = await self._parent(path)
-        value = await self.lookup(parent, name)
-        if value is None:
-            raise FSError(errno.ENOENT, f"{path}: no such file or directory")
-        obj = value & OBJ_MASK
-        is_dir = await self._check_removable(path, obj, directory)
-        await self._remove_entry(parent, name)
-        now = _now()
-        await self._change(parent, -1, -int(is_dir), now)
-        await self._drop_link(obj, is_dir, now)
+        with self._all_or_nothing():
+            parent, name = await self._parent(path)
+            value = await self.lookup(parent, name)
+            if value is None:
+                raise FSError(errno.ENOENT, f"{path}: no such file or directory")
+            obj = value & OBJ_MASK
+            is_dir = await self._check_removable(path, obj, directory)
+            await self._remove_entry(parent, name)
+            now = _now()
+            await self._change(parent, -1, -int(is_dir), now)
+            await self._drop_link(obj, is_dir, now)
 
     async def _check_removable(self, path: str, obj: int, directory: bool) -> bool:
         """Whether object `obj` is a directory, after rmdir's or unlink's checks."""
@@ -299,36 +339,42 @@ class ZplTxg:
         """Move the entry `src` to `dst` (rename(2)): an existing `dst` is replaced (a
         file by a file, an empty directory by a directory); a directory moved to another
         parent moves its ".." link. EINVAL for a directory into itself."""
-        sp, sname = await self._parent(src)
-        dp, dname = await self._parent(dst)
-        value = await self.lookup(sp, sname)
-        if value is None:
-            raise FSError(errno.ENOENT, f"{src}: no such file or directory")
-        obj = value & OBJ_MASK
-        _, z = await self.znode(obj)
-        is_dir = stat.S_ISDIR(z.mode)
-        if is_dir:
-            up = dp
-            while True:  # dst's parent must not lie inside src
-                if up == obj:
-                    raise FSError(errno.EINVAL, f"{dst}: inside {src}")
-                parent = (await self.znode(up))[1].parent
-                if parent == up:
-                    break
-                up = parent
-        old = await self.lookup(dp, dname)
-        if old is not None and old & OBJ_MASK == obj:
-            return
-        now = _now()
-        if old is not None:
-            old_dir = await self._check_removable(dst, old & OBJ_MASK, is_dir)
-            await self._remove_entry(dp, dname)
-            await self._change(dp, -1, -int(old_dir))
-            await self._drop_link(old & OBJ_MASK, old_dir, now)
-        await self._remove_entry(sp, sname)
-        moved = int(is_dir and sp != dp)  # ".." now links the new parent
-        await self._change(sp, -1, -moved, now)
-        await self._add_entry(dp, dname, value)
-        await self._change(dp, 1, moved, now)
-        dn, z = await self.znode(obj)
-        self.put_znode(obj, dn, replace(z, parent=dp, ctime=now))
+        with self._all_or_nothing():
+            sp, sname = await self._parent(src)
+            dp, dname = await self._parent(dst)
+            value = await self.lookup(sp, sname)
+            if value is None:
+                raise FSError(errno.ENOENT, f"{src}: no such file or directory")
+            obj = value & OBJ_MASK
+            _, z = await self.znode(obj)
+            is_dir = stat.S_ISDIR(z.mode)
+            if is_dir:
+                up = dp
+                while True:  # dst's parent must not lie inside src
+                    if up == obj:
+                        raise FSError(errno.EINVAL, f"{dst}: inside {src}")
+                    parent = (await self.znode(up))[1].parent
+                    if parent == up:
+                        break
+                    up = parent
+            old = await self.lookup(dp, dname)
+            if old is not None and old & OBJ_MASK == obj:
+                return
+            now = _now()
+            if old is not None:
+                old_dir = await self._check_removable(dst, old & OBJ_MASK, is_dir)
+                await self._remove_entry(dp, dname)
+                await self._change(dp, -1, -int(old_dir))
+                await self._drop_link(old & OBJ_MASK, old_dir, now)
+            await self._remove_entry(sp, sname)
+            moved = int(is_dir and sp != dp)  # ".." now links the new parent
+            await self._change(sp, -1, -moved, now)
+            await self._add_entry(dp, dname, value)
+            await self._change(dp, 1, moved, now)
+            dn, z = await self.znode(obj)
+            self.put_znode(obj, dn, replace(z, parent=dp, ctime=now))
+
+
+def _mz_normflags(zap: Zap) -> int:
+    """A micro ZAP's mz_normflags."""
+    return int.from_bytes(zap.block0[16:24], "little" if zap.byteorder == "<" else "big")

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 from conftest import PoolFactory
-from test_write_txg import _copy, _destroy, scrub_clean
 from trees import Node, record_fs
-from write_pool import ORIGINAL, TEXT, grow_pool
+from write_pool import ORIGINAL, TEXT, copy_pool, destroy, grow_pool, scrub_clean
 from zfsfuse import PoolRecord, ZfsFuse
 
 from uvfs import ImageFile
@@ -71,7 +70,7 @@ async def test_files_grow_and_shrink(built: PoolRecord, zfs_fuse: ZfsFuse, tmp_p
     clone of c@s1 the old ones, scrub is clean and zdb -bcc finds no leak; our reader
     shows the same files as zfs-fuse, block counts and times included."""
     name = built.name
-    vdevs = _copy(built, tmp_path / "pool")
+    vdevs = copy_pool(built, tmp_path / "pool")
     want = dict(ORIGINAL)
     writer = await PoolWriter.open([str(v) for v in vdevs])
     tail = random.Random(5).randbytes(4000)
@@ -134,7 +133,7 @@ async def test_files_grow_and_shrink(built: PoolRecord, zfs_fuse: ZfsFuse, tmp_p
         zfs_fuse.run("zfs", "clone", f"{name}/c@s1", f"{name}/old")
         for path in ("text", "cut", "mid"):
             clone[path] = (mnt / "old" / path).read_bytes()
-        _destroy(zfs_fuse, f"{name}/old")
+        destroy(zfs_fuse, f"{name}/old")
 
     status = scrub_clean(zfs_fuse, tmp_path / "pool", name, look)
     assert theirs == {path: _shown(ours[path]) for path in want}

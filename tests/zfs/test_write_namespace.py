@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 from conftest import PoolFactory
-from test_write_txg import _copy, _destroy, _user_usage, scrub_clean
 from trees import Node, record_fs
-from write_pool import ORIGINAL, grow_pool
+from write_pool import ORIGINAL, copy_pool, destroy, grow_pool, scrub_clean, user_usage
 from zfsfuse import PoolRecord, ZfsFuse, walk_pool
 
 from uvfs import FSError, ImageFile
@@ -23,19 +22,36 @@ from uvfs_fs.zfs.acl import trivial_acl, trivial_acl_flags
 from uvfs_fs.zfs.dmu import BlockCache, ObjectSet
 from uvfs_fs.zfs.dnode import DMU_OT_ZNODE, DNODE_MIN_SIZE, parse_dnode
 from uvfs_fs.zfs.dsl import list_datasets
-from uvfs_fs.zfs.spa import open_pool
+from uvfs_fs.zfs.spa import Pool, open_pool
 from uvfs_fs.zfs.writer import PoolWriter
+from uvfs_fs.zfs.zap import Zap
 from uvfs_fs.zfs.znode import parse_znode_phys
+from uvfs_fs.zfs.zpl import OBJ_MASK
 
 RNG = random.Random(33)
 NEW = RNG.randbytes(300_000)  # from 512-byte blocks to three records, a tree level added
 INNER = RNG.randbytes(5000)
 MANY = {f"f{i:02}": RNG.randbytes(100 * i + 1) for i in range(20)}  # micro ZAP grows
+FAT = sorted(p for p in ORIGINAL if p.startswith("fat/"))
+FAT_NEW = "fat/" + "new" * 20
 
 
 @pytest.fixture(scope="module")
 def built(zfs_pool: PoolFactory, zfs_fuse: ZfsFuse) -> PoolRecord:
     return grow_pool(zfs_pool, zfs_fuse)
+
+
+async def _fat_count(pool: Pool) -> int:
+    """zap_num_entries of the root dataset's directory "fat" (a fat ZAP: EIO if not)."""
+    mos = await ObjectSet.open(BlockCache(pool), pool.uberblock.ub_rootbp)
+    ds = {d.name: d for d in await list_datasets(mos, pool.name)}[pool.name]
+    objset = await ObjectSet.open(mos.cache, ds.phys.ds_bp)
+    root = (await (await Zap.open(objset, 1)).lookup(b"ROOT")).int()
+    fat = (await (await Zap.open(objset, root)).lookup(b"fat")).int() & OBJ_MASK
+    phys = (await Zap.open(objset, fat)).phys
+    if phys is None:
+        raise OSError(errno.EIO, "fat is a micro ZAP")
+    return phys.zap_num_entries
 
 
 def _view(root: Path) -> dict[str, tuple[object, ...]]:
@@ -90,14 +106,15 @@ async def test_trivial_acls_are_zfs_fuses(built: PoolRecord) -> None:
 
 async def test_create_remove_rename(built: PoolRecord, zfs_fuse: ZfsFuse, tmp_path: Path) -> None:
     """Over two txgs: files and directories created (one written past three records,
-    one directory given 20 entries), files unlinked (in a dataset with a snapshot and in
-    one without), a directory removed, renames within and across directories, over an
-    existing file and of directories. zfs-fuse shows exactly that tree (names, modes,
-    sizes, link counts, contents), our reader the same one, the clone of c@s1 the old
-    c; scrub is clean, zdb -bcc finds no leak, and each dataset's userused@0 equals its
-    root-owned dnodes and their blocks. Refused operations change nothing."""
+        one directory given 20 entries), files unlinked (in a dataset with a snapshot and in
+        one without), a directory removed, renames within and across directories, over an
+        existing file and of directories. zfs-fuse shows exactly that tree (names, modes,
+        sizes, link counts, contents), our reader the same one, the clone of c@s1 the old
+        c; scrub is clean, zdb -bcc finds no leak, and each dataset's userused@0 equals its
+        root-owned dnodes and their blocks. Refused operations change nothing, those refused
+    half-way (a name that needs a fat ZAP) included."""
     name = built.name
-    vdevs = _copy(built, tmp_path / "pool")
+    vdevs = copy_pool(built, tmp_path / "pool")
     writer = await PoolWriter.open([str(v) for v in vdevs])
     c = f"{name}/c"
     try:
@@ -117,6 +134,12 @@ async def test_create_remove_rename(built: PoolRecord, zfs_fuse: ZfsFuse, tmp_pa
         await writer.rename(name, "small", "d/small2")
         await writer.rename(name, "tiny", "three")
         await writer.rename(name, "d/sub", "moved")
+        await writer.create(name, FAT_NEW)
+        await writer.write_file_range(name, FAT_NEW, 0, b"in a fat ZAP")
+        await writer.create(name, "fat/short")
+        await writer.unlink(name, FAT[0])
+        await writer.rename(name, FAT[1], "fromfat")
+        await writer.rename(name, "odd", "fat/odd")
         await writer.sync()
         await writer.rmdir(name, "e")
         await writer.unlink(name, "many/f03")
@@ -126,29 +149,34 @@ async def test_create_remove_rename(built: PoolRecord, zfs_fuse: ZfsFuse, tmp_pa
         refused = []
         bad = ((writer.create, ("new",)), (writer.unlink, ("d",)), (writer.rmdir, ("new",)),
                (writer.rmdir, ("d",)), (writer.rename, ("d", "d/many/x")),
-               (writer.unlink, ("nothing",)))  # fmt: skip
+               (writer.unlink, ("nothing",)), (writer.create, ("d/" + "x" * 60,)),
+               (writer.rename, ("new", "d/" + "y" * 60)))  # fmt: skip
         for op, args in bad:
             with pytest.raises(FSError) as e:
                 await op(name, *args)
             refused.append(e.value.errno)
-        assert refused == [errno.EEXIST, errno.EISDIR, errno.ENOTDIR, errno.ENOTEMPTY,
-                           errno.EINVAL, errno.ENOENT]  # fmt: skip
+        assert refused == [errno.EEXIST, errno.EISDIR, errno.ENOTDIR, errno.ENOTEMPTY, errno.EINVAL,
+                           errno.ENOENT, errno.EOPNOTSUPP, errno.EOPNOTSUPP]  # fmt: skip
         await writer.sync()
     finally:
         writer.close()
-    files = {p: d for p, d in ORIGINAL.items() if p not in ("record", "c/text", "small", "tiny")}
+    gone = ("record", "c/text", "small", "tiny", "odd", FAT[0], FAT[1])
+    files = {p: d for p, d in ORIGINAL.items() if p not in gone}
+    files |= {FAT_NEW: b"in a fat ZAP", "fat/short": b"", "fromfat": ORIGINAL[FAT[1]]}
+    files |= {"fat/odd": ORIGINAL["odd"]}
     files |= {"new": NEW, "d/inner": INNER, "d/small2": ORIGINAL["small"]}
     files |= {"three": ORIGINAL["tiny"], "c/fresh": b"fresh bytes"}
     files |= {f"d/many/{f}": data for f, data in MANY.items() if f != "f03"}
-    dirs = {"d": 0o755, "moved": 0o755, "d/many": 0o755}
+    dirs = {"d": 0o755, "moved": 0o755, "d/many": 0o755, "fat": 0o755}
     want = _expected(files, dirs)
 
     pool = await open_pool([ImageFile(str(v)) for v in vdevs])
+    assert await _fat_count(pool) == sum(p.startswith("fat/") for p in files)
     fs = await ZfsFileSystem.from_pool(pool)
     ours = _ours(await record_fs(fs, fs.root))
     del ours["c"]  # the child dataset's root: zfs-fuse made it
     assert ours == want
-    users = await _user_usage(pool)
+    users = await user_usage(pool)
     mos = await ObjectSet.open(BlockCache(pool), pool.uberblock.ub_rootbp)
     by_name = {d.name: d.ds_obj for d in await list_datasets(mos, name)}
     zdb = zfs_fuse.run("zdb", "-e", "-p", str(tmp_path / "pool"), "-bcc", name)
@@ -164,7 +192,7 @@ async def test_create_remove_rename(built: PoolRecord, zfs_fuse: ZfsFuse, tmp_pa
             used.append(zfs_fuse.run("zfs", "get", "-Hp", "-o", "value", "userused@0", ds))
         zfs_fuse.run("zfs", "clone", f"{c}@s1", f"{name}/old")
         clone.update({p: (mnt / "old" / p).read_bytes() for p in ("text", "cut", "mid")})
-        _destroy(zfs_fuse, f"{name}/old")
+        destroy(zfs_fuse, f"{name}/old")
 
     status = scrub_clean(zfs_fuse, tmp_path / "pool", name, look)
     del theirs["c"]

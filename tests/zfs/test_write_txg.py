@@ -7,21 +7,19 @@ import errno
 import random
 import re
 import struct
-import subprocess
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from conftest import PoolFactory
+from write_pool import copy_pool, destroy, scrub_clean, user_usage
 from zfsfuse import PoolRecord, ZfsFuse, walk_pool
 
 from uvfs import FSError, ImageFile
 from uvfs_fs.zfs.blkptr import parse_blkptr
 from uvfs_fs.zfs.compress import ZIO_COMPRESS_GZIP_9, ZIO_COMPRESS_ZLE
 from uvfs_fs.zfs.dmu import BlockCache, ObjectSet
-from uvfs_fs.zfs.dnode import DNODE_MIN_SIZE, parse_dnode
 from uvfs_fs.zfs.dsl import list_datasets
 from uvfs_fs.zfs.label import VDEV_UBERBLOCK_OFFSET, label_offsets
 from uvfs_fs.zfs.spa import Pool, open_pool
@@ -36,7 +34,6 @@ from uvfs_fs.zfs.uberblock import (
     ring_slot,
 )
 from uvfs_fs.zfs.writer import PoolWriter
-from uvfs_fs.zfs.znode import znode_owner_ids
 
 LAYOUTS = {"disk": [("disk", 1)], "mirror": [("mirror", 2)]}
 TEXT = b"".join(b"line %6d of the file\n" % i for i in range(16000))  # 3 records, lzjb
@@ -64,39 +61,10 @@ def built(request: pytest.FixtureRequest, zfs_pool: PoolFactory, zfs_fuse: ZfsFu
     return record
 
 
-def _copy(record: PoolRecord, dest: Path) -> list[Path]:
-    """A private copy of the pool's vdevs (the built pool is shared)."""
-    dest.mkdir()
-    out = []
-    for vdev in record.vdevs:
-        subprocess.run(["cp", "--sparse=always", str(vdev), str(dest)], check=True)
-        out.append(dest / vdev.name)
-    return out
-
-
 def zdb_txg(daemon: ZfsFuse, directory: Path, pool: str) -> int:
     """The txg of the uberblock libzpool chooses (zdb -u, without importing)."""
     out = daemon.run("zdb", "-e", "-p", str(directory), "-u", pool)
     return int(re.search(r"\btxg = (\d+)", out)[1])  # type: ignore[index]
-
-
-def scrub_clean(
-    daemon: ZfsFuse, directory: Path, pool: str, look: Callable[[], None] = lambda: None
-) -> str:
-    """Import `pool` from `directory`, call `look` (it may read the mounted datasets),
-    scrub to the end, export; zpool status after the scrub."""
-    daemon.run("zpool", "import", "-d", str(directory), pool)
-    try:
-        look()
-        daemon.run("zpool", "scrub", pool)
-        for _ in range(600):
-            status = daemon.run("zpool", "status", "-v", pool)
-            if "in progress" not in status:
-                break
-            time.sleep(0.1)
-        return status
-    finally:
-        daemon.export(pool)
 
 
 async def test_sync_writes_the_next_uberblock_in_every_label(
@@ -104,7 +72,7 @@ async def test_sync_writes_the_next_uberblock_in_every_label(
 ) -> None:
     """sync() writes txg N + 1 into slot (N + 1) % 128 of all four labels of every leaf and
     changes no other byte; the reader then finds it active, with the MOS root unchanged."""
-    vdevs = _copy(built, tmp_path / "pool")
+    vdevs = copy_pool(built, tmp_path / "pool")
     before = [v.read_bytes() for v in vdevs]
     writer = await PoolWriter.open([str(v) for v in vdevs])
     old = writer.pool.uberblock
@@ -140,7 +108,7 @@ async def test_zfs_fuse_imports_the_new_txg_and_scrubs_clean(
 ) -> None:
     """After two syncs, libzpool chooses txg N + 2; zfs-fuse imports the pool, its files are
     intact and a scrub finds no error."""
-    vdevs = _copy(built, tmp_path / "pool")
+    vdevs = copy_pool(built, tmp_path / "pool")
     writer = await PoolWriter.open([str(v) for v in vdevs])
     old = writer.pool.uberblock.ub_txg
     try:
@@ -211,7 +179,7 @@ async def test_property_changes_copy_the_mos_on_write(
     earlier txgs still read whole, the "$MOS" directory and the root above it are charged
     exactly the MOS's change, zdb -bcc finds no leak, zfs-fuse shows the new values, the
     files are intact and a scrub is clean."""
-    vdevs = _copy(built, tmp_path / "pool")
+    vdevs = copy_pool(built, tmp_path / "pool")
     writer = await PoolWriter.open([str(v) for v in vdevs])
     first = writer.pool.uberblock
     before_dirs = await _dir_usage(writer.pool)
@@ -268,7 +236,7 @@ async def test_a_failed_sync_writes_nothing(
         zfs_fuse.run("zfs", "create", "ptxgraidz/a")
 
     record = zfs_pool("txg-raidz", [("raidz1", 3)], {}, populate)
-    vdevs = _copy(record, tmp_path / "pool")
+    vdevs = copy_pool(record, tmp_path / "pool")
     before = [v.read_bytes() for v in vdevs]
     writer = await PoolWriter.open([str(v) for v in vdevs])
     try:
@@ -312,32 +280,6 @@ async def _objset_usage(pool: Pool) -> dict[int, int]:
     return out
 
 
-def _destroy(daemon: ZfsFuse, dataset: str) -> None:
-    """zfs destroy, waiting out a mount the kernel still holds for a moment."""
-    for _ in range(40):
-        try:
-            daemon.run("zfs", "destroy", dataset)
-            return
-        except subprocess.CalledProcessError as e:
-            if b"busy" not in e.stderr:
-                raise
-            time.sleep(0.25)
-    daemon.run("zfs", "destroy", "-f", dataset)
-
-
-async def _user_usage(pool: Pool) -> dict[int, int]:
-    """Per dataset object: what its user and group usage must say for uid/gid 0 (every
-    file here is root's): a dnode and its dn_used bytes per object with a znode."""
-    out: dict[int, int] = {}
-    async for v in walk_pool(pool):
-        if v.objset and v.object == 0 and v.level == 0:
-            for at in range(0, len(v.data), DNODE_MIN_SIZE):
-                dn = parse_dnode(v.data[at:], v.bp.byteorder)
-                if znode_owner_ids(dn) == (0, 0):
-                    out[v.objset] = out.get(v.objset, 0) + DNODE_MIN_SIZE + dn.used_bytes
-    return out
-
-
 async def test_file_overwrite_copies_the_dataset_on_write(
     built: PoolRecord, zfs_fuse: ZfsFuse, tmp_path: Path
 ) -> None:
@@ -350,12 +292,12 @@ async def test_file_overwrite_copies_the_dataset_on_write(
     files' dn_used; scrub is clean. zfs-fuse then destroys a@s1 through that deadlist:
     a uses what it references and still nothing leaks."""
     name = built.name
-    vdevs = _copy(built, tmp_path / "pool")
+    vdevs = copy_pool(built, tmp_path / "pool")
     writer = await PoolWriter.open([str(v) for v in vdevs])
     first = writer.pool.uberblock
     before_walk = await _objset_usage(writer.pool)
     before_phys = await _dataset_phys(writer.pool)
-    before_users = await _user_usage(writer.pool)
+    before_users = await user_usage(writer.pool)
     # Random bytes do not compress: a/file's dn_used grows, and its owner's usage with it.
     new_text, new_plain = random.Random(3).randbytes(30_000), b"Z" * 150_000
     t0 = time.time_ns()
@@ -376,7 +318,7 @@ async def test_file_overwrite_copies_the_dataset_on_write(
     for ds in (name, f"{name}/a"):  # referenced moves with the blocks of its tree, exactly
         obj = by_name[ds].ds_obj
         assert phys[ds][0] - before_phys[ds][0] == walk[obj] - before_walk[obj]
-    users = await _user_usage(pool)
+    users = await user_usage(pool)
     a_obj = by_name[f"{name}/a"].ds_obj
     assert users[a_obj] > before_users[a_obj]
     head, snap = phys[f"{name}/a"], phys[f"{name}/a@s1"]
@@ -404,8 +346,8 @@ async def test_file_overwrite_copies_the_dataset_on_write(
         seen["c/file"] = (mnt / "c" / "file").read_bytes()
         # Destroying the snapshot makes zfs-fuse free what only it held, through a's
         # deadlist: then a uses what it references, and nothing leaks.
-        _destroy(zfs_fuse, f"{name}/c")
-        _destroy(zfs_fuse, f"{name}/a@s1")
+        destroy(zfs_fuse, f"{name}/c")
+        destroy(zfs_fuse, f"{name}/a@s1")
         used.append(zfs_fuse.run("zfs", "get", "-Hp", "-o", "value", "used,referenced",
                                  f"{name}/a"))  # fmt: skip
 

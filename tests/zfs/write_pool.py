@@ -1,13 +1,23 @@
-"""The pool the write tests share: zfs-fuse-made, with a dataset per compression it writes
-(lzjb, gzip-1, gzip-9, zle), files of every kind of content, and files deleted afterwards
-so its space maps log frees as well as allocations."""
+"""What the write tests share: the pools (zfs-fuse-made) and the oracles' helpers.
+
+`write_pool` has a dataset per compression zfs-fuse writes (lzjb, gzip-1, gzip-9, zle),
+files of every kind of content, and files deleted afterwards so its space maps log frees
+as well as allocations; `grow_pool` small files to grow, shrink, create and remove beside
+a dataset with a snapshot. `copy_pool` gives a test its own copy of a pool's vdevs."""
 
 from __future__ import annotations
 
 import random
+import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
-from zfsfuse import PoolRecord, ZfsFuse
+from zfsfuse import PoolRecord, ZfsFuse, walk_pool
+
+from uvfs_fs.zfs.dnode import DNODE_MIN_SIZE, parse_dnode
+from uvfs_fs.zfs.spa import Pool
+from uvfs_fs.zfs.znode import znode_owner_ids
 
 COMPRESSIONS = ("lzjb", "gzip-1", "gzip-9", "zle")
 
@@ -54,16 +64,20 @@ ORIGINAL = {
     "c/cut": TEXT[:50_000],
     "c/mid": TEXT[:20_000],
 }
+# Names of 50 bytes or more make zfs-fuse upgrade the directory to a fat ZAP (one leaf).
+ORIGINAL |= {f"fat/{i:02}{'l' * 58}": RNG.randbytes(10 * i + 1) for i in range(40)}
 
 
 def grow_pool(zfs_pool, zfs_fuse: ZfsFuse) -> PoolRecord:  # type: ignore[no-untyped-def]
     """The pool the file and namespace tests share (built once per session): ORIGINAL's
-    files, "c" with lzjb, 16K records and the snapshot c@s1, exported."""
+    files (a fat ZAP directory "fat" among them), "c" with lzjb, 16K records and the
+    snapshot c@s1, exported."""
     pool_name = "pgrow"
 
     def populate(root: Path) -> dict[str, bytes]:
         zfs_fuse.run("zfs", "create", "-o", "compression=lzjb", "-o", "recordsize=16K",
                      f"{pool_name}/c")  # fmt: skip
+        (root / "fat").mkdir()
         for path, data in ORIGINAL.items():
             (root / path).write_bytes(data)
         zfs_fuse.run("zfs", "snapshot", f"{pool_name}/c@s1")
@@ -72,3 +86,58 @@ def grow_pool(zfs_pool, zfs_fuse: ZfsFuse) -> PoolRecord:  # type: ignore[no-unt
     record = zfs_pool("grow", [("disk", 1)], {}, populate)
     assert record.name == pool_name
     return record
+
+
+def copy_pool(record: PoolRecord, dest: Path) -> list[Path]:
+    """A private copy of the pool's vdevs (the built pool is shared)."""
+    dest.mkdir()
+    out = []
+    for vdev in record.vdevs:
+        subprocess.run(["cp", "--sparse=always", str(vdev), str(dest)], check=True)
+        out.append(dest / vdev.name)
+    return out
+
+
+def scrub_clean(
+    daemon: ZfsFuse, directory: Path, pool: str, look: Callable[[], None] = lambda: None
+) -> str:
+    """Import `pool` from `directory`, call `look` (it may read the mounted datasets),
+    scrub to the end, export; zpool status after the scrub."""
+    daemon.run("zpool", "import", "-d", str(directory), pool)
+    try:
+        look()
+        daemon.run("zpool", "scrub", pool)
+        for _ in range(600):
+            status = daemon.run("zpool", "status", "-v", pool)
+            if "in progress" not in status:
+                break
+            time.sleep(0.1)
+        return status
+    finally:
+        daemon.export(pool)
+
+
+def destroy(daemon: ZfsFuse, dataset: str) -> None:
+    """zfs destroy, waiting out a mount the kernel still holds for a moment."""
+    for _ in range(40):
+        try:
+            daemon.run("zfs", "destroy", dataset)
+            return
+        except subprocess.CalledProcessError as e:
+            if b"busy" not in e.stderr:
+                raise
+            time.sleep(0.25)
+    daemon.run("zfs", "destroy", "-f", dataset)
+
+
+async def user_usage(pool: Pool) -> dict[int, int]:
+    """Per dataset object: what its user and group usage must say for uid/gid 0 (every
+    file here is root's): a dnode and its dn_used bytes per object with a znode."""
+    out: dict[int, int] = {}
+    async for v in walk_pool(pool):
+        if v.objset and v.object == 0 and v.level == 0:
+            for at in range(0, len(v.data), DNODE_MIN_SIZE):
+                dn = parse_dnode(v.data[at:], v.bp.byteorder)
+                if znode_owner_ids(dn) == (0, 0):
+                    out[v.objset] = out.get(v.objset, 0) + DNODE_MIN_SIZE + dn.used_bytes
+    return out
