@@ -6,7 +6,9 @@ blocks through one bounded LRU (`_meta_block`): group descriptor blocks, inode t
 blocks, indirect blocks, extent nodes, directory and xattr blocks. Parsed group
 descriptors, inodes and directories sit in their own bounded LRUs, so a hot lookup or
 getattr costs no I/O and no parsing. File data is never cached here (the broker's cache
-does that): a read maps its block range to runs and issues one image read per run.
+does that): a read maps its block range to runs and issues one image read per run, and
+a sequential reader has the image read ahead of it (`_read_ahead`). A listing reads the
+inode-table blocks its entries need in a few large reads (`_prefetch_inodes`).
 
 Requests interleave only at awaits, and a cache is only changed between awaits, so no
 locks are needed; two requests missing the same entry both load it, harmlessly.
