@@ -412,12 +412,14 @@ class _LeafEdit:
             chunk = following
         raise FSError(errno.EIO, "zap leaf: array chain loops")
 
-    def add(self, h: int, name: bytes, value: int) -> None:
-        """zap_entry_create of a string key with one u64 value, the lowest free cd."""
+    def add(self, h: int, name: bytes, value: int, cd: int | None = None) -> None:
+        """zap_entry_create of a string key with one u64 value, with collision
+        differentiator `cd` (None: the lowest free one)."""
         key = name + b"\0"
         need = 1 + -(-len(key) // ZAP_LEAF_ARRAY_BYTES) + 1
-        cds = {self.entry(c)[7] for _, c in self.chain(h) if self.entry(c)[8] == h}
-        cd = min(set(range(len(cds) + 1)) - cds)
+        if cd is None:
+            cds = {self.entry(c)[7] for _, c in self.chain(h) if self.entry(c)[8] == h}
+            cd = min(set(range(len(cds) + 1)) - cds)
         if self._word16(28) < need:
             raise ValueError("the leaf is full: it would have to split")
         chunk = self._alloc()
@@ -466,6 +468,49 @@ def fzap_leaf_remove(block: bytes, byteorder: str, h: int, name: bytes) -> bytes
     """Fat ZAP leaf `block` without the entry `name` (hash `h`); None when absent."""
     edit = _LeafEdit(block, byteorder)
     return bytes(edit.out) if edit.remove(h, name) else None
+
+
+FZAP_BLOCK_SHIFT = 14  # fzap_default_block_shift: 16 KiB blocks
+
+
+def _leaf_init(shift: int, byteorder: str) -> bytes:
+    """An empty leaf block of 2^shift bytes (zap_leaf_init, unsorted chains): every chunk
+    free and on the free list in order."""
+    hash_entries = 1 << (shift - 5)
+    nchunks = ((1 << shift) - 2 * hash_entries) // ZAP_LEAF_CHUNKSIZE - 2
+    head = struct.pack(f"{byteorder}3QIHHHHB11x", ZBT_LEAF, 0, 0, ZAP_LEAF_MAGIC, nchunks, 0, 0,
+                       0, 0)  # fmt: skip
+    table = b"\xff" * (2 * hash_entries)
+    chunk = struct.Struct(f"{byteorder}B21xH")
+    chunks = b"".join(chunk.pack(ZAP_CHUNK_FREE, i + 1 if i + 1 < nchunks else CHAIN_END)
+                      for i in range(nchunks))  # fmt: skip
+    return (head + table + chunks).ljust(1 << shift, b"\0")
+
+
+def fzap_upgrade(block: bytes, byteorder: str) -> tuple[bytes, bytes]:
+    """The fat ZAP a micro ZAP `block` becomes (mzap_upgrade, fzap_upgrade): block 0 a
+    header with the salt and normalization kept and the pointer table embedded in its
+    second half, every slot naming leaf 1, which holds the entries in the micro ZAP's
+    chunk order with their cds.
+
+    Raises:
+        ValueError: the entries do not fit one leaf (it would have to split).
+    """
+    salt, normflags = struct.unpack_from(byteorder + "2Q", block, 8)
+    edit = _LeafEdit(_leaf_init(FZAP_BLOCK_SHIFT, byteorder), byteorder)
+    count = 0
+    for at in range(MZAP_ENT_LEN, len(block) - MZAP_ENT_LEN + 1, MZAP_ENT_LEN):
+        name = block[at + 14 : at + 14 + MZAP_NAME_LEN].split(b"\0", 1)[0]
+        if name:
+            value, cd = struct.unpack_from(byteorder + "QI", block, at)
+            edit.add(zap_hash(salt, name), bytes(name), value, cd)
+            count += 1
+    shift = FZAP_BLOCK_SHIFT - 3 - 1  # ZAP_EMBEDDED_PTRTBL_SHIFT
+    head = struct.pack(f"{byteorder}13Q", ZBT_HEADER, ZAP_MAGIC, 0, 0, shift, 0, 0, 2, 1, count,
+                       salt, normflags, 0)  # fmt: skip
+    half = 1 << (FZAP_BLOCK_SHIFT - 1)
+    block0 = head.ljust(half, b"\0") + struct.pack(f"{byteorder}{1 << shift}Q", *[1] * (1 << shift))
+    return block0, bytes(edit.out)
 
 
 def fzap_count_entries(block0: bytes, byteorder: str, delta: int) -> bytes:

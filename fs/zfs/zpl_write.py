@@ -17,8 +17,8 @@ one refused half-way leaves the txg as it was.
 - A directory entry's value is the object number with the file's type (IFTODT) in its top
   four bits (zfs_dirent); the directory's size counts its entries plus 2, and its links
   its subdirectories plus 2. A micro ZAP that is full grows by 512 bytes (zap_lockdir),
-  up to 128 KiB; past that, or for a name of 50 bytes or more, it would have to become a
-  fat ZAP, which is not written yet (EOPNOTSUPP). In a fat ZAP directory an entry goes
+  up to 128 KiB; past that, or for a name of 50 bytes or more, it becomes a fat ZAP
+  (mzap_upgrade: one leaf holding its entries). In a fat ZAP directory an entry goes
   into (or out of) the leaf its hash picks, and the header counts it; a leaf too full to
   take it would have to split, not written yet (EOPNOTSUPP), nor are normalized ones.
 - Removing the last link frees the object (zfs_znode_delete): its dnode is zeroed and
@@ -59,6 +59,7 @@ from uvfs_fs.zfs.zap import (
     fzap_count_entries,
     fzap_leaf_add,
     fzap_leaf_remove,
+    fzap_upgrade,
     mzap_create,
     mzap_remove,
     mzap_set,
@@ -135,7 +136,8 @@ class ZplTxg:
         """The first dnode slot free on disk and untouched in this txg."""
         meta = self.objset.meta
         bsz = meta.datablksz
-        for blkid in range(meta.dn_maxblkid + 2):
+        for blkid in range((OBJ_MASK + 1) * DNODE_MIN_SIZE // bsz):
+            # Past the meta dnode's end, no block: free slots, but those taken this txg.
             found = await read_block(self.objset.cache, meta, blkid)
             block = found[0] if found is not None else bytes(bsz)
             at = 0
@@ -196,17 +198,34 @@ class ZplTxg:
         if zap.micro is None:
             await self._fat_edit(dir_obj, zap, name, value)
             return
-        if len(name) >= MZAP_NAME_LEN:
-            raise FSError(errno.EOPNOTSUPP, f"{name!r}: upgrading to a fat ZAP is not written")
         block, order = zap.block0, zap.byteorder
         try:
-            block = mzap_set(block, order, name, value)
+            if len(name) >= MZAP_NAME_LEN:
+                raise ValueError("a long name")
+            try:
+                block = mzap_set(block, order, name, value)
+            except ValueError:
+                if len(block) + SPA_MINBLOCKSIZE > MZAP_MAX_BLKSZ:
+                    raise
+                block = mzap_set(block.ljust(len(block) + SPA_MINBLOCKSIZE, b"\0"), order,
+                                 name, value)  # fmt: skip
+                self.dirty.dnodes[dir_obj] = zap.dn._replace(dn_datablkszsec=len(block) >> 9)
+            self.dirty.blocks.setdefault(dir_obj, {})[0] = block
         except ValueError:
-            if len(block) + SPA_MINBLOCKSIZE > MZAP_MAX_BLKSZ:
-                raise FSError(errno.EOPNOTSUPP, "upgrading to a fat ZAP is not written") from None
-            block = mzap_set(block.ljust(len(block) + SPA_MINBLOCKSIZE, b"\0"), order, name, value)
-            self.dirty.dnodes[dir_obj] = zap.dn._replace(dn_datablkszsec=len(block) >> 9)
-        self.dirty.blocks.setdefault(dir_obj, {})[0] = block
+            await self._upgrade(dir_obj, zap)
+            await self._fat_edit(dir_obj, await self._zap(dir_obj), name, value)
+
+    async def _upgrade(self, dir_obj: int, zap: Zap) -> None:
+        """mzap_upgrade: the directory becomes a fat ZAP of 16 KiB blocks, its header in
+        block 0 and its entries in leaf 1."""
+        try:
+            block0, leaf = fzap_upgrade(zap.block0, zap.byteorder)
+        except ValueError:
+            raise FSError(errno.EOPNOTSUPP, "splitting a fat ZAP leaf is not written") from None
+        self.dirty.blocks[dir_obj] = {0: block0, 1: leaf}
+        self.dirty.dnodes[dir_obj] = zap.dn._replace(
+            dn_datablkszsec=len(block0) >> 9, dn_maxblkid=1
+        )
 
     async def _remove_entry(self, dir_obj: int, name: bytes) -> None:
         zap = await self._zap(dir_obj)

@@ -34,6 +34,22 @@ INNER = RNG.randbytes(5000)
 MANY = {f"f{i:02}": RNG.randbytes(100 * i + 1) for i in range(20)}  # micro ZAP grows
 FAT = sorted(p for p in ORIGINAL if p.startswith("fat/"))
 FAT_NEW = "fat/" + "new" * 20
+UPGRADE = "d/" + "x" * 60  # a name no micro ZAP entry holds
+
+
+async def _fill_leaf(writer: PoolWriter, dataset: str) -> list[str]:
+    """Files created in "fat" until its one leaf has no room left: the one that would
+    make it split is refused (EOPNOTSUPP), leaving nothing behind; the paths created."""
+    made: list[str] = []
+    while True:
+        path = f"fat/{len(made):03}" + "z" * 57
+        try:
+            await writer.create(dataset, path)
+        except FSError as e:
+            assert e.errno == errno.EOPNOTSUPP, e
+            assert len(made) > 50, made
+            return made
+        made.append(path)
 
 
 @pytest.fixture(scope="module")
@@ -106,13 +122,15 @@ async def test_trivial_acls_are_zfs_fuses(built: PoolRecord) -> None:
 
 async def test_create_remove_rename(built: PoolRecord, zfs_fuse: ZfsFuse, tmp_path: Path) -> None:
     """Over two txgs: files and directories created (one written past three records,
-        one directory given 20 entries), files unlinked (in a dataset with a snapshot and in
-        one without), a directory removed, renames within and across directories, over an
-        existing file and of directories. zfs-fuse shows exactly that tree (names, modes,
-        sizes, link counts, contents), our reader the same one, the clone of c@s1 the old
-        c; scrub is clean, zdb -bcc finds no leak, and each dataset's userused@0 equals its
-        root-owned dnodes and their blocks. Refused operations change nothing, those refused
-    half-way (a name that needs a fat ZAP) included."""
+    one directory given 20 entries, entries added to and removed from the leaf of a fat
+    ZAP directory until it is full, a micro ZAP directory upgraded to a fat one by a long
+    name), files unlinked (in a dataset with a snapshot and in one without), a directory
+    removed, renames within and across directories, over an existing file and of
+    directories. zfs-fuse shows exactly that tree (names, modes, sizes, link counts,
+    contents), our reader the same one, the clone of c@s1 the old c; scrub is clean, zdb
+    -bcc finds no leak, and each dataset's userused@0 equals its root-owned dnodes and
+    their blocks. Refused operations change nothing, those refused half-way (a create
+    whose entry would split a leaf) included."""
     name = built.name
     vdevs = copy_pool(built, tmp_path / "pool")
     writer = await PoolWriter.open([str(v) for v in vdevs])
@@ -149,21 +167,22 @@ async def test_create_remove_rename(built: PoolRecord, zfs_fuse: ZfsFuse, tmp_pa
         refused = []
         bad = ((writer.create, ("new",)), (writer.unlink, ("d",)), (writer.rmdir, ("new",)),
                (writer.rmdir, ("d",)), (writer.rename, ("d", "d/many/x")),
-               (writer.unlink, ("nothing",)), (writer.create, ("d/" + "x" * 60,)),
-               (writer.rename, ("new", "d/" + "y" * 60)))  # fmt: skip
+               (writer.unlink, ("nothing",)))  # fmt: skip
         for op, args in bad:
             with pytest.raises(FSError) as e:
                 await op(name, *args)
             refused.append(e.value.errno)
         assert refused == [errno.EEXIST, errno.EISDIR, errno.ENOTDIR, errno.ENOTEMPTY, errno.EINVAL,
-                           errno.ENOENT, errno.EOPNOTSUPP, errno.EOPNOTSUPP]  # fmt: skip
+                           errno.ENOENT]  # fmt: skip
+        await writer.create(name, UPGRADE)  # "d" becomes a fat ZAP
+        filled = await _fill_leaf(writer, name)
         await writer.sync()
     finally:
         writer.close()
     gone = ("record", "c/text", "small", "tiny", "odd", FAT[0], FAT[1])
     files = {p: d for p, d in ORIGINAL.items() if p not in gone}
     files |= {FAT_NEW: b"in a fat ZAP", "fat/short": b"", "fromfat": ORIGINAL[FAT[1]]}
-    files |= {"fat/odd": ORIGINAL["odd"]}
+    files |= {"fat/odd": ORIGINAL["odd"], UPGRADE: b""} | {p: b"" for p in filled}
     files |= {"new": NEW, "d/inner": INNER, "d/small2": ORIGINAL["small"]}
     files |= {"three": ORIGINAL["tiny"], "c/fresh": b"fresh bytes"}
     files |= {f"d/many/{f}": data for f, data in MANY.items() if f != "f03"}
