@@ -438,6 +438,45 @@ class _LeafEdit:
         self._set16(link, chunk)
         self._set16(30, self._word16(30) + 1)  # lh_nentries
 
+    def link(self, chunk: int) -> None:
+        """Put entry `chunk` at the head of its hash chain (zap_leaf_rehash_entry for
+        unsorted chains)."""
+        head = self.bucket_at(self.entry(chunk)[8])
+        self._set16(self._chunk_at(chunk) + 2, self._word16(head))
+        self._set16(head, chunk)
+
+    def _move_array(self, chunk: int, other: _LeafEdit) -> int:
+        """zap_leaf_transfer_array: the array chain at `chunk` copied into `other`'s
+        chunks and freed here; its head there."""
+        moved: list[int] = []
+        for _ in range(self.leaf.nchunks):
+            if chunk == CHAIN_END:
+                break
+            at, dest = self._chunk_at(chunk), other._alloc()
+            other.out[other._chunk_at(dest) : other._chunk_at(dest) + ZAP_LEAF_CHUNKSIZE] = (
+                self.out[at : at + ZAP_LEAF_CHUNKSIZE]
+            )
+            if moved:
+                other._set16(other._chunk_at(moved[-1]) + 22, dest)
+            moved.append(dest)
+            following = self._word16(at + 22)
+            self._free(chunk)
+            chunk = following
+        other._set16(other._chunk_at(moved[-1]) + 22, CHAIN_END)
+        return moved[0]
+
+    def transfer(self, chunk: int, other: _LeafEdit) -> None:
+        """zap_leaf_transfer_entry: entry `chunk` moved into leaf `other`."""
+        e = list(self.entry(chunk))
+        dest = other._alloc()
+        e[3] = self._move_array(e[3], other)
+        e[5] = self._move_array(e[5], other)
+        _ENTRY[self.order].pack_into(other.out, other._chunk_at(dest), *e)
+        other.link(dest)
+        self._free(chunk)
+        self._set16(30, self._word16(30) - 1)
+        other._set16(30, other._word16(30) + 1)
+
     def remove(self, h: int, name: bytes) -> bool:
         """zap_entry_remove of the string key `name`; whether it was there."""
         key = name + b"\0"
@@ -511,6 +550,51 @@ def fzap_upgrade(block: bytes, byteorder: str) -> tuple[bytes, bytes]:
     half = 1 << (FZAP_BLOCK_SHIFT - 1)
     block0 = head.ljust(half, b"\0") + struct.pack(f"{byteorder}{1 << shift}Q", *[1] * (1 << shift))
     return block0, bytes(edit.out)
+
+
+def fzap_split_leaf(
+    block0: bytes, leaf: bytes, blkid: int, byteorder: str
+) -> tuple[bytes, bytes, int, bytes]:
+    """zap_expand_leaf for a fat ZAP whose pointer table is embedded in `block0`: leaf
+    `leaf` (block `blkid`) keeps the entries whose hash has a 0 after its prefix, a new
+    leaf at block zap_freeblk takes those with a 1, and the pointer table's slots of the
+    new prefix name it. Returns the new block 0, the old leaf, the new leaf's block id and
+    the new leaf.
+
+    Raises:
+        ValueError: the pointer table would have to grow (or is not embedded).
+    """
+    hdr = parse_zap_header(block0, byteorder)
+    old = _LeafEdit(leaf, byteorder)
+    prefix_len = old.leaf.prefix_len
+    if hdr.zt_numblks or prefix_len >= hdr.zt_shift:
+        raise ValueError("the pointer table would have to grow")
+    u64 = struct.Struct(byteorder + "Q")
+    (prefix,) = u64.unpack_from(old.out, 16)
+    new = _LeafEdit(_leaf_init(len(leaf).bit_length() - 1, byteorder), byteorder)
+    for edit, bits in ((old, prefix << 1), (new, prefix << 1 | 1)):
+        u64.pack_into(edit.out, 16, bits)  # lh_prefix
+        edit._set16(32, prefix_len + 1)  # lh_prefix_len
+        edit.leaf.prefix_len = prefix_len + 1
+    table = old.leaf.first - ZAP_LEAF_HDR_SIZE
+    old.out[ZAP_LEAF_HDR_SIZE : old.leaf.first] = b"\xff" * table  # chains rebuilt below
+    bit = 63 - prefix_len
+    for chunk in range(old.leaf.nchunks):
+        if old.out[old._chunk_at(chunk)] != ZAP_CHUNK_ENTRY:
+            continue
+        if old.entry(chunk)[8] >> bit & 1:
+            old.transfer(chunk, new)
+        else:
+            old.link(chunk)
+    newblk = hdr.zap_freeblk
+    out0 = bytearray(block0)
+    u64.pack_into(out0, 56, newblk + 1)  # zap_freeblk
+    u64.pack_into(out0, 64, hdr.zap_num_leafs + 1)
+    span = hdr.zt_shift - prefix_len - 1
+    first = (prefix << 1 | 1) << span
+    for idx in range(first, first + (1 << span)):
+        u64.pack_into(out0, ((1 << hdr.zt_shift) + idx) * 8, newblk)
+    return bytes(out0), bytes(old.out), newblk, bytes(new.out)
 
 
 def fzap_count_entries(block0: bytes, byteorder: str, delta: int) -> bytes:

@@ -20,7 +20,8 @@ one refused half-way leaves the txg as it was.
   up to 128 KiB; past that, or for a name of 50 bytes or more, it becomes a fat ZAP
   (mzap_upgrade: one leaf holding its entries). In a fat ZAP directory an entry goes
   into (or out of) the leaf its hash picks, and the header counts it; a leaf too full to
-  take it would have to split, not written yet (EOPNOTSUPP), nor are normalized ones.
+  take it splits (zap_expand_leaf) while the embedded pointer table has room for the
+  longer prefix; growing the table, and normalized ZAPs, are not written (EOPNOTSUPP).
 - Removing the last link frees the object (zfs_znode_delete): its dnode is zeroed and
   the sync lets go of its blocks (onto the deadlist where a snapshot holds them). Objects
   still open elsewhere (the unlinked set) are the FUSE side's concern, later.
@@ -59,6 +60,7 @@ from uvfs_fs.zfs.zap import (
     fzap_count_entries,
     fzap_leaf_add,
     fzap_leaf_remove,
+    fzap_split_leaf,
     fzap_upgrade,
     mzap_create,
     mzap_remove,
@@ -221,7 +223,7 @@ class ZplTxg:
         try:
             block0, leaf = fzap_upgrade(zap.block0, zap.byteorder)
         except ValueError:
-            raise FSError(errno.EOPNOTSUPP, "splitting a fat ZAP leaf is not written") from None
+            raise FSError(errno.EOPNOTSUPP, "a micro ZAP this big: not upgraded yet") from None
         self.dirty.blocks[dir_obj] = {0: block0, 1: leaf}
         self.dirty.dnodes[dir_obj] = zap.dn._replace(
             dn_datablkszsec=len(block0) >> 9, dn_maxblkid=1
@@ -236,27 +238,38 @@ class ZplTxg:
 
     async def _fat_edit(self, dir_obj: int, zap: Zap, name: bytes, value: int | None) -> None:
         """Add `name` -> `value` to, or (None) remove `name` from, its leaf of the fat
-        ZAP `zap`, and count it in the header (a leaf that would have to split: not
-        written yet)."""
+        ZAP `zap`, splitting the leaf as often as it takes to make room
+        (zap_expand_leaf), and count it in the header."""
         p = zap.phys
         assert p is not None
         if p.zap_normflags or p.zap_flags & ZAP_FLAG_UINT64_KEY:
             raise FSError(errno.EOPNOTSUPP, "normalized or integer-keyed fat ZAPs: not written")
-        h, blkid = await zap.leaf_of(name)
-        found = await zap.block(blkid)
-        if found is None:
-            raise FSError(errno.EIO, f"fat zap: leaf block {blkid} is a hole")
-        leaf, order = found
-        if value is None:
-            changed = fzap_leaf_remove(leaf, order, h, name)
-            if changed is None:
-                return
-        else:
+        blocks = self.dirty.blocks.setdefault(dir_obj, {})
+        while True:
+            h, blkid = await zap.leaf_of(name)
+            found = await zap.block(blkid)
+            if found is None:
+                raise FSError(errno.EIO, f"fat zap: leaf block {blkid} is a hole")
+            leaf, order = found
+            if value is None:
+                changed = fzap_leaf_remove(leaf, order, h, name)
+                if changed is None:
+                    return
+                break
             try:
                 changed = fzap_leaf_add(leaf, order, h, name, value)
+                break
             except ValueError:
-                raise FSError(errno.EOPNOTSUPP, "splitting a fat ZAP leaf is not written") from None
-        blocks = self.dirty.blocks.setdefault(dir_obj, {})
+                pass
+            try:
+                block0, kept, newblk, new = fzap_split_leaf(zap.block0, leaf, blkid, order)
+            except ValueError:
+                raise FSError(errno.EOPNOTSUPP, "growing a fat ZAP's pointer table is not "
+                                                "written") from None  # fmt: skip
+            blocks |= {0: block0, blkid: kept, newblk: new}
+            dn = await self.dnode(dir_obj)
+            self.dirty.dnodes[dir_obj] = dn._replace(dn_maxblkid=max(dn.dn_maxblkid, newblk))
+            zap = await self._zap(dir_obj)
         blocks[blkid] = changed
         blocks[0] = fzap_count_entries(zap.block0, order, -1 if value is None else 1)
 

@@ -37,19 +37,7 @@ FAT_NEW = "fat/" + "new" * 20
 UPGRADE = "d/" + "x" * 60  # a name no micro ZAP entry holds
 
 
-async def _fill_leaf(writer: PoolWriter, dataset: str) -> list[str]:
-    """Files created in "fat" until its one leaf has no room left: the one that would
-    make it split is refused (EOPNOTSUPP), leaving nothing behind; the paths created."""
-    made: list[str] = []
-    while True:
-        path = f"fat/{len(made):03}" + "z" * 57
-        try:
-            await writer.create(dataset, path)
-        except FSError as e:
-            assert e.errno == errno.EOPNOTSUPP, e
-            assert len(made) > 50, made
-            return made
-        made.append(path)
+SPLIT = [f"fat/{i:03}" + "z" * 57 for i in range(200)]  # splits the fat directory's leaf
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +45,9 @@ def built(zfs_pool: PoolFactory, zfs_fuse: ZfsFuse) -> PoolRecord:
     return grow_pool(zfs_pool, zfs_fuse)
 
 
-async def _fat_count(pool: Pool) -> int:
-    """zap_num_entries of the root dataset's directory "fat" (a fat ZAP: EIO if not)."""
+async def _fat_count(pool: Pool) -> tuple[int, int]:
+    """zap_num_entries and zap_num_leafs of the root dataset's directory "fat" (a fat
+    ZAP: EIO if not)."""
     mos = await ObjectSet.open(BlockCache(pool), pool.uberblock.ub_rootbp)
     ds = {d.name: d for d in await list_datasets(mos, pool.name)}[pool.name]
     objset = await ObjectSet.open(mos.cache, ds.phys.ds_bp)
@@ -67,7 +56,7 @@ async def _fat_count(pool: Pool) -> int:
     phys = (await Zap.open(objset, fat)).phys
     if phys is None:
         raise OSError(errno.EIO, "fat is a micro ZAP")
-    return phys.zap_num_entries
+    return phys.zap_num_entries, phys.zap_num_leafs
 
 
 def _view(root: Path) -> dict[str, tuple[object, ...]]:
@@ -123,14 +112,13 @@ async def test_trivial_acls_are_zfs_fuses(built: PoolRecord) -> None:
 async def test_create_remove_rename(built: PoolRecord, zfs_fuse: ZfsFuse, tmp_path: Path) -> None:
     """Over two txgs: files and directories created (one written past three records,
     one directory given 20 entries, entries added to and removed from the leaf of a fat
-    ZAP directory until it is full, a micro ZAP directory upgraded to a fat one by a long
-    name), files unlinked (in a dataset with a snapshot and in one without), a directory
+    ZAP directory and 200 more splitting it, a micro ZAP directory upgraded to a fat one
+    by a long name), files unlinked (in a dataset with a snapshot and in one without), a directory
     removed, renames within and across directories, over an existing file and of
     directories. zfs-fuse shows exactly that tree (names, modes, sizes, link counts,
     contents), our reader the same one, the clone of c@s1 the old c; scrub is clean, zdb
     -bcc finds no leak, and each dataset's userused@0 equals its root-owned dnodes and
-    their blocks. Refused operations change nothing, those refused half-way (a create
-    whose entry would split a leaf) included."""
+    their blocks. Refused operations change nothing."""
     name = built.name
     vdevs = copy_pool(built, tmp_path / "pool")
     writer = await PoolWriter.open([str(v) for v in vdevs])
@@ -175,14 +163,15 @@ async def test_create_remove_rename(built: PoolRecord, zfs_fuse: ZfsFuse, tmp_pa
         assert refused == [errno.EEXIST, errno.EISDIR, errno.ENOTDIR, errno.ENOTEMPTY, errno.EINVAL,
                            errno.ENOENT]  # fmt: skip
         await writer.create(name, UPGRADE)  # "d" becomes a fat ZAP
-        filled = await _fill_leaf(writer, name)
+        for path in SPLIT:
+            await writer.create(name, path)
         await writer.sync()
     finally:
         writer.close()
     gone = ("record", "c/text", "small", "tiny", "odd", FAT[0], FAT[1])
     files = {p: d for p, d in ORIGINAL.items() if p not in gone}
     files |= {FAT_NEW: b"in a fat ZAP", "fat/short": b"", "fromfat": ORIGINAL[FAT[1]]}
-    files |= {"fat/odd": ORIGINAL["odd"], UPGRADE: b""} | {p: b"" for p in filled}
+    files |= {"fat/odd": ORIGINAL["odd"], UPGRADE: b""} | {p: b"" for p in SPLIT}
     files |= {"new": NEW, "d/inner": INNER, "d/small2": ORIGINAL["small"]}
     files |= {"three": ORIGINAL["tiny"], "c/fresh": b"fresh bytes"}
     files |= {f"d/many/{f}": data for f, data in MANY.items() if f != "f03"}
@@ -190,7 +179,8 @@ async def test_create_remove_rename(built: PoolRecord, zfs_fuse: ZfsFuse, tmp_pa
     want = _expected(files, dirs)
 
     pool = await open_pool([ImageFile(str(v)) for v in vdevs])
-    assert await _fat_count(pool) == sum(p.startswith("fat/") for p in files)
+    entries, leaves = await _fat_count(pool)
+    assert entries == sum(p.startswith("fat/") for p in files) and leaves >= 2
     fs = await ZfsFileSystem.from_pool(pool)
     ours = _ours(await record_fs(fs, fs.root))
     del ours["c"]  # the child dataset's root: zfs-fuse made it
