@@ -2,9 +2,10 @@
 
 The handle the write path holds (the later FUSE write side, tools, tests): `open` imports
 the pool from its member images, writable, with its metaslabs; changes (`set_dsl_prop`,
-`write_file_range`, `truncate`, `create`, `mkdir`, `unlink`, `rmdir`, `rename`: the
-namespace ones in zpl_write.py) only gather in memory; `sync` commits them as one txg:
-each changed dataset's object set copied on write (dataset_sync.py) and the MOS with it,
+`write_file_range`, `truncate`, `setattr`, `create`, `mkdir`, `unlink`, `rmdir`,
+`rename`: the namespace ones and setattr's in zpl_write.py) only gather in memory; `sync`
+commits them as one txg: each changed dataset's object set copied on write
+(dataset_sync.py) and the MOS with it,
 to convergence (spa_sync.py), then txg.py's phases, writing each phase's bytes and
 flushing every member image (fdatasync) before the next. The old uberblock stays the active one
 until the new one is on disk, and no block it reaches is ever overwritten, so an error (or
@@ -256,6 +257,33 @@ class PoolWriter:
         for blkid in range(keep, f.dn.dn_maxblkid + 1):
             f.blocks[blkid] = None
         f.update(size, max(keep - 1, 0))
+
+    async def setattr(
+        self,
+        dataset: str,
+        path: str,
+        *,
+        mode: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        atime: tuple[int, int] | None = None,
+        mtime: tuple[int, int] | None = None,
+        size: int | None = None,
+    ) -> None:
+        """Change the attributes given of `path` in filesystem `dataset` in the open txg,
+        as chmod, chown, utimensat and truncate do (zfs_setattr): permission bits (the
+        trivial ACL follows), owner, group, times as (seconds, nanoseconds), the size of
+        a regular file (`truncate`, first: an mtime given too wins); the ctime becomes now.
+
+        Raises:
+            FSError: ENOENT, ENOTDIR; EISDIR for the size of a directory; EOPNOTSUPP for
+                SA files and for a new mode on a file with a non-trivial ACL.
+        """
+        if size is not None:
+            await self.truncate(dataset, path, size)
+        if (mode, uid, gid, atime, mtime) != (None,) * 5:
+            zpl = (await self._zpl(dataset))[0]
+            await zpl.setattr(path, mode=mode, uid=uid, gid=gid, atime=atime, mtime=mtime)
 
     async def sync(self) -> int:
         """Commit the open txg: its blocks, then the new uberblock once they are durable.

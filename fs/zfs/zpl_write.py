@@ -1,5 +1,6 @@
 """ZPL namespace changes in one dataset (zfs_dir.c, zfs_znode.c, zfs_vnops.c): create,
-mkdir, unlink, rmdir and rename, as a txg's changes to its object set (`DirtyObjset`).
+mkdir, unlink, rmdir, rename and setattr, as a txg's changes to its object set
+(`DirtyObjset`).
 
 Everything here reads the object set as the last synced txg left it, overlaid with what
 the open txg changed so far, and only writes into the `DirtyObjset`; objset_sync.py
@@ -38,7 +39,12 @@ from contextlib import contextmanager
 from dataclasses import replace
 
 from uvfs import FSError
-from uvfs_fs.zfs.acl import trivial_acl, trivial_acl_flags
+from uvfs_fs.zfs.acl import (
+    ZFS_ACL_TRIVIAL,
+    ZFS_NO_EXECS_DENIED,
+    trivial_acl,
+    trivial_acl_flags,
+)
 from uvfs_fs.zfs.blkptr import BLKPTR_SIZE
 from uvfs_fs.zfs.dmu import ObjectSet, read_block
 from uvfs_fs.zfs.dnode import (
@@ -405,6 +411,42 @@ class ZplTxg:
             await self._change(dp, 1, moved, now)
             dn, z = await self.znode(obj)
             self.put_znode(obj, dn, replace(z, parent=dp, ctime=now))
+
+    async def setattr(
+        self,
+        path: str,
+        *,
+        mode: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        atime: tuple[int, int] | None = None,
+        mtime: tuple[int, int] | None = None,
+    ) -> None:
+        """Change `path`'s permission bits, owner, group, atime or mtime (zfs_setattr);
+        its ctime becomes now. A new mode replaces the trivial ACL by the one of the new
+        mode (zfs_acl_chmod): a file whose ACL is not trivial is refused (EOPNOTSUPP),
+        since its other entries would have to be kept. ENOENT, ENOTDIR."""
+        obj = await self.resolve(path)
+        dn, z = await self.znode(obj)
+        z = replace(z, ctime=_now())
+        acl = dn.dn_bonus[_ACL_AT:ZNODE_PHYS_SIZE]
+        if mode is not None:
+            if not z.flags & ZFS_ACL_TRIVIAL:
+                raise FSError(errno.EOPNOTSUPP, f"{path}: chmod of a non-trivial ACL")
+            mode = stat.S_IFMT(z.mode) | (mode & 0o7777)
+            execs = ZFS_NO_EXECS_DENIED if mode & 0o111 == 0o111 else 0
+            z = replace(z, mode=mode, flags=z.flags & ~ZFS_NO_EXECS_DENIED | execs)
+            acl = trivial_acl(mode, dn.byteorder)
+        if uid is not None:
+            z = replace(z, uid=uid)
+        if gid is not None:
+            z = replace(z, gid=gid)
+        if atime is not None:
+            z = replace(z, atime=atime)
+        if mtime is not None:
+            z = replace(z, mtime=mtime)
+        bonus = encode_znode_phys(z, acl, dn.byteorder) + dn.dn_bonus[ZNODE_PHYS_SIZE:]
+        self.dirty.dnodes[obj] = dn._replace(dn_bonus=bonus)
 
 
 def _mz_normflags(zap: Zap) -> int:
