@@ -127,6 +127,7 @@ from uvfs_fs.ext2.extent_tree import (
     collect,
     cut,
     empty_root,
+    lookup,
     nodes_needed,
     pack,
     place,
@@ -937,7 +938,8 @@ class WritableExt2(Ext2FileSystem):
     async def _map_need(self, inode: Inode, first: int, count: int, holes: int) -> int:
         """Map blocks (indirect or extent tree nodes) mapping `holes` new blocks among
         [first, first + count) may allocate: exact for indirect maps, a bound for trees
-        (each new piece may add an extent)."""
+        (each new piece may add an extent; `holes` also counts the extents converting
+        uninitialized ones may add)."""
         if inode.flags & EXT4_EXTENTS_FL:
             extents, nodes = await self._extent_tree(inode)
             return max(0, nodes_needed(len(extents) + holes + 2, self._per_node) - len(nodes))
@@ -1227,10 +1229,18 @@ class WritableExt2(Ext2FileSystem):
         end = offset + len(data)
         first, last = offset // bs, (end - 1) // bs
         count = last - first + 1
-        runs = await self._map(inode, first, count)
-        holes = sum(r.count for r in runs if not r.physical)
-        if holes:
-            await self._reserve(holes + await self._map_need(inode, first, count, holes))
+        # (logical, count, physical or 0, in an uninitialized extent), as extent_tree.lookup
+        if inode.flags & EXT4_EXTENTS_FL:
+            runs = lookup((await self._extent_tree(inode))[0], first, count)
+        else:
+            runs = [
+                (r.logical, r.count, r.physical, False)
+                for r in await self._map(inode, first, count)
+            ]
+        holes = sum(n for _, n, phys, _ in runs if not phys)
+        splits = 2 * sum(uninit for *_, uninit in runs)  # extents a conversion may add
+        if holes or splits:
+            await self._reserve(holes + await self._map_need(inode, first, count, holes + splits))
         # Allocate the holes, each near the block before it.
         placed: list[tuple[int, int, int, bool]] = []  # logical, physical, count, new
         goal = 0
@@ -1238,12 +1248,12 @@ class WritableExt2(Ext2FileSystem):
             before = await self._map(inode, first - 1, 1)
             goal = before[0].physical + 1 if before[0].physical else 0
         goal = goal or self._group_goal(inode.ino)
-        for run in runs:
-            if run.physical:
-                placed.append((run.logical, run.physical, run.count, False))
-                goal = run.physical + run.count
+        for logical, n, physical, uninit in runs:
+            if physical:  # blocks of an uninitialized extent are written whole, as new ones
+                placed.append((logical, physical, n, uninit))
+                goal = physical + n
                 continue
-            logical, left = run.logical, run.count
+            left = n
             while left:
                 phys, got = await self._alloc_blocks(goal, left)
                 placed.append((logical, phys, got, True))
@@ -1264,8 +1274,8 @@ class WritableExt2(Ext2FileSystem):
         await self._write_data(pieces)
         # Then the pointers and the inode.
         new_runs = [(logical, phys, n) for logical, phys, n, new in placed if new]
-        allocated = sum(n for _, _, n in new_runs)
-        i_block, created = await self._map_blocks(inode, new_runs)
+        allocated = holes
+        i_block, created = await self._map_blocks(inode, new_runs)  # initialized now
         now = time.time_ns()
         self._need_large_file(end)
         return await self._put(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,27 @@ async def test_freed_extent_inodes_keep_an_empty_root(tmp_path: Path) -> None:
             await fs.unlink(fs.root, name)
     fsck(image)
     assert "EXTENTS:\n" in debugfs(image, f"stat <{inos[0]}>")
+
+
+async def test_writes_into_uninitialized_extents_convert_them_in_place(tmp_path: Path) -> None:
+    """Blocks the kernel's fallocate left uninitialized are written where they lie, zeros
+    around the data, and only they become initialized: the rest still reads as zeros."""
+    if os.geteuid() != 0:
+        pytest.skip("the kernel's read-write loop mount needs root")
+    image = ext4_image(tmp_path / "img", 4096)
+    mnt = tmp_path / "kernel"
+    mnt.mkdir()
+    subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True)
+    try:
+        subprocess.run(["fallocate", "-l", "1M", str(mnt / "pre")], check=True)
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+    before = debugfs(image, "stat /pre")
+    async with open_rw(image) as fs:
+        attr = await fs.lookup(fs.root, b"pre")
+        await fs.write(attr.ino, 0, 10 * 4096 + 10, b"A" * 100)
+        data = await fs.read(attr.ino, 0, 0, 1 << 20)
+    fsck(image)
+    assert data == bytes(10 * 4096 + 10) + b"A" * 100 + bytes((1 << 20) - 10 * 4096 - 110)
+    first = int(before.split("EXTENTS:\n(0-255[u]):")[1].split("-")[0])
+    assert f"(10):{first + 10}, (11-255[u])" in debugfs(image, "stat /pre")
