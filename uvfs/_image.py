@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import functools
 import os
 import stat
 import time
@@ -47,10 +46,6 @@ _IDLE_INLINE_LATENCY = 2e-3
 # is at most 1 MiB): a fresh one per read cost a zeroing pass and its page faults, about
 # as much as the copy of the bytes themselves.
 _NOWAIT_BUFFER = 1 << 20
-
-
-def _ignore(result: object) -> None:
-    """The outcome of a read-ahead, which nobody waits for."""
 
 
 def _never() -> bool:
@@ -169,16 +164,6 @@ class ImageFile:
             return data
         rest = await trio.to_thread.run_sync(self.read_sync, offset + len(data), size - len(data))
         return data + rest
-
-    def prefetch(self, offset: int, size: int) -> None:
-        """Have the kernel start reading bytes [offset, offset + size) into the page cache,
-        for a read soon to come (read-ahead): in a worker thread, since queueing the reads
-        (posix_fadvise WILLNEED) takes as long as allocating their pages, and unawaited, so
-        the device works while the loop answers. Only advice: a failure is ignored."""
-        trio.lowlevel.start_thread_soon(
-            functools.partial(os.posix_fadvise, self._fd, offset, size, os.POSIX_FADV_WILLNEED),
-            _ignore,
-        )
 
     def write_sync(self, offset: int, data: bytes) -> None:
         """Write all of `data` at `offset`."""

@@ -63,12 +63,6 @@ class Window:
         self._check(offset, size, errno.EIO)
         return await self.device.read(self.start + offset, size)
 
-    def prefetch(self, offset: int, size: int) -> None:
-        """Read-ahead advice, passed down to a device that takes it (`ImageFile.prefetch`)."""
-        prefetch = getattr(self.device, "prefetch", None)
-        if prefetch is not None and offset >= 0 and offset + size <= self.size:
-            prefetch(self.start + offset, size)
-
     def write_sync(self, offset: int, data: bytes) -> None:
         self._check(offset, len(data), errno.ENOSPC)
         self.device.write_sync(self.start + offset, data)

@@ -110,13 +110,6 @@ MAP_CHUNK_BLOCKS = 1024  # directory scans map this many blocks at a time
 # A listing's inode-table blocks this close together are read as one stretch, the blocks
 # between them included: one read of a few more blocks costs less than a second read.
 ITABLE_GAP_BLOCKS = 8
-# A file read sequentially has its next bytes asked of the image this far ahead (in
-# steps of a quarter), so the device reads them while the loop answers: the pipelining
-# the kernel's own read-ahead gives a local filesystem. Reads smaller than the minimum are
-# taken for random ones.
-READ_AHEAD = 8 << 20
-READ_AHEAD_MIN_READ = 128 << 10
-READ_AHEAD_FILES = 64  # files whose sequential reading is followed
 XATTR_SIZE_MAX = 1 << 16  # the largest value getxattr(2) returns: larger ea_inode values are EIO
 
 
@@ -172,8 +165,6 @@ class Ext2FileSystem:
         self._inodes: LRU[int, Inode] = LRU(INODE_CACHE_ENTRIES)
         # children of encrypted directories -> the directory they were last found in
         self._encrypted_parents: LRU[int, int] = LRU(INODE_CACHE_ENTRIES)
-        # files read sequentially -> (end of the last read, offset read ahead up to)
-        self._ahead: LRU[int, tuple[int, int]] = LRU(READ_AHEAD_FILES)
         self._zone: SystemZone | None = None  # built when the first inode is read
         # orphans the cleanup truncated: their i_blocks, and their mtime and ctime
         self._truncated: dict[int, int] = {}
@@ -1180,29 +1171,7 @@ class Ext2FileSystem:
             raise FSError(errno.EISDIR)
         if not stat.S_ISREG(inode.mode):
             raise FSError(errno.EINVAL)
-        data = await self._read_data(inode, offset, size)
-        await self._read_ahead(inode, offset, offset + len(data))
-        return data
-
-    async def _read_ahead(self, inode: Inode, offset: int, end: int) -> None:
-        """After a read of bytes [offset, end) of `inode`: when it follows the last one (a
-        sequential reader), have the image read up to `READ_AHEAD` bytes past it."""
-        prefetch = getattr(self.image, "prefetch", None)
-        if prefetch is None or end - offset < READ_AHEAD_MIN_READ or self._is_inline(inode):
-            return
-        last, ahead = self._ahead.get(inode.ino) or (0, 0)
-        if offset and not last - (end - offset) <= offset <= last:
-            self._ahead.put(inode.ino, (end, end))  # not sequential (yet)
-            return
-        start, stop = max(end, ahead), min(end + READ_AHEAD, inode.size)
-        if stop - start < READ_AHEAD // 4:
-            self._ahead.put(inode.ino, (max(last, end), ahead))
-            return
-        self._ahead.put(inode.ino, (max(last, end), stop))
-        bs = self.geo.block_size
-        for run in await self._map(inode, *blocks_spanned(start, stop, bs)):
-            if run.physical:
-                prefetch(run.physical * bs, run.count * bs)
+        return await self._read_data(inode, offset, size)
 
     async def read_layout(self, ino: int, offset: int, size: int) -> Layout | None:
         """Where regular file `ino`'s bytes [offset, offset + size) lie in the image (see
