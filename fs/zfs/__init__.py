@@ -1,27 +1,33 @@
-"""The ZFS driver: reads a whole pool (all datasets, snapshots, clones) read-only.
+"""The ZFS driver: reads a whole pool (all datasets, snapshots, clones), and writes
+pools of versions 1-28 with ZPL version 4 or older (writable.py).
 
 Layers, bottom up as in OpenZFS: label/uberblock/vdev/raidz/zio/spa find and verify
 blocks; dnode/dmu read objects; zap/dsl/sa/znode decode names, datasets and attributes;
 zpl presents the file tree (see zpl.py for what is shown and how inodes are numbered).
 
-Writing (not mounted yet): writer.PoolWriter gathers a txg's changes and syncs them,
-top down as spa_sync does: dataset_sync -> objset_sync (copy-on-write block trees) ->
-spa_sync (the MOS and its space maps, to convergence) -> txg (blocks, flush, uberblocks).
+Writing: writable.WritableZfs serves the driver API's changes through writer.PoolWriter,
+which gathers a txg's changes and syncs them, top down as spa_sync does: dataset_sync ->
+objset_sync (copy-on-write block trees) -> spa_sync (the MOS and its space maps, to
+convergence) -> txg (blocks, flush, uberblocks).
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 from collections.abc import Sequence
 
 from uvfs import FSError, ImageFile, MountOptions, Refusal
 
 from .dmu import DMU_OST_ZFS, ObjectSet
 from .spa import describe_pool, open_pool, probe_label
+from .writable import ReadOnlyPool, WritableZfs
 from .zap import Zap
 from .zpl import ZFS_CANMOUNT_OFF, DatasetView, ZfsFileSystem
 
-__all__ = ["DRIVER", "ZfsDriver", "ZfsFileSystem"]
+__all__ = ["DRIVER", "WritableZfs", "ZfsDriver", "ZfsFileSystem"]
+
+log = logging.getLogger("uvfs.zfs")
 
 
 class ZfsDriver:
@@ -37,12 +43,20 @@ class ZfsDriver:
         """One vdev of a pool, as blkid calls it: not a filesystem by itself."""
         return "zfs member"
 
-    async def open(self, sources: Sequence[ImageFile], options: MountOptions) -> ZfsFileSystem:
-        """Import the pool read-only; Refusal when it cannot be read.
+    async def open(
+        self, sources: Sequence[ImageFile], options: MountOptions
+    ) -> ZfsFileSystem | WritableZfs:
+        """Import the pool, read-write when asked and the writer can keep it (see
+        writable.py), else read-only; Refusal when it cannot be read.
 
-        A writable request opens read-only too: the filesystem has no write side, so the
+        A pool the writer cannot keep opens read-only, with a warning naming why, so the
         broker mounts it read-only and tells the user, as mount(8) does.
         """
+        if options.writable:
+            try:
+                return await WritableZfs.load(sources, options.memory)
+            except ReadOnlyPool as e:
+                log.warning("%s", e)
         pool = await open_pool(sources)
         try:
             return await ZfsFileSystem.from_pool(pool, options.memory)

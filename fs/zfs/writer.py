@@ -46,7 +46,7 @@ from uvfs_fs.zfs.txg import (
 )
 from uvfs_fs.zfs.zap import ZBT_MICRO, mzap_set, zap_block_type
 from uvfs_fs.zfs.znode import parse_znode_phys, znode_phys_set_size, znode_phys_set_times
-from uvfs_fs.zfs.zpl_write import ZplTxg
+from uvfs_fs.zfs.zpl_write import Entry, Node, ZplTxg
 
 POOL_STATE_ACTIVE, POOL_STATE_EXPORTED = 0, 1
 SPA_MINBLOCKSIZE = 512
@@ -58,7 +58,8 @@ class PoolWriter:
 
     Attributes:
         pool: the reader's handle; its `uberblock` is the last synced one.
-        images: the member images, writable.
+        images: the member images it opened itself (from file names), which `close`
+            closes.
         metaslabs: every top-level vdev's metaslabs as the last synced txg left them.
     """
 
@@ -73,15 +74,21 @@ class PoolWriter:
         self._broken = False
 
     @classmethod
-    async def open(cls, paths: Sequence[str]) -> PoolWriter:
-        """Open the pool whose member images are `paths`, for writing.
+    async def open(cls, paths: Sequence[str | ImageFile]) -> PoolWriter:
+        """Open the pool whose member images are `paths` (file names, or images opened
+        writable, which stay the caller's to close), for writing.
 
         Raises:
             Refusal: one line: what open_pool refuses, a pool still active (imported
-                elsewhere, or not exported cleanly), a member missing.
+                elsewhere, or not exported cleanly), a member missing, an image open
+                read-only.
         """
-        images = [ImageFile(p, writable=True) for p in paths]
+        images = [p if isinstance(p, ImageFile) else ImageFile(p, writable=True) for p in paths]
+        owned = [image for image, p in zip(images, paths, strict=True) if image is not p]
         try:
+            for image in images:
+                if not image.writable:
+                    raise Refusal(f"{image.path}: the image is open read-only")
             pool = await open_pool(images)
             state = int(pool.config.get("state", -1))  # type: ignore[arg-type]
             if state == POOL_STATE_ACTIVE:
@@ -100,10 +107,10 @@ class PoolWriter:
             mos = await ObjectSet.open(BlockCache(pool), pool.uberblock.ub_rootbp)
             metaslabs = await load_pool_metaslabs(mos)
         except BaseException:
-            for image in images:
+            for image in owned:
                 image.close()
             raise
-        return cls(pool, images, metaslabs)
+        return cls(pool, owned, metaslabs)
 
     async def _mos_objset(self) -> ObjectSet:
         """The MOS of the last synced txg, read afresh (nothing cached from older txgs)."""
@@ -153,7 +160,7 @@ class PoolWriter:
         recordsize = _inherited(ds, by_name, b"recordsize", DEFAULT_RECORDSIZE)
         return ZplTxg(objset, changes, self.pool.uberblock.ub_txg + 1), recordsize
 
-    async def _file(self, dataset: str, path: str) -> _OpenFile:
+    async def _file(self, dataset: str, path: Node) -> _OpenFile:
         """The regular file `path` of filesystem `dataset` as the open txg has it."""
         zpl, recordsize = await self._zpl(dataset)
         obj = await zpl.resolve(path)
@@ -164,21 +171,32 @@ class PoolWriter:
             raise FSError(errno.EOPNOTSUPP, f"{dataset}/{path}: SA attributes are not written yet")
         return _OpenFile(zpl.objset, zpl.dirty, obj, dn, recordsize)
 
-    async def create(self, dataset: str, path: str, mode: int = 0o644) -> None:
+    async def create(
+        self, dataset: str, path: Entry, mode: int = 0o644, uid: int = 0, gid: int = 0
+    ) -> int:
         """Create the empty regular file `path` (relative to the root of filesystem
-        `dataset`, owned by root) with permission bits `mode`, in the open txg.
+        `dataset`, or (directory object, name); owned by `uid` and `gid`) with permission bits
+        `mode`, in the open txg; its object number. Every method names a node by its
+        path or object number (zpl_write.Node), an entry by its path or (directory
+        object, name) (zpl_write.Entry).
 
         Raises:
             FSError: EEXIST, ENOENT, ENOTDIR; EOPNOTSUPP where a fat ZAP or SA would be
                 written (see zpl_write.py).
         """
-        await (await self._zpl(dataset))[0].create(path, stat.S_IFREG | (mode & 0o7777))
+        return await (await self._zpl(dataset))[0].create(
+            path, stat.S_IFREG | (mode & 0o7777), uid, gid
+        )
 
-    async def mkdir(self, dataset: str, path: str, mode: int = 0o755) -> None:
+    async def mkdir(
+        self, dataset: str, path: Entry, mode: int = 0o755, uid: int = 0, gid: int = 0
+    ) -> int:
         """Create the empty directory `path` of filesystem `dataset`, as `create`."""
-        await (await self._zpl(dataset))[0].create(path, stat.S_IFDIR | (mode & 0o7777))
+        return await (await self._zpl(dataset))[0].create(
+            path, stat.S_IFDIR | (mode & 0o7777), uid, gid
+        )
 
-    async def unlink(self, dataset: str, path: str) -> None:
+    async def unlink(self, dataset: str, path: Entry) -> None:
         """Remove the non-directory `path` of filesystem `dataset` in the open txg; its
         blocks are freed with its last link (kept on the deadlist for a snapshot).
 
@@ -187,7 +205,7 @@ class PoolWriter:
         """
         await (await self._zpl(dataset))[0].unlink(path)
 
-    async def rmdir(self, dataset: str, path: str) -> None:
+    async def rmdir(self, dataset: str, path: Entry) -> None:
         """Remove the empty directory `path` of filesystem `dataset` in the open txg.
 
         Raises:
@@ -195,7 +213,7 @@ class PoolWriter:
         """
         await (await self._zpl(dataset))[0].unlink(path, directory=True)
 
-    async def rename(self, dataset: str, src: str, dst: str) -> None:
+    async def rename(self, dataset: str, src: Entry, dst: Entry) -> None:
         """Move `src` to `dst` within filesystem `dataset` in the open txg, as rename(2).
 
         Raises:
@@ -204,7 +222,7 @@ class PoolWriter:
         """
         await (await self._zpl(dataset))[0].rename(src, dst)
 
-    async def write_file_range(self, dataset: str, path: str, offset: int, data: bytes) -> None:
+    async def write_file_range(self, dataset: str, path: Node, offset: int, data: bytes) -> None:
         """Write `data` at `offset` of the regular file `path` (relative to the root of
         filesystem `dataset`) in the open txg, as write(2) does: past the end the file
         grows (a gap between reads as zeros); its mtime and ctime become now.
@@ -230,7 +248,7 @@ class PoolWriter:
         maxblkid = max(f.dn.dn_maxblkid, (end - 1) // bsz) if data else f.dn.dn_maxblkid
         f.update(max(f.size, end), maxblkid)
 
-    async def truncate(self, dataset: str, path: str, size: int) -> None:
+    async def truncate(self, dataset: str, path: Node, size: int) -> None:
         """Set the size of the regular file `path` of filesystem `dataset` in the open txg,
         as truncate(2) does (zfs_freesp): shorter, the blocks past the end are freed (the
         last one kept keeps zeros past it); longer, the file is sparse; its mtime and ctime
@@ -261,7 +279,7 @@ class PoolWriter:
     async def setattr(
         self,
         dataset: str,
-        path: str,
+        path: Node,
         *,
         mode: int | None = None,
         uid: int | None = None,
@@ -341,7 +359,7 @@ class PoolWriter:
             await image.sync()
 
     def close(self) -> None:
-        """Close the member images (what was not synced is dropped)."""
+        """Close the member images it opened (what was not synced is dropped)."""
         for image in self.images:
             image.close()
 

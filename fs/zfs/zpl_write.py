@@ -89,6 +89,12 @@ def _now() -> tuple[int, int]:
     return now // 10**9, now % 10**9
 
 
+# A node is named by its path from the dataset's root or by its object number; a directory
+# entry by its path or by (directory object, name), as the FUSE side knows them.
+Node = str | int
+Entry = str | tuple[int, bytes]
+
+
 def _split(path: str) -> tuple[str, bytes]:
     """(parent path, last name) of `path`."""
     parts = [p for p in path.split("/") if p]
@@ -179,8 +185,11 @@ class ZplTxg:
                 raise
             return None
 
-    async def resolve(self, path: str) -> int:
+    async def resolve(self, path: Node) -> int:
         """The object `path` names (relative to the dataset's root); ENOENT, ENOTDIR."""
+        if isinstance(path, int):
+            await self.dnode(path)
+            return path
         root = await Zap.open(self.objset, MASTER_NODE_OBJ)
         obj = (await root.lookup(b"ROOT")).int()
         for part in filter(None, path.split("/")):
@@ -192,8 +201,8 @@ class ZplTxg:
             obj = value & OBJ_MASK
         return obj
 
-    async def _parent(self, path: str) -> tuple[int, bytes]:
-        parent, name = _split(path)
+    async def _parent(self, path: Entry) -> tuple[int, bytes]:
+        parent, name = path if isinstance(path, tuple) else _split(path)
         dir_obj = await self.resolve(parent)
         if not stat.S_ISDIR((await self.znode(dir_obj))[1].mode):
             raise FSError(errno.ENOTDIR, f"{path}: parent is not a directory")
@@ -292,7 +301,7 @@ class ZplTxg:
             self.dirty.blocks, self.dirty.dnodes = saved.blocks, saved.dnodes
             raise
 
-    async def create(self, path: str, mode: int, uid: int = 0, gid: int = 0) -> int:
+    async def create(self, path: Entry, mode: int, uid: int = 0, gid: int = 0) -> int:
         """A new empty regular file (S_IFREG in `mode`) or directory (S_IFDIR) at
         `path`; its object number. EEXIST, ENOENT, ENOTDIR; EINVAL for other types."""
         with self._all_or_nothing():
@@ -334,7 +343,7 @@ class ZplTxg:
             await self._change(parent, 1, int(is_dir), now)
             return obj
 
-    async def unlink(self, path: str, *, directory: bool = False) -> None:
+    async def unlink(self, path: Entry, *, directory: bool = False) -> None:
         """Remove the entry `path` (rmdir with `directory`: it must be an empty
         directory); the object is freed with its last link. ENOENT, EISDIR, ENOTDIR,
         ENOTEMPTY; EOPNOTSUPP for files with an xattr directory."""
@@ -350,7 +359,7 @@ class ZplTxg:
             await self._change(parent, -1, -int(is_dir), now)
             await self._drop_link(obj, is_dir, now)
 
-    async def _check_removable(self, path: str, obj: int, directory: bool) -> bool:
+    async def _check_removable(self, path: Entry, obj: int, directory: bool) -> bool:
         """Whether object `obj` is a directory, after rmdir's or unlink's checks."""
         _, z = await self.znode(obj)
         is_dir = stat.S_ISDIR(z.mode)
@@ -373,7 +382,7 @@ class ZplTxg:
         else:
             self.put_znode(obj, dn, replace(z, links=z.links - 1, ctime=now))
 
-    async def rename(self, src: str, dst: str) -> None:
+    async def rename(self, src: Entry, dst: Entry) -> None:
         """Move the entry `src` to `dst` (rename(2)): an existing `dst` is replaced (a
         file by a file, an empty directory by a directory); a directory moved to another
         parent moves its ".." link. EINVAL for a directory into itself."""
@@ -414,7 +423,7 @@ class ZplTxg:
 
     async def setattr(
         self,
-        path: str,
+        path: Node,
         *,
         mode: int | None = None,
         uid: int | None = None,
