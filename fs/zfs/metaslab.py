@@ -13,8 +13,9 @@ of one object may come from hosts of either byte order (a pool moved between mac
 so each block of a map is decoded in its own order.
 
 The allocator is simpler than upstream's weighted, segment-size-aware one: `metaslab_alloc`
-takes the metaslab with the most space it may hand out and the first free segment there
-that fits (all sizes are whole sectors of the vdev, so offsets stay sector-aligned).
+takes a metaslab the txg already changes, else the one with the most space it may hand
+out, and the first free segment there that fits (all sizes are whole sectors of the
+vdev, so offsets stay sector-aligned).
 What a txg allocates and frees is kept apart until `Metaslab.sync` turns it into space map
 records (one debug record, then the entries, per kind, as metaslab_sync writes them).
 Space freed in a txg is not reused until TXG_DEFER_SIZE more txgs have synced, as
@@ -94,6 +95,12 @@ class Metaslab:
                 return start
         return None
 
+    def claim(self, offset: int, size: int) -> None:
+        """Allocate [offset, offset + size), already taken out of `allocatable` (a place
+        reserved for a rewrite)."""
+        self.allocated.add(offset, size)
+        self.allocating.add(offset, size)
+
     def free(self, offset: int, size: int) -> None:
         """Free [offset, offset + size), allocated in this metaslab.
 
@@ -129,16 +136,25 @@ class Metaslab:
         return records
 
 
-def metaslab_alloc(metaslabs: Sequence[Metaslab], asize: int) -> DVA:
-    """Allocate `asize` bytes from the metaslab with the most allocatable space that holds
-    a segment big enough (first fit inside it).
+def metaslab_alloc(
+    metaslabs: Sequence[Metaslab], asize: int, active: frozenset[tuple[int, int]] = frozenset()
+) -> DVA:
+    """Allocate `asize` bytes from a metaslab that holds a segment big enough (first fit
+    inside it): one this txg already changes, or named in `active` (vdev, id), before
+    any other (so fewer space maps change: upstream keeps allocating from an active
+    metaslab too), then the one with the most allocatable space.
 
     Raises:
         FSError: ENOSPC when no metaslab has a free segment of `asize` bytes.
     """
-    for ms in sorted(metaslabs, key=lambda m: (-m.allocatable.space, m.vdev, m.id)):
+
+    def rank(m: Metaslab) -> tuple[bool, int, int, int]:
+        busy = bool(len(m.allocating) or len(m.freeing)) or (m.vdev, m.id) in active
+        return (not busy, -m.allocatable.space, m.vdev, m.id)
+
+    for ms in sorted(metaslabs, key=rank):
         if ms.allocatable.space < asize:
-            break
+            continue
         offset = ms.alloc(asize)
         if offset is not None:
             return DVA(ms.vdev, offset, asize, False)

@@ -177,17 +177,70 @@ class SyncContext:
         self.sector = 1 << max(ashifts.values())  # mixed ashifts: the largest fits all
         self.writes: list[tuple[DVA, bytes]] = []
         self.owner = Owner()  # the caller sets the object set being written
+        # Every block written, by (asize, copies), in order: what a later pass may rewrite.
+        self.allocations: dict[tuple[int, int], list[BlockPtr]] = {}
+        self._reserved: dict[tuple[int, int], list[BlockPtr]] = {}
+        # A list: frees are only gathered there, for the pool's deferred-free list.
+        self.deferred: list[BlockPtr] | None = None
+        self.active: frozenset[tuple[int, int]] = frozenset()  # metaslabs to allocate from first
 
-    def _alloc(self, psize: int, copies: int) -> list[DVA]:
-        """`copies` DVAs of `psize` bytes rounded up to whole sectors (plain and mirror
-        vdevs: no parity), each in a metaslab of its own where there are enough, so
-        that ditto copies survive damage to one region."""
-        asize = -(-psize // self.sector) * self.sector
+    def rewrite(self, allocations: dict[tuple[int, int], list[BlockPtr]]) -> None:
+        """Let this pass put its blocks where an earlier pass of the txg put its own
+        (`allocations` of that pass, free in this pass's metaslabs): each request of a
+        size and number of copies takes the next such place, and only the rest is
+        allocated anew. Those places are reached by no synced uberblock, so overwriting
+        them is safe (zio_write_compress's ZIO_FLAG_IO_REWRITE of blocks born in this
+        txg); a pass asking for what the one before asked for then writes the same space
+        map records, and the passes converge. See `release` for the places left over."""
+        self._reserved = {key: list(bps) for key, bps in allocations.items()}
+        for bps in allocations.values():
+            for bp in bps:
+                for dva in bp.dvas:
+                    self._metaslab(dva).allocatable.remove(dva.offset, dva.asize)
+
+    def release(self) -> None:
+        """Settle the places `rewrite` reserved and no request took: with a deferred-free
+        list they stay allocated and go on it (freed next txg, as a late pass frees a
+        block of its txg upstream), so a pass never takes back what the one before
+        allocated and the space maps only grow from pass to pass; without one, they are
+        free again."""
+        for key, bps in self._reserved.items():
+            for bp in bps:
+                for dva in bp.dvas:
+                    ms = self._metaslab(dva)
+                    if self.deferred is not None:
+                        ms.claim(dva.offset, dva.asize)
+                    else:
+                        ms.allocatable.add(dva.offset, dva.asize)
+                if self.deferred is not None:
+                    self.deferred.append(bp)
+                    self.allocations.setdefault(key, []).append(bp)
+        self._reserved = {}
+
+    def _metaslab(self, dva: DVA) -> Metaslab:
+        metaslabs = self.metaslabs[dva.vdev]
+        return metaslabs[dva.offset >> _ms_shift(metaslabs)]
+
+    def _alloc(self, asize: int, copies: int) -> list[DVA]:
+        """`copies` DVAs of `asize` bytes, a place reserved for that size and number of
+        copies (`rewrite`) first, else new ones (`_fresh`)."""
+        reserved = self._reserved.get((asize, copies))
+        if not reserved:
+            return self._fresh(asize, copies)
+        dvas = list(reserved.pop(0).dvas)
+        for dva in dvas:
+            self._metaslab(dva).claim(dva.offset, dva.asize)
+        return dvas
+
+    def _fresh(self, asize: int, copies: int) -> list[DVA]:
+        """`copies` new DVAs of `asize` bytes (plain and mirror vdevs: no parity), each
+        in a metaslab of its own where there are enough, so that ditto copies survive
+        damage to one region."""
         dvas: list[DVA] = []
         for _ in range(copies):
             taken = {(d.vdev, d.offset >> _ms_shift(self.metaslabs[d.vdev])) for d in dvas}
             spare = [ms for ms in self._eligible if (ms.vdev, ms.id) not in taken]
-            dvas.append(metaslab_alloc(spare or self._eligible, asize))
+            dvas.append(metaslab_alloc(spare or self._eligible, asize, self.active))
         return dvas
 
     def write(self, data: bytes, props: WriteProps, copies: int, fill: int) -> BlockPtr:
@@ -195,9 +248,11 @@ class SyncContext:
         prepared = zio_write_prepare(data, props, self.txg)
         if prepared.physical == b"":
             return prepared.bp  # a hole or an embedded block: nothing to allocate
-        dvas = self._alloc(len(prepared.physical), copies)
+        asize = -(-len(prepared.physical) // self.sector) * self.sector
+        dvas = self._alloc(asize, copies)
         self.writes += [(dva, prepared.physical) for dva in dvas]
         bp = zio_write_finish(prepared, dvas, fill)
+        self.allocations.setdefault((asize, copies), []).append(bp)
         self.owner.born.add(bp)
         return bp
 
@@ -211,8 +266,11 @@ class SyncContext:
             return
         if any(d.gang for d in bp.dvas):
             raise FSError(errno.EOPNOTSUPP, "freeing gang blocks is not written yet")
-        for dva in bp.dvas:
-            metaslab_free(self.metaslabs[dva.vdev], dva, _ms_shift(self.metaslabs[dva.vdev]))
+        if self.deferred is not None:
+            self.deferred.append(bp)
+        else:
+            for dva in bp.dvas:
+                metaslab_free(self.metaslabs[dva.vdev], dva, _ms_shift(self.metaslabs[dva.vdev]))
         self.owner.freed.add(bp)
 
 

@@ -72,6 +72,7 @@ class PoolWriter:
         self._mos = DirtyObjset()  # the open txg's changes to the MOS
         self._datasets: dict[int, tuple[DirtyObjset, WritePolicy]] = {}  # by dataset object
         self._broken = False
+        self.last_passes = 0  # the MOS sync passes the last sync took (0: nothing to write)
 
     @classmethod
     async def open(cls, paths: Sequence[str | ImageFile]) -> PoolWriter:
@@ -320,6 +321,7 @@ class PoolWriter:
         # A dataset only looked at (an operation refused) has nothing to write.
         self._datasets = {k: v for k, v in self._datasets.items() if v[0].blocks or v[0].dnodes}
         rootbp, blocks, metaslabs = old.ub_rootbp, [], self.metaslabs
+        self.last_passes = 0
         if self._mos.blocks or self._mos.dnodes or self._datasets:
             ashifts = {v.id: v.ashift for v in self.pool.vdevs
                        if v.id in self.metaslabs and not v.is_log}  # fmt: skip
@@ -334,6 +336,7 @@ class PoolWriter:
             done = await spa_sync_mos(cache, old.ub_rootbp, self._mos, self.metaslabs, ashifts,
                                       txg, datasets)  # fmt: skip
             rootbp, metaslabs = done.rootbp, done.metaslabs
+            self.last_passes = done.passes
             try:
                 blocks = block_writes(self.pool.vdevs, done.writes)
             except ValueError as e:
