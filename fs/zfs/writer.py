@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from uvfs import FSError, ImageFile, Refusal
 from uvfs_fs.zfs.checksum import ZIO_CHECKSUM_FLETCHER_4, ZIO_CHECKSUM_ON
 from uvfs_fs.zfs.compress import ZIO_COMPRESS_LZJB, ZIO_COMPRESS_OFF, ZIO_COMPRESS_ON
-from uvfs_fs.zfs.dataset_sync import sync_dataset
+from uvfs_fs.zfs.dataset_sync import SPA_VERSION_DEADLISTS, sync_dataset
 from uvfs_fs.zfs.dmu import BlockCache, ObjectSet, read_block
 from uvfs_fs.zfs.dnode import DMU_OT_PLAIN_FILE_CONTENTS, DMU_OT_ZNODE, DnodePhys
 from uvfs_fs.zfs.dsl import Dataset, list_datasets
@@ -98,6 +98,9 @@ class PoolWriter:
             if pool.version > SPA_VERSION_MAX_NUMBERED:
                 raise Refusal(f"pool {pool.name!r}: version {pool.version} (feature flags) "
                               "is not written yet")  # fmt: skip
+            if pool.version >= SPA_VERSION_DEADLISTS:
+                raise Refusal(f"pool {pool.name!r}: version {pool.version} keeps deadlists and "
+                              "deferred frees in bpobjs, which are not written yet")  # fmt: skip
             if state != POOL_STATE_EXPORTED:
                 name = POOL_STATES[state] if 0 <= state < len(POOL_STATES) else state
                 raise Refusal(f"pool {pool.name!r} is {name}, not exported")
