@@ -12,7 +12,7 @@ Inode numbers are the read side's (`index << 48 | object`, zpl.py): they stay va
 across syncs because no request adds or removes a dataset, so the index of each is fixed.
 
 What is written (PoolWriter's limits, checked conservatively at mount time): pools of
-versions 1-28, exported cleanly, every member present; filesystems of ZPL version 4 or
+versions 1-25, exported cleanly, every member present; filesystems of ZPL version 4 or
 older (znode_phys_t files: no SA). Anything else mounts read-only and says why in one
 line. Served: write, create, mkdir, unlink, rmdir, rename (no RENAME_EXCHANGE), setattr.
 Not yet: symlink, link, mknod, and extended attribute changes (EOPNOTSUPP); snapshots
