@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import PoolFactory
-from write_pool import ORIGINAL, copy_pool, grow_pool, scrub_clean
+from write_pool import ORIGINAL, copy_pool, grow_pool, scrub_clean, tree_view
 from zfsfuse import PoolRecord, ZfsFuse
 
 from tests.conftest import force_unmount, run_uvfs
@@ -31,18 +31,6 @@ NEW = BIG[:100_000] + PATCH + BIG[105_000:] + TAIL
 @pytest.fixture(scope="module")
 def built(zfs_pool: PoolFactory, zfs_fuse: ZfsFuse) -> PoolRecord:
     return grow_pool(zfs_pool, zfs_fuse)
-
-
-def _view(root: Path) -> dict[str, tuple[object, ...]]:
-    """Every path below `root`: (mode, size, nlink, sha256 of a file's contents)."""
-    out: dict[str, tuple[object, ...]] = {}
-    for top, dirs, files in os.walk(root):
-        for name in dirs + files:
-            path = Path(top) / name
-            st = path.lstat()
-            digest = hashlib.sha256(path.read_bytes()).hexdigest() if name in files else None
-            out[str(path.relative_to(root))] = (st.st_mode, st.st_size, st.st_nlink, digest)
-    return out
 
 
 def test_posix_workload(built: PoolRecord, zfs_fuse: ZfsFuse, tmp_path: Path) -> None:
@@ -68,7 +56,7 @@ def test_posix_workload(built: PoolRecord, zfs_fuse: ZfsFuse, tmp_path: Path) ->
     def look() -> None:
         root = zfs_fuse.visible(built.directory / "mnt")
         mtimes.append(int((root / "record").stat().st_mtime))
-        theirs.update(_view(root))
+        theirs.update(tree_view(root))
 
     status = scrub_clean(zfs_fuse, tmp_path / "pool", name, look)
     assert theirs == ours
@@ -108,7 +96,7 @@ def _workload(mnt: Path) -> dict[str, tuple[object, ...]]:
     assert not (mnt / "tiny").exists() and not (mnt / "c" / "text").exists()
     assert stat.S_IMODE((mnt / "w").stat().st_mode) == 0o750
     assert stat.S_IMODE((mnt / "odd").stat().st_mode) == 0o600
-    return _view(mnt)
+    return tree_view(mnt)
 
 
 def test_unwritable_pool_mounts_read_only(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import os
 import random
 import stat
 from pathlib import Path
@@ -13,19 +12,25 @@ from pathlib import Path
 import pytest
 from conftest import PoolFactory
 from trees import Node, record_fs
-from write_pool import ORIGINAL, copy_pool, destroy, grow_pool, scrub_clean, user_usage
-from zfsfuse import PoolRecord, ZfsFuse, walk_pool
+from write_pool import (
+    ORIGINAL,
+    copy_pool,
+    destroy,
+    grow_pool,
+    scrub_clean,
+    tree_view,
+    user_usage,
+    znodes_with_their_acls,
+)
+from zfsfuse import PoolRecord, ZfsFuse
 
 from uvfs import FSError, ImageFile
 from uvfs_fs.zfs import ZfsFileSystem
-from uvfs_fs.zfs.acl import trivial_acl, trivial_acl_flags
 from uvfs_fs.zfs.dmu import BlockCache, ObjectSet
-from uvfs_fs.zfs.dnode import DMU_OT_ZNODE, DNODE_MIN_SIZE, parse_dnode
 from uvfs_fs.zfs.dsl import list_datasets
 from uvfs_fs.zfs.spa import Pool, open_pool
 from uvfs_fs.zfs.writer import PoolWriter
 from uvfs_fs.zfs.zap import Zap
-from uvfs_fs.zfs.znode import parse_znode_phys
 from uvfs_fs.zfs.zpl import OBJ_MASK
 
 RNG = random.Random(33)
@@ -59,19 +64,6 @@ async def _fat_count(pool: Pool) -> tuple[int, int]:
     return phys.zap_num_entries, phys.zap_num_leafs
 
 
-def _view(root: Path) -> dict[str, tuple[object, ...]]:
-    """Every path below `root` through the kernel: (mode, size, nlink, sha256 of a
-    file's contents) — zfs-fuse runs without xattrs here."""
-    out: dict[str, tuple[object, ...]] = {}
-    for top, dirs, files in os.walk(root):
-        for name in dirs + files:
-            path = Path(top) / name
-            st = path.lstat()
-            digest = hashlib.sha256(path.read_bytes()).hexdigest() if name in files else None
-            out[str(path.relative_to(root))] = (st.st_mode, st.st_size, st.st_nlink, digest)
-    return out
-
-
 def _ours(tree: dict[str, Node]) -> dict[str, tuple[object, ...]]:
     return {p: (n.mode, n.size, n.nlink, n.digest) for p, n in tree.items()}
 
@@ -96,16 +88,8 @@ async def test_trivial_acls_are_zfs_fuses(built: PoolRecord) -> None:
     acl.py derives from its mode."""
     pool = await open_pool([ImageFile(str(v)) for v in built.vdevs])
     seen = 0
-    async for v in walk_pool(pool):
-        if v.objset and v.object == 0 and v.level == 0:
-            for at in range(0, len(v.data), DNODE_MIN_SIZE):
-                dn = parse_dnode(v.data[at:], v.bp.byteorder)
-                if dn.dn_bonustype != DMU_OT_ZNODE:
-                    continue
-                z = parse_znode_phys(dn.dn_bonus, dn.byteorder)
-                assert dn.dn_bonus[176:264] == trivial_acl(z.mode, dn.byteorder)
-                assert z.flags == trivial_acl_flags(z.mode, stat.S_ISDIR(z.mode))
-                seen += 1
+    async for _ in znodes_with_their_acls(pool):
+        seen += 1
     assert seen >= 12
 
 
@@ -196,7 +180,7 @@ async def test_create_remove_rename(built: PoolRecord, zfs_fuse: ZfsFuse, tmp_pa
 
     def look() -> None:
         mnt = zfs_fuse.visible(built.directory / "mnt")
-        theirs.update(_view(mnt))
+        theirs.update(tree_view(mnt))
         for ds in (name, c):
             used.append(zfs_fuse.run("zfs", "get", "-Hp", "-o", "value", "userused@0", ds))
         zfs_fuse.run("zfs", "clone", f"{c}@s1", f"{name}/old")

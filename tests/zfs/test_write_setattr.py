@@ -10,16 +10,14 @@ from pathlib import Path
 
 import pytest
 from conftest import PoolFactory
-from write_pool import ORIGINAL, copy_pool, grow_pool, scrub_clean
-from zfsfuse import PoolRecord, ZfsFuse, walk_pool
+from write_pool import ORIGINAL, copy_pool, grow_pool, scrub_clean, znodes_with_their_acls
+from zfsfuse import PoolRecord, ZfsFuse
 
 from uvfs import FSError, ImageFile
 from uvfs_fs.zfs import ZfsFileSystem
-from uvfs_fs.zfs.acl import trivial_acl, trivial_acl_flags
-from uvfs_fs.zfs.dnode import DMU_OT_ZNODE, DNODE_MIN_SIZE, parse_dnode
+from uvfs_fs.zfs.dnode import DNODE_MIN_SIZE
 from uvfs_fs.zfs.spa import open_pool
 from uvfs_fs.zfs.writer import PoolWriter
-from uvfs_fs.zfs.znode import parse_znode_phys
 
 ATIME, MTIME = (1_000_000_000, 5), (1_234_567_890, 123_456_789)
 OLD = (-86_400, 999_999_999)  # before the epoch: a signed seconds field
@@ -108,18 +106,10 @@ async def test_setattr(built: PoolRecord, zfs_fuse: ZfsFuse, tmp_path: Path) -> 
 
     pool = await open_pool([ImageFile(str(v)) for v in vdevs])
     tiny_used, modes_seen = 0, set()
-    async for v in walk_pool(pool):
-        if v.objset and v.object == 0 and v.level == 0:
-            for at in range(0, len(v.data), DNODE_MIN_SIZE):
-                dn = parse_dnode(v.data[at:], v.bp.byteorder)
-                if dn.dn_bonustype != DMU_OT_ZNODE:
-                    continue
-                z = parse_znode_phys(dn.dn_bonus, dn.byteorder)
-                assert dn.dn_bonus[176:264] == trivial_acl(z.mode, dn.byteorder)
-                assert z.flags == trivial_acl_flags(z.mode, stat.S_ISDIR(z.mode))
-                modes_seen.add(z.mode)
-                if z.uid == 1000:
-                    tiny_used += DNODE_MIN_SIZE + dn.used_bytes
+    async for dn, z in znodes_with_their_acls(pool):
+        modes_seen.add(z.mode)
+        if z.uid == 1000:
+            tiny_used += DNODE_MIN_SIZE + dn.used_bytes
     assert {stat.S_IFDIR | 0o710, stat.S_IFREG | 0o640, *modes.values()} <= modes_seen
     assert used == [f"{tiny_used}\n"]
     zdb = zfs_fuse.run("zdb", "-e", "-p", str(tmp_path / "pool"), "-bcc", name)

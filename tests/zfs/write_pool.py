@@ -7,17 +7,21 @@ a dataset with a snapshot. `copy_pool` gives a test its own copy of a pool's vde
 
 from __future__ import annotations
 
+import hashlib
+import os
 import random
+import stat
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from zfsfuse import PoolRecord, ZfsFuse, walk_pool
 
-from uvfs_fs.zfs.dnode import DNODE_MIN_SIZE, parse_dnode
+from uvfs_fs.zfs.acl import trivial_acl, trivial_acl_flags
+from uvfs_fs.zfs.dnode import DMU_OT_ZNODE, DNODE_MIN_SIZE, DnodePhys, parse_dnode
 from uvfs_fs.zfs.spa import Pool
-from uvfs_fs.zfs.znode import znode_owner_ids
+from uvfs_fs.zfs.znode import Znode, parse_znode_phys, znode_owner_ids
 
 COMPRESSIONS = ("lzjb", "gzip-1", "gzip-9", "zle")
 
@@ -134,10 +138,38 @@ async def user_usage(pool: Pool) -> dict[int, int]:
     """Per dataset object: what its user and group usage must say for uid/gid 0 (every
     file here is root's): a dnode and its dn_used bytes per object with a znode."""
     out: dict[int, int] = {}
+    async for objset, dn in dataset_dnodes(pool):
+        if znode_owner_ids(dn) == (0, 0):
+            out[objset] = out.get(objset, 0) + DNODE_MIN_SIZE + dn.used_bytes
+    return out
+
+
+async def dataset_dnodes(pool: Pool) -> AsyncIterator[tuple[int, DnodePhys]]:
+    """(dataset object, dnode) for every dnode slot of every dataset in `pool`."""
     async for v in walk_pool(pool):
         if v.objset and v.object == 0 and v.level == 0:
             for at in range(0, len(v.data), DNODE_MIN_SIZE):
-                dn = parse_dnode(v.data[at:], v.bp.byteorder)
-                if znode_owner_ids(dn) == (0, 0):
-                    out[v.objset] = out.get(v.objset, 0) + DNODE_MIN_SIZE + dn.used_bytes
+                yield v.objset, parse_dnode(v.data[at:], v.bp.byteorder)
+
+
+async def znodes_with_their_acls(pool: Pool) -> AsyncIterator[tuple[DnodePhys, Znode]]:
+    """Every dnode of `pool` holding a znode, with its znode, each asserted to carry the
+    ACL and ACL flags acl.py derives from its mode (as zfs_mknode and zfs_setattr write)."""
+    async for _, dn in dataset_dnodes(pool):
+        if dn.dn_bonustype == DMU_OT_ZNODE:
+            z = parse_znode_phys(dn.dn_bonus, dn.byteorder)
+            assert dn.dn_bonus[176:264] == trivial_acl(z.mode, dn.byteorder)
+            assert z.flags == trivial_acl_flags(z.mode, stat.S_ISDIR(z.mode))
+            yield dn, z
+
+
+def tree_view(root: Path) -> dict[str, tuple[object, ...]]:
+    """Every path below `root`: (mode, size, nlink, sha256 of a file's contents)."""
+    out: dict[str, tuple[object, ...]] = {}
+    for top, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = Path(top) / name
+            st = path.lstat()
+            digest = hashlib.sha256(path.read_bytes()).hexdigest() if name in files else None
+            out[str(path.relative_to(root))] = (st.st_mode, st.st_size, st.st_nlink, digest)
     return out
