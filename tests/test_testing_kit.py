@@ -1,7 +1,7 @@
 """The conformance kit (uvfs.testing) proves itself on the kernel's own file systems, then
-runs on uvfs: tmpfs and an ext4 loop mount pass every check; uvfs's ext2 read-write mount
-and its read-only mount of an ext4 image built from the reference tree pass every check
-but those listed, each with the reason it fails."""
+runs on uvfs: tmpfs and an ext4 loop mount pass every check; uvfs's read-write mounts of
+ext2 and ext4 and its read-only mount of an ext4 image built from the reference tree pass
+every check but those listed, each with the reason it fails."""
 
 from __future__ import annotations
 
@@ -110,13 +110,16 @@ class TestExt4:
 
 
 class TestUvfsExt2ReadWrite:
-    """uvfs's ext2 driver, mounted read-write, passes every check but UVFS_EXT2_RW_FAILS."""
+    """uvfs's ext2 driver, mounted read-write on an ext2 image and on an ext4 one (mke2fs's
+    defaults: written through the journal), passes every check but UVFS_EXT2_RW_FAILS."""
 
-    @pytest.fixture(scope="class")
+    @pytest.fixture(scope="class", params=["ext2", "ext4"])
     @classmethod
-    def uvfs_mountpoint(cls, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-        work = tmp_path_factory.mktemp("uvfs-ext2")
-        image = _mke2fs(work / "ext2.img", "ext2", "256M")
+    def uvfs_mountpoint(
+        cls, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    ) -> Iterator[Path]:
+        work = tmp_path_factory.mktemp(f"uvfs-{request.param}")
+        image = _mke2fs(work / "fs.img", request.param, "256M")
         with _uvfs_mount(work / "mnt", image, "rw" + OTHERS) as mounted:
             yield mounted
 
