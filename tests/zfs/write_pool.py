@@ -123,15 +123,7 @@ def scrub_clean(
 
 def destroy(daemon: ZfsFuse, dataset: str) -> None:
     """zfs destroy, waiting out a mount the kernel still holds for a moment."""
-    for _ in range(40):
-        try:
-            daemon.run("zfs", "destroy", dataset)
-            return
-        except subprocess.CalledProcessError as e:
-            if b"busy" not in e.stderr:
-                raise
-            time.sleep(0.25)
-    daemon.run("zfs", "destroy", "-f", dataset)
+    daemon.run_until_not_busy("zfs", "destroy", dataset)
 
 
 async def user_usage(pool: Pool) -> dict[int, int]:

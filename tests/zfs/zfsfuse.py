@@ -171,15 +171,20 @@ class ZfsFuse:
         FUSE sends RELEASE after close(2) returns, so right after populating, the unmount
         inside ``zpool export`` can find the mount busy for a moment.
         """
-        for _ in range(20):
+        self.run_until_not_busy("zpool", "export", pool)
+
+    def run_until_not_busy(self, tool: str, verb: str, target: str, tries: int = 40) -> None:
+        """``TOOL VERB TARGET``, again while it fails because a mount is busy (the kernel's
+        last releases), then forced (``TOOL VERB -f TARGET``)."""
+        for _ in range(tries):
             try:
-                self.run("zpool", "export", pool)
+                self.run(tool, verb, target)
                 return
             except subprocess.CalledProcessError as e:
                 if b"busy" not in e.stderr:
                     raise
                 time.sleep(0.25)
-        self.run("zpool", "export", "-f", pool)
+        self.run(tool, verb, "-f", target)
 
     def stop(self) -> None:
         """Export every pool and stop the daemon; its namespace and mounts go with it."""
